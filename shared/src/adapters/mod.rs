@@ -1,0 +1,4 @@
+//! Adapters: the concrete systems behind the ports.
+
+pub mod dynamodb;
+pub mod sqlite;

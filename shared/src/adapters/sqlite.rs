@@ -1,0 +1,187 @@
+//! Embedded store for the local engine: the same single-table layout as DynamoDB, in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::StoreError;
+use crate::store::{DocTable, StoredDoc};
+
+/// A SQLite-backed [`DocTable`]. One connection behind a mutex: SQLite serialises writers anyway,
+/// and every operation is a single short statement. WAL mode lets other processes (the
+/// `selfheal killswitch` verb, `selfheal status`) read and write the same file concurrently.
+#[derive(Clone)]
+pub struct SqliteTable {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(format!("sqlite busy: {e}"))
+        }
+        other => StoreError::Misconfigured(format!("sqlite: {other}")),
+    }
+}
+
+impl SqliteTable {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        if let Some(parent) = path.as_ref().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Misconfigured(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(sql_err)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(sql_err)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS items (
+                 pk TEXT NOT NULL,
+                 sk TEXT NOT NULL,
+                 rev INTEGER NOT NULL,
+                 doc TEXT NOT NULL,
+                 expires_at INTEGER,
+                 PRIMARY KEY (pk, sk)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(sql_err)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let guard = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+        f(&guard)
+    }
+}
+
+fn parse_doc(
+    pk: &str,
+    sk: &str,
+    rev: i64,
+    doc: String,
+    expires_at: Option<i64>,
+) -> Result<StoredDoc, StoreError> {
+    let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
+        key: format!("{pk}/{sk}"),
+        why: e.to_string(),
+    })?;
+    Ok(StoredDoc {
+        doc,
+        rev: u64::try_from(rev).unwrap_or(0),
+        expires_at,
+    })
+}
+
+#[async_trait]
+impl DocTable for SqliteTable {
+    async fn get(&self, pk: &str, sk: &str, now: i64) -> Result<Option<StoredDoc>, StoreError> {
+        self.with_conn(|c| {
+            let row = c
+                .query_row(
+                    "SELECT rev, doc, expires_at FROM items
+                     WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at >= ?3)",
+                    params![pk, sk, now],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(sql_err)?;
+            row.map(|(rev, doc, exp)| parse_doc(pk, sk, rev, doc, exp))
+                .transpose()
+        })
+    }
+
+    async fn put_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: &Value,
+        expected_rev: Option<u64>,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let text = doc.to_string();
+        self.with_conn(|c| {
+            let changed = match expected_rev {
+                None => c
+                    .execute(
+                        "INSERT INTO items (pk, sk, rev, doc, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
+                         ON CONFLICT (pk, sk) DO UPDATE SET rev = 1, doc = excluded.doc, expires_at = excluded.expires_at
+                         WHERE items.expires_at IS NOT NULL AND items.expires_at < ?5",
+                        params![pk, sk, text, expires_at, now],
+                    )
+                    .map_err(sql_err)?,
+                Some(rev) => {
+                    let rev = i64::try_from(rev).map_err(|_| StoreError::Misconfigured("revision overflow".into()))?;
+                    c.execute(
+                        "UPDATE items SET rev = ?3 + 1, doc = ?4, expires_at = ?5
+                         WHERE pk = ?1 AND sk = ?2 AND rev = ?3",
+                        params![pk, sk, rev, text, expires_at],
+                    )
+                    .map_err(sql_err)?
+                }
+            };
+            Ok(changed == 1)
+        })
+    }
+
+    async fn query(
+        &self,
+        pk: &str,
+        sk_from: &str,
+        sk_to: &str,
+        now: i64,
+    ) -> Result<Vec<(String, StoredDoc)>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT sk, rev, doc, expires_at FROM items
+                     WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3 AND (expires_at IS NULL OR expires_at >= ?4)
+                     ORDER BY sk",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![pk, sk_from, sk_to, now], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+                })
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sk, rev, doc, exp) = row.map_err(sql_err)?;
+                let parsed = parse_doc(pk, &sk, rev, doc, exp)?;
+                out.push((sk, parsed));
+            }
+            Ok(out)
+        })
+    }
+}

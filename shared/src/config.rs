@@ -1,0 +1,597 @@
+//! Typed configuration: non-secret settings from a TOML file and/or `SELFHEAL_*` environment
+//! variables (read once at init), secrets from AWS Secrets Manager or a local TOML file.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing configuration: set {0}")]
+    Missing(&'static str),
+    #[error("invalid configuration {name}: {why}")]
+    Invalid { name: String, why: String },
+    #[error("cannot read {path}: {why}")]
+    File { path: String, why: String },
+    #[error("cannot load secrets: {0}")]
+    Secrets(String),
+}
+
+fn d_pagerduty_api() -> String {
+    "https://api.pagerduty.com".into()
+}
+fn d_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+fn d_senso_api() -> String {
+    "https://apiv2.senso.ai/api/v1".into()
+}
+fn d_anthropic_api() -> String {
+    "https://api.anthropic.com".into()
+}
+fn d_model() -> String {
+    "claude-sonnet-4-5".into()
+}
+fn d_max_tokens() -> u32 {
+    4096
+}
+fn d_lightpanda() -> String {
+    "ws://127.0.0.1:9222/".into()
+}
+fn d_me() -> String {
+    "me".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SensoApi {
+    /// Current "Org API": `/org/search`, `/org/kb/raw`, `/org/content/{id}`.
+    Org,
+    /// Legacy "Developer API": `/search`, `/content/raw`, `/content/{id}`.
+    Legacy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySettings {
+    #[serde(default = "d_pagerduty_api")]
+    pub api_base: String,
+    /// PagerDuty user ids whose notes count as investigator hypotheses (Cleric's user first).
+    #[serde(default)]
+    pub investigator_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    #[serde(default = "d_slack_api")]
+    pub api_base: String,
+    pub channel: Option<String>,
+    /// Slack user ids allowed to approve or reject plans.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensoSettings {
+    #[serde(default = "d_senso_api")]
+    pub api_base: String,
+    #[serde(default = "d_senso_kind")]
+    pub api: SensoApi,
+}
+fn d_senso_kind() -> SensoApi {
+    SensoApi::Org
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicSettings {
+    #[serde(default = "d_anthropic_api")]
+    pub api_base: String,
+    #[serde(default = "d_model")]
+    pub model: String,
+    #[serde(default = "d_max_tokens")]
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoderSettings {
+    pub api_base: Option<String>,
+    #[serde(default = "d_me")]
+    pub user: String,
+    pub template_id: Option<String>,
+    pub template_version_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSettings {
+    /// `ws://host:port/` (direct) or `http://host:port` (discovery through `/json/version`).
+    #[serde(default = "d_lightpanda")]
+    pub endpoint: String,
+    #[serde(default = "d_concurrency")]
+    pub max_concurrent_checks: usize,
+}
+fn d_concurrency() -> usize {
+    8
+}
+
+/// Thresholds and switches of the confidence protocol.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    #[serde(default = "d_auto_conf")]
+    pub auto_min_confidence: f64,
+    #[serde(default = "d_auto_match")]
+    pub auto_min_match: f64,
+    #[serde(default = "d_low_match")]
+    pub low_match: f64,
+    #[serde(default = "d_escalate_conf")]
+    pub escalate_below_confidence: f64,
+    /// Services allowed for auto-execution (PagerDuty service ids or names); empty = none.
+    #[serde(default)]
+    pub auto_services: Vec<String>,
+    #[serde(default = "d_budget")]
+    pub autonomous_actions_per_service_per_hour: u32,
+    #[serde(default)]
+    pub shadow_mode: bool,
+}
+fn d_auto_conf() -> f64 {
+    0.90
+}
+fn d_auto_match() -> f64 {
+    0.85
+}
+fn d_low_match() -> f64 {
+    0.50
+}
+fn d_escalate_conf() -> f64 {
+    0.30
+}
+fn d_budget() -> u32 {
+    3
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            auto_min_confidence: d_auto_conf(),
+            auto_min_match: d_auto_match(),
+            low_match: d_low_match(),
+            escalate_below_confidence: d_escalate_conf(),
+            auto_services: Vec::new(),
+            autonomous_actions_per_service_per_hour: d_budget(),
+            shadow_mode: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSettings {
+    #[serde(default = "d_hyp")]
+    pub hypothesis_secs: u64,
+    #[serde(default = "d_appr")]
+    pub approval_secs: u64,
+    #[serde(default = "d_stab")]
+    pub stability_window_secs: u64,
+}
+fn d_hyp() -> u64 {
+    1800
+}
+fn d_appr() -> u64 {
+    3600
+}
+fn d_stab() -> u64 {
+    86_400
+}
+
+/// Every non-secret setting. Each field has a default except the deployment-specific ones, which
+/// the code that needs them asks for through [`Settings::require`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub table_name: Option<String>,
+    pub state_machine_arn: Option<String>,
+    pub secret_id: Option<String>,
+    #[serde(default = "empty_table")]
+    pub pagerduty: PagerDutySettings,
+    #[serde(default = "empty_table")]
+    pub slack: SlackSettings,
+    #[serde(default = "empty_table")]
+    pub senso: SensoSettings,
+    #[serde(default = "empty_table")]
+    pub anthropic: AnthropicSettings,
+    #[serde(default = "empty_table")]
+    pub coder: CoderSettings,
+    #[serde(default = "empty_table")]
+    pub browser: BrowserSettings,
+    #[serde(default = "empty_table")]
+    pub policy: PolicySettings,
+    #[serde(default = "empty_table")]
+    pub timeouts: TimeoutSettings,
+}
+
+fn empty_table<T: for<'de> Deserialize<'de>>() -> T {
+    // Every section type has all-default fields, so an empty table always deserializes.
+    T::deserialize(toml::Value::Table(toml::Table::new()))
+        .unwrap_or_else(|_| unreachable!("sections default"))
+}
+
+/// Environment variable → settings path. Lists are comma-separated.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SELFHEAL_TABLE_NAME", "table_name"),
+    ("SELFHEAL_STATE_MACHINE_ARN", "state_machine_arn"),
+    ("SELFHEAL_SECRET_ID", "secret_id"),
+    ("SELFHEAL_PAGERDUTY_API_BASE", "pagerduty.api_base"),
+    ("SELFHEAL_INVESTIGATOR_IDS", "pagerduty.investigator_ids[]"),
+    ("SELFHEAL_SLACK_API_BASE", "slack.api_base"),
+    ("SELFHEAL_SLACK_CHANNEL", "slack.channel"),
+    ("SELFHEAL_SLACK_APPROVERS", "slack.approvers[]"),
+    ("SELFHEAL_SENSO_API_BASE", "senso.api_base"),
+    ("SELFHEAL_SENSO_API", "senso.api"),
+    ("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base"),
+    ("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model"),
+    ("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens#"),
+    ("SELFHEAL_CODER_API_BASE", "coder.api_base"),
+    ("SELFHEAL_CODER_USER", "coder.user"),
+    ("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id"),
+    (
+        "SELFHEAL_CODER_TEMPLATE_VERSION_ID",
+        "coder.template_version_id",
+    ),
+    ("SELFHEAL_BROWSER_ENDPOINT", "browser.endpoint"),
+    (
+        "SELFHEAL_BROWSER_MAX_CONCURRENT_CHECKS",
+        "browser.max_concurrent_checks#",
+    ),
+    (
+        "SELFHEAL_AUTO_MIN_CONFIDENCE",
+        "policy.auto_min_confidence#",
+    ),
+    ("SELFHEAL_AUTO_MIN_MATCH", "policy.auto_min_match#"),
+    ("SELFHEAL_LOW_MATCH", "policy.low_match#"),
+    (
+        "SELFHEAL_ESCALATE_BELOW_CONFIDENCE",
+        "policy.escalate_below_confidence#",
+    ),
+    ("SELFHEAL_AUTO_SERVICES", "policy.auto_services[]"),
+    (
+        "SELFHEAL_AUTONOMOUS_ACTIONS_PER_HOUR",
+        "policy.autonomous_actions_per_service_per_hour#",
+    ),
+    ("SELFHEAL_SHADOW_MODE", "policy.shadow_mode?"),
+    (
+        "SELFHEAL_HYPOTHESIS_TIMEOUT_SECS",
+        "timeouts.hypothesis_secs#",
+    ),
+    ("SELFHEAL_APPROVAL_TIMEOUT_SECS", "timeouts.approval_secs#"),
+    (
+        "SELFHEAL_STABILITY_WINDOW_SECS",
+        "timeouts.stability_window_secs#",
+    ),
+];
+
+fn env_value(name: &str, raw: &str, kind: char) -> Result<toml::Value, ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid {
+        name: name.to_string(),
+        why: why.to_string(),
+    };
+    Ok(match kind {
+        '[' => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
+        ),
+        '#' => {
+            if let Ok(i) = raw.trim().parse::<i64>() {
+                toml::Value::Integer(i)
+            } else {
+                toml::Value::Float(
+                    raw.trim()
+                        .parse::<f64>()
+                        .map_err(|_| invalid("expected a number"))?,
+                )
+            }
+        }
+        '?' => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => return Err(invalid("expected true or false")),
+        }),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+impl Settings {
+    /// Settings from environment variables only (Lambda).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_sources(None, |k| std::env::var(k).ok())
+    }
+
+    /// A TOML file (optional) overlaid by environment variables (local engine).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                let value: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::File {
+                            path: path.display().to_string(),
+                            why: e.to_string(),
+                        })?;
+                Some(value)
+            }
+            None => None,
+        };
+        Self::from_sources(table, |k| std::env::var(k).ok())
+    }
+
+    pub fn from_sources(
+        file: Option<toml::Table>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = file.unwrap_or_default();
+        for (var, path) in ENV_VARS {
+            let Some(raw) = env(var) else { continue };
+            let (path, kind) = match path.chars().last() {
+                Some(k @ ('[' | ']' | '#' | '?')) => (
+                    path.trim_end_matches(['[', ']', '#', '?']),
+                    if k == ']' { '[' } else { k },
+                ),
+                _ => (*path, 's'),
+            };
+            let value = env_value(var, &raw, kind)?;
+            let mut parts = path.split('.').peekable();
+            let mut table = &mut root;
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    table.insert(part.to_string(), value.clone());
+                    break;
+                }
+                let entry = table
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
+                    name: part.to_string(),
+                    why: "expected a table".into(),
+                })?;
+            }
+        }
+        let settings =
+            Settings::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid {
+                name: "settings".into(),
+                why: e.to_string(),
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        for (name, v) in [
+            ("policy.auto_min_confidence", p.auto_min_confidence),
+            ("policy.auto_min_match", p.auto_min_match),
+            ("policy.low_match", p.low_match),
+            (
+                "policy.escalate_below_confidence",
+                p.escalate_below_confidence,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    name: name.into(),
+                    why: "must be within 0..=1".into(),
+                });
+            }
+        }
+        if p.low_match > p.auto_min_match {
+            return Err(ConfigError::Invalid {
+                name: "policy.low_match".into(),
+                why: "must not exceed policy.auto_min_match".into(),
+            });
+        }
+        if self.browser.max_concurrent_checks == 0 {
+            return Err(ConfigError::Invalid {
+                name: "browser.max_concurrent_checks".into(),
+                why: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A deployment-specific setting that this process needs; the error names the variable.
+    pub fn require<'a>(
+        value: &'a Option<String>,
+        env_name: &'static str,
+    ) -> Result<&'a str, ConfigError> {
+        value
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing(env_name))
+    }
+}
+
+/// Every secret, in one JSON document (Secrets Manager) or TOML table (local). Values are
+/// wrapped so `Debug` prints `[REDACTED]` and nothing can log them by accident.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// Every valid webhook subscription secret (several during rotation).
+    #[serde(default)]
+    pub pagerduty_webhook_secrets: Vec<SecretString>,
+    pub pagerduty_api_token: Option<SecretString>,
+    /// The `From` header on PagerDuty writes (not secret, but deployment-specific).
+    pub pagerduty_from_email: Option<String>,
+    pub senso_api_key: Option<SecretString>,
+    pub anthropic_api_key: Option<SecretString>,
+    pub coder_session_token: Option<SecretString>,
+    pub slack_bot_token: Option<SecretString>,
+    pub slack_signing_secret: Option<SecretString>,
+    pub lightpanda_token: Option<SecretString>,
+}
+
+impl Secrets {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        // serde_json errors quote input fragments; report only the position, never the text.
+        serde_json::from_str(text).map_err(|e| {
+            ConfigError::Secrets(format!(
+                "secret is not the expected JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|_| ConfigError::Secrets("secrets file is not valid TOML".into()))?;
+        Self::deserialize(toml::Value::Table(table)).map_err(|_| {
+            ConfigError::Secrets("secrets file does not have the expected keys (see README)".into())
+        })
+    }
+
+    /// Fetch once from AWS Secrets Manager (call at init; the value is cached for the container).
+    pub async fn from_secrets_manager(
+        client: &aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+    ) -> Result<Self, ConfigError> {
+        use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+        let out = client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                let code = e.code().unwrap_or("request failed").to_string();
+                ConfigError::Secrets(format!("GetSecretValue {secret_id}: {code}"))
+            })?;
+        let text = out
+            .secret_string()
+            .ok_or_else(|| ConfigError::Secrets(format!("{secret_id} has no SecretString")))?;
+        Self::from_json(text)
+    }
+
+    /// Every configured secret value, for redaction checks.
+    pub fn all_values(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .pagerduty_webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        for s in [
+            &self.pagerduty_api_token,
+            &self.senso_api_key,
+            &self.anthropic_api_key,
+            &self.coder_session_token,
+            &self.slack_bot_token,
+            &self.slack_signing_secret,
+            &self.lightpanda_token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            v.push(s.expose_secret());
+        }
+        v.retain(|s| !s.is_empty());
+        v
+    }
+
+    pub fn webhook_secret_bytes(&self) -> Vec<&[u8]> {
+        self.pagerduty_webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret().as_bytes())
+            .collect()
+    }
+}
+
+/// A map of environment variables, for tests of [`Settings::from_sources`].
+pub fn env_map(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_anything() {
+        let s = Settings::from_sources(None, env_map(&[])).unwrap();
+        assert_eq!(s.policy, PolicySettings::default());
+        assert_eq!(s.timeouts.stability_window_secs, 86_400);
+        assert_eq!(s.anthropic.model, "claude-sonnet-4-5");
+        let err = Settings::require(&s.table_name, "SELFHEAL_TABLE_NAME").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing configuration: set SELFHEAL_TABLE_NAME"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_parses_types() {
+        let file: toml::Table = "table_name = \"from-file\"\n[policy]\nauto_min_match = 0.8\n"
+            .parse()
+            .unwrap();
+        let env = env_map(&[
+            ("SELFHEAL_TABLE_NAME", "from-env"),
+            ("SELFHEAL_INVESTIGATOR_IDS", "PCLERIC1, PBOT2"),
+            ("SELFHEAL_SHADOW_MODE", "true"),
+            ("SELFHEAL_AUTO_MIN_CONFIDENCE", "0.95"),
+            ("SELFHEAL_STABILITY_WINDOW_SECS", "60"),
+        ]);
+        let s = Settings::from_sources(Some(file), env).unwrap();
+        assert_eq!(s.table_name.as_deref(), Some("from-env"));
+        assert_eq!(s.pagerduty.investigator_ids, vec!["PCLERIC1", "PBOT2"]);
+        assert!(s.policy.shadow_mode);
+        assert_eq!(s.policy.auto_min_confidence, 0.95);
+        assert_eq!(s.policy.auto_min_match, 0.8);
+        assert_eq!(s.timeouts.stability_window_secs, 60);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_SHADOW_MODE", "perhaps")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("SELFHEAL_SHADOW_MODE"), "{err}");
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_AUTO_MIN_MATCH", "1.5")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("policy.auto_min_match"), "{err}");
+        let file: toml::Table = "unknown_key = 1".parse().unwrap();
+        assert!(Settings::from_sources(Some(file), env_map(&[])).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secrets::from_json(
+            r#"{"pagerduty_webhook_secrets":["whsec-AAAA"],"anthropic_api_key":"sk-ant-BBBB","slack_signing_secret":"CCCC"}"#,
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        for v in ["whsec-AAAA", "sk-ant-BBBB", "CCCC"] {
+            assert!(!debug.contains(v), "{debug}");
+        }
+        assert_eq!(s.all_values().len(), 3);
+        // A malformed secret document must not echo its content in the error.
+        let err = Secrets::from_json(r#"{"anthropic_api_key": sk-ant-LEAK}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("LEAK"), "{err}");
+        let err = Secrets::from_json(r#"{"unknown_field": "sk-ant-LEAK2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("LEAK2"), "{err}");
+    }
+}

@@ -1,0 +1,45 @@
+//! Test harness: real components on loopback, started by `scripts/test.sh`.
+//!
+//! External services are found through environment variables set by the test script; a test that
+//! needs one fails loudly (never skips) when it is missing, so CI cannot pass without them.
+
+use std::sync::Arc;
+
+use selfheal::adapters::dynamodb::DynamoTable;
+use selfheal::adapters::sqlite::SqliteTable;
+use selfheal::ports::IncidentStore;
+use selfheal::store::TableStore;
+
+/// The endpoint of the moto server the test script started.
+pub fn moto_endpoint() -> String {
+    std::env::var("SELFHEAL_MOTO_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SELFHEAL_MOTO_ENDPOINT is not set: run the tests through scripts/test.sh, which starts \
+             moto_server on 127.0.0.1 (or start one yourself and export the variable)"
+        )
+    })
+}
+
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let config = selfheal::aws::emulator_config(&moto_endpoint()).await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+/// A fresh DynamoDB table (unique name, so tests never share state) behind the store.
+pub async fn dynamodb_store() -> Arc<dyn IncidentStore> {
+    let client = dynamodb_client().await;
+    let table = format!("selfheal-test-{}", uuid::Uuid::new_v4().simple());
+    DynamoTable::create_table(&client, &table)
+        .await
+        .expect("create table on moto");
+    Arc::new(TableStore::new(DynamoTable::new(client, table)))
+}
+
+/// A fresh embedded store (a file, so WAL and locking behave as in `selfheal serve`).
+pub async fn sqlite_store() -> Arc<dyn IncidentStore> {
+    let dir = std::env::temp_dir().join("selfheal-tests");
+    let path = dir.join(format!("{}.sqlite", uuid::Uuid::new_v4().simple()));
+    Arc::new(TableStore::new(
+        SqliteTable::open(path).expect("open sqlite"),
+    ))
+}
