@@ -8,6 +8,7 @@
 pub mod adapters;
 pub mod aws;
 pub mod config;
+pub mod engine;
 pub mod domain;
 pub mod error;
 pub mod ports;

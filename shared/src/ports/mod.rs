@@ -288,6 +288,36 @@ impl Clock for SystemClock {
     }
 }
 
+/// Simulated time for tests and mock runs: `sleep` advances the clock instantly, so a 24 h Wait
+/// takes no real time. Only for runs where nothing external needs real time to pass.
+#[derive(Debug)]
+pub struct VirtualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl VirtualClock {
+    pub fn starting_at(at: DateTime<Utc>) -> Self {
+        Self { now: std::sync::Mutex::new(at) }
+    }
+}
+
+#[async_trait]
+impl Clock for VirtualClock {
+    fn now(&self) -> DateTime<Utc> {
+        match self.now.lock() {
+            Ok(n) => *n,
+            Err(p) => *p.into_inner(),
+        }
+    }
+    async fn sleep(&self, duration: std::time::Duration) {
+        let step = chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::zero());
+        if let Ok(mut n) = self.now.lock() {
+            *n += step;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 pub type SharedClock = Arc<dyn Clock>;
 
 // ---------------------------------------------------------------------------------------------

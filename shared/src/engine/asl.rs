@@ -1,0 +1,716 @@
+//! Amazon States Language: the definition model for the subset selfheal uses, with load-time
+//! validation (unknown state types, dangling `Next`, unsupported fields are refused up front).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+use super::path::{PathError, RefPath, read_path};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid state machine definition: {0}")]
+pub struct DefinitionError(pub String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retrier {
+    pub error_equals: Vec<String>,
+    pub interval_seconds: f64,
+    pub max_attempts: u32,
+    pub backoff_rate: f64,
+    pub max_delay_seconds: Option<f64>,
+    pub full_jitter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catcher {
+    pub error_equals: Vec<String>,
+    pub result_path: Option<Value>,
+    pub next: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    pub input_path: Option<Value>,
+    pub output_path: Option<Value>,
+    pub next: Option<String>,
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    pub resource: String,
+    pub parameters: Option<Value>,
+    pub result_selector: Option<Value>,
+    pub result_path: Option<Value>,
+    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds_path: Option<String>,
+    pub heartbeat_seconds: Option<u64>,
+    pub heartbeat_seconds_path: Option<String>,
+    pub retry: Vec<Retrier>,
+    pub catch: Vec<Catcher>,
+}
+
+impl TaskState {
+    /// `.waitForTaskToken` resources pause until a callback arrives.
+    pub fn is_callback(&self) -> bool {
+        self.resource.ends_with(".waitForTaskToken")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitFor {
+    Seconds(u64),
+    SecondsPath(String),
+    Timestamp(DateTime<Utc>),
+    TimestampPath(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Task(TaskState),
+    Choice { choices: Vec<(ChoiceRule, String)>, default: Option<String> },
+    Wait(WaitFor),
+    Pass { result: Option<Value>, parameters: Option<Value>, result_path: Option<Value> },
+    Succeed,
+    Fail { error: Option<String>, cause: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub name: String,
+    pub kind: Kind,
+    pub common: Common,
+}
+
+impl State {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Task(_) => "Task",
+            Kind::Choice { .. } => "Choice",
+            Kind::Wait(_) => "Wait",
+            Kind::Pass { .. } => "Pass",
+            Kind::Succeed => "Succeed",
+            Kind::Fail { .. } => "Fail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateMachine {
+    pub start_at: String,
+    pub timeout_seconds: Option<u64>,
+    pub states: BTreeMap<String, State>,
+}
+
+/// A comparison operator of a Choice rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Literal(Value),
+    Path(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeTest {
+    Null,
+    Present,
+    Numeric,
+    String,
+    Boolean,
+    Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChoiceRule {
+    And(Vec<ChoiceRule>),
+    Or(Vec<ChoiceRule>),
+    Not(Box<ChoiceRule>),
+    String { variable: String, cmp: Cmp, operand: Operand },
+    StringMatches { variable: String, pattern: String },
+    Numeric { variable: String, cmp: Cmp, operand: Operand },
+    Boolean { variable: String, operand: Operand },
+    Timestamp { variable: String, cmp: Cmp, operand: Operand },
+    Is { variable: String, test: TypeTest, expected: bool },
+}
+
+fn err(msg: impl Into<String>) -> DefinitionError {
+    DefinitionError(msg.into())
+}
+
+fn get_str(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<String>, DefinitionError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(err(format!("{state}: {key} must be a string"))),
+    }
+}
+
+fn get_u64(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<u64>, DefinitionError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(format!("{state}: {key} must be a non-negative integer"))),
+    }
+}
+
+fn get_f64(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<f64>, DefinitionError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| err(format!("{state}: {key} must be a number"))),
+    }
+}
+
+fn check_path(p: &str, state: &str) -> Result<(), DefinitionError> {
+    RefPath::parse(p).map(|_| ()).map_err(|e| err(format!("{state}: {e}")))
+}
+
+fn path_or_null(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<Value>, DefinitionError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(Value::Null)),
+        Some(Value::String(p)) => {
+            check_path(p, state)?;
+            Ok(Some(Value::String(p.clone())))
+        }
+        Some(_) => Err(err(format!("{state}: {key} must be a path or null"))),
+    }
+}
+
+fn allowed_fields(obj: &serde_json::Map<String, Value>, state: &str, allowed: &[&str]) -> Result<(), DefinitionError> {
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) && k != "Type" && k != "Comment" {
+            return Err(err(format!("{state}: field {k} is not supported here")));
+        }
+    }
+    Ok(())
+}
+
+fn error_list(v: Option<&Value>, state: &str) -> Result<Vec<String>, DefinitionError> {
+    let list = v
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(format!("{state}: ErrorEquals must be a non-empty array")))?;
+    let names: Vec<String> = list.iter().filter_map(|e| e.as_str().map(str::to_string)).collect();
+    if names.is_empty() || names.len() != list.len() {
+        return Err(err(format!("{state}: ErrorEquals must be a non-empty array of strings")));
+    }
+    if names.iter().any(|n| n == "States.ALL") && names.len() != 1 {
+        return Err(err(format!("{state}: States.ALL must appear alone in ErrorEquals")));
+    }
+    Ok(names)
+}
+
+fn parse_retry(v: Option<&Value>, state: &str) -> Result<Vec<Retrier>, DefinitionError> {
+    let Some(list) = v else { return Ok(Vec::new()) };
+    let list = list.as_array().ok_or_else(|| err(format!("{state}: Retry must be an array")))?;
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let o = r.as_object().ok_or_else(|| err(format!("{state}: Retry[{i}] must be an object")))?;
+        allowed_fields(o, state, &["ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "JitterStrategy"])?;
+        let backoff = get_f64(o, "BackoffRate", state)?.unwrap_or(2.0);
+        if backoff < 1.0 {
+            return Err(err(format!("{state}: BackoffRate must be >= 1.0")));
+        }
+        let jitter = match get_str(o, "JitterStrategy", state)?.as_deref() {
+            None | Some("NONE") => false,
+            Some("FULL") => true,
+            Some(other) => return Err(err(format!("{state}: unknown JitterStrategy {other}"))),
+        };
+        let max_attempts = get_u64(o, "MaxAttempts", state)?.unwrap_or(3);
+        out.push(Retrier {
+            error_equals: error_list(o.get("ErrorEquals"), state)?,
+            interval_seconds: get_f64(o, "IntervalSeconds", state)?.unwrap_or(1.0).max(0.0),
+            max_attempts: u32::try_from(max_attempts).map_err(|_| err(format!("{state}: MaxAttempts too large")))?,
+            backoff_rate: backoff,
+            max_delay_seconds: get_f64(o, "MaxDelaySeconds", state)?,
+            full_jitter: jitter,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_catch(v: Option<&Value>, state: &str) -> Result<Vec<Catcher>, DefinitionError> {
+    let Some(list) = v else { return Ok(Vec::new()) };
+    let list = list.as_array().ok_or_else(|| err(format!("{state}: Catch must be an array")))?;
+    let mut out = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let o = c.as_object().ok_or_else(|| err(format!("{state}: Catch[{i}] must be an object")))?;
+        allowed_fields(o, state, &["ErrorEquals", "ResultPath", "Next"])?;
+        out.push(Catcher {
+            error_equals: error_list(o.get("ErrorEquals"), state)?,
+            result_path: path_or_null(o, "ResultPath", state)?,
+            next: get_str(o, "Next", state)?.ok_or_else(|| err(format!("{state}: Catch[{i}] needs Next")))?,
+        });
+    }
+    Ok(out)
+}
+
+const COMPARISONS: &[(&str, char, Cmp)] = &[
+    ("StringEquals", 's', Cmp::Eq),
+    ("StringLessThan", 's', Cmp::Lt),
+    ("StringGreaterThan", 's', Cmp::Gt),
+    ("StringLessThanEquals", 's', Cmp::Le),
+    ("StringGreaterThanEquals", 's', Cmp::Ge),
+    ("NumericEquals", 'n', Cmp::Eq),
+    ("NumericLessThan", 'n', Cmp::Lt),
+    ("NumericGreaterThan", 'n', Cmp::Gt),
+    ("NumericLessThanEquals", 'n', Cmp::Le),
+    ("NumericGreaterThanEquals", 'n', Cmp::Ge),
+    ("BooleanEquals", 'b', Cmp::Eq),
+    ("TimestampEquals", 't', Cmp::Eq),
+    ("TimestampLessThan", 't', Cmp::Lt),
+    ("TimestampGreaterThan", 't', Cmp::Gt),
+    ("TimestampLessThanEquals", 't', Cmp::Le),
+    ("TimestampGreaterThanEquals", 't', Cmp::Ge),
+];
+
+fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, DefinitionError> {
+    let o = v.as_object().ok_or_else(|| err(format!("{state}: a choice rule must be an object")))?;
+    let allowed_extra: &[&str] = if top_level { &["Next", "Comment"] } else { &["Comment"] };
+    if let Some(list) = o.get("And").or_else(|| o.get("Or")) {
+        let rules = list
+            .as_array()
+            .ok_or_else(|| err(format!("{state}: And/Or must be an array")))?
+            .iter()
+            .map(|r| parse_rule(r, state, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rules.is_empty() {
+            return Err(err(format!("{state}: And/Or needs at least one rule")));
+        }
+        for k in o.keys() {
+            if k != "And" && k != "Or" && !allowed_extra.contains(&k.as_str()) {
+                return Err(err(format!("{state}: unexpected field {k} next to And/Or")));
+            }
+        }
+        return Ok(if o.contains_key("And") { ChoiceRule::And(rules) } else { ChoiceRule::Or(rules) });
+    }
+    if let Some(inner) = o.get("Not") {
+        return Ok(ChoiceRule::Not(Box::new(parse_rule(inner, state, false)?)));
+    }
+    let variable = get_str(o, "Variable", state)?.ok_or_else(|| err(format!("{state}: choice rule needs Variable")))?;
+    check_path(&variable, state)?;
+    let mut found = None;
+    for (k, val) in o {
+        if k == "Variable" || allowed_extra.contains(&k.as_str()) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(err(format!("{state}: a choice rule has exactly one comparison")));
+        }
+        found = Some((k.as_str(), val));
+    }
+    let (op, val) = found.ok_or_else(|| err(format!("{state}: choice rule has no comparison")))?;
+    let is_test = |t: TypeTest| -> Result<ChoiceRule, DefinitionError> {
+        let expected = val.as_bool().ok_or_else(|| err(format!("{state}: {op} takes true or false")))?;
+        Ok(ChoiceRule::Is { variable: variable.clone(), test: t, expected })
+    };
+    match op {
+        "IsNull" => return is_test(TypeTest::Null),
+        "IsPresent" => return is_test(TypeTest::Present),
+        "IsNumeric" => return is_test(TypeTest::Numeric),
+        "IsString" => return is_test(TypeTest::String),
+        "IsBoolean" => return is_test(TypeTest::Boolean),
+        "IsTimestamp" => return is_test(TypeTest::Timestamp),
+        "StringMatches" => {
+            let pattern = val.as_str().ok_or_else(|| err(format!("{state}: StringMatches takes a string")))?;
+            return Ok(ChoiceRule::StringMatches { variable, pattern: pattern.to_string() });
+        }
+        _ => {}
+    }
+    let (base, is_path) = match op.strip_suffix("Path") {
+        Some(b) => (b, true),
+        None => (op, false),
+    };
+    let (_, kind, cmp) = COMPARISONS
+        .iter()
+        .find(|(name, _, _)| *name == base)
+        .ok_or_else(|| err(format!("{state}: unsupported comparison {op}")))?;
+    let operand = if is_path {
+        let p = val.as_str().ok_or_else(|| err(format!("{state}: {op} takes a path")))?;
+        check_path(p, state)?;
+        Operand::Path(p.to_string())
+    } else {
+        let ok = match kind {
+            's' => val.is_string(),
+            'n' => val.is_number(),
+            'b' => val.is_boolean(),
+            _ => val.as_str().and_then(parse_timestamp).is_some(),
+        };
+        if !ok {
+            return Err(err(format!("{state}: {op} has an operand of the wrong type")));
+        }
+        Operand::Literal(val.clone())
+    };
+    Ok(match kind {
+        's' => ChoiceRule::String { variable, cmp: *cmp, operand },
+        'n' => ChoiceRule::Numeric { variable, cmp: *cmp, operand },
+        'b' => ChoiceRule::Boolean { variable, operand },
+        _ => ChoiceRule::Timestamp { variable, cmp: *cmp, operand },
+    })
+}
+
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    // ASL timestamps are RFC 3339 with an uppercase T and Z or an offset.
+    if !s.contains('T') {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}
+
+impl StateMachine {
+    pub fn parse(text: &str) -> Result<Self, DefinitionError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+        Self::from_value(&v)
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, DefinitionError> {
+        let root = v.as_object().ok_or_else(|| err("the definition must be an object"))?;
+        allowed_fields(root, "(root)", &["StartAt", "States", "TimeoutSeconds", "Version", "QueryLanguage"])?;
+        if let Some(q) = root.get("QueryLanguage")
+            && q != "JSONPath" {
+                return Err(err("only the JSONPath query language is supported"));
+            }
+        let start_at = get_str(root, "StartAt", "(root)")?.ok_or_else(|| err("StartAt is required"))?;
+        let states_obj = root.get("States").and_then(Value::as_object).ok_or_else(|| err("States is required"))?;
+        let mut states = BTreeMap::new();
+        for (name, sv) in states_obj {
+            if name.is_empty() || name.chars().count() > 80 {
+                return Err(err(format!("state name {name:?} must be 1..=80 characters")));
+            }
+            states.insert(name.clone(), parse_state(name, sv)?);
+        }
+        let sm = StateMachine { start_at, timeout_seconds: get_u64(root, "TimeoutSeconds", "(root)")?, states };
+        sm.check_references()?;
+        Ok(sm)
+    }
+
+    fn check_references(&self) -> Result<(), DefinitionError> {
+        let exists = |n: &str| self.states.contains_key(n);
+        if !exists(&self.start_at) {
+            return Err(err(format!("StartAt {} names no state", self.start_at)));
+        }
+        for s in self.states.values() {
+            let mut targets: Vec<&str> = s.common.next.iter().map(String::as_str).collect();
+            match &s.kind {
+                Kind::Task(t) => targets.extend(t.catch.iter().map(|c| c.next.as_str())),
+                Kind::Choice { choices, default } => {
+                    targets.extend(choices.iter().map(|(_, n)| n.as_str()));
+                    targets.extend(default.iter().map(String::as_str));
+                }
+                _ => {}
+            }
+            for t in targets {
+                if !exists(t) {
+                    return Err(err(format!("{}: transition to unknown state {t}", s.name)));
+                }
+            }
+        }
+        // Every state must be reachable (an unreachable state is almost always a typo).
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![self.start_at.as_str()];
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            let s = &self.states[n];
+            stack.extend(s.common.next.iter().map(String::as_str));
+            match &s.kind {
+                Kind::Task(t) => stack.extend(t.catch.iter().map(|c| c.next.as_str())),
+                Kind::Choice { choices, default } => {
+                    stack.extend(choices.iter().map(|(_, n)| n.as_str()));
+                    stack.extend(default.iter().map(String::as_str));
+                }
+                _ => {}
+            }
+        }
+        if let Some(unreachable) = self.states.keys().find(|k| !seen.contains(k.as_str())) {
+            return Err(err(format!("state {unreachable} is unreachable")));
+        }
+        Ok(())
+    }
+}
+
+fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
+    let o = v.as_object().ok_or_else(|| err(format!("{name}: a state must be an object")))?;
+    let ty = get_str(o, "Type", name)?.ok_or_else(|| err(format!("{name}: Type is required")))?;
+    let next = get_str(o, "Next", name)?;
+    let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
+    let common = Common { input_path: path_or_null(o, "InputPath", name)?, output_path: path_or_null(o, "OutputPath", name)?, next, end };
+    let needs_transition = |c: &Common| -> Result<(), DefinitionError> {
+        if c.next.is_some() == c.end {
+            return Err(err(format!("{name}: exactly one of Next and End is required")));
+        }
+        Ok(())
+    };
+    let kind = match ty.as_str() {
+        "Task" => {
+            allowed_fields(o, name, &[
+                "Resource", "Parameters", "ResultSelector", "ResultPath", "InputPath", "OutputPath", "Next", "End",
+                "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath", "Retry", "Catch",
+            ])?;
+            needs_transition(&common)?;
+            let resource = get_str(o, "Resource", name)?.ok_or_else(|| err(format!("{name}: Resource is required")))?;
+            let t = TaskState {
+                resource,
+                parameters: o.get("Parameters").cloned(),
+                result_selector: o.get("ResultSelector").cloned(),
+                result_path: path_or_null(o, "ResultPath", name)?,
+                timeout_seconds: get_u64(o, "TimeoutSeconds", name)?,
+                timeout_seconds_path: get_str(o, "TimeoutSecondsPath", name)?,
+                heartbeat_seconds: get_u64(o, "HeartbeatSeconds", name)?,
+                heartbeat_seconds_path: get_str(o, "HeartbeatSecondsPath", name)?,
+                retry: parse_retry(o.get("Retry"), name)?,
+                catch: parse_catch(o.get("Catch"), name)?,
+            };
+            if t.timeout_seconds.is_some() && t.timeout_seconds_path.is_some() {
+                return Err(err(format!("{name}: TimeoutSeconds and TimeoutSecondsPath are exclusive")));
+            }
+            if t.heartbeat_seconds.is_some() && t.heartbeat_seconds_path.is_some() {
+                return Err(err(format!("{name}: HeartbeatSeconds and HeartbeatSecondsPath are exclusive")));
+            }
+            if let (Some(h), Some(to)) = (t.heartbeat_seconds, t.timeout_seconds)
+                && h >= to {
+                    return Err(err(format!("{name}: HeartbeatSeconds must be smaller than TimeoutSeconds")));
+                }
+            for p in t.timeout_seconds_path.iter().chain(t.heartbeat_seconds_path.iter()) {
+                check_path(p, name)?;
+            }
+            Kind::Task(t)
+        }
+        "Choice" => {
+            allowed_fields(o, name, &["Choices", "Default", "InputPath", "OutputPath"])?;
+            if common.end || common.next.is_some() {
+                return Err(err(format!("{name}: a Choice state has no Next or End")));
+            }
+            let list = o.get("Choices").and_then(Value::as_array).ok_or_else(|| err(format!("{name}: Choices is required")))?;
+            if list.is_empty() {
+                return Err(err(format!("{name}: Choices must not be empty")));
+            }
+            let mut choices = Vec::new();
+            for c in list {
+                let next = c
+                    .get("Next")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err(format!("{name}: every top-level choice rule needs Next")))?;
+                choices.push((parse_rule(c, name, true)?, next.to_string()));
+            }
+            Kind::Choice { choices, default: get_str(o, "Default", name)? }
+        }
+        "Wait" => {
+            allowed_fields(o, name, &["Seconds", "SecondsPath", "Timestamp", "TimestampPath", "InputPath", "OutputPath", "Next", "End"])?;
+            needs_transition(&common)?;
+            let mut found = Vec::new();
+            if let Some(s) = get_u64(o, "Seconds", name)? {
+                found.push(WaitFor::Seconds(s));
+            }
+            if let Some(p) = get_str(o, "SecondsPath", name)? {
+                check_path(&p, name)?;
+                found.push(WaitFor::SecondsPath(p));
+            }
+            if let Some(t) = get_str(o, "Timestamp", name)? {
+                found.push(WaitFor::Timestamp(parse_timestamp(&t).ok_or_else(|| err(format!("{name}: bad Timestamp")))?));
+            }
+            if let Some(p) = get_str(o, "TimestampPath", name)? {
+                check_path(&p, name)?;
+                found.push(WaitFor::TimestampPath(p));
+            }
+            if found.len() != 1 {
+                return Err(err(format!("{name}: exactly one of Seconds, SecondsPath, Timestamp, TimestampPath")));
+            }
+            Kind::Wait(found.remove(0))
+        }
+        "Pass" => {
+            allowed_fields(o, name, &["Result", "Parameters", "ResultPath", "InputPath", "OutputPath", "Next", "End"])?;
+            needs_transition(&common)?;
+            Kind::Pass {
+                result: o.get("Result").cloned(),
+                parameters: o.get("Parameters").cloned(),
+                result_path: path_or_null(o, "ResultPath", name)?,
+            }
+        }
+        "Succeed" => {
+            allowed_fields(o, name, &["InputPath", "OutputPath"])?;
+            Kind::Succeed
+        }
+        "Fail" => {
+            allowed_fields(o, name, &["Error", "Cause"])?;
+            Kind::Fail { error: get_str(o, "Error", name)?, cause: get_str(o, "Cause", name)? }
+        }
+        other => return Err(err(format!("{name}: state type {other} is not supported by the local engine"))),
+    };
+    Ok(State { name: name.to_string(), kind, common })
+}
+
+/// Evaluate a choice rule. Type mismatches compare false (as AWS does); a missing variable is an
+/// error except under `IsPresent`.
+pub fn evaluate(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<bool, PathError> {
+    let var = |p: &str| read_path(p, input, context);
+    let operand = |o: &Operand| -> Result<Value, PathError> {
+        match o {
+            Operand::Literal(v) => Ok(v.clone()),
+            Operand::Path(p) => read_path(p, input, context),
+        }
+    };
+    let ord = |cmp: Cmp, o: std::cmp::Ordering| match cmp {
+        Cmp::Eq => o.is_eq(),
+        Cmp::Lt => o.is_lt(),
+        Cmp::Gt => o.is_gt(),
+        Cmp::Le => o.is_le(),
+        Cmp::Ge => o.is_ge(),
+    };
+    Ok(match rule {
+        ChoiceRule::And(rules) => {
+            for r in rules {
+                if !evaluate(r, input, context)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        ChoiceRule::Or(rules) => {
+            for r in rules {
+                if evaluate(r, input, context)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        ChoiceRule::Not(r) => !evaluate(r, input, context)?,
+        ChoiceRule::String { variable, cmp, operand: o } => match (var(variable)?, operand(o)?) {
+            (Value::String(a), Value::String(b)) => ord(*cmp, a.cmp(&b)),
+            _ => false,
+        },
+        ChoiceRule::StringMatches { variable, pattern } => match var(variable)? {
+            Value::String(s) => wildcard_match(pattern, &s),
+            _ => false,
+        },
+        ChoiceRule::Numeric { variable, cmp, operand: o } => match (var(variable)?.as_f64(), operand(o)?.as_f64()) {
+            (Some(a), Some(b)) => a.partial_cmp(&b).is_some_and(|c| ord(*cmp, c)),
+            _ => false,
+        },
+        ChoiceRule::Boolean { variable, operand: o } => match (var(variable)?, operand(o)?) {
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            _ => false,
+        },
+        ChoiceRule::Timestamp { variable, cmp, operand: o } => {
+            let a = var(variable)?;
+            let b = operand(o)?;
+            match (a.as_str().and_then(parse_timestamp), b.as_str().and_then(parse_timestamp)) {
+                (Some(a), Some(b)) => ord(*cmp, a.cmp(&b)),
+                _ => false,
+            }
+        }
+        ChoiceRule::Is { variable, test, expected } => {
+            let value = RefPath::parse(variable)?.read(input, context).cloned();
+            let actual = match (test, &value) {
+                (TypeTest::Present, v) => v.is_some(),
+                (_, None) => {
+                    return Err(PathError(format!("the path {variable:?} matched nothing in the input")));
+                }
+                (TypeTest::Null, Some(v)) => v.is_null(),
+                (TypeTest::Numeric, Some(v)) => v.is_number(),
+                (TypeTest::String, Some(v)) => v.is_string(),
+                (TypeTest::Boolean, Some(v)) => v.is_boolean(),
+                (TypeTest::Timestamp, Some(v)) => v.as_str().and_then(parse_timestamp).is_some(),
+            };
+            actual == *expected
+        }
+    })
+}
+
+/// `StringMatches`: `*` matches any run of characters; `\*` and `\\` are literals.
+fn wildcard_match(pattern: &str, s: &str) -> bool {
+    let mut tokens: Vec<Option<char>> = Vec::new(); // None = wildcard
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => tokens.push(Some(chars.next().unwrap_or('\\'))),
+            '*' => tokens.push(None),
+            c => tokens.push(Some(c)),
+        }
+    }
+    let s: Vec<char> = s.chars().collect();
+    // Classic DP over (token index, string index).
+    let mut dp = vec![vec![false; s.len() + 1]; tokens.len() + 1];
+    dp[0][0] = true;
+    for i in 1..=tokens.len() {
+        if tokens[i - 1].is_none() {
+            dp[i][0] = dp[i - 1][0];
+        }
+        for j in 1..=s.len() {
+            dp[i][j] = match tokens[i - 1] {
+                None => dp[i - 1][j] || dp[i][j - 1],
+                Some(c) => dp[i - 1][j - 1] && s[j - 1] == c,
+            };
+        }
+    }
+    dp[tokens.len()][s.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(v: Value) -> ChoiceRule {
+        parse_rule(&v, "t", false).unwrap()
+    }
+
+    #[test]
+    fn comparisons() {
+        let input = json!({"s": "abc", "n": 5, "b": true, "t": "2026-11-28T10:00:00Z", "limit": 5, "nul": null});
+        let ctx = json!({});
+        let yes = |v: Value| assert!(evaluate(&rule(v.clone()), &input, &ctx).unwrap(), "{v}");
+        let no = |v: Value| assert!(!evaluate(&rule(v.clone()), &input, &ctx).unwrap(), "{v}");
+        yes(json!({"Variable": "$.s", "StringEquals": "abc"}));
+        yes(json!({"Variable": "$.s", "StringLessThan": "abd"}));
+        yes(json!({"Variable": "$.s", "StringMatches": "a*c"}));
+        no(json!({"Variable": "$.s", "StringMatches": "a*d"}));
+        yes(json!({"Variable": "$.n", "NumericEquals": 5}));
+        yes(json!({"Variable": "$.n", "NumericGreaterThanEqualsPath": "$.limit"}));
+        no(json!({"Variable": "$.n", "NumericLessThanPath": "$.limit"}));
+        yes(json!({"Variable": "$.b", "BooleanEquals": true}));
+        yes(json!({"Variable": "$.t", "TimestampLessThan": "2026-11-28T11:00:00Z"}));
+        yes(json!({"Variable": "$.nul", "IsNull": true}));
+        yes(json!({"Variable": "$.absent", "IsPresent": false}));
+        yes(json!({"Variable": "$.n", "IsNumeric": true}));
+        yes(json!({"Variable": "$.t", "IsTimestamp": true}));
+        // Type mismatch is false, not an error.
+        no(json!({"Variable": "$.s", "NumericEquals": 5}));
+        yes(json!({"And": [{"Variable": "$.b", "BooleanEquals": true}, {"Not": {"Variable": "$.n", "NumericEquals": 6}}]}));
+        yes(json!({"Or": [{"Variable": "$.b", "BooleanEquals": false}, {"Variable": "$.s", "StringEquals": "abc"}]}));
+        // Missing variable is an error outside IsPresent.
+        assert!(evaluate(&rule(json!({"Variable": "$.absent", "StringEquals": "x"})), &input, &ctx).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_definitions() {
+        let bad = [
+            json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Pass"}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Parallel", "End": true}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}, "B": {"Type": "Succeed"}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "x", "End": true, "Bogus": 1}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Wait", "Seconds": 1, "SecondsPath": "$.x", "End": true}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "x", "End": true,
+                "Retry": [{"ErrorEquals": ["States.ALL", "X"]}]}}}),
+        ];
+        for b in bad {
+            assert!(StateMachine::from_value(&b).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn loads_the_shipped_definition() {
+        let text = include_str!("../../../statemachine/incident.asl.json");
+        let sm = StateMachine::parse(text).unwrap();
+        assert_eq!(sm.start_at, "AwaitHypothesis");
+        assert!(sm.states.len() >= 30);
+    }
+}

@@ -1,0 +1,383 @@
+//! The JSONPath subset Amazon States Language uses: reference paths (`$`, `$.a.b`, `$.a[0]`,
+//! `$['key']`, `$$.Task.Token`), payload templates (keys ending in `.$`), `ResultPath` writes and
+//! the intrinsic functions we support.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PathError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A parsed reference path. `context` is true for `$$` paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefPath {
+    pub context: bool,
+    pub segments: Vec<Segment>,
+}
+
+impl RefPath {
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        let (context, rest) = if let Some(r) = text.strip_prefix("$$") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix('$') {
+            (false, r)
+        } else {
+            return Err(PathError(format!("path {text:?} must start with '$'")));
+        };
+        let mut segments = Vec::new();
+        let bytes: Vec<char> = rest.chars().collect();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                '.' => {
+                    let start = i + 1;
+                    let mut j = start;
+                    while j < bytes.len() && bytes[j] != '.' && bytes[j] != '[' {
+                        j += 1;
+                    }
+                    if j == start {
+                        return Err(PathError(format!("empty field name in {text:?}")));
+                    }
+                    let key: String = bytes[start..j].iter().collect();
+                    if key == "*" {
+                        return Err(PathError(format!("wildcards are not supported in {text:?}")));
+                    }
+                    segments.push(Segment::Key(key));
+                    i = j;
+                }
+                '[' => {
+                    let close = bytes[i..]
+                        .iter()
+                        .position(|c| *c == ']')
+                        .map(|p| p + i)
+                        .ok_or_else(|| PathError(format!("unclosed '[' in {text:?}")))?;
+                    let inner: String = bytes[i + 1..close].iter().collect();
+                    let inner = inner.trim();
+                    if let Some(quoted) =
+                        inner.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')).or_else(|| {
+                            inner.strip_prefix('"').and_then(|s| s.strip_suffix('"'))
+                        })
+                    {
+                        segments.push(Segment::Key(quoted.to_string()));
+                    } else {
+                        let idx: usize =
+                            inner.parse().map_err(|_| PathError(format!("unsupported index {inner:?} in {text:?}")))?;
+                        segments.push(Segment::Index(idx));
+                    }
+                    i = close + 1;
+                }
+                c => return Err(PathError(format!("unexpected {c:?} in path {text:?}"))),
+            }
+        }
+        Ok(Self { context, segments })
+    }
+
+    /// Read the value at this path.
+    pub fn read<'a>(&self, input: &'a Value, context: &'a Value) -> Option<&'a Value> {
+        let mut cur = if self.context { context } else { input };
+        for seg in &self.segments {
+            cur = match (seg, cur) {
+                (Segment::Key(k), Value::Object(m)) => m.get(k)?,
+                (Segment::Index(i), Value::Array(a)) => a.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+}
+
+/// Resolve a reference path string; a missing value is an error.
+pub fn read_path(text: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
+    let path = RefPath::parse(text)?;
+    path.read(input, context).cloned().ok_or_else(|| PathError(format!("the path {text:?} matched nothing in the input")))
+}
+
+/// Apply `InputPath` / `OutputPath`: absent means `$`, `null` means `{}`.
+pub fn select(path: Option<&Value>, input: &Value, context: &Value) -> Result<Value, PathError> {
+    match path {
+        None => Ok(input.clone()),
+        Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(Value::String(p)) => read_path(p, input, context),
+        Some(other) => Err(PathError(format!("path must be a string or null, got {other}"))),
+    }
+}
+
+/// Apply `ResultPath`: absent means `$` (replace), `null` discards the result.
+pub fn merge_result(result_path: Option<&Value>, input: &Value, result: Value) -> Result<Value, PathError> {
+    let path = match result_path {
+        None => return Ok(result),
+        Some(Value::Null) => return Ok(input.clone()),
+        Some(Value::String(p)) => RefPath::parse(p)?,
+        Some(other) => return Err(PathError(format!("ResultPath must be a string or null, got {other}"))),
+    };
+    if path.context {
+        return Err(PathError("ResultPath cannot write into the context object".into()));
+    }
+    if path.segments.is_empty() {
+        return Ok(result);
+    }
+    let mut out = input.clone();
+    if !out.is_object() {
+        return Err(PathError("ResultPath needs an object input to write into".into()));
+    }
+    let mut cur = &mut out;
+    let last = path.segments.len() - 1;
+    for (i, seg) in path.segments.iter().enumerate() {
+        let Segment::Key(key) = seg else {
+            return Err(PathError("ResultPath cannot contain array indexes".into()));
+        };
+        let map = cur.as_object_mut().ok_or_else(|| PathError(format!("ResultPath crosses a non-object at {key:?}")))?;
+        if i == last {
+            map.insert(key.clone(), result);
+            break;
+        }
+        cur = map.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    Ok(out)
+}
+
+/// Evaluate a payload template (`Parameters`, `ResultSelector`, Pass `Parameters`): keys ending
+/// in `.$` take the value of a path or intrinsic function; everything else is copied.
+pub fn render_template(template: &Value, input: &Value, context: &Value) -> Result<Value, PathError> {
+    match template {
+        Value::Object(m) => {
+            let mut out = Map::with_capacity(m.len());
+            for (k, v) in m {
+                if let Some(name) = k.strip_suffix(".$") {
+                    let expr = v.as_str().ok_or_else(|| PathError(format!("value of {k:?} must be a string")))?;
+                    out.insert(name.to_string(), evaluate_expression(expr, input, context)?);
+                } else {
+                    out.insert(k.clone(), render_template(v, input, context)?);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(a) => Ok(Value::Array(a.iter().map(|v| render_template(v, input, context)).collect::<Result<_, _>>()?)),
+        other => Ok(other.clone()),
+    }
+}
+
+/// A `.$` value: a path or an intrinsic function call.
+pub fn evaluate_expression(expr: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
+    let expr = expr.trim();
+    if expr.starts_with("States.") {
+        let mut parser = Intrinsic { chars: expr.chars().collect(), pos: 0, input, context };
+        let v = parser.call()?;
+        parser.skip_ws();
+        if parser.pos != parser.chars.len() {
+            return Err(PathError(format!("trailing text after intrinsic function in {expr:?}")));
+        }
+        return Ok(v);
+    }
+    read_path(expr, input, context)
+}
+
+struct Intrinsic<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    input: &'a Value,
+    context: &'a Value,
+}
+
+impl Intrinsic<'_> {
+    fn skip_ws(&mut self) {
+        while self.pos < self.chars.len() && self.chars[self.pos].is_whitespace() {
+            self.pos += 1;
+        }
+    }
+    fn err(&self, msg: &str) -> PathError {
+        PathError(format!("intrinsic function: {msg} at position {}", self.pos))
+    }
+    fn call(&mut self) -> Result<Value, PathError> {
+        self.skip_ws();
+        let start = self.pos;
+        while self.pos < self.chars.len() && (self.chars[self.pos].is_alphanumeric() || self.chars[self.pos] == '.') {
+            self.pos += 1;
+        }
+        let name: String = self.chars[start..self.pos].iter().collect();
+        self.skip_ws();
+        if self.chars.get(self.pos) != Some(&'(') {
+            return Err(self.err("expected '('"));
+        }
+        self.pos += 1;
+        let mut args = Vec::new();
+        loop {
+            self.skip_ws();
+            if self.chars.get(self.pos) == Some(&')') {
+                self.pos += 1;
+                break;
+            }
+            args.push(self.arg()?);
+            self.skip_ws();
+            match self.chars.get(self.pos) {
+                Some(',') => self.pos += 1,
+                Some(')') => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(self.err("expected ',' or ')'")),
+            }
+        }
+        apply_intrinsic(&name, args)
+    }
+    fn arg(&mut self) -> Result<Value, PathError> {
+        self.skip_ws();
+        match self.chars.get(self.pos) {
+            Some('\'') => {
+                self.pos += 1;
+                let mut s = String::new();
+                while let Some(&c) = self.chars.get(self.pos) {
+                    self.pos += 1;
+                    match c {
+                        '\\' => {
+                            if let Some(&n) = self.chars.get(self.pos) {
+                                s.push(n);
+                                self.pos += 1;
+                            }
+                        }
+                        '\'' => return Ok(Value::String(s)),
+                        c => s.push(c),
+                    }
+                }
+                Err(self.err("unterminated string"))
+            }
+            Some('$') => {
+                let start = self.pos;
+                while let Some(&c) = self.chars.get(self.pos) {
+                    if c == ',' || c == ')' || c.is_whitespace() {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                let p: String = self.chars[start..self.pos].iter().collect();
+                read_path(&p, self.input, self.context)
+            }
+            Some('S') => self.call(),
+            Some(_) => {
+                let start = self.pos;
+                while let Some(&c) = self.chars.get(self.pos) {
+                    if c == ',' || c == ')' || c.is_whitespace() {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                let lit: String = self.chars[start..self.pos].iter().collect();
+                serde_json::from_str(&lit).map_err(|_| self.err(&format!("bad literal {lit:?}")))
+            }
+            None => Err(self.err("unexpected end")),
+        }
+    }
+}
+
+fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
+    let bad = |m: &str| PathError(format!("{name}: {m}"));
+    match name {
+        "States.Format" => {
+            let template = args.first().and_then(Value::as_str).ok_or_else(|| bad("first argument must be a string"))?;
+            let mut out = String::new();
+            let mut rest = args[1..].iter();
+            let mut chars = template.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '{' && chars.peek() == Some(&'}') {
+                    chars.next();
+                    let v = rest.next().ok_or_else(|| bad("more {} than arguments"))?;
+                    match v {
+                        Value::String(s) => out.push_str(s),
+                        Value::Object(_) | Value::Array(_) => return Err(bad("arguments must be scalars")),
+                        other => out.push_str(&other.to_string()),
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            if rest.next().is_some() {
+                return Err(bad("more arguments than {}"));
+            }
+            Ok(Value::String(out))
+        }
+        "States.JsonToString" => {
+            let [v] = args.as_slice() else { return Err(bad("takes one argument")) };
+            Ok(Value::String(v.to_string()))
+        }
+        "States.StringToJson" => {
+            let [Value::String(s)] = args.as_slice() else { return Err(bad("takes one string")) };
+            serde_json::from_str(s).map_err(|_| bad("argument is not JSON"))
+        }
+        "States.Array" => Ok(Value::Array(args)),
+        "States.ArrayLength" => {
+            let [Value::Array(a)] = args.as_slice() else { return Err(bad("takes one array")) };
+            Ok(Value::from(a.len()))
+        }
+        "States.MathAdd" => {
+            let [a, b] = args.as_slice() else { return Err(bad("takes two numbers")) };
+            let (Some(a), Some(b)) = (a.as_i64(), b.as_i64()) else { return Err(bad("arguments must be integers")) };
+            Ok(Value::from(a.checked_add(b).ok_or_else(|| bad("overflow"))?))
+        }
+        "States.UUID" => Ok(Value::String(uuid::Uuid::new_v4().to_string())),
+        other => Err(PathError(format!("unsupported intrinsic function {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_paths() {
+        let input = json!({"a": {"b": [10, {"c": "x"}]}, "odd key": 1});
+        let ctx = json!({"Task": {"Token": "tok"}});
+        assert_eq!(read_path("$", &input, &ctx).unwrap(), input);
+        assert_eq!(read_path("$.a.b[0]", &input, &ctx).unwrap(), json!(10));
+        assert_eq!(read_path("$.a.b[1].c", &input, &ctx).unwrap(), json!("x"));
+        assert_eq!(read_path("$['odd key']", &input, &ctx).unwrap(), json!(1));
+        assert_eq!(read_path("$$.Task.Token", &input, &ctx).unwrap(), json!("tok"));
+        assert!(read_path("$.missing", &input, &ctx).is_err());
+        assert!(read_path("a.b", &input, &ctx).is_err());
+        assert!(read_path("$.a.*", &input, &ctx).is_err());
+        assert!(read_path("$.a[", &input, &ctx).is_err());
+    }
+
+    #[test]
+    fn result_path_semantics() {
+        let input = json!({"x": 1});
+        assert_eq!(merge_result(None, &input, json!(2)).unwrap(), json!(2));
+        assert_eq!(merge_result(Some(&Value::Null), &input, json!(2)).unwrap(), input);
+        assert_eq!(merge_result(Some(&json!("$.r.s")), &input, json!(2)).unwrap(), json!({"x": 1, "r": {"s": 2}}));
+        assert_eq!(merge_result(Some(&json!("$.x")), &input, json!(3)).unwrap(), json!({"x": 3}));
+        assert!(merge_result(Some(&json!("$.x.y")), &input, json!(3)).is_err());
+    }
+
+    #[test]
+    fn templates_and_intrinsics() {
+        let input = json!({"id": "INC1", "n": 2, "obj": {"k": "v"}});
+        let ctx = json!({"Execution": {"Id": "exec-1"}});
+        let t = json!({
+            "static": {"nested": true},
+            "id.$": "$.id",
+            "exec.$": "$$.Execution.Id",
+            "msg.$": "States.Format('incident {} has {} steps', $.id, $.n)",
+            "json.$": "States.JsonToString($.obj)",
+            "back.$": "States.StringToJson('{\"a\":1}')",
+            "sum.$": "States.MathAdd($.n, 40)",
+            "arr.$": "States.Array($.id, 'x', 3)"
+        });
+        let out = render_template(&t, &input, &ctx).unwrap();
+        assert_eq!(out["static"], json!({"nested": true}));
+        assert_eq!(out["id"], json!("INC1"));
+        assert_eq!(out["exec"], json!("exec-1"));
+        assert_eq!(out["msg"], json!("incident INC1 has 2 steps"));
+        assert_eq!(out["json"], json!("{\"k\":\"v\"}"));
+        assert_eq!(out["back"], json!({"a": 1}));
+        assert_eq!(out["sum"], json!(42));
+        assert_eq!(out["arr"], json!(["INC1", "x", 3]));
+        assert!(render_template(&json!({"x.$": "States.Nope()"}), &input, &ctx).is_err());
+        assert!(render_template(&json!({"x.$": "$.absent"}), &input, &ctx).is_err());
+    }
+}
