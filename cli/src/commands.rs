@@ -2,7 +2,17 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use selfheal::adapters::sqlite::SqliteTable;
+use selfheal::engine::{Engine, run_mock_case};
+use selfheal::ports::SystemClock;
+
+/// Execution input used by `run-state-machine` when `--input` is not given: what intake starts
+/// executions with.
+const SAMPLE_INPUT: &str = include_str!("../../statemachine/test/input.json");
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,10 +50,111 @@ pub enum Command {
         #[arg(long)]
         at: Option<i64>,
     },
+    /// Run a state machine definition through the local engine with Step Functions Local mocks.
+    /// Prints {"status", "path", "output", "execution"}; Waits pass in simulated time.
+    RunStateMachine {
+        /// The ASL definition (e.g. statemachine/incident.asl.json).
+        definition: PathBuf,
+        /// A Step Functions Local MockConfigFile.json.
+        #[arg(long)]
+        mock_config: PathBuf,
+        /// The test case to run.
+        #[arg(long)]
+        test_case: String,
+        /// Execution input (default: a sample incident input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// The state machine's name in the mock file (default: the definition file name up to
+        /// the first dot, e.g. "incident").
+        #[arg(long)]
+        state_machine: Option<String>,
+        /// Embedded store (executions are kept for `selfheal history`).
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
+    /// Print an execution's event history from the embedded store.
+    History {
+        /// Execution name (as printed by run-state-machine or the local engine) or id.
+        execution_id: String,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
+}
+
+fn read_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn open_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
+    SqliteTable::open(db)
+        .map(Arc::new)
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
+        Command::RunStateMachine {
+            definition,
+            mock_config,
+            test_case,
+            input,
+            state_machine,
+            db,
+        } => {
+            let definition_text = read_file(&definition)?;
+            let mocks = read_file(&mock_config)?;
+            let input = match input {
+                Some(p) => read_file(&p)?,
+                None => SAMPLE_INPUT.to_string(),
+            };
+            let machine = state_machine.unwrap_or_else(|| {
+                definition
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('.').next())
+                    .unwrap_or("incident")
+                    .to_string()
+            });
+            let table = open_table(&db)?;
+            let report = run_mock_case(
+                &definition_text,
+                &mocks,
+                &machine,
+                &test_case,
+                &input,
+                Some(table),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let mut out = serde_json::json!({
+                "status": report.status,
+                "path": report.path,
+                "output": report.output,
+                "execution": report.execution,
+            });
+            if let Some(error) = report.error {
+                out["error"] = error.into();
+                out["cause"] = report.cause.unwrap_or_default().into();
+            }
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { execution_id, db } => {
+            let table = open_table(&db)?;
+            let engine = Engine::new(table, Arc::new(SystemClock::real()));
+            let name = execution_id.rsplit(':').next().unwrap_or(&execution_id);
+            let record = engine
+                .describe(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no execution {name} in {}", db.display()))?;
+            let out = serde_json::json!({ "execution": record.name, "status": record.status, "events": record.history });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::VerifySignature {
             provider,
             secrets,

@@ -8,8 +8,8 @@
 pub mod adapters;
 pub mod aws;
 pub mod config;
-pub mod engine;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod ports;
 pub mod signature;

@@ -1,4 +1,5 @@
 //! Adapters: the concrete systems behind the ports.
 
 pub mod dynamodb;
+pub mod sfn;
 pub mod sqlite;

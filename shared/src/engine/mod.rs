@@ -69,13 +69,32 @@ pub async fn run_mock_case(
     let engine = Engine::new(table, clock);
     engine.register(state_machine, machine);
     engine.set_dispatcher(Arc::new(dispatcher));
-    let case_slug: String =
-        test_case.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).take(40).collect();
-    let name = format!("test-{case_slug}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    engine.start(state_machine, &name, input).await.map_err(|e| MockRunError::Start(e.to_string()))?;
-    let rec = engine.wait_for(&name, std::time::Duration::from_secs(60)).await?;
+    let case_slug: String = test_case
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let name = format!(
+        "test-{case_slug}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    engine
+        .start(state_machine, &name, input)
+        .await
+        .map_err(|e| MockRunError::Start(e.to_string()))?;
+    let rec = engine
+        .wait_for(&name, std::time::Duration::from_secs(60))
+        .await?;
     if rec.is_open() {
-        return Err(MockRunError::Unfinished(rec.current_state().map(str::to_string)));
+        return Err(MockRunError::Unfinished(
+            rec.current_state().map(str::to_string),
+        ));
     }
     Ok(MockRunReport {
         status: match rec.status {

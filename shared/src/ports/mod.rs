@@ -259,6 +259,11 @@ impl SystemClock {
         }
     }
     pub fn accelerated(speedup: f64) -> Self {
+        Self::accelerated_since(Utc::now(), speedup)
+    }
+    /// Accelerated time anchored at `origin`: processes that share the origin (stored with the
+    /// executions) agree on the time, so a restarted process resumes Waits where they were.
+    pub fn accelerated_since(origin: DateTime<Utc>, speedup: f64) -> Self {
         let speedup = if speedup.is_finite() && speedup >= 1.0 {
             speedup
         } else {
@@ -266,7 +271,7 @@ impl SystemClock {
         };
         Self {
             speedup,
-            origin_real: Utc::now(),
+            origin_real: origin,
         }
     }
 }
@@ -297,7 +302,9 @@ pub struct VirtualClock {
 
 impl VirtualClock {
     pub fn starting_at(at: DateTime<Utc>) -> Self {
-        Self { now: std::sync::Mutex::new(at) }
+        Self {
+            now: std::sync::Mutex::new(at),
+        }
     }
 }
 
