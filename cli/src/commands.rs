@@ -86,21 +86,12 @@ fn read_file(path: &Path) -> Result<String, String> {
 }
 
 fn open_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
-    SqliteTable::open(db)
-        .map(Arc::new)
-        .map_err(|e| format!("cannot open {}: {e}", db.display()))
+    SqliteTable::open(db).map(Arc::new).map_err(|e| format!("cannot open {}: {e}", db.display()))
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::RunStateMachine {
-            definition,
-            mock_config,
-            test_case,
-            input,
-            state_machine,
-            db,
-        } => {
+        Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db } => {
             let definition_text = read_file(&definition)?;
             let mocks = read_file(&mock_config)?;
             let input = match input {
@@ -116,16 +107,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                     .to_string()
             });
             let table = open_table(&db)?;
-            let report = run_mock_case(
-                &definition_text,
-                &mocks,
-                &machine,
-                &test_case,
-                &input,
-                Some(table),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let report = run_mock_case(&definition_text, &mocks, &machine, &test_case, &input, Some(table))
+                .await
+                .map_err(|e| e.to_string())?;
             let mut out = serde_json::json!({
                 "status": report.status,
                 "path": report.path,
@@ -148,24 +132,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no execution {name} in {}", db.display()))?;
-            let out = serde_json::json!({ "execution": record.name, "status": record.status, "events": record.history });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
-            );
+            let events = engine.history(name).await.map_err(|e| e.to_string())?;
+            let out = serde_json::json!({ "execution": record.name, "status": record.status, "events": events });
+            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifySignature {
-            provider,
-            secrets,
-            signature,
-            timestamp,
-            at,
-        } => {
+        Command::VerifySignature { provider, secrets, signature, timestamp, at } => {
             let mut body = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut body)
-                .map_err(|e| format!("cannot read body from stdin: {e}"))?;
+            std::io::stdin().read_to_end(&mut body).map_err(|e| format!("cannot read body from stdin: {e}"))?;
             let result = match provider {
                 Provider::Pagerduty => {
                     if timestamp.is_some() || at.is_some() {

@@ -45,11 +45,7 @@ fn run_a_mock_case_then_read_its_history() {
     let events = h["events"].as_array().unwrap();
     assert_eq!(events.first().unwrap()["type"], "ExecutionStarted");
     assert_eq!(events.last().unwrap()["type"], "ExecutionSucceeded");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["type"] == "ChoiceStateEntered" && e["state"] == "BaselineShowsFailure")
-    );
+    assert!(events.iter().any(|e| e["type"] == "ChoiceStateEntered" && e["state"] == "BaselineShowsFailure"));
 
     let (code, _, err) = selfheal(&["history", "no-such-execution"], db);
     assert_eq!(code, 2);
@@ -61,11 +57,7 @@ fn custom_input_and_bad_files_are_reported() {
     let db = std::env::temp_dir().join(format!("selfheal-cli2-{}.sqlite", std::process::id()));
     let db = db.to_str().unwrap();
     let input = std::env::temp_dir().join(format!("selfheal-input-{}.json", std::process::id()));
-    std::fs::write(
-        &input,
-        r#"{"incident_id": "PCUSTOM", "config": {"hypothesis_timeout_secs": 60}}"#,
-    )
-    .unwrap();
+    std::fs::write(&input, r#"{"incident_id": "PCUSTOM", "config": {"hypothesis_timeout_secs": 60}}"#).unwrap();
     let (code, out, err) = selfheal(
         &[
             "run-state-machine",

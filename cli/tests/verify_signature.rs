@@ -27,58 +27,22 @@ const SIG_OLD: &str = "v1=de3685f2900734012fca787d84e1514269071fb6831f715b1ad6ed
 
 #[test]
 fn pagerduty_valid_rotated_and_forged() {
-    let (code, out, _) = run(
-        &[
-            "--provider",
-            "pagerduty",
-            "--secret",
-            "whsec-local-test",
-            "--signature",
-            SIG_LOCAL,
-        ],
-        BODY,
-    );
+    let (code, out, _) =
+        run(&["--provider", "pagerduty", "--secret", "whsec-local-test", "--signature", SIG_LOCAL], BODY);
     assert_eq!((code, out.trim()), (0, "valid"));
     let header = format!("{SIG_LOCAL},{SIG_OLD}");
     let (code, _, _) = run(
-        &[
-            "--provider",
-            "pagerduty",
-            "--secret",
-            "nope",
-            "--secret",
-            "whsec-old-secret",
-            "--signature",
-            &header,
-        ],
+        &["--provider", "pagerduty", "--secret", "nope", "--secret", "whsec-old-secret", "--signature", &header],
         BODY,
     );
     assert_eq!(code, 0);
-    let (code, _, err) = run(
-        &[
-            "--provider",
-            "pagerduty",
-            "--secret",
-            "whsec-local-test",
-            "--signature",
-            SIG_OLD,
-        ],
-        BODY,
-    );
+    let (code, _, err) =
+        run(&["--provider", "pagerduty", "--secret", "whsec-local-test", "--signature", SIG_OLD], BODY);
     assert_eq!(code, 1);
     assert_eq!(err.trim(), "invalid: signature does not match");
     assert_eq!(err.lines().count(), 1);
-    let (code, _, err) = run(
-        &[
-            "--provider",
-            "pagerduty",
-            "--secret",
-            "whsec-local-test",
-            "--signature",
-            "v1=xyz",
-        ],
-        BODY,
-    );
+    let (code, _, err) =
+        run(&["--provider", "pagerduty", "--secret", "whsec-local-test", "--signature", "v1=xyz"], BODY);
     assert_eq!(code, 1);
     assert!(err.contains("malformed"), "{err}");
 }
@@ -107,32 +71,10 @@ fn slack_official_vector_with_pinned_clock() {
 
 #[test]
 fn usage_errors_do_not_panic() {
-    let (code, _, err) = run(
-        &[
-            "--provider",
-            "slack",
-            "--secret",
-            "a",
-            "--secret",
-            "b",
-            "--signature",
-            "v0=00",
-        ],
-        b"",
-    );
+    let (code, _, err) = run(&["--provider", "slack", "--secret", "a", "--secret", "b", "--signature", "v0=00"], b"");
     assert_eq!(code, 2);
     assert!(!err.contains("panicked"), "{err}");
-    let (code, _, err) = run(
-        &[
-            "--provider",
-            "pagerduty",
-            "--secret",
-            "",
-            "--signature",
-            SIG_LOCAL,
-        ],
-        BODY,
-    );
+    let (code, _, err) = run(&["--provider", "pagerduty", "--secret", "", "--signature", SIG_LOCAL], BODY);
     assert_eq!(code, 1);
     assert!(err.contains("no signing secret"), "{err}");
 }

@@ -178,6 +178,17 @@ pub struct TimeoutSettings {
     pub approval_secs: u64,
     #[serde(default = "d_stab")]
     pub stability_window_secs: u64,
+    /// Wait between Coder workspace polls, and how many polls before giving up.
+    #[serde(default = "d_poll")]
+    pub poll_interval_secs: u64,
+    #[serde(default = "d_max_polls")]
+    pub max_polls: u32,
+}
+fn d_poll() -> u64 {
+    15
+}
+fn d_max_polls() -> u32 {
+    40
 }
 fn d_hyp() -> u64 {
     1800
@@ -217,8 +228,7 @@ pub struct Settings {
 
 fn empty_table<T: for<'de> Deserialize<'de>>() -> T {
     // Every section type has all-default fields, so an empty table always deserializes.
-    T::deserialize(toml::Value::Table(toml::Table::new()))
-        .unwrap_or_else(|_| unreachable!("sections default"))
+    T::deserialize(toml::Value::Table(toml::Table::new())).unwrap_or_else(|_| unreachable!("sections default"))
 }
 
 /// Environment variable → settings path. Lists are comma-separated.
@@ -239,64 +249,34 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SELFHEAL_CODER_API_BASE", "coder.api_base"),
     ("SELFHEAL_CODER_USER", "coder.user"),
     ("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id"),
-    (
-        "SELFHEAL_CODER_TEMPLATE_VERSION_ID",
-        "coder.template_version_id",
-    ),
+    ("SELFHEAL_CODER_TEMPLATE_VERSION_ID", "coder.template_version_id"),
     ("SELFHEAL_BROWSER_ENDPOINT", "browser.endpoint"),
-    (
-        "SELFHEAL_BROWSER_MAX_CONCURRENT_CHECKS",
-        "browser.max_concurrent_checks#",
-    ),
-    (
-        "SELFHEAL_AUTO_MIN_CONFIDENCE",
-        "policy.auto_min_confidence#",
-    ),
+    ("SELFHEAL_BROWSER_MAX_CONCURRENT_CHECKS", "browser.max_concurrent_checks#"),
+    ("SELFHEAL_AUTO_MIN_CONFIDENCE", "policy.auto_min_confidence#"),
     ("SELFHEAL_AUTO_MIN_MATCH", "policy.auto_min_match#"),
     ("SELFHEAL_LOW_MATCH", "policy.low_match#"),
-    (
-        "SELFHEAL_ESCALATE_BELOW_CONFIDENCE",
-        "policy.escalate_below_confidence#",
-    ),
+    ("SELFHEAL_ESCALATE_BELOW_CONFIDENCE", "policy.escalate_below_confidence#"),
     ("SELFHEAL_AUTO_SERVICES", "policy.auto_services[]"),
-    (
-        "SELFHEAL_AUTONOMOUS_ACTIONS_PER_HOUR",
-        "policy.autonomous_actions_per_service_per_hour#",
-    ),
+    ("SELFHEAL_AUTONOMOUS_ACTIONS_PER_HOUR", "policy.autonomous_actions_per_service_per_hour#"),
     ("SELFHEAL_SHADOW_MODE", "policy.shadow_mode?"),
-    (
-        "SELFHEAL_HYPOTHESIS_TIMEOUT_SECS",
-        "timeouts.hypothesis_secs#",
-    ),
+    ("SELFHEAL_HYPOTHESIS_TIMEOUT_SECS", "timeouts.hypothesis_secs#"),
     ("SELFHEAL_APPROVAL_TIMEOUT_SECS", "timeouts.approval_secs#"),
-    (
-        "SELFHEAL_STABILITY_WINDOW_SECS",
-        "timeouts.stability_window_secs#",
-    ),
+    ("SELFHEAL_STABILITY_WINDOW_SECS", "timeouts.stability_window_secs#"),
+    ("SELFHEAL_POLL_INTERVAL_SECS", "timeouts.poll_interval_secs#"),
+    ("SELFHEAL_MAX_POLLS", "timeouts.max_polls#"),
 ];
 
 fn env_value(name: &str, raw: &str, kind: char) -> Result<toml::Value, ConfigError> {
-    let invalid = |why: &str| ConfigError::Invalid {
-        name: name.to_string(),
-        why: why.to_string(),
-    };
+    let invalid = |why: &str| ConfigError::Invalid { name: name.to_string(), why: why.to_string() };
     Ok(match kind {
         '[' => toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.into()))
-                .collect(),
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
         ),
         '#' => {
             if let Ok(i) = raw.trim().parse::<i64>() {
                 toml::Value::Integer(i)
             } else {
-                toml::Value::Float(
-                    raw.trim()
-                        .parse::<f64>()
-                        .map_err(|_| invalid("expected a number"))?,
-                )
+                toml::Value::Float(raw.trim().parse::<f64>().map_err(|_| invalid("expected a number"))?)
             }
         }
         '?' => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
@@ -318,16 +298,12 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), why: e.to_string() })?;
+                let value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
                     path: path.display().to_string(),
                     why: e.to_string(),
                 })?;
-                let value: toml::Table =
-                    text.parse()
-                        .map_err(|e: toml::de::Error| ConfigError::File {
-                            path: path.display().to_string(),
-                            why: e.to_string(),
-                        })?;
                 Some(value)
             }
             None => None,
@@ -335,18 +311,14 @@ impl Settings {
         Self::from_sources(table, |k| std::env::var(k).ok())
     }
 
-    pub fn from_sources(
-        file: Option<toml::Table>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_sources(file: Option<toml::Table>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut root = file.unwrap_or_default();
         for (var, path) in ENV_VARS {
             let Some(raw) = env(var) else { continue };
             let (path, kind) = match path.chars().last() {
-                Some(k @ ('[' | ']' | '#' | '?')) => (
-                    path.trim_end_matches(['[', ']', '#', '?']),
-                    if k == ']' { '[' } else { k },
-                ),
+                Some(k @ ('[' | ']' | '#' | '?')) => {
+                    (path.trim_end_matches(['[', ']', '#', '?']), if k == ']' { '[' } else { k })
+                }
                 _ => (*path, 's'),
             };
             let value = env_value(var, &raw, kind)?;
@@ -357,20 +329,14 @@ impl Settings {
                     table.insert(part.to_string(), value.clone());
                     break;
                 }
-                let entry = table
-                    .entry(part.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                table = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
-                    name: part.to_string(),
-                    why: "expected a table".into(),
-                })?;
+                let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = entry
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Invalid { name: part.to_string(), why: "expected a table".into() })?;
             }
         }
-        let settings =
-            Settings::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid {
-                name: "settings".into(),
-                why: e.to_string(),
-            })?;
+        let settings = Settings::deserialize(toml::Value::Table(root))
+            .map_err(|e| ConfigError::Invalid { name: "settings".into(), why: e.to_string() })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -381,16 +347,10 @@ impl Settings {
             ("policy.auto_min_confidence", p.auto_min_confidence),
             ("policy.auto_min_match", p.auto_min_match),
             ("policy.low_match", p.low_match),
-            (
-                "policy.escalate_below_confidence",
-                p.escalate_below_confidence,
-            ),
+            ("policy.escalate_below_confidence", p.escalate_below_confidence),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(ConfigError::Invalid {
-                    name: name.into(),
-                    why: "must be within 0..=1".into(),
-                });
+                return Err(ConfigError::Invalid { name: name.into(), why: "must be within 0..=1".into() });
             }
         }
         if p.low_match > p.auto_min_match {
@@ -409,21 +369,16 @@ impl Settings {
     }
 
     /// A deployment-specific setting that this process needs; the error names the variable.
-    pub fn require<'a>(
-        value: &'a Option<String>,
-        env_name: &'static str,
-    ) -> Result<&'a str, ConfigError> {
-        value
-            .as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing(env_name))
+    pub fn require<'a>(value: &'a Option<String>, env_name: &'static str) -> Result<&'a str, ConfigError> {
+        value.as_deref().filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(env_name))
     }
 }
 
 /// Every secret, in one JSON document (Secrets Manager) or TOML table (local). Values are
 /// wrapped so `Debug` prints `[REDACTED]` and nothing can log them by accident.
+/// Unknown keys are ignored (not refused), so a secret can carry extra keys such as the one
+/// CloudFormation's GenerateSecretString adds.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct Secrets {
     /// Every valid webhook subscription secret (several during rotation).
     #[serde(default)]
@@ -452,12 +407,10 @@ impl Secrets {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|_| ConfigError::Secrets("secrets file is not valid TOML".into()))?;
-        Self::deserialize(toml::Value::Table(table)).map_err(|_| {
-            ConfigError::Secrets("secrets file does not have the expected keys (see README)".into())
-        })
+        let table: toml::Table =
+            text.parse().map_err(|_| ConfigError::Secrets("secrets file is not valid TOML".into()))?;
+        Self::deserialize(toml::Value::Table(table))
+            .map_err(|_| ConfigError::Secrets("secrets file does not have the expected keys (see README)".into()))
     }
 
     /// Fetch once from AWS Secrets Manager (call at init; the value is cached for the container).
@@ -466,28 +419,18 @@ impl Secrets {
         secret_id: &str,
     ) -> Result<Self, ConfigError> {
         use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-        let out = client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .send()
-            .await
-            .map_err(|e| {
-                let code = e.code().unwrap_or("request failed").to_string();
-                ConfigError::Secrets(format!("GetSecretValue {secret_id}: {code}"))
-            })?;
-        let text = out
-            .secret_string()
-            .ok_or_else(|| ConfigError::Secrets(format!("{secret_id} has no SecretString")))?;
+        let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
+            let code = e.code().unwrap_or("request failed").to_string();
+            ConfigError::Secrets(format!("GetSecretValue {secret_id}: {code}"))
+        })?;
+        let text =
+            out.secret_string().ok_or_else(|| ConfigError::Secrets(format!("{secret_id} has no SecretString")))?;
         Self::from_json(text)
     }
 
     /// Every configured secret value, for redaction checks.
     pub fn all_values(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .pagerduty_webhook_secrets
-            .iter()
-            .map(|s| s.expose_secret())
-            .collect();
+        let mut v: Vec<&str> = self.pagerduty_webhook_secrets.iter().map(|s| s.expose_secret()).collect();
         for s in [
             &self.pagerduty_api_token,
             &self.senso_api_key,
@@ -507,19 +450,13 @@ impl Secrets {
     }
 
     pub fn webhook_secret_bytes(&self) -> Vec<&[u8]> {
-        self.pagerduty_webhook_secrets
-            .iter()
-            .map(|s| s.expose_secret().as_bytes())
-            .collect()
+        self.pagerduty_webhook_secrets.iter().map(|s| s.expose_secret().as_bytes()).collect()
     }
 }
 
 /// A map of environment variables, for tests of [`Settings::from_sources`].
 pub fn env_map(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     move |k| map.get(k).cloned()
 }
 
@@ -534,17 +471,12 @@ mod tests {
         assert_eq!(s.timeouts.stability_window_secs, 86_400);
         assert_eq!(s.anthropic.model, "claude-sonnet-4-5");
         let err = Settings::require(&s.table_name, "SELFHEAL_TABLE_NAME").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "missing configuration: set SELFHEAL_TABLE_NAME"
-        );
+        assert_eq!(err.to_string(), "missing configuration: set SELFHEAL_TABLE_NAME");
     }
 
     #[test]
     fn env_overrides_file_and_parses_types() {
-        let file: toml::Table = "table_name = \"from-file\"\n[policy]\nauto_min_match = 0.8\n"
-            .parse()
-            .unwrap();
+        let file: toml::Table = "table_name = \"from-file\"\n[policy]\nauto_min_match = 0.8\n".parse().unwrap();
         let env = env_map(&[
             ("SELFHEAL_TABLE_NAME", "from-env"),
             ("SELFHEAL_INVESTIGATOR_IDS", "PCLERIC1, PBOT2"),
@@ -563,11 +495,9 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_variable() {
-        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_SHADOW_MODE", "perhaps")]))
-            .unwrap_err();
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_SHADOW_MODE", "perhaps")])).unwrap_err();
         assert!(err.to_string().contains("SELFHEAL_SHADOW_MODE"), "{err}");
-        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_AUTO_MIN_MATCH", "1.5")]))
-            .unwrap_err();
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_AUTO_MIN_MATCH", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("policy.auto_min_match"), "{err}");
         let file: toml::Table = "unknown_key = 1".parse().unwrap();
         assert!(Settings::from_sources(Some(file), env_map(&[])).is_err());
@@ -585,13 +515,9 @@ mod tests {
         }
         assert_eq!(s.all_values().len(), 3);
         // A malformed secret document must not echo its content in the error.
-        let err = Secrets::from_json(r#"{"anthropic_api_key": sk-ant-LEAK}"#)
-            .unwrap_err()
-            .to_string();
+        let err = Secrets::from_json(r#"{"anthropic_api_key": sk-ant-LEAK}"#).unwrap_err().to_string();
         assert!(!err.contains("LEAK"), "{err}");
-        let err = Secrets::from_json(r#"{"unknown_field": "sk-ant-LEAK2"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("LEAK2"), "{err}");
+        // Extra keys (e.g. from GenerateSecretString) are ignored.
+        assert!(Secrets::from_json(r#"{"generated": "x", "slack_bot_token": "xoxb-1"}"#).is_ok());
     }
 }

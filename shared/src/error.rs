@@ -24,6 +24,14 @@ pub enum StageError {
     /// The kill switch is on or a person took over: stop autonomous work.
     #[error("stopped: {0}")]
     Stopped(String),
+    /// The investigator's note was already stored when the hypothesis wait began: the state
+    /// machine skips the wait (no callback needed, so stage functions need no Step Functions
+    /// permissions).
+    #[error("the investigator's note arrived before the wait started")]
+    NoteAlreadyArrived,
+    /// Post-flight verification still fails; the state machine retries with back-off.
+    #[error("service still failing: {0}")]
+    StillFailing(String),
     /// A bug or broken invariant. The state machine sends it to Fail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -39,6 +47,8 @@ impl StageError {
             StageError::NotFound(_) => "NotFound",
             StageError::Conflict(_) => "Conflict",
             StageError::Stopped(_) => "Stopped",
+            StageError::NoteAlreadyArrived => "NoteAlreadyArrived",
+            StageError::StillFailing(_) => "StillFailing",
             StageError::Internal(_) => "Internal",
         }
     }
@@ -50,10 +60,7 @@ impl StageError {
 
 impl From<StageError> for lambda_runtime::Diagnostic {
     fn from(error: StageError) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: error.error_name().to_string(),
-            error_message: error.to_string(),
-        }
+        lambda_runtime::Diagnostic { error_type: error.error_name().to_string(), error_message: error.to_string() }
     }
 }
 
@@ -82,10 +89,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unavailable(_) | StoreError::VersionConflict(_)
-        )
+        matches!(self, StoreError::Unavailable(_) | StoreError::VersionConflict(_))
     }
 }
 
@@ -136,30 +140,16 @@ pub enum ClientError {
     #[error("{service}: request timed out")]
     Timeout { service: &'static str },
     #[error("{service}: connection failed: {detail}")]
-    Connect {
-        service: &'static str,
-        detail: String,
-    },
+    Connect { service: &'static str, detail: String },
     /// Non-success HTTP status. `retryable` reflects the status and the API's own hints.
     #[error("{service}: HTTP {status}: {message}")]
-    Status {
-        service: &'static str,
-        status: u16,
-        message: String,
-        retryable: bool,
-    },
+    Status { service: &'static str, status: u16, message: String, retryable: bool },
     /// The API answered 2xx with a body that does not match its contract.
     #[error("{service}: unexpected response: {detail}")]
-    Contract {
-        service: &'static str,
-        detail: String,
-    },
+    Contract { service: &'static str, detail: String },
     /// A request we refused to send (bad configuration, invalid argument).
     #[error("{service}: {detail}")]
-    Invalid {
-        service: &'static str,
-        detail: String,
-    },
+    Invalid { service: &'static str, detail: String },
 }
 
 impl ClientError {
@@ -197,6 +187,8 @@ mod tests {
             (StageError::NotFound("x".into()), "NotFound"),
             (StageError::Conflict("x".into()), "Conflict"),
             (StageError::Stopped("x".into()), "Stopped"),
+            (StageError::NoteAlreadyArrived, "NoteAlreadyArrived"),
+            (StageError::StillFailing("x".into()), "StillFailing"),
             (StageError::Internal("x".into()), "Internal"),
         ];
         for (err, name) in cases {
@@ -208,26 +200,11 @@ mod tests {
 
     #[test]
     fn client_errors_map_by_retryability() {
-        let e = ClientError::Status {
-            service: "senso",
-            status: 503,
-            message: "x".into(),
-            retryable: true,
-        };
+        let e = ClientError::Status { service: "senso", status: 503, message: "x".into(), retryable: true };
         assert_eq!(StageError::from(e).error_name(), "Transient");
-        let e = ClientError::Status {
-            service: "senso",
-            status: 404,
-            message: "x".into(),
-            retryable: false,
-        };
+        let e = ClientError::Status { service: "senso", status: 404, message: "x".into(), retryable: false };
         assert_eq!(StageError::from(e).error_name(), "NotFound");
-        let e = ClientError::Status {
-            service: "senso",
-            status: 400,
-            message: "x".into(),
-            retryable: false,
-        };
+        let e = ClientError::Status { service: "senso", status: 400, message: "x".into(), retryable: false };
         assert_eq!(StageError::from(e).error_name(), "UpstreamRejected");
     }
 }

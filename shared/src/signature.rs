@@ -61,15 +61,8 @@ pub fn verify_pagerduty<S: AsRef<[u8]>>(
     header: Option<&str>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let header = header
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .ok_or(SignatureError::MissingHeader)?;
-    let secrets: Vec<&[u8]> = secrets
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::MissingHeader)?;
+    let secrets: Vec<&[u8]> = secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
     if secrets.is_empty() {
         return Err(SignatureError::NoSecret);
     }
@@ -83,11 +76,7 @@ pub fn verify_pagerduty<S: AsRef<[u8]>>(
         }
     }
     if candidates.is_empty() {
-        return Err(if malformed {
-            SignatureError::Malformed
-        } else {
-            SignatureError::UnsupportedVersion
-        });
+        return Err(if malformed { SignatureError::Malformed } else { SignatureError::UnsupportedVersion });
     }
     for secret in &secrets {
         for candidate in &candidates {
@@ -122,16 +111,11 @@ pub fn verify_slack(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), SignatureError> {
-    let signature = signature
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or(SignatureError::MissingHeader)?;
+    let signature = signature.map(str::trim).filter(|s| !s.is_empty()).ok_or(SignatureError::MissingHeader)?;
     if secret.is_empty() {
         return Err(SignatureError::NoSecret);
     }
-    let ts_str = timestamp
-        .map(str::trim)
-        .ok_or(SignatureError::BadTimestamp)?;
+    let ts_str = timestamp.map(str::trim).ok_or(SignatureError::BadTimestamp)?;
     let ts: i64 = ts_str.parse().map_err(|_| SignatureError::BadTimestamp)?;
     let skew = now_unix.saturating_sub(ts);
     if skew.abs() > SLACK_MAX_SKEW_SECS {
@@ -146,15 +130,13 @@ pub fn verify_slack(
     mac.update(ts_str.as_bytes());
     mac.update(b":");
     mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
 }
 
 /// Compute a Slack `v0=` signature (for the Slack simulator's clicks).
 pub fn sign_slack(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| {
-        HmacSha256::new_from_slice(b"\0").expect("HMAC accepts any key length")
-    });
+    let mut mac = HmacSha256::new_from_slice(secret)
+        .unwrap_or_else(|_| HmacSha256::new_from_slice(b"\0").expect("HMAC accepts any key length"));
     mac.update(format!("v0:{timestamp}:").as_bytes());
     mac.update(body);
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
@@ -185,81 +167,42 @@ mod tests {
         let valid = "v1=0c0b9495b893a39e70d1fea2fe11fbe0a825f88b9f67846f6cc07dd2bc5476cd";
         let invalid = "v1=7020c8a7ec668a9b7012bc3dd82e483394b038f4230acc6785efbf2a7d8bcaf5";
         assert_eq!(verify_pagerduty(&[secret], Some(valid), body), Ok(()));
-        assert_eq!(
-            verify_pagerduty(&[secret], Some(invalid), body),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify_pagerduty(&[secret], Some(invalid), body), Err(SignatureError::Mismatch));
     }
 
     #[test]
     fn pagerduty_local_vectors() {
         assert_eq!(SMALL_BODY.len(), 59);
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some(SIG_LOCAL), SMALL_BODY),
-            Ok(())
-        );
-        assert_eq!(
-            verify_pagerduty(&["whsec-old-secret"], Some(SIG_OLD), SMALL_BODY),
-            Ok(())
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(SIG_LOCAL), SMALL_BODY), Ok(()));
+        assert_eq!(verify_pagerduty(&["whsec-old-secret"], Some(SIG_OLD), SMALL_BODY), Ok(()));
         assert_eq!(sign_pagerduty(b"whsec-local-test", SMALL_BODY), SIG_LOCAL);
     }
 
     #[test]
     fn pagerduty_rotation_header_accepts_either_secret() {
         let header = format!("{SIG_LOCAL},{SIG_OLD}");
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some(&header), SMALL_BODY),
-            Ok(())
-        );
-        assert_eq!(
-            verify_pagerduty(&["whsec-old-secret"], Some(&header), SMALL_BODY),
-            Ok(())
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(&header), SMALL_BODY), Ok(()));
+        assert_eq!(verify_pagerduty(&["whsec-old-secret"], Some(&header), SMALL_BODY), Ok(()));
         let spaced = format!("{SIG_OLD}, {SIG_LOCAL}");
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some(&spaced), SMALL_BODY),
-            Ok(())
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(&spaced), SMALL_BODY), Ok(()));
         // Several configured secrets, one header entry.
-        assert_eq!(
-            verify_pagerduty(&["nope", "whsec-old-secret"], Some(SIG_OLD), SMALL_BODY),
-            Ok(())
-        );
+        assert_eq!(verify_pagerduty(&["nope", "whsec-old-secret"], Some(SIG_OLD), SMALL_BODY), Ok(()));
     }
 
     #[test]
     fn pagerduty_fails_closed() {
         let tampered = br#"{"event":{"id":"01TEST","event_type":"incident.annotateD"}}"#;
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some(SIG_LOCAL), tampered),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], None, SMALL_BODY),
-            Err(SignatureError::MissingHeader)
-        );
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some("  "), SMALL_BODY),
-            Err(SignatureError::MissingHeader)
-        );
-        assert_eq!(
-            verify_pagerduty::<&str>(&[], Some(SIG_LOCAL), SMALL_BODY),
-            Err(SignatureError::NoSecret)
-        );
-        assert_eq!(
-            verify_pagerduty(&[""], Some(SIG_LOCAL), SMALL_BODY),
-            Err(SignatureError::NoSecret)
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(SIG_LOCAL), tampered), Err(SignatureError::Mismatch));
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], None, SMALL_BODY), Err(SignatureError::MissingHeader));
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some("  "), SMALL_BODY), Err(SignatureError::MissingHeader));
+        assert_eq!(verify_pagerduty::<&str>(&[], Some(SIG_LOCAL), SMALL_BODY), Err(SignatureError::NoSecret));
+        assert_eq!(verify_pagerduty(&[""], Some(SIG_LOCAL), SMALL_BODY), Err(SignatureError::NoSecret));
         let v2 = SIG_LOCAL.replacen("v1=", "v2=", 1);
         assert_eq!(
             verify_pagerduty(&["whsec-local-test"], Some(&v2), SMALL_BODY),
             Err(SignatureError::UnsupportedVersion)
         );
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some("v1=zz"), SMALL_BODY),
-            Err(SignatureError::Malformed)
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some("v1=zz"), SMALL_BODY), Err(SignatureError::Malformed));
         assert_eq!(
             verify_pagerduty(&["whsec-local-test"], Some("v1=abcd"), SMALL_BODY),
             Err(SignatureError::Malformed)
@@ -268,47 +211,24 @@ mod tests {
             verify_pagerduty(&["whsec-local-test"], Some("garbage"), SMALL_BODY),
             Err(SignatureError::Malformed)
         );
-        assert_eq!(
-            verify_pagerduty(&["wrong-secret"], Some(SIG_LOCAL), SMALL_BODY),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify_pagerduty(&["wrong-secret"], Some(SIG_LOCAL), SMALL_BODY), Err(SignatureError::Mismatch));
         // An unknown version next to a valid entry is ignored, not fatal.
         let mixed = format!("v9=00,{SIG_LOCAL}");
-        assert_eq!(
-            verify_pagerduty(&["whsec-local-test"], Some(&mixed), SMALL_BODY),
-            Ok(())
-        );
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(&mixed), SMALL_BODY), Ok(()));
     }
 
     #[test]
     fn slack_official_vector() {
         assert_eq!(SLACK_BODY.len(), 362);
         let now = 1531420618;
-        assert_eq!(
-            verify_slack(
-                SLACK_SECRET,
-                Some(SLACK_TS),
-                Some(SLACK_SIG),
-                SLACK_BODY,
-                now
-            ),
-            Ok(())
-        );
+        assert_eq!(verify_slack(SLACK_SECRET, Some(SLACK_TS), Some(SLACK_SIG), SLACK_BODY, now), Ok(()));
         assert_eq!(sign_slack(SLACK_SECRET, now, SLACK_BODY), SLACK_SIG);
     }
 
     #[test]
     fn slack_window_and_tampering() {
         let ts = 1531420618;
-        let ok = |now| {
-            verify_slack(
-                SLACK_SECRET,
-                Some(SLACK_TS),
-                Some(SLACK_SIG),
-                SLACK_BODY,
-                now,
-            )
-        };
+        let ok = |now| verify_slack(SLACK_SECRET, Some(SLACK_TS), Some(SLACK_SIG), SLACK_BODY, now);
         assert_eq!(ok(ts + 300), Ok(()));
         assert_eq!(ok(ts - 300), Ok(()));
         assert_eq!(ok(ts + 301), Err(SignatureError::Stale { skew_secs: 301 }));
@@ -319,10 +239,7 @@ mod tests {
             verify_slack(SLACK_SECRET, Some(SLACK_TS), Some(SLACK_SIG), &tampered, ts),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(
-            verify_slack(b"", Some(SLACK_TS), Some(SLACK_SIG), SLACK_BODY, ts),
-            Err(SignatureError::NoSecret)
-        );
+        assert_eq!(verify_slack(b"", Some(SLACK_TS), Some(SLACK_SIG), SLACK_BODY, ts), Err(SignatureError::NoSecret));
         assert_eq!(
             verify_slack(SLACK_SECRET, None, Some(SLACK_SIG), SLACK_BODY, ts),
             Err(SignatureError::BadTimestamp)
@@ -336,34 +253,16 @@ mod tests {
             Err(SignatureError::MissingHeader)
         );
         assert_eq!(
-            verify_slack(
-                SLACK_SECRET,
-                Some(SLACK_TS),
-                Some(&SLACK_SIG.replace("v0=", "v1=")),
-                SLACK_BODY,
-                ts
-            ),
+            verify_slack(SLACK_SECRET, Some(SLACK_TS), Some(&SLACK_SIG.replace("v0=", "v1=")), SLACK_BODY, ts),
             Err(SignatureError::UnsupportedVersion)
         );
         assert_eq!(
-            verify_slack(
-                SLACK_SECRET,
-                Some(SLACK_TS),
-                Some("v0=nothex"),
-                SLACK_BODY,
-                ts
-            ),
+            verify_slack(SLACK_SECRET, Some(SLACK_TS), Some("v0=nothex"), SLACK_BODY, ts),
             Err(SignatureError::Malformed)
         );
         // Signed for a different timestamp: the timestamp is part of the signed string.
         assert_eq!(
-            verify_slack(
-                SLACK_SECRET,
-                Some("1531420619"),
-                Some(SLACK_SIG),
-                SLACK_BODY,
-                ts
-            ),
+            verify_slack(SLACK_SECRET, Some("1531420619"), Some(SLACK_SIG), SLACK_BODY, ts),
             Err(SignatureError::Mismatch)
         );
     }

@@ -41,6 +41,28 @@ pub trait DocTable: Send + Sync {
         expires_at: Option<i64>,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// `put_if`, and when it succeeds also create the append-only `log` items of the same
+    /// partition (items that exist are left as they are). Backends that can, do both in one
+    /// transaction; the default does them in order.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_if_with_log(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: &Value,
+        expected_rev: Option<u64>,
+        expires_at: Option<i64>,
+        log: &[(String, Value)],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if !self.put_if(pk, sk, doc, expected_rev, expires_at, now).await? {
+            return Ok(false);
+        }
+        for (log_sk, log_doc) in log {
+            self.put_if(pk, log_sk, log_doc, None, None, now).await?;
+        }
+        Ok(true)
+    }
     /// Items of `pk` with `sk_from <= sk <= sk_to`, ascending by `sk`, live items only.
     async fn query(
         &self,
@@ -57,11 +79,7 @@ const PREFIX_END: &str = "~";
 const MAX_ATTEMPTS: u32 = 200;
 
 enum Step<R> {
-    Write {
-        doc: Value,
-        expires_at: Option<i64>,
-        result: R,
-    },
+    Write { doc: Value, expires_at: Option<i64>, result: R },
     Keep(R),
 }
 
@@ -90,17 +108,9 @@ impl<T: DocTable> TableStore<T> {
             let current = self.table.get(pk, sk, now).await?;
             match decide(current.as_ref())? {
                 Step::Keep(r) => return Ok(r),
-                Step::Write {
-                    doc,
-                    expires_at,
-                    result,
-                } => {
+                Step::Write { doc, expires_at, result } => {
                     let expected = current.as_ref().map(|c| c.rev);
-                    if self
-                        .table
-                        .put_if(pk, sk, &doc, expected, expires_at, now)
-                        .await?
-                    {
+                    if self.table.put_if(pk, sk, &doc, expected, expires_at, now).await? {
                         return Ok(result);
                     }
                 }
@@ -113,24 +123,16 @@ impl<T: DocTable> TableStore<T> {
                 tokio::task::yield_now().await;
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "too much contention on {pk}/{sk}"
-        )))
+        Err(StoreError::Unavailable(format!("too much contention on {pk}/{sk}")))
     }
 }
 
 fn decode<D: DeserializeOwned>(key: &str, doc: &Value) -> Result<D, StoreError> {
-    serde_json::from_value(doc.clone()).map_err(|e| StoreError::Corrupt {
-        key: key.to_string(),
-        why: e.to_string(),
-    })
+    serde_json::from_value(doc.clone()).map_err(|e| StoreError::Corrupt { key: key.to_string(), why: e.to_string() })
 }
 
 fn encode<S: Serialize>(value: &S) -> Result<Value, StoreError> {
-    serde_json::to_value(value).map_err(|e| StoreError::Corrupt {
-        key: "(encode)".into(),
-        why: e.to_string(),
-    })
+    serde_json::to_value(value).map_err(|e| StoreError::Corrupt { key: "(encode)".into(), why: e.to_string() })
 }
 
 fn ts_key(at: DateTime<Utc>) -> String {
@@ -205,16 +207,8 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         let mut next = incident.clone();
         next.version = incident.version + 1;
         let doc = encode(&next)?;
-        let expected = if incident.version == 0 {
-            None
-        } else {
-            Some(incident.version)
-        };
-        if self
-            .table
-            .put_if(&pk, META, &doc, expected, None, Utc::now().timestamp())
-            .await?
-        {
+        let expected = if incident.version == 0 { None } else { Some(incident.version) };
+        if self.table.put_if(&pk, META, &doc, expected, None, Utc::now().timestamp()).await? {
             Ok(next)
         } else {
             Err(StoreError::VersionConflict(pk))
@@ -229,35 +223,20 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         ttl_secs: i64,
     ) -> Result<Dedupe, StoreError> {
         let pk = format!("WEBHOOK#{id}");
-        let doc = encode(&WebhookDoc {
-            payload_hash: payload_hash.to_string(),
-            first_seen: now,
-        })?;
+        let doc = encode(&WebhookDoc { payload_hash: payload_hash.to_string(), first_seen: now })?;
         let expires = (now + Duration::seconds(ttl_secs.max(1))).timestamp();
         // Fast path: the first delivery is one conditional put, no read.
-        if self
-            .table
-            .put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp())
-            .await?
-        {
+        if self.table.put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp()).await? {
             return Ok(Dedupe::First);
         }
         match self.table.get(&pk, "SEEN", now.timestamp()).await? {
             Some(stored) => {
                 let seen: WebhookDoc = decode(&pk, &stored.doc)?;
-                Ok(if seen.payload_hash == payload_hash {
-                    Dedupe::Duplicate
-                } else {
-                    Dedupe::Conflict
-                })
+                Ok(if seen.payload_hash == payload_hash { Dedupe::Duplicate } else { Dedupe::Conflict })
             }
             // Expired between the two calls: try once more as a first delivery.
             None => {
-                if self
-                    .table
-                    .put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp())
-                    .await?
-                {
+                if self.table.put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp()).await? {
                     Ok(Dedupe::First)
                 } else {
                     Ok(Dedupe::Duplicate)
@@ -266,43 +245,21 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         }
     }
 
-    async fn append_audit(
-        &self,
-        incident: &IncidentId,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    async fn append_audit(&self, incident: &IncidentId, event: &AuditEvent) -> Result<(), StoreError> {
         let pk = incident_pk(incident);
         let doc = encode(event)?;
         for _ in 0..8 {
-            let sk = format!(
-                "AUDIT#{}#{}",
-                ts_key(event.at),
-                uuid::Uuid::new_v4().simple()
-            );
-            if self
-                .table
-                .put_if(&pk, &sk, &doc, None, None, Utc::now().timestamp())
-                .await?
-            {
+            let sk = format!("AUDIT#{}#{}", ts_key(event.at), uuid::Uuid::new_v4().simple());
+            if self.table.put_if(&pk, &sk, &doc, None, None, Utc::now().timestamp()).await? {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable(
-            "could not allocate a unique audit key".into(),
-        ))
+        Err(StoreError::Unavailable("could not allocate a unique audit key".into()))
     }
 
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEvent>, StoreError> {
         let pk = incident_pk(incident);
-        let rows = self
-            .table
-            .query(
-                &pk,
-                "AUDIT#",
-                &format!("AUDIT#{PREFIX_END}"),
-                Utc::now().timestamp(),
-            )
-            .await?;
+        let rows = self.table.query(&pk, "AUDIT#", &format!("AUDIT#{PREFIX_END}"), Utc::now().timestamp()).await?;
         rows.iter().map(|(sk, d)| decode(sk, &d.doc)).collect()
     }
 
@@ -331,20 +288,12 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
                 }
                 None => HandOff::Stored,
             };
-            Ok(Step::Write {
-                doc: encode(&doc)?,
-                expires_at: Some(expires_at.timestamp()),
-                result,
-            })
+            Ok(Step::Write { doc: encode(&doc)?, expires_at: Some(expires_at.timestamp()), result })
         })
         .await
     }
 
-    async fn offer_note(
-        &self,
-        incident: &IncidentId,
-        note: &InvestigatorNote,
-    ) -> Result<HandOff, StoreError> {
+    async fn offer_note(&self, incident: &IncidentId, note: &InvestigatorNote) -> Result<HandOff, StoreError> {
         let pk = incident_pk(incident);
         let now = Utc::now().timestamp();
         self.mutate(&pk, WAIT_HYPOTHESIS, now, |current| {
@@ -366,27 +315,16 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
                 None => HandOff::Stored,
             };
             let expires = current.and_then(|c| c.expires_at);
-            Ok(Step::Write {
-                doc: encode(&doc)?,
-                expires_at: expires,
-                result,
-            })
+            Ok(Step::Write { doc: encode(&doc)?, expires_at: expires, result })
         })
         .await
     }
 
-    async fn investigator_note(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Option<InvestigatorNote>, StoreError> {
+    async fn investigator_note(&self, incident: &IncidentId) -> Result<Option<InvestigatorNote>, StoreError> {
         let pk = incident_pk(incident);
         // The hand-off item may carry a TTL for its token; the note is copied to the incident
         // by the parse stage, so reading it while live is enough.
-        let Some(stored) = self
-            .table
-            .get(&pk, WAIT_HYPOTHESIS, Utc::now().timestamp())
-            .await?
-        else {
+        let Some(stored) = self.table.get(&pk, WAIT_HYPOTHESIS, Utc::now().timestamp()).await? else {
             return Ok(None);
         };
         let doc: HandOffDoc = decode(&pk, &stored.doc)?;
@@ -398,11 +336,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         let doc = encode(approval)?;
         // Keep decided approvals a week after expiry for the audit trail and late clicks.
         let ttl = (approval.expires_at + Duration::days(7)).timestamp();
-        if self
-            .table
-            .put_if(&pk, META, &doc, None, Some(ttl), Utc::now().timestamp())
-            .await?
-        {
+        if self.table.put_if(&pk, META, &doc, None, Some(ttl), Utc::now().timestamp()).await? {
             Ok(Created::New)
         } else {
             Ok(Created::AlreadyExists)
@@ -424,10 +358,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         by: &UserId,
         now: DateTime<Utc>,
     ) -> Result<DecideOutcome, StoreError> {
-        if !matches!(
-            decision,
-            ApprovalStatus::Approved | ApprovalStatus::Rejected | ApprovalStatus::Expired
-        ) {
+        if !matches!(decision, ApprovalStatus::Approved | ApprovalStatus::Rejected | ApprovalStatus::Expired) {
             return Err(StoreError::Misconfigured(
                 "an approval can only be decided as approved, rejected or expired".into(),
             ));
@@ -456,46 +387,27 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         .await
     }
 
-    async fn set_approval_message(
-        &self,
-        id: &ApprovalId,
-        channel: &str,
-        ts: &str,
-    ) -> Result<(), StoreError> {
+    async fn set_approval_message(&self, id: &ApprovalId, channel: &str, ts: &str) -> Result<(), StoreError> {
         let pk = format!("APPROVAL#{id}");
         self.mutate(&pk, META, Utc::now().timestamp(), |current| {
             let Some(current) = current else {
-                return Err(StoreError::Corrupt {
-                    key: pk.clone(),
-                    why: "approval vanished".into(),
-                });
+                return Err(StoreError::Corrupt { key: pk.clone(), why: "approval vanished".into() });
             };
             let mut approval: Approval = decode(&pk, &current.doc)?;
             approval.slack_channel = Some(channel.to_string());
             approval.slack_ts = Some(ts.to_string());
-            Ok(Step::Write {
-                doc: encode(&approval)?,
-                expires_at: current.expires_at,
-                result: (),
-            })
+            Ok(Step::Write { doc: encode(&approval)?, expires_at: current.expires_at, result: () })
         })
         .await
     }
 
     async fn record_service_event(&self, event: &ServiceEvent) -> Result<(), StoreError> {
         let pk = format!("SVC#{}", event.service);
-        let sk = format!(
-            "EVT#{}#{}#{}",
-            ts_key(event.at),
-            event.incident_id,
-            event.kind
-        );
+        let sk = format!("EVT#{}#{}#{}", ts_key(event.at), event.incident_id, event.kind);
         let doc = encode(event)?;
         // Same event recorded twice (webhook retry) is the same key: idempotent.
         let ttl = (event.at + Duration::days(30)).timestamp();
-        self.table
-            .put_if(&pk, &sk, &doc, None, Some(ttl), Utc::now().timestamp())
-            .await?;
+        self.table.put_if(&pk, &sk, &doc, None, Some(ttl), Utc::now().timestamp()).await?;
         Ok(())
     }
 
@@ -506,15 +418,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
     ) -> Result<Vec<ServiceEvent>, StoreError> {
         let pk = format!("SVC#{service}");
         let from = format!("EVT#{}", ts_key(since));
-        let rows = self
-            .table
-            .query(
-                &pk,
-                &from,
-                &format!("EVT#{PREFIX_END}"),
-                Utc::now().timestamp(),
-            )
-            .await?;
+        let rows = self.table.query(&pk, &from, &format!("EVT#{PREFIX_END}"), Utc::now().timestamp()).await?;
         rows.iter().map(|(sk, d)| decode(sk, &d.doc)).collect()
     }
 
@@ -529,11 +433,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
                 next.effective_count = old.effective_count;
                 next.ineffective_count = old.ineffective_count;
             }
-            Ok(Step::Write {
-                doc: encode(&next)?,
-                expires_at: None,
-                result: (),
-            })
+            Ok(Step::Write { doc: encode(&next)?, expires_at: None, result: () })
         })
         .await
     }
@@ -553,15 +453,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
 
     async fn catalog_actions(&self, runbook: &RunbookId) -> Result<Vec<CatalogAction>, StoreError> {
         let pk = format!("RUNBOOK#{runbook}");
-        let rows = self
-            .table
-            .query(
-                &pk,
-                "ACTION#",
-                &format!("ACTION#{PREFIX_END}"),
-                Utc::now().timestamp(),
-            )
-            .await?;
+        let rows = self.table.query(&pk, "ACTION#", &format!("ACTION#{PREFIX_END}"), Utc::now().timestamp()).await?;
         rows.iter().map(|(sk, d)| decode(sk, &d.doc)).collect()
     }
 
@@ -580,46 +472,23 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
             let mut a: CatalogAction = decode(&sk, &current.doc)?;
             match effectiveness {
                 Effectiveness::Effective => a.effective_count = a.effective_count.saturating_add(1),
-                Effectiveness::Ineffective => {
-                    a.ineffective_count = a.ineffective_count.saturating_add(1)
-                }
+                Effectiveness::Ineffective => a.ineffective_count = a.ineffective_count.saturating_add(1),
             }
-            Ok(Step::Write {
-                doc: encode(&a)?,
-                expires_at: None,
-                result: (),
-            })
+            Ok(Step::Write { doc: encode(&a)?, expires_at: None, result: () })
         })
         .await
     }
 
-    async fn set_kill_switch(
-        &self,
-        on: bool,
-        by: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let doc = encode(&KillSwitchDoc {
-            on,
-            by: by.to_string(),
-            at: now,
-        })?;
+    async fn set_kill_switch(&self, on: bool, by: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let doc = encode(&KillSwitchDoc { on, by: by.to_string(), at: now })?;
         self.mutate("CONTROL", "KILLSWITCH", now.timestamp(), |_| {
-            Ok(Step::Write {
-                doc: doc.clone(),
-                expires_at: None,
-                result: (),
-            })
+            Ok(Step::Write { doc: doc.clone(), expires_at: None, result: () })
         })
         .await
     }
 
     async fn kill_switch(&self) -> Result<bool, StoreError> {
-        match self
-            .table
-            .get("CONTROL", "KILLSWITCH", Utc::now().timestamp())
-            .await?
-        {
+        match self.table.get("CONTROL", "KILLSWITCH", Utc::now().timestamp()).await? {
             Some(stored) => Ok(decode::<KillSwitchDoc>("CONTROL/KILLSWITCH", &stored.doc)?.on),
             None => Ok(false),
         }
@@ -641,15 +510,73 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
             if counter.count >= limit {
                 return Ok(Step::Keep(false));
             }
-            let next = CounterDoc {
-                count: counter.count + 1,
-            };
-            Ok(Step::Write {
-                doc: encode(&next)?,
-                expires_at: Some(expires),
-                result: true,
-            })
+            let next = CounterDoc { count: counter.count + 1 };
+            Ok(Step::Write { doc: encode(&next)?, expires_at: Some(expires), result: true })
         })
         .await
+    }
+}
+
+/// A process-local [`DocTable`] (no durability): for tests, benchmarks that isolate the
+/// interpreter's own cost, and throwaway runs.
+#[derive(Default)]
+pub struct MemoryTable {
+    items: std::sync::Mutex<std::collections::BTreeMap<(String, String), StoredDoc>>,
+}
+
+impl MemoryTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), StoredDoc>> {
+        match self.items.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+#[async_trait]
+impl DocTable for MemoryTable {
+    async fn get(&self, pk: &str, sk: &str, now: i64) -> Result<Option<StoredDoc>, StoreError> {
+        let items = self.lock();
+        Ok(items.get(&(pk.to_string(), sk.to_string())).filter(|d| d.expires_at.is_none_or(|e| e >= now)).cloned())
+    }
+
+    async fn put_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: &Value,
+        expected_rev: Option<u64>,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        let key = (pk.to_string(), sk.to_string());
+        let current = items.get(&key).filter(|d| d.expires_at.is_none_or(|e| e >= now)).map(|d| d.rev);
+        if current != expected_rev {
+            return Ok(false);
+        }
+        let rev = expected_rev.map_or(1, |r| r + 1);
+        items.insert(key, StoredDoc { doc: doc.clone(), rev, expires_at });
+        Ok(true)
+    }
+
+    async fn query(
+        &self,
+        pk: &str,
+        sk_from: &str,
+        sk_to: &str,
+        now: i64,
+    ) -> Result<Vec<(String, StoredDoc)>, StoreError> {
+        let items = self.lock();
+        let from = (pk.to_string(), sk_from.to_string());
+        let to = (pk.to_string(), sk_to.to_string());
+        Ok(items
+            .range(from..=to)
+            .filter(|(_, d)| d.expires_at.is_none_or(|e| e >= now))
+            .map(|((_, sk), d)| (sk.clone(), d.clone()))
+            .collect())
     }
 }

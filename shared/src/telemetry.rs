@@ -36,17 +36,9 @@ where
 {
     let (format, level) = log_settings(env);
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }
@@ -63,10 +55,7 @@ mod tests {
 
     #[test]
     fn lambda_variables_win() {
-        let (f, l) = log_settings(env_map(&[
-            ("AWS_LAMBDA_LOG_FORMAT", "Text"),
-            ("AWS_LAMBDA_LOG_LEVEL", "DEBUG"),
-        ]));
+        let (f, l) = log_settings(env_map(&[("AWS_LAMBDA_LOG_FORMAT", "Text"), ("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]));
         assert_eq!(f, LogFormat::Text);
         assert_eq!(l, "debug");
         let (f, l) = log_settings(env_map(&[("RUST_LOG", "warn")]));

@@ -29,9 +29,7 @@ pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
 pub async fn dynamodb_store() -> Arc<dyn IncidentStore> {
     let client = dynamodb_client().await;
     let table = format!("selfheal-test-{}", uuid::Uuid::new_v4().simple());
-    DynamoTable::create_table(&client, &table)
-        .await
-        .expect("create table on moto");
+    DynamoTable::create_table(&client, &table).await.expect("create table on moto");
     Arc::new(TableStore::new(DynamoTable::new(client, table)))
 }
 
@@ -39,7 +37,5 @@ pub async fn dynamodb_store() -> Arc<dyn IncidentStore> {
 pub async fn sqlite_store() -> Arc<dyn IncidentStore> {
     let dir = std::env::temp_dir().join("selfheal-tests");
     let path = dir.join(format!("{}.sqlite", uuid::Uuid::new_v4().simple()));
-    Arc::new(TableStore::new(
-        SqliteTable::open(path).expect("open sqlite"),
-    ))
+    Arc::new(TableStore::new(SqliteTable::open(path).expect("open sqlite")))
 }

@@ -26,11 +26,7 @@ fn worker(db: &str, mode: &str, origin: &str) -> std::process::Child {
 async fn current_state(db: &str) -> Option<String> {
     let table = Arc::new(SqliteTable::open(db).ok()?);
     let engine = Engine::new(table, Arc::new(SystemClock::real()));
-    engine
-        .describe("durable-run")
-        .await
-        .ok()?
-        .and_then(|r| r.current_state().map(str::to_string))
+    engine.describe("durable-run").await.ok()?.and_then(|r| r.current_state().map(str::to_string))
 }
 
 #[tokio::test]
@@ -54,25 +50,14 @@ async fn killed_engine_resumes_open_executions_with_the_remaining_wait() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     first.kill().expect("kill -9"); // SIGKILL: no cleanup, no flush
     let status = first.wait().unwrap();
-    assert!(
-        !status.success(),
-        "worker must have been killed, not finished"
-    );
-    assert_eq!(
-        current_state(&db).await.as_deref(),
-        Some("StabilityWindow"),
-        "killed mid-wait"
-    );
+    assert!(!status.success(), "worker must have been killed, not finished");
+    assert_eq!(current_state(&db).await.as_deref(), Some("StabilityWindow"), "killed mid-wait");
 
     let restarted = Instant::now();
     let second = worker(&db, "resume", &origin);
     let out = second.wait_with_output().unwrap();
     let took = restarted.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rec: ExecutionRecord = serde_json::from_slice(&out.stdout).unwrap();
 
     assert_eq!(rec.status, selfheal::engine::ExecutionStatus::Succeeded);
@@ -86,12 +71,6 @@ async fn killed_engine_resumes_open_executions_with_the_remaining_wait() {
     assert_eq!(entered("ProvisionWorkspace"), 1);
     assert_eq!(entered("StabilityWindow"), 1);
     // It waited the remainder (about 1.8 s of the 3 s), not the whole window again, and not zero.
-    assert!(
-        took < Duration::from_millis(2900),
-        "resumed wait took {took:?}: the full window again?"
-    );
-    assert!(
-        took > Duration::from_millis(900),
-        "resumed wait took {took:?}: it did not wait at all"
-    );
+    assert!(took < Duration::from_millis(2900), "resumed wait took {took:?}: the full window again?");
+    assert!(took > Duration::from_millis(900), "resumed wait took {took:?}: it did not wait at all");
 }

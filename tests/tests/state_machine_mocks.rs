@@ -9,20 +9,11 @@ const MOCKS: &str = include_str!("../../statemachine/test/MockConfigFile.json");
 const INPUT: &str = include_str!("../../statemachine/test/input.json");
 
 async fn run(case: &str) -> MockRunReport {
-    run_mock_case(DEFINITION, MOCKS, "incident", case, INPUT, None)
-        .await
-        .unwrap_or_else(|e| panic!("{case}: {e}"))
+    run_mock_case(DEFINITION, MOCKS, "incident", case, INPUT, None).await.unwrap_or_else(|e| panic!("{case}: {e}"))
 }
 
-const HEAD: &[&str] = &[
-    "AwaitHypothesis",
-    "ParseHypothesis",
-    "HypothesisUsable",
-    "LookupRunbooks",
-    "PlanRemediation",
-    "Decide",
-    "Route",
-];
+const HEAD: &[&str] =
+    &["AwaitHypothesis", "ParseHypothesis", "HypothesisUsable", "LookupRunbooks", "PlanRemediation", "Decide", "Route"];
 const EXECUTE: &[&str] = &[
     "PreflightCheck",
     "BaselineShowsFailure",
@@ -37,38 +28,21 @@ const EXECUTE: &[&str] = &[
     "DestroyWorkspace",
     "FixApplied",
 ];
-const CLOSE: &[&str] = &[
-    "PostflightCheck",
-    "ResolveIncident",
-    "StabilityWindow",
-    "CheckRefire",
-    "IngestResolution",
-    "Resolved",
-];
+const CLOSE: &[&str] =
+    &["PostflightCheck", "ResolveIncident", "StabilityWindow", "CheckRefire", "IngestResolution", "Resolved"];
 
 fn path(parts: &[&[&str]]) -> Vec<String> {
-    parts
-        .iter()
-        .flat_map(|p| p.iter().map(|s| s.to_string()))
-        .collect()
+    parts.iter().flat_map(|p| p.iter().map(|s| s.to_string())).collect()
 }
 
 fn assert_case(report: &MockRunReport, expected_path: Vec<String>, outcome: &str) {
     assert_eq!(report.status, "SUCCEEDED", "{report:?}");
     assert_eq!(report.path, expected_path, "path of {}", report.execution);
-    assert_eq!(
-        report.output["outcome"],
-        json!(outcome),
-        "{:?}",
-        report.output
-    );
+    assert_eq!(report.output["outcome"], json!(outcome), "{:?}", report.output);
     // Safety invariant: every run that provisioned a workspace also destroyed it.
     if report.path.iter().any(|s| s == "ProvisionWorkspace") {
         assert!(
-            report
-                .path
-                .iter()
-                .any(|s| s.starts_with("DestroyWorkspace")),
+            report.path.iter().any(|s| s.starts_with("DestroyWorkspace")),
             "workspace not destroyed: {:?}",
             report.path
         );
@@ -87,65 +61,34 @@ async fn happy_auto_execution() {
 }
 
 #[tokio::test]
+async fn note_that_arrived_before_the_wait_skips_it() {
+    let r = run("NoteBeforeWait").await;
+    assert_case(&r, path(&[HEAD, EXECUTE, CLOSE]), "resolved");
+}
+
+#[tokio::test]
 async fn approval_approved() {
     let r = run("ApprovalApproved").await;
-    assert_case(
-        &r,
-        path(&[
-            HEAD,
-            &["RequestApproval", "ApprovalDecided"],
-            EXECUTE,
-            CLOSE,
-        ]),
-        "resolved",
-    );
+    assert_case(&r, path(&[HEAD, &["RequestApproval", "ApprovalDecided"], EXECUTE, CLOSE]), "resolved");
     assert_eq!(r.output["route"], json!("approval"));
 }
 
 #[tokio::test]
 async fn approval_rejected() {
     let r = run("ApprovalRejected").await;
-    assert_case(
-        &r,
-        path(&[
-            HEAD,
-            &[
-                "RequestApproval",
-                "ApprovalDecided",
-                "RecordRejection",
-                "Rejected",
-            ],
-        ]),
-        "rejected",
-    );
+    assert_case(&r, path(&[HEAD, &["RequestApproval", "ApprovalDecided", "RecordRejection", "Rejected"]]), "rejected");
 }
 
 #[tokio::test]
 async fn approval_timed_out() {
     let r = run("ApprovalTimedOut").await;
-    assert_case(
-        &r,
-        path(&[
-            HEAD,
-            &[
-                "RequestApproval",
-                "ApprovalTimedOut",
-                "Escalate",
-                "Escalated",
-            ],
-        ]),
-        "escalated",
-    );
+    assert_case(&r, path(&[HEAD, &["RequestApproval", "ApprovalTimedOut", "Escalate", "Escalated"]]), "escalated");
 }
 
 #[tokio::test]
 async fn no_hypothesis_before_timeout() {
     let r = run("NoHypothesisBeforeTimeout").await;
-    assert_case(
-        &r,
-        path(&[&["AwaitHypothesis", "NoHypothesis", "Escalate", "Escalated"]]),
-        "escalated",
-    );
+    assert_case(&r, path(&[&["AwaitHypothesis", "NoHypothesis", "Escalate", "Escalated"]]), "escalated");
 }
 
 #[tokio::test]
@@ -153,22 +96,10 @@ async fn preflight_finds_the_service_healthy() {
     let r = run("PreflightHealthy").await;
     assert_case(
         &r,
-        path(&[
-            HEAD,
-            &[
-                "PreflightCheck",
-                "BaselineShowsFailure",
-                "NoUserVisibleImpact",
-                "Escalate",
-                "Escalated",
-            ],
-        ]),
+        path(&[HEAD, &["PreflightCheck", "BaselineShowsFailure", "NoUserVisibleImpact", "Escalate", "Escalated"]]),
         "escalated",
     );
-    assert!(
-        !r.path.iter().any(|s| s == "ProvisionWorkspace"),
-        "nothing may execute"
-    );
+    assert!(!r.path.iter().any(|s| s == "ProvisionWorkspace"), "nothing may execute");
 }
 
 #[tokio::test]
@@ -194,21 +125,10 @@ async fn remediation_fails_and_the_workspace_is_still_destroyed() {
 #[tokio::test]
 async fn postflight_still_failing_after_retries() {
     let r = run("PostflightStillFailing").await;
-    assert_case(
-        &r,
-        path(&[
-            HEAD,
-            EXECUTE,
-            &["PostflightCheck", "StillFailing", "Escalate", "Escalated"],
-        ]),
-        "escalated",
-    );
+    assert_case(&r, path(&[HEAD, EXECUTE, &["PostflightCheck", "StillFailing", "Escalate", "Escalated"]]), "escalated");
     // One attempt plus the four retries the ASL allows for StillFailing.
-    let attempts = r
-        .history
-        .iter()
-        .filter(|e| e.kind == "TaskScheduled" && e.state.as_deref() == Some("PostflightCheck"))
-        .count();
+    let attempts =
+        r.history.iter().filter(|e| e.kind == "TaskScheduled" && e.state.as_deref() == Some("PostflightCheck")).count();
     assert_eq!(attempts, 5);
 }
 
@@ -220,17 +140,9 @@ async fn transient_error_is_retried_then_succeeds() {
         .history
         .iter()
         .filter(|e| e.kind == "TaskFailed")
-        .map(|e| {
-            (
-                e.state.clone().unwrap_or_default(),
-                e.details["error"].clone(),
-            )
-        })
+        .map(|e| (e.state.clone().unwrap_or_default(), e.details["error"].clone()))
         .collect();
-    assert_eq!(
-        failures,
-        [("LookupRunbooks".to_string(), json!("Transient"))]
-    );
+    assert_eq!(failures, [("LookupRunbooks".to_string(), json!("Transient"))]);
 }
 
 #[tokio::test]
@@ -249,12 +161,8 @@ async fn shadow_mode_executes_nothing() {
 #[tokio::test]
 async fn every_mock_case_is_covered_by_a_test() {
     let cfg: Value = serde_json::from_str(MOCKS).unwrap();
-    let mut cases: Vec<&str> = cfg["StateMachines"]["incident"]["TestCases"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut cases: Vec<&str> =
+        cfg["StateMachines"]["incident"]["TestCases"].as_object().unwrap().keys().map(String::as_str).collect();
     cases.sort();
     assert_eq!(
         cases,
@@ -264,6 +172,7 @@ async fn every_mock_case_is_covered_by_a_test() {
             "ApprovalTimedOut",
             "HappyAuto",
             "NoHypothesisBeforeTimeout",
+            "NoteBeforeWait",
             "PostflightStillFailing",
             "PreflightHealthy",
             "RefireInsideStabilityWindow",
@@ -276,8 +185,6 @@ async fn every_mock_case_is_covered_by_a_test() {
 
 #[tokio::test]
 async fn an_unknown_test_case_is_a_clear_error() {
-    let err = run_mock_case(DEFINITION, MOCKS, "incident", "Nope", INPUT, None)
-        .await
-        .unwrap_err();
+    let err = run_mock_case(DEFINITION, MOCKS, "incident", "Nope", INPUT, None).await.unwrap_err();
     assert!(err.to_string().contains("HappyAuto"), "{err}");
 }

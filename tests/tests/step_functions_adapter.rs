@@ -35,27 +35,17 @@ async fn moto_setup(endpoint: &str) -> String {
             ("Action", "CreateRole"),
             ("Version", "2010-05-08"),
             ("RoleName", role.as_str()),
-            (
-                "AssumeRolePolicyDocument",
-                r#"{"Version":"2012-10-17","Statement":[]}"#,
-            ),
+            ("AssumeRolePolicyDocument", r#"{"Version":"2012-10-17","Statement":[]}"#),
         ])
         .send()
         .await
         .unwrap();
-    assert!(
-        r.status().is_success(),
-        "CreateRole: {}",
-        r.text().await.unwrap()
-    );
+    assert!(r.status().is_success(), "CreateRole: {}", r.text().await.unwrap());
     let role_arn = format!("arn:aws:iam::123456789012:role/{role}");
     // An empty zip archive is enough: moto does not run the function without Docker.
     let empty_zip = [b"PK\x05\x06".as_slice(), &[0u8; 18]].concat();
     use base64::Engine as _;
-    let function = format!(
-        "selfheal-approval-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let function = format!("selfheal-approval-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let r = http
         .post(format!("{endpoint}/2015-03-31/functions"))
         .header("Authorization", auth("lambda"))
@@ -69,11 +59,7 @@ async fn moto_setup(endpoint: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert!(
-        r.status().is_success(),
-        "CreateFunction: {}",
-        r.text().await.unwrap()
-    );
+    assert!(r.status().is_success(), "CreateFunction: {}", r.text().await.unwrap());
     let body: serde_json::Value = r.json().await.unwrap();
     let function_arn = body["FunctionArn"].as_str().unwrap().to_string();
 
@@ -91,10 +77,7 @@ async fn moto_setup(endpoint: &str) -> String {
     });
     let out = sfn
         .create_state_machine()
-        .name(format!(
-            "selfheal-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ))
+        .name(format!("selfheal-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
         .definition(definition.to_string())
         .role_arn(role_arn)
         .send()
@@ -105,12 +88,7 @@ async fn moto_setup(endpoint: &str) -> String {
 
 async fn token_of(sfn: &aws_sdk_sfn::Client, execution_arn: &str) -> TaskToken {
     for _ in 0..100 {
-        let history = sfn
-            .get_execution_history()
-            .execution_arn(execution_arn)
-            .send()
-            .await
-            .unwrap();
+        let history = sfn.get_execution_history().execution_arn(execution_arn).send().await.unwrap();
         for event in history.events() {
             if event.r#type() == &HistoryEventType::TaskScheduled {
                 let params = event.task_scheduled_event_details().unwrap().parameters();
@@ -133,56 +111,29 @@ async fn start_resume_and_errors_against_the_step_functions_api() {
     let client = aws_sdk_sfn::Client::new(&config);
     let orchestrator = StepFunctions::new(client.clone(), &sm_arn);
 
-    let incident = IncidentId::parse(format!(
-        "Q{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
-    ))
-    .unwrap();
+    let incident =
+        IncidentId::parse(format!("Q{}", &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase())).unwrap();
     let name = execution_name(&incident, "incident");
     let input = json!({"incident_id": incident.as_str()}).to_string();
     let started = orchestrator.start_execution(&name, &input).await.unwrap();
-    assert!(
-        started.execution_id.ends_with(&name),
-        "{}",
-        started.execution_id
-    );
+    assert!(started.execution_id.ends_with(&name), "{}", started.execution_id);
 
     // Same name, different input: ExecutionAlreadyExists.
     let other = json!({"incident_id": "different"}).to_string();
-    let err = orchestrator
-        .start_execution(&name, &other)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, OrchestratorError::ExecutionAlreadyExists(_)),
-        "{err:?}"
-    );
+    let err = orchestrator.start_execution(&name, &other).await.unwrap_err();
+    assert!(matches!(err, OrchestratorError::ExecutionAlreadyExists(_)), "{err:?}");
 
     // A token we never issued.
     let fake = TaskToken::parse("AAAAKgAAAAIAAAAAAAAAAfake").unwrap();
-    let err = orchestrator
-        .send_task_success(&fake, &json!({"status": "approved"}))
-        .await
-        .unwrap_err();
+    let err = orchestrator.send_task_success(&fake, &json!({"status": "approved"})).await.unwrap_err();
     assert!(matches!(err, OrchestratorError::InvalidToken), "{err:?}");
 
     // The real token resumes the execution with our output.
     let token = token_of(&client, &started.execution_id).await;
-    orchestrator
-        .send_task_success(
-            &token,
-            &json!({"status": "approved", "decided_by": "UALICE"}),
-        )
-        .await
-        .unwrap();
+    orchestrator.send_task_success(&token, &json!({"status": "approved", "decided_by": "UALICE"})).await.unwrap();
     let mut status = String::new();
     for _ in 0..100 {
-        let d = client
-            .describe_execution()
-            .execution_arn(&started.execution_id)
-            .send()
-            .await
-            .unwrap();
+        let d = client.describe_execution().execution_arn(&started.execution_id).send().await.unwrap();
         status = d.status().as_str().to_string();
         if status == "SUCCEEDED" {
             let output: serde_json::Value = serde_json::from_str(d.output().unwrap()).unwrap();
@@ -195,34 +146,17 @@ async fn start_resume_and_errors_against_the_step_functions_api() {
 
     // A second click: the token is spent. AWS answers TaskTimedOut (→ TaskClosed); moto answers
     // InvalidToken. Either way nothing resumes twice and the caller gets a typed error.
-    let err = orchestrator
-        .send_task_success(&token, &json!({"status": "rejected"}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            OrchestratorError::TaskClosed | OrchestratorError::InvalidToken
-        ),
-        "{err:?}"
-    );
+    let err = orchestrator.send_task_success(&token, &json!({"status": "rejected"})).await.unwrap_err();
+    assert!(matches!(err, OrchestratorError::TaskClosed | OrchestratorError::InvalidToken), "{err:?}");
 
     // Failure path on a second execution.
     let name2 = execution_name(&incident, "retry");
     let second = orchestrator.start_execution(&name2, &input).await.unwrap();
     let token2 = token_of(&client, &second.execution_id).await;
-    orchestrator
-        .send_task_failure(&token2, "Rejected", "rejected in Slack")
-        .await
-        .unwrap();
+    orchestrator.send_task_failure(&token2, "Rejected", "rejected in Slack").await.unwrap();
     let mut failed = false;
     for _ in 0..100 {
-        let d = client
-            .describe_execution()
-            .execution_arn(&second.execution_id)
-            .send()
-            .await
-            .unwrap();
+        let d = client.describe_execution().execution_arn(&second.execution_id).send().await.unwrap();
         if d.status().as_str() == "FAILED" {
             failed = true;
             break;
@@ -233,15 +167,6 @@ async fn start_resume_and_errors_against_the_step_functions_api() {
 
     // Stop: a missing execution is a typed error.
     let missing = format!("{}:nope", sm_arn.replace(":stateMachine:", ":execution:"));
-    let err = orchestrator
-        .stop_execution(&missing, "test")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            OrchestratorError::ExecutionNotFound(_) | OrchestratorError::Rejected(_)
-        ),
-        "{err:?}"
-    );
+    let err = orchestrator.stop_execution(&missing, "test").await.unwrap_err();
+    assert!(matches!(err, OrchestratorError::ExecutionNotFound(_) | OrchestratorError::Rejected(_)), "{err:?}");
 }

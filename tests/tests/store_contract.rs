@@ -13,10 +13,7 @@ fn incident(id: &str) -> Incident {
     Incident::new(
         IncidentId::parse(id).unwrap(),
         "checkout p99 latency".into(),
-        ServiceRef {
-            id: ServiceId::parse("PSVC001").unwrap(),
-            name: ServiceName::parse("checkout").unwrap(),
-        },
+        ServiceRef { id: ServiceId::parse("PSVC001").unwrap(), name: ServiceName::parse("checkout").unwrap() },
         Urgency::High,
         Utc::now(),
     )
@@ -68,10 +65,7 @@ fn catalog_action(name: &str) -> CatalogAction {
 async fn incidents_are_created_once_and_versioned(store: Arc<dyn IncidentStore>) {
     let inc = incident("INC-CREATE");
     assert_eq!(store.create_incident(&inc).await.unwrap(), Created::New);
-    assert_eq!(
-        store.create_incident(&inc).await.unwrap(),
-        Created::AlreadyExists
-    );
+    assert_eq!(store.create_incident(&inc).await.unwrap(), Created::AlreadyExists);
     let mut loaded = store.get_incident(&inc.id).await.unwrap().expect("stored");
     assert_eq!(loaded.version, 1);
     assert_eq!(loaded.title, inc.title);
@@ -84,59 +78,24 @@ async fn incidents_are_created_once_and_versioned(store: Arc<dyn IncidentStore>)
     let reloaded = store.get_incident(&inc.id).await.unwrap().unwrap();
     assert_eq!(reloaded.stage, "cleric");
     assert_eq!(reloaded.version, 2);
-    assert!(
-        store
-            .get_incident(&IncidentId::parse("NOPE").unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_incident(&IncidentId::parse("NOPE").unwrap()).await.unwrap().is_none());
 }
 
 async fn webhooks_dedupe_with_payload_check_and_ttl(store: Arc<dyn IncidentStore>) {
     let id = WebhookId::parse("01HWEBHOOK").unwrap();
     let t0 = Utc::now() - Duration::hours(2);
-    assert_eq!(
-        store.record_webhook(&id, "h1", t0, 60).await.unwrap(),
-        Dedupe::First
-    );
-    assert_eq!(
-        store
-            .record_webhook(&id, "h1", t0 + Duration::seconds(5), 60)
-            .await
-            .unwrap(),
-        Dedupe::Duplicate
-    );
-    assert_eq!(
-        store
-            .record_webhook(&id, "h2", t0 + Duration::seconds(5), 60)
-            .await
-            .unwrap(),
-        Dedupe::Conflict
-    );
+    assert_eq!(store.record_webhook(&id, "h1", t0, 60).await.unwrap(), Dedupe::First);
+    assert_eq!(store.record_webhook(&id, "h1", t0 + Duration::seconds(5), 60).await.unwrap(), Dedupe::Duplicate);
+    assert_eq!(store.record_webhook(&id, "h2", t0 + Duration::seconds(5), 60).await.unwrap(), Dedupe::Conflict);
     // After the TTL the id may be used again.
-    assert_eq!(
-        store
-            .record_webhook(&id, "h3", t0 + Duration::seconds(120), 60)
-            .await
-            .unwrap(),
-        Dedupe::First
-    );
+    assert_eq!(store.record_webhook(&id, "h3", t0 + Duration::seconds(120), 60).await.unwrap(), Dedupe::First);
 }
 
 async fn audit_is_append_only_and_ordered(store: Arc<dyn IncidentStore>) {
     let id = IncidentId::parse("INC-AUDIT").unwrap();
     let base = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
-    for (i, kind) in ["incident_created", "hypothesis", "decision"]
-        .iter()
-        .enumerate()
-    {
-        let ev = AuditEvent::new(
-            base + Duration::seconds(i as i64),
-            "test",
-            *kind,
-            json!({"i": i}),
-        );
+    for (i, kind) in ["incident_created", "hypothesis", "decision"].iter().enumerate() {
+        let ev = AuditEvent::new(base + Duration::seconds(i as i64), "test", *kind, json!({"i": i}));
         store.append_audit(&id, &ev).await.unwrap();
     }
     // Two events in the same microsecond both survive.
@@ -145,109 +104,47 @@ async fn audit_is_append_only_and_ordered(store: Arc<dyn IncidentStore>) {
     store.append_audit(&id, &same).await.unwrap();
     let trail = store.audit_trail(&id).await.unwrap();
     let kinds: Vec<_> = trail.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        ["incident_created", "hypothesis", "decision", "same", "same"]
-    );
+    assert_eq!(kinds, ["incident_created", "hypothesis", "decision", "same", "same"]);
 }
 
 async fn handoff_token_then_note(store: Arc<dyn IncidentStore>) {
     let id = IncidentId::parse("INC-T1").unwrap();
     let exp = Utc::now() + Duration::hours(1);
+    assert_eq!(store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap(), HandOff::Stored);
     assert_eq!(
-        store
-            .offer_wait_token(&id, &token("tok-1"), exp)
-            .await
-            .unwrap(),
-        HandOff::Stored
-    );
-    assert_eq!(
-        store
-            .offer_note(&id, &note("N1", "root cause: x"))
-            .await
-            .unwrap(),
+        store.offer_note(&id, &note("N1", "root cause: x")).await.unwrap(),
         HandOff::TokenWaiting(token("tok-1"))
     );
     // Later notes and repeated token offers resume nothing.
-    assert_eq!(
-        store.offer_note(&id, &note("N2", "more")).await.unwrap(),
-        HandOff::AlreadyResumed
-    );
-    assert_eq!(
-        store
-            .offer_wait_token(&id, &token("tok-1"), exp)
-            .await
-            .unwrap(),
-        HandOff::AlreadyResumed
-    );
-    assert_eq!(
-        store
-            .investigator_note(&id)
-            .await
-            .unwrap()
-            .unwrap()
-            .note_id
-            .as_str(),
-        "N1"
-    );
+    assert_eq!(store.offer_note(&id, &note("N2", "more")).await.unwrap(), HandOff::AlreadyResumed);
+    assert_eq!(store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap(), HandOff::AlreadyResumed);
+    assert_eq!(store.investigator_note(&id).await.unwrap().unwrap().note_id.as_str(), "N1");
 }
 
 async fn handoff_note_then_token(store: Arc<dyn IncidentStore>) {
     let id = IncidentId::parse("INC-N1").unwrap();
     let exp = Utc::now() + Duration::hours(1);
-    assert_eq!(
-        store.offer_note(&id, &note("N1", "early")).await.unwrap(),
-        HandOff::Stored
-    );
+    assert_eq!(store.offer_note(&id, &note("N1", "early")).await.unwrap(), HandOff::Stored);
     // A newer note before anyone waits replaces the earlier one.
-    assert_eq!(
-        store.offer_note(&id, &note("N2", "better")).await.unwrap(),
-        HandOff::Stored
-    );
-    match store
-        .offer_wait_token(&id, &token("tok-1"), exp)
-        .await
-        .unwrap()
-    {
+    assert_eq!(store.offer_note(&id, &note("N2", "better")).await.unwrap(), HandOff::Stored);
+    match store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap() {
         HandOff::NoteWaiting(n) => assert_eq!(n.note_id.as_str(), "N2"),
         other => panic!("expected NoteWaiting, got {other:?}"),
     }
-    assert_eq!(
-        store
-            .offer_wait_token(&id, &token("tok-1"), exp)
-            .await
-            .unwrap(),
-        HandOff::AlreadyResumed
-    );
+    assert_eq!(store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap(), HandOff::AlreadyResumed);
     // A retried wait task (new token, the old one died) is resumed again.
-    assert!(matches!(
-        store
-            .offer_wait_token(&id, &token("tok-2"), exp)
-            .await
-            .unwrap(),
-        HandOff::NoteWaiting(_)
-    ));
+    assert!(matches!(store.offer_wait_token(&id, &token("tok-2"), exp).await.unwrap(), HandOff::NoteWaiting(_)));
 }
 
 async fn approvals_are_decided_once(store: Arc<dyn IncidentStore>) {
     let id = ApprovalId::generate();
     let a = approval(&id, Duration::hours(1));
     assert_eq!(store.create_approval(&a).await.unwrap(), Created::New);
-    assert_eq!(
-        store.create_approval(&a).await.unwrap(),
-        Created::AlreadyExists
-    );
-    store
-        .set_approval_message(&id, "C123", "1700000000.000100")
-        .await
-        .unwrap();
+    assert_eq!(store.create_approval(&a).await.unwrap(), Created::AlreadyExists);
+    store.set_approval_message(&id, "C123", "1700000000.000100").await.unwrap();
     let alice = UserId::parse("UALICE").unwrap();
     let bob = UserId::parse("UBOB").unwrap();
-    match store
-        .decide_approval(&id, ApprovalStatus::Approved, &alice, Utc::now())
-        .await
-        .unwrap()
-    {
+    match store.decide_approval(&id, ApprovalStatus::Approved, &alice, Utc::now()).await.unwrap() {
         DecideOutcome::Decided(d) => {
             assert_eq!(d.status, ApprovalStatus::Approved);
             assert_eq!(d.decided_by, Some(alice.clone()));
@@ -256,11 +153,7 @@ async fn approvals_are_decided_once(store: Arc<dyn IncidentStore>) {
         }
         other => panic!("{other:?}"),
     }
-    match store
-        .decide_approval(&id, ApprovalStatus::Rejected, &bob, Utc::now())
-        .await
-        .unwrap()
-    {
+    match store.decide_approval(&id, ApprovalStatus::Rejected, &bob, Utc::now()).await.unwrap() {
         DecideOutcome::AlreadyDecided(d) => {
             assert_eq!(d.status, ApprovalStatus::Approved);
             assert_eq!(d.decided_by, Some(alice));
@@ -269,24 +162,15 @@ async fn approvals_are_decided_once(store: Arc<dyn IncidentStore>) {
     }
     let missing = ApprovalId::generate();
     assert_eq!(
-        store
-            .decide_approval(&missing, ApprovalStatus::Approved, &bob, Utc::now())
-            .await
-            .unwrap(),
+        store.decide_approval(&missing, ApprovalStatus::Approved, &bob, Utc::now()).await.unwrap(),
         DecideOutcome::NotFound
     );
 
     let late = ApprovalId::generate();
-    store
-        .create_approval(&approval(&late, Duration::seconds(1)))
-        .await
-        .unwrap();
+    store.create_approval(&approval(&late, Duration::seconds(1))).await.unwrap();
     let after = Utc::now() + Duration::seconds(5);
     assert!(matches!(
-        store
-            .decide_approval(&late, ApprovalStatus::Approved, &bob, after)
-            .await
-            .unwrap(),
+        store.decide_approval(&late, ApprovalStatus::Approved, &bob, after).await.unwrap(),
         DecideOutcome::Expired(_)
     ));
     let stored = store.get_approval(&late).await.unwrap().unwrap();
@@ -296,10 +180,7 @@ async fn approvals_are_decided_once(store: Arc<dyn IncidentStore>) {
 async fn service_history_and_catalog(store: Arc<dyn IncidentStore>) {
     let svc = ServiceId::parse("PSVC001").unwrap();
     let base = Utc::now() - Duration::hours(3);
-    for (i, kind) in ["triggered", "resolved_by_selfheal", "triggered"]
-        .iter()
-        .enumerate()
-    {
+    for (i, kind) in ["triggered", "resolved_by_selfheal", "triggered"].iter().enumerate() {
         let ev = ServiceEvent {
             service: svc.clone(),
             at: base + Duration::hours(i as i64),
@@ -309,51 +190,29 @@ async fn service_history_and_catalog(store: Arc<dyn IncidentStore>) {
         store.record_service_event(&ev).await.unwrap();
         store.record_service_event(&ev).await.unwrap(); // idempotent
     }
-    let since = store
-        .service_events_since(&svc, base + Duration::minutes(30))
-        .await
-        .unwrap();
+    let since = store.service_events_since(&svc, base + Duration::minutes(30)).await.unwrap();
     assert_eq!(since.len(), 2);
     assert_eq!(since[0].kind, "resolved_by_selfheal");
     assert_eq!(since[1].incident_id.as_str(), "INC2");
 
     let a = catalog_action("postgres.terminate_backend");
     store.put_catalog_action(&a).await.unwrap();
-    store
-        .put_catalog_action(&catalog_action("postgres.cancel_query"))
-        .await
-        .unwrap();
-    store
-        .record_action_outcome(&a.runbook_id, &a.name, Effectiveness::Ineffective)
-        .await
-        .unwrap();
+    store.put_catalog_action(&catalog_action("postgres.cancel_query")).await.unwrap();
+    store.record_action_outcome(&a.runbook_id, &a.name, Effectiveness::Ineffective).await.unwrap();
     // Re-pushing the runbook keeps the outcome history.
     store.put_catalog_action(&a).await.unwrap();
-    let got = store
-        .get_catalog_action(&a.runbook_id, &a.name)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = store.get_catalog_action(&a.runbook_id, &a.name).await.unwrap().unwrap();
     assert_eq!(got.ineffective_count, 1);
     let all = store.catalog_actions(&a.runbook_id).await.unwrap();
     let names: Vec<_> = all.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["postgres.cancel_query", "postgres.terminate_backend"]
-    );
+    assert_eq!(names, ["postgres.cancel_query", "postgres.terminate_backend"]);
 }
 
 async fn kill_switch_and_budget(store: Arc<dyn IncidentStore>) {
     assert!(!store.kill_switch().await.unwrap());
-    store
-        .set_kill_switch(true, "test", Utc::now())
-        .await
-        .unwrap();
+    store.set_kill_switch(true, "test", Utc::now()).await.unwrap();
     assert!(store.kill_switch().await.unwrap());
-    store
-        .set_kill_switch(false, "test", Utc::now())
-        .await
-        .unwrap();
+    store.set_kill_switch(false, "test", Utc::now()).await.unwrap();
     assert!(!store.kill_switch().await.unwrap());
 
     let svc = ServiceId::parse("PBUDGET").unwrap();
@@ -361,12 +220,7 @@ async fn kill_switch_and_budget(store: Arc<dyn IncidentStore>) {
     assert!(store.take_autonomy_budget(&svc, hour, 2).await.unwrap());
     assert!(store.take_autonomy_budget(&svc, hour, 2).await.unwrap());
     assert!(!store.take_autonomy_budget(&svc, hour, 2).await.unwrap());
-    assert!(
-        store
-            .take_autonomy_budget(&svc, hour + Duration::hours(1), 2)
-            .await
-            .unwrap()
-    );
+    assert!(store.take_autonomy_budget(&svc, hour + Duration::hours(1), 2).await.unwrap());
     assert!(!store.take_autonomy_budget(&svc, hour, 0).await.unwrap());
 }
 
@@ -379,10 +233,7 @@ async fn race_create_incident(store: Arc<dyn IncidentStore>) {
         tokio::spawn(async move { store.create_incident(&inc).await.unwrap() })
     }))
     .await;
-    let new = results
-        .iter()
-        .filter(|r| *r.as_ref().unwrap() == Created::New)
-        .count();
+    let new = results.iter().filter(|r| *r.as_ref().unwrap() == Created::New).count();
     assert_eq!(new, 1);
 }
 
@@ -396,45 +247,24 @@ async fn race_webhook_dedupe(store: Arc<dyn IncidentStore>) {
     .await;
     let results: Vec<Dedupe> = results.into_iter().map(Result::unwrap).collect();
     assert_eq!(results.iter().filter(|r| **r == Dedupe::First).count(), 1);
-    assert_eq!(
-        results.iter().filter(|r| **r == Dedupe::Duplicate).count(),
-        RACERS - 1
-    );
+    assert_eq!(results.iter().filter(|r| **r == Dedupe::Duplicate).count(), RACERS - 1);
 }
 
 async fn race_approval_decisions(store: Arc<dyn IncidentStore>) {
     let id = ApprovalId::generate();
-    store
-        .create_approval(&approval(&id, Duration::hours(1)))
-        .await
-        .unwrap();
+    store.create_approval(&approval(&id, Duration::hours(1))).await.unwrap();
     let results = join_all((0..RACERS).map(|i| {
         let (store, id) = (store.clone(), id.clone());
         tokio::spawn(async move {
-            let decision = if i % 2 == 0 {
-                ApprovalStatus::Approved
-            } else {
-                ApprovalStatus::Rejected
-            };
+            let decision = if i % 2 == 0 { ApprovalStatus::Approved } else { ApprovalStatus::Rejected };
             let who = UserId::parse(format!("U{i}")).unwrap();
-            store
-                .decide_approval(&id, decision, &who, Utc::now())
-                .await
-                .unwrap()
+            store.decide_approval(&id, decision, &who, Utc::now()).await.unwrap()
         })
     }))
     .await;
     let results: Vec<DecideOutcome> = results.into_iter().map(Result::unwrap).collect();
-    let decided: Vec<_> = results
-        .iter()
-        .filter_map(|r| {
-            if let DecideOutcome::Decided(a) = r {
-                Some(a)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let decided: Vec<_> =
+        results.iter().filter_map(|r| if let DecideOutcome::Decided(a) = r { Some(a) } else { None }).collect();
     assert_eq!(decided.len(), 1, "exactly one click wins");
     let winner = decided[0];
     for r in &results {
@@ -443,13 +273,7 @@ async fn race_approval_decisions(store: Arc<dyn IncidentStore>) {
             assert_eq!(a.decided_by, winner.decided_by);
         }
     }
-    assert_eq!(
-        results
-            .iter()
-            .filter(|r| matches!(r, DecideOutcome::AlreadyDecided(_)))
-            .count(),
-        RACERS - 1
-    );
+    assert_eq!(results.iter().filter(|r| matches!(r, DecideOutcome::AlreadyDecided(_))).count(), RACERS - 1);
 }
 
 async fn race_handoff(store: Arc<dyn IncidentStore>) {
@@ -461,27 +285,16 @@ async fn race_handoff(store: Arc<dyn IncidentStore>) {
         let (store, id) = (store.clone(), id.clone());
         tokio::spawn(async move {
             if i % 2 == 0 {
-                store
-                    .offer_note(&id, &note("N1", "root cause"))
-                    .await
-                    .unwrap()
+                store.offer_note(&id, &note("N1", "root cause")).await.unwrap()
             } else {
-                store
-                    .offer_wait_token(&id, &token("tok-race"), exp)
-                    .await
-                    .unwrap()
+                store.offer_wait_token(&id, &token("tok-race"), exp).await.unwrap()
             }
         })
     }))
     .await;
     let resumes = results
         .iter()
-        .filter(|r| {
-            matches!(
-                r.as_ref().unwrap(),
-                HandOff::TokenWaiting(_) | HandOff::NoteWaiting(_)
-            )
-        })
+        .filter(|r| matches!(r.as_ref().unwrap(), HandOff::TokenWaiting(_) | HandOff::NoteWaiting(_)))
         .count();
     assert_eq!(resumes, 1);
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -20,10 +20,7 @@ pub struct DynamoTable {
 }
 
 /// Map SDK failures to what a caller can act on: retry later, or fix configuration.
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R>(
-    op: &str,
-    e: SdkError<E, R>,
-) -> StoreError {
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R>(op: &str, e: SdkError<E, R>) -> StoreError {
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             StoreError::Unavailable(format!("dynamodb {op}: {}", e_kind(&e)))
@@ -39,15 +36,8 @@ fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R>(
                     | "ServiceUnavailable"
                     | "TransactionConflictException"
             );
-            let msg = format!(
-                "dynamodb {op}: {code}: {}",
-                se.err().message().unwrap_or("")
-            );
-            if retryable {
-                StoreError::Unavailable(msg)
-            } else {
-                StoreError::Misconfigured(msg)
-            }
+            let msg = format!("dynamodb {op}: {code}: {}", se.err().message().unwrap_or(""));
+            if retryable { StoreError::Unavailable(msg) } else { StoreError::Misconfigured(msg) }
         }
         _ => StoreError::Misconfigured(format!("dynamodb {op}: {}", e_kind(&e))),
     }
@@ -79,47 +69,21 @@ fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<(String, StoredD
     let key = || {
         format!(
             "{}/{}",
-            item.get("pk")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                .unwrap_or("?"),
-            item.get("sk")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                .unwrap_or("?")
+            item.get("pk").and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?"),
+            item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?")
         )
     };
-    let corrupt = |why: &str| StoreError::Corrupt {
-        key: key(),
-        why: why.to_string(),
-    };
-    let sk = item
-        .get("sk")
-        .and_then(|v| v.as_s().ok())
-        .ok_or_else(|| corrupt("missing sk"))?
-        .clone();
+    let corrupt = |why: &str| StoreError::Corrupt { key: key(), why: why.to_string() };
+    let sk = item.get("sk").and_then(|v| v.as_s().ok()).ok_or_else(|| corrupt("missing sk"))?.clone();
     let rev = item
         .get("rev")
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| corrupt("missing or bad rev"))?;
-    let doc_text = item
-        .get("doc")
-        .and_then(|v| v.as_s().ok())
-        .ok_or_else(|| corrupt("missing doc"))?;
+    let doc_text = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| corrupt("missing doc"))?;
     let doc: Value = serde_json::from_str(doc_text).map_err(|e| corrupt(&e.to_string()))?;
-    let expires_at = item
-        .get("expires_at")
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse::<i64>().ok());
-    Ok((
-        sk,
-        StoredDoc {
-            doc,
-            rev,
-            expires_at,
-        },
-    ))
+    let expires_at = item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    Ok((sk, StoredDoc { doc, rev, expires_at }))
 }
 
 fn live(doc: &StoredDoc, now: i64) -> bool {
@@ -128,10 +92,7 @@ fn live(doc: &StoredDoc, now: i64) -> bool {
 
 impl DynamoTable {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn table_name(&self) -> &str {
@@ -238,7 +199,9 @@ impl DocTable for DynamoTable {
         }
         req = match expected_rev {
             None => req
-                .condition_expression("attribute_not_exists(pk) OR (attribute_exists(expires_at) AND expires_at < :now)")
+                .condition_expression(
+                    "attribute_not_exists(pk) OR (attribute_exists(expires_at) AND expires_at < :now)",
+                )
                 .expression_attribute_values(":now", n(now)),
             Some(r) => req.condition_expression("rev = :rev").expression_attribute_values(":rev", n(r)),
         };

@@ -17,25 +17,13 @@ pub struct StepFunctions {
 
 impl StepFunctions {
     pub fn new(client: Client, state_machine_arn: impl Into<String>) -> Self {
-        Self {
-            client,
-            state_machine_arn: state_machine_arn.into(),
-        }
+        Self { client, state_machine_arn: state_machine_arn.into() }
     }
 }
 
 /// Map a Step Functions error code to what the caller can act on.
-pub fn classify(
-    op: &str,
-    code: Option<&str>,
-    message: Option<&str>,
-    transport: bool,
-) -> OrchestratorError {
-    let detail = format!(
-        "{op}: {}: {}",
-        code.unwrap_or("error"),
-        message.unwrap_or("")
-    );
+pub fn classify(op: &str, code: Option<&str>, message: Option<&str>, transport: bool) -> OrchestratorError {
+    let detail = format!("{op}: {}: {}", code.unwrap_or("error"), message.unwrap_or(""));
     if transport {
         return OrchestratorError::Unavailable(detail);
     }
@@ -65,11 +53,7 @@ fn map_err<E: ProvideErrorMetadata, R>(op: &str, e: SdkError<E, R>) -> Orchestra
 
 #[async_trait]
 impl Orchestrator for StepFunctions {
-    async fn start_execution(
-        &self,
-        name: &str,
-        input: &str,
-    ) -> Result<ExecutionRef, OrchestratorError> {
+    async fn start_execution(&self, name: &str, input: &str) -> Result<ExecutionRef, OrchestratorError> {
         let out = self
             .client
             .start_execution()
@@ -81,17 +65,10 @@ impl Orchestrator for StepFunctions {
             .map_err(|e| map_err("StartExecution", e))?;
         // Step Functions answers a retry with identical input with the same execution; it does
         // not say which case it was, so report it as started.
-        Ok(ExecutionRef {
-            execution_id: out.execution_arn().to_string(),
-            newly_started: true,
-        })
+        Ok(ExecutionRef { execution_id: out.execution_arn().to_string(), newly_started: true })
     }
 
-    async fn send_task_success(
-        &self,
-        token: &TaskToken,
-        output: &Value,
-    ) -> Result<(), OrchestratorError> {
+    async fn send_task_success(&self, token: &TaskToken, output: &Value) -> Result<(), OrchestratorError> {
         self.client
             .send_task_success()
             .task_token(token.expose())
@@ -102,12 +79,7 @@ impl Orchestrator for StepFunctions {
         Ok(())
     }
 
-    async fn send_task_failure(
-        &self,
-        token: &TaskToken,
-        error: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError> {
+    async fn send_task_failure(&self, token: &TaskToken, error: &str, cause: &str) -> Result<(), OrchestratorError> {
         // Step Functions limits: error ≤ 256 chars, cause ≤ 32,768 chars.
         let error: String = error.chars().take(256).collect();
         let cause: String = cause.chars().take(32_768).collect();
@@ -122,11 +94,7 @@ impl Orchestrator for StepFunctions {
         Ok(())
     }
 
-    async fn stop_execution(
-        &self,
-        execution_id: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError> {
+    async fn stop_execution(&self, execution_id: &str, cause: &str) -> Result<(), OrchestratorError> {
         self.client
             .stop_execution()
             .execution_arn(execution_id)
@@ -145,33 +113,15 @@ mod tests {
 
     #[test]
     fn documented_errors_map_to_actionable_variants() {
-        assert!(matches!(
-            classify("x", Some("TaskTimedOut"), None, false),
-            OrchestratorError::TaskClosed
-        ));
-        assert!(matches!(
-            classify("x", Some("TaskDoesNotExist"), None, false),
-            OrchestratorError::TaskClosed
-        ));
-        assert!(matches!(
-            classify("x", Some("InvalidToken"), None, false),
-            OrchestratorError::InvalidToken
-        ));
+        assert!(matches!(classify("x", Some("TaskTimedOut"), None, false), OrchestratorError::TaskClosed));
+        assert!(matches!(classify("x", Some("TaskDoesNotExist"), None, false), OrchestratorError::TaskClosed));
+        assert!(matches!(classify("x", Some("InvalidToken"), None, false), OrchestratorError::InvalidToken));
         assert!(matches!(
             classify("x", Some("ExecutionAlreadyExists"), None, false),
             OrchestratorError::ExecutionAlreadyExists(_)
         ));
-        assert!(matches!(
-            classify("x", Some("ThrottlingException"), None, false),
-            OrchestratorError::Unavailable(_)
-        ));
-        assert!(matches!(
-            classify("x", None, None, true),
-            OrchestratorError::Unavailable(_)
-        ));
-        assert!(matches!(
-            classify("x", Some("InvalidOutput"), None, false),
-            OrchestratorError::Rejected(_)
-        ));
+        assert!(matches!(classify("x", Some("ThrottlingException"), None, false), OrchestratorError::Unavailable(_)));
+        assert!(matches!(classify("x", None, None, true), OrchestratorError::Unavailable(_)));
+        assert!(matches!(classify("x", Some("InvalidOutput"), None, false), OrchestratorError::Rejected(_)));
     }
 }

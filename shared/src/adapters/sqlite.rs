@@ -20,10 +20,7 @@ pub struct SqliteTable {
 fn sql_err(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(code, _)
-            if matches!(
-                code.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
+            if matches!(code.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
         {
             StoreError::Unavailable(format!("sqlite busy: {e}"))
         }
@@ -34,9 +31,8 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
 impl SqliteTable {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         if let Some(parent) = path.as_ref().parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Misconfigured(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Misconfigured(format!("cannot create {}: {e}", parent.display())))?;
         }
         let conn = Connection::open(path).map_err(sql_err)?;
         Self::init(conn)
@@ -47,8 +43,7 @@ impl SqliteTable {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -62,39 +57,50 @@ impl SqliteTable {
              ) WITHOUT ROWID;",
         )
         .map_err(sql_err)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    fn with_conn<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let guard = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+    fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let guard = self.conn.lock().map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
         f(&guard)
     }
 }
 
-fn parse_doc(
+fn parse_doc(pk: &str, sk: &str, rev: i64, doc: String, expires_at: Option<i64>) -> Result<StoredDoc, StoreError> {
+    let doc: Value = serde_json::from_str(&doc)
+        .map_err(|e| StoreError::Corrupt { key: format!("{pk}/{sk}"), why: e.to_string() })?;
+    Ok(StoredDoc { doc, rev: u64::try_from(rev).unwrap_or(0), expires_at })
+}
+
+fn put_if_sql(
+    c: &Connection,
     pk: &str,
     sk: &str,
-    rev: i64,
-    doc: String,
+    text: &str,
+    expected_rev: Option<u64>,
     expires_at: Option<i64>,
-) -> Result<StoredDoc, StoreError> {
-    let doc: Value = serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt {
-        key: format!("{pk}/{sk}"),
-        why: e.to_string(),
-    })?;
-    Ok(StoredDoc {
-        doc,
-        rev: u64::try_from(rev).unwrap_or(0),
-        expires_at,
-    })
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = match expected_rev {
+        None => c
+            .prepare_cached(
+                "INSERT INTO items (pk, sk, rev, doc, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
+                 ON CONFLICT (pk, sk) DO UPDATE SET rev = 1, doc = excluded.doc, expires_at = excluded.expires_at
+                 WHERE items.expires_at IS NOT NULL AND items.expires_at < ?5",
+            )
+            .and_then(|mut st| st.execute(params![pk, sk, text, expires_at, now]))
+            .map_err(sql_err)?,
+        Some(rev) => {
+            let rev = i64::try_from(rev).map_err(|_| StoreError::Misconfigured("revision overflow".into()))?;
+            c.prepare_cached(
+                "UPDATE items SET rev = ?3 + 1, doc = ?4, expires_at = ?5
+                 WHERE pk = ?1 AND sk = ?2 AND rev = ?3",
+            )
+            .and_then(|mut st| st.execute(params![pk, sk, rev, text, expires_at]))
+            .map_err(sql_err)?
+        }
+    };
+    Ok(changed == 1)
 }
 
 #[async_trait]
@@ -102,22 +108,18 @@ impl DocTable for SqliteTable {
     async fn get(&self, pk: &str, sk: &str, now: i64) -> Result<Option<StoredDoc>, StoreError> {
         self.with_conn(|c| {
             let row = c
-                .query_row(
+                .prepare_cached(
                     "SELECT rev, doc, expires_at FROM items
                      WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at >= ?3)",
-                    params![pk, sk, now],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                        ))
-                    },
                 )
+                .and_then(|mut st| {
+                    st.query_row(params![pk, sk, now], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+                    })
+                })
                 .optional()
                 .map_err(sql_err)?;
-            row.map(|(rev, doc, exp)| parse_doc(pk, sk, rev, doc, exp))
-                .transpose()
+            row.map(|(rev, doc, exp)| parse_doc(pk, sk, rev, doc, exp)).transpose()
         })
     }
 
@@ -131,27 +133,32 @@ impl DocTable for SqliteTable {
         now: i64,
     ) -> Result<bool, StoreError> {
         let text = doc.to_string();
+        self.with_conn(|c| put_if_sql(c, pk, sk, &text, expected_rev, expires_at, now))
+    }
+
+    async fn put_if_with_log(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: &Value,
+        expected_rev: Option<u64>,
+        expires_at: Option<i64>,
+        log: &[(String, Value)],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // One transaction: the record and its log items land together or not at all.
+        let text = doc.to_string();
+        let log: Vec<(&str, String)> = log.iter().map(|(sk, d)| (sk.as_str(), d.to_string())).collect();
         self.with_conn(|c| {
-            let changed = match expected_rev {
-                None => c
-                    .execute(
-                        "INSERT INTO items (pk, sk, rev, doc, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
-                         ON CONFLICT (pk, sk) DO UPDATE SET rev = 1, doc = excluded.doc, expires_at = excluded.expires_at
-                         WHERE items.expires_at IS NOT NULL AND items.expires_at < ?5",
-                        params![pk, sk, text, expires_at, now],
-                    )
-                    .map_err(sql_err)?,
-                Some(rev) => {
-                    let rev = i64::try_from(rev).map_err(|_| StoreError::Misconfigured("revision overflow".into()))?;
-                    c.execute(
-                        "UPDATE items SET rev = ?3 + 1, doc = ?4, expires_at = ?5
-                         WHERE pk = ?1 AND sk = ?2 AND rev = ?3",
-                        params![pk, sk, rev, text, expires_at],
-                    )
-                    .map_err(sql_err)?
-                }
-            };
-            Ok(changed == 1)
+            let tx = c.unchecked_transaction().map_err(sql_err)?;
+            if !put_if_sql(&tx, pk, sk, &text, expected_rev, expires_at, now)? {
+                return Ok(false); // dropping the transaction rolls it back
+            }
+            for (log_sk, log_text) in &log {
+                put_if_sql(&tx, pk, log_sk, log_text, None, None, now)?;
+            }
+            tx.commit().map_err(sql_err)?;
+            Ok(true)
         })
     }
 
@@ -164,7 +171,7 @@ impl DocTable for SqliteTable {
     ) -> Result<Vec<(String, StoredDoc)>, StoreError> {
         self.with_conn(|c| {
             let mut stmt = c
-                .prepare(
+                .prepare_cached(
                     "SELECT sk, rev, doc, expires_at FROM items
                      WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3 AND (expires_at IS NULL OR expires_at >= ?4)
                      ORDER BY sk",
@@ -172,7 +179,12 @@ impl DocTable for SqliteTable {
                 .map_err(sql_err)?;
             let rows = stmt
                 .query_map(params![pk, sk_from, sk_to, now], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
                 })
                 .map_err(sql_err)?;
             let mut out = Vec::new();

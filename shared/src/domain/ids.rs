@@ -15,20 +15,14 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(what: &'static str, why: impl Into<String>) -> Self {
-        Self {
-            what,
-            why: why.into(),
-        }
+        Self { what, why: why.into() }
     }
 }
 
 fn check_len(what: &'static str, s: &str, min: usize, max: usize) -> Result<(), InvalidValue> {
     let n = s.chars().count();
     if n < min || n > max {
-        return Err(InvalidValue::new(
-            what,
-            format!("length {n} outside {min}..={max}"),
-        ));
+        return Err(InvalidValue::new(what, format!("length {n} outside {min}..={max}")));
     }
     Ok(())
 }
@@ -76,14 +70,8 @@ macro_rules! string_newtype {
 
 fn id_chars(what: &'static str, s: &str, max: usize) -> Result<(), InvalidValue> {
     check_len(what, s, 1, max)?;
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(InvalidValue::new(
-            what,
-            "only ASCII letters, digits, '-' and '_' are allowed",
-        ));
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(InvalidValue::new(what, "only ASCII letters, digits, '-' and '_' are allowed"));
     }
     Ok(())
 }
@@ -167,9 +155,7 @@ impl ApprovalId {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut rng = rand::rng();
-        let id: String = (0..16)
-            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-            .collect();
+        let id: String = (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
         Self(id)
     }
 }
@@ -185,10 +171,7 @@ impl TaskToken {
         let value = value.into();
         check_len("task token", &value, 1, 2048)?;
         if value.chars().any(char::is_control) {
-            return Err(InvalidValue::new(
-                "task token",
-                "contains control characters",
-            ));
+            return Err(InvalidValue::new("task token", "contains control characters"));
         }
         Ok(Self(value))
     }
@@ -218,20 +201,13 @@ pub struct Confidence(f64);
 impl Confidence {
     pub fn parse(value: f64) -> Result<Self, InvalidValue> {
         if !value.is_finite() || !(0.0..=1.0).contains(&value) {
-            return Err(InvalidValue::new(
-                "confidence",
-                "must be a finite number in 0..=1",
-            ));
+            return Err(InvalidValue::new("confidence", "must be a finite number in 0..=1"));
         }
         Ok(Self(value))
     }
     /// Clamp an arbitrary score into range (NaN becomes 0): for derived scores only.
     pub fn clamped(value: f64) -> Self {
-        if value.is_nan() {
-            Self(0.0)
-        } else {
-            Self(value.clamp(0.0, 1.0))
-        }
+        if value.is_nan() { Self(0.0) } else { Self(value.clamp(0.0, 1.0)) }
     }
     pub fn value(self) -> f64 {
         self.0
@@ -249,16 +225,8 @@ impl<'de> Deserialize<'de> for Confidence {
 /// specials `" # % \ ^ | ~ $ & , ; : /` and backtick. We keep to `[A-Za-z0-9_-]`.
 pub fn execution_name(incident: &IncidentId, kind: &str) -> String {
     let raw = format!("inc-{}-{}", incident.as_str(), kind);
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let cleaned: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     if cleaned.len() <= 80 {
         return cleaned;
     }
@@ -312,17 +280,11 @@ mod tests {
     #[test]
     fn execution_names_are_valid_and_bounded() {
         let id = IncidentId::parse("Q2J7BKL3D5XKZ9").unwrap();
-        assert_eq!(
-            execution_name(&id, "incident"),
-            "inc-Q2J7BKL3D5XKZ9-incident"
-        );
+        assert_eq!(execution_name(&id, "incident"), "inc-Q2J7BKL3D5XKZ9-incident");
         let long = IncidentId::parse("A".repeat(64)).unwrap();
         let name = execution_name(&long, "incident");
         assert!(name.len() <= 80);
-        assert_ne!(
-            name,
-            execution_name(&IncidentId::parse("A".repeat(63)).unwrap(), "incident")
-        );
+        assert_ne!(name, execution_name(&IncidentId::parse("A".repeat(63)).unwrap(), "incident"));
     }
 
     #[test]

@@ -67,13 +67,7 @@ pub struct Incident {
 }
 
 impl Incident {
-    pub fn new(
-        id: IncidentId,
-        title: String,
-        service: ServiceRef,
-        urgency: Urgency,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(id: IncidentId, title: String, service: ServiceRef, urgency: Urgency, now: DateTime<Utc>) -> Self {
         Self {
             id,
             number: None,
@@ -144,11 +138,7 @@ pub enum RiskLevel {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PlannedAction {
     /// A named action from a retrieved runbook; the script is rendered from the runbook's template.
-    Catalog {
-        runbook_id: RunbookId,
-        action: ActionName,
-        parameters: Value,
-    },
+    Catalog { runbook_id: RunbookId, action: ActionName, parameters: Value },
     /// Model-written script: never auto-executed.
     Script { language: String, body: String },
 }
@@ -174,9 +164,7 @@ impl Plan {
     /// Hash of what would execute. Computed from serde_json's canonical (sorted-key) form so the
     /// same action always hashes the same.
     pub fn action_hash(action: &PlannedAction) -> String {
-        let canonical = serde_json::to_value(action)
-            .unwrap_or(Value::Null)
-            .to_string();
+        let canonical = serde_json::to_value(action).unwrap_or(Value::Null).to_string();
         crate::sha256_hex(canonical.as_bytes())
     }
 }
@@ -315,19 +303,8 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(
-        at: DateTime<Utc>,
-        actor: impl Into<String>,
-        kind: impl Into<String>,
-        detail: Value,
-    ) -> Self {
-        Self {
-            at,
-            actor: actor.into(),
-            kind: kind.into(),
-            detail,
-            inputs_hash: None,
-        }
+    pub fn new(at: DateTime<Utc>, actor: impl Into<String>, kind: impl Into<String>, detail: Value) -> Self {
+        Self { at, actor: actor.into(), kind: kind.into(), detail, inputs_hash: None }
     }
     pub fn with_inputs_hash(mut self, inputs: &Value) -> Self {
         self.inputs_hash = Some(crate::sha256_hex(inputs.to_string().as_bytes()));

@@ -68,21 +68,11 @@ pub enum WaitFor {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Task(TaskState),
-    Choice {
-        choices: Vec<(ChoiceRule, String)>,
-        default: Option<String>,
-    },
+    Choice { choices: Vec<(ChoiceRule, String)>, default: Option<String> },
     Wait(WaitFor),
-    Pass {
-        result: Option<Value>,
-        parameters: Option<Value>,
-        result_path: Option<Value>,
-    },
+    Pass { result: Option<Value>, parameters: Option<Value>, result_path: Option<Value> },
     Succeed,
-    Fail {
-        error: Option<String>,
-        cause: Option<String>,
-    },
+    Fail { error: Option<String>, cause: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,45 +133,19 @@ pub enum ChoiceRule {
     And(Vec<ChoiceRule>),
     Or(Vec<ChoiceRule>),
     Not(Box<ChoiceRule>),
-    String {
-        variable: String,
-        cmp: Cmp,
-        operand: Operand,
-    },
-    StringMatches {
-        variable: String,
-        pattern: String,
-    },
-    Numeric {
-        variable: String,
-        cmp: Cmp,
-        operand: Operand,
-    },
-    Boolean {
-        variable: String,
-        operand: Operand,
-    },
-    Timestamp {
-        variable: String,
-        cmp: Cmp,
-        operand: Operand,
-    },
-    Is {
-        variable: String,
-        test: TypeTest,
-        expected: bool,
-    },
+    String { variable: String, cmp: Cmp, operand: Operand },
+    StringMatches { variable: String, pattern: String },
+    Numeric { variable: String, cmp: Cmp, operand: Operand },
+    Boolean { variable: String, operand: Operand },
+    Timestamp { variable: String, cmp: Cmp, operand: Operand },
+    Is { variable: String, test: TypeTest, expected: bool },
 }
 
 fn err(msg: impl Into<String>) -> DefinitionError {
     DefinitionError(msg.into())
 }
 
-fn get_str(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    state: &str,
-) -> Result<Option<String>, DefinitionError> {
+fn get_str(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<String>, DefinitionError> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -189,38 +153,22 @@ fn get_str(
     }
 }
 
-fn get_u64(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    state: &str,
-) -> Result<Option<u64>, DefinitionError> {
+fn get_u64(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<u64>, DefinitionError> {
     match obj.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| err(format!("{state}: {key} must be a non-negative integer"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| err(format!("{state}: {key} must be a non-negative integer"))),
     }
 }
 
-fn get_f64(
-    obj: &serde_json::Map<String, Value>,
-    key: &str,
-    state: &str,
-) -> Result<Option<f64>, DefinitionError> {
+fn get_f64(obj: &serde_json::Map<String, Value>, key: &str, state: &str) -> Result<Option<f64>, DefinitionError> {
     match obj.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| err(format!("{state}: {key} must be a number"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| err(format!("{state}: {key} must be a number"))),
     }
 }
 
 fn check_path(p: &str, state: &str) -> Result<(), DefinitionError> {
-    RefPath::parse(p)
-        .map(|_| ())
-        .map_err(|e| err(format!("{state}: {e}")))
+    RefPath::parse(p).map(|_| ()).map_err(|e| err(format!("{state}: {e}")))
 }
 
 fn path_or_null(
@@ -239,11 +187,7 @@ fn path_or_null(
     }
 }
 
-fn allowed_fields(
-    obj: &serde_json::Map<String, Value>,
-    state: &str,
-    allowed: &[&str],
-) -> Result<(), DefinitionError> {
+fn allowed_fields(obj: &serde_json::Map<String, Value>, state: &str, allowed: &[&str]) -> Result<(), DefinitionError> {
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) && k != "Type" && k != "Comment" {
             return Err(err(format!("{state}: field {k} is not supported here")));
@@ -253,47 +197,28 @@ fn allowed_fields(
 }
 
 fn error_list(v: Option<&Value>, state: &str) -> Result<Vec<String>, DefinitionError> {
-    let list = v
-        .and_then(Value::as_array)
-        .ok_or_else(|| err(format!("{state}: ErrorEquals must be a non-empty array")))?;
-    let names: Vec<String> = list
-        .iter()
-        .filter_map(|e| e.as_str().map(str::to_string))
-        .collect();
+    let list =
+        v.and_then(Value::as_array).ok_or_else(|| err(format!("{state}: ErrorEquals must be a non-empty array")))?;
+    let names: Vec<String> = list.iter().filter_map(|e| e.as_str().map(str::to_string)).collect();
     if names.is_empty() || names.len() != list.len() {
-        return Err(err(format!(
-            "{state}: ErrorEquals must be a non-empty array of strings"
-        )));
+        return Err(err(format!("{state}: ErrorEquals must be a non-empty array of strings")));
     }
     if names.iter().any(|n| n == "States.ALL") && names.len() != 1 {
-        return Err(err(format!(
-            "{state}: States.ALL must appear alone in ErrorEquals"
-        )));
+        return Err(err(format!("{state}: States.ALL must appear alone in ErrorEquals")));
     }
     Ok(names)
 }
 
 fn parse_retry(v: Option<&Value>, state: &str) -> Result<Vec<Retrier>, DefinitionError> {
     let Some(list) = v else { return Ok(Vec::new()) };
-    let list = list
-        .as_array()
-        .ok_or_else(|| err(format!("{state}: Retry must be an array")))?;
+    let list = list.as_array().ok_or_else(|| err(format!("{state}: Retry must be an array")))?;
     let mut out = Vec::new();
     for (i, r) in list.iter().enumerate() {
-        let o = r
-            .as_object()
-            .ok_or_else(|| err(format!("{state}: Retry[{i}] must be an object")))?;
+        let o = r.as_object().ok_or_else(|| err(format!("{state}: Retry[{i}] must be an object")))?;
         allowed_fields(
             o,
             state,
-            &[
-                "ErrorEquals",
-                "IntervalSeconds",
-                "MaxAttempts",
-                "BackoffRate",
-                "MaxDelaySeconds",
-                "JitterStrategy",
-            ],
+            &["ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "JitterStrategy"],
         )?;
         let backoff = get_f64(o, "BackoffRate", state)?.unwrap_or(2.0);
         if backoff < 1.0 {
@@ -307,11 +232,8 @@ fn parse_retry(v: Option<&Value>, state: &str) -> Result<Vec<Retrier>, Definitio
         let max_attempts = get_u64(o, "MaxAttempts", state)?.unwrap_or(3);
         out.push(Retrier {
             error_equals: error_list(o.get("ErrorEquals"), state)?,
-            interval_seconds: get_f64(o, "IntervalSeconds", state)?
-                .unwrap_or(1.0)
-                .max(0.0),
-            max_attempts: u32::try_from(max_attempts)
-                .map_err(|_| err(format!("{state}: MaxAttempts too large")))?,
+            interval_seconds: get_f64(o, "IntervalSeconds", state)?.unwrap_or(1.0).max(0.0),
+            max_attempts: u32::try_from(max_attempts).map_err(|_| err(format!("{state}: MaxAttempts too large")))?,
             backoff_rate: backoff,
             max_delay_seconds: get_f64(o, "MaxDelaySeconds", state)?,
             full_jitter: jitter,
@@ -322,20 +244,15 @@ fn parse_retry(v: Option<&Value>, state: &str) -> Result<Vec<Retrier>, Definitio
 
 fn parse_catch(v: Option<&Value>, state: &str) -> Result<Vec<Catcher>, DefinitionError> {
     let Some(list) = v else { return Ok(Vec::new()) };
-    let list = list
-        .as_array()
-        .ok_or_else(|| err(format!("{state}: Catch must be an array")))?;
+    let list = list.as_array().ok_or_else(|| err(format!("{state}: Catch must be an array")))?;
     let mut out = Vec::new();
     for (i, c) in list.iter().enumerate() {
-        let o = c
-            .as_object()
-            .ok_or_else(|| err(format!("{state}: Catch[{i}] must be an object")))?;
+        let o = c.as_object().ok_or_else(|| err(format!("{state}: Catch[{i}] must be an object")))?;
         allowed_fields(o, state, &["ErrorEquals", "ResultPath", "Next"])?;
         out.push(Catcher {
             error_equals: error_list(o.get("ErrorEquals"), state)?,
             result_path: path_or_null(o, "ResultPath", state)?,
-            next: get_str(o, "Next", state)?
-                .ok_or_else(|| err(format!("{state}: Catch[{i}] needs Next")))?,
+            next: get_str(o, "Next", state)?.ok_or_else(|| err(format!("{state}: Catch[{i}] needs Next")))?,
         });
     }
     Ok(out)
@@ -361,14 +278,8 @@ const COMPARISONS: &[(&str, char, Cmp)] = &[
 ];
 
 fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, DefinitionError> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| err(format!("{state}: a choice rule must be an object")))?;
-    let allowed_extra: &[&str] = if top_level {
-        &["Next", "Comment"]
-    } else {
-        &["Comment"]
-    };
+    let o = v.as_object().ok_or_else(|| err(format!("{state}: a choice rule must be an object")))?;
+    let allowed_extra: &[&str] = if top_level { &["Next", "Comment"] } else { &["Comment"] };
     if let Some(list) = o.get("And").or_else(|| o.get("Or")) {
         let rules = list
             .as_array()
@@ -384,17 +295,12 @@ fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, Def
                 return Err(err(format!("{state}: unexpected field {k} next to And/Or")));
             }
         }
-        return Ok(if o.contains_key("And") {
-            ChoiceRule::And(rules)
-        } else {
-            ChoiceRule::Or(rules)
-        });
+        return Ok(if o.contains_key("And") { ChoiceRule::And(rules) } else { ChoiceRule::Or(rules) });
     }
     if let Some(inner) = o.get("Not") {
         return Ok(ChoiceRule::Not(Box::new(parse_rule(inner, state, false)?)));
     }
-    let variable = get_str(o, "Variable", state)?
-        .ok_or_else(|| err(format!("{state}: choice rule needs Variable")))?;
+    let variable = get_str(o, "Variable", state)?.ok_or_else(|| err(format!("{state}: choice rule needs Variable")))?;
     check_path(&variable, state)?;
     let mut found = None;
     for (k, val) in o {
@@ -402,22 +308,14 @@ fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, Def
             continue;
         }
         if found.is_some() {
-            return Err(err(format!(
-                "{state}: a choice rule has exactly one comparison"
-            )));
+            return Err(err(format!("{state}: a choice rule has exactly one comparison")));
         }
         found = Some((k.as_str(), val));
     }
     let (op, val) = found.ok_or_else(|| err(format!("{state}: choice rule has no comparison")))?;
     let is_test = |t: TypeTest| -> Result<ChoiceRule, DefinitionError> {
-        let expected = val
-            .as_bool()
-            .ok_or_else(|| err(format!("{state}: {op} takes true or false")))?;
-        Ok(ChoiceRule::Is {
-            variable: variable.clone(),
-            test: t,
-            expected,
-        })
+        let expected = val.as_bool().ok_or_else(|| err(format!("{state}: {op} takes true or false")))?;
+        Ok(ChoiceRule::Is { variable: variable.clone(), test: t, expected })
     };
     match op {
         "IsNull" => return is_test(TypeTest::Null),
@@ -427,13 +325,8 @@ fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, Def
         "IsBoolean" => return is_test(TypeTest::Boolean),
         "IsTimestamp" => return is_test(TypeTest::Timestamp),
         "StringMatches" => {
-            let pattern = val
-                .as_str()
-                .ok_or_else(|| err(format!("{state}: StringMatches takes a string")))?;
-            return Ok(ChoiceRule::StringMatches {
-                variable,
-                pattern: pattern.to_string(),
-            });
+            let pattern = val.as_str().ok_or_else(|| err(format!("{state}: StringMatches takes a string")))?;
+            return Ok(ChoiceRule::StringMatches { variable, pattern: pattern.to_string() });
         }
         _ => {}
     }
@@ -446,9 +339,7 @@ fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, Def
         .find(|(name, _, _)| *name == base)
         .ok_or_else(|| err(format!("{state}: unsupported comparison {op}")))?;
     let operand = if is_path {
-        let p = val
-            .as_str()
-            .ok_or_else(|| err(format!("{state}: {op} takes a path")))?;
+        let p = val.as_str().ok_or_else(|| err(format!("{state}: {op} takes a path")))?;
         check_path(p, state)?;
         Operand::Path(p.to_string())
     } else {
@@ -459,29 +350,15 @@ fn parse_rule(v: &Value, state: &str, top_level: bool) -> Result<ChoiceRule, Def
             _ => val.as_str().and_then(parse_timestamp).is_some(),
         };
         if !ok {
-            return Err(err(format!(
-                "{state}: {op} has an operand of the wrong type"
-            )));
+            return Err(err(format!("{state}: {op} has an operand of the wrong type")));
         }
         Operand::Literal(val.clone())
     };
     Ok(match kind {
-        's' => ChoiceRule::String {
-            variable,
-            cmp: *cmp,
-            operand,
-        },
-        'n' => ChoiceRule::Numeric {
-            variable,
-            cmp: *cmp,
-            operand,
-        },
+        's' => ChoiceRule::String { variable, cmp: *cmp, operand },
+        'n' => ChoiceRule::Numeric { variable, cmp: *cmp, operand },
         'b' => ChoiceRule::Boolean { variable, operand },
-        _ => ChoiceRule::Timestamp {
-            variable,
-            cmp: *cmp,
-            operand,
-        },
+        _ => ChoiceRule::Timestamp { variable, cmp: *cmp, operand },
     })
 }
 
@@ -490,9 +367,7 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     if !s.contains('T') {
         return None;
     }
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
 
 impl StateMachine {
@@ -502,45 +377,23 @@ impl StateMachine {
     }
 
     pub fn from_value(v: &Value) -> Result<Self, DefinitionError> {
-        let root = v
-            .as_object()
-            .ok_or_else(|| err("the definition must be an object"))?;
-        allowed_fields(
-            root,
-            "(root)",
-            &[
-                "StartAt",
-                "States",
-                "TimeoutSeconds",
-                "Version",
-                "QueryLanguage",
-            ],
-        )?;
+        let root = v.as_object().ok_or_else(|| err("the definition must be an object"))?;
+        allowed_fields(root, "(root)", &["StartAt", "States", "TimeoutSeconds", "Version", "QueryLanguage"])?;
         if let Some(q) = root.get("QueryLanguage")
             && q != "JSONPath"
         {
             return Err(err("only the JSONPath query language is supported"));
         }
-        let start_at =
-            get_str(root, "StartAt", "(root)")?.ok_or_else(|| err("StartAt is required"))?;
-        let states_obj = root
-            .get("States")
-            .and_then(Value::as_object)
-            .ok_or_else(|| err("States is required"))?;
+        let start_at = get_str(root, "StartAt", "(root)")?.ok_or_else(|| err("StartAt is required"))?;
+        let states_obj = root.get("States").and_then(Value::as_object).ok_or_else(|| err("States is required"))?;
         let mut states = BTreeMap::new();
         for (name, sv) in states_obj {
             if name.is_empty() || name.chars().count() > 80 {
-                return Err(err(format!(
-                    "state name {name:?} must be 1..=80 characters"
-                )));
+                return Err(err(format!("state name {name:?} must be 1..=80 characters")));
             }
             states.insert(name.clone(), parse_state(name, sv)?);
         }
-        let sm = StateMachine {
-            start_at,
-            timeout_seconds: get_u64(root, "TimeoutSeconds", "(root)")?,
-            states,
-        };
+        let sm = StateMachine { start_at, timeout_seconds: get_u64(root, "TimeoutSeconds", "(root)")?, states };
         sm.check_references()?;
         Ok(sm)
     }
@@ -592,9 +445,7 @@ impl StateMachine {
 }
 
 fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| err(format!("{name}: a state must be an object")))?;
+    let o = v.as_object().ok_or_else(|| err(format!("{name}: a state must be an object")))?;
     let ty = get_str(o, "Type", name)?.ok_or_else(|| err(format!("{name}: Type is required")))?;
     let next = get_str(o, "Next", name)?;
     let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
@@ -606,9 +457,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
     };
     let needs_transition = |c: &Common| -> Result<(), DefinitionError> {
         if c.next.is_some() == c.end {
-            return Err(err(format!(
-                "{name}: exactly one of Next and End is required"
-            )));
+            return Err(err(format!("{name}: exactly one of Next and End is required")));
         }
         Ok(())
     };
@@ -635,8 +484,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
                 ],
             )?;
             needs_transition(&common)?;
-            let resource = get_str(o, "Resource", name)?
-                .ok_or_else(|| err(format!("{name}: Resource is required")))?;
+            let resource = get_str(o, "Resource", name)?.ok_or_else(|| err(format!("{name}: Resource is required")))?;
             let t = TaskState {
                 resource,
                 parameters: o.get("Parameters").cloned(),
@@ -650,27 +498,17 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
                 catch: parse_catch(o.get("Catch"), name)?,
             };
             if t.timeout_seconds.is_some() && t.timeout_seconds_path.is_some() {
-                return Err(err(format!(
-                    "{name}: TimeoutSeconds and TimeoutSecondsPath are exclusive"
-                )));
+                return Err(err(format!("{name}: TimeoutSeconds and TimeoutSecondsPath are exclusive")));
             }
             if t.heartbeat_seconds.is_some() && t.heartbeat_seconds_path.is_some() {
-                return Err(err(format!(
-                    "{name}: HeartbeatSeconds and HeartbeatSecondsPath are exclusive"
-                )));
+                return Err(err(format!("{name}: HeartbeatSeconds and HeartbeatSecondsPath are exclusive")));
             }
             if let (Some(h), Some(to)) = (t.heartbeat_seconds, t.timeout_seconds)
                 && h >= to
             {
-                return Err(err(format!(
-                    "{name}: HeartbeatSeconds must be smaller than TimeoutSeconds"
-                )));
+                return Err(err(format!("{name}: HeartbeatSeconds must be smaller than TimeoutSeconds")));
             }
-            for p in t
-                .timeout_seconds_path
-                .iter()
-                .chain(t.heartbeat_seconds_path.iter())
-            {
+            for p in t.timeout_seconds_path.iter().chain(t.heartbeat_seconds_path.iter()) {
                 check_path(p, name)?;
             }
             Kind::Task(t)
@@ -689,30 +527,19 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
             }
             let mut choices = Vec::new();
             for c in list {
-                let next = c.get("Next").and_then(Value::as_str).ok_or_else(|| {
-                    err(format!("{name}: every top-level choice rule needs Next"))
-                })?;
+                let next = c
+                    .get("Next")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err(format!("{name}: every top-level choice rule needs Next")))?;
                 choices.push((parse_rule(c, name, true)?, next.to_string()));
             }
-            Kind::Choice {
-                choices,
-                default: get_str(o, "Default", name)?,
-            }
+            Kind::Choice { choices, default: get_str(o, "Default", name)? }
         }
         "Wait" => {
             allowed_fields(
                 o,
                 name,
-                &[
-                    "Seconds",
-                    "SecondsPath",
-                    "Timestamp",
-                    "TimestampPath",
-                    "InputPath",
-                    "OutputPath",
-                    "Next",
-                    "End",
-                ],
+                &["Seconds", "SecondsPath", "Timestamp", "TimestampPath", "InputPath", "OutputPath", "Next", "End"],
             )?;
             needs_transition(&common)?;
             let mut found = Vec::new();
@@ -733,26 +560,12 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
                 found.push(WaitFor::TimestampPath(p));
             }
             if found.len() != 1 {
-                return Err(err(format!(
-                    "{name}: exactly one of Seconds, SecondsPath, Timestamp, TimestampPath"
-                )));
+                return Err(err(format!("{name}: exactly one of Seconds, SecondsPath, Timestamp, TimestampPath")));
             }
             Kind::Wait(found.remove(0))
         }
         "Pass" => {
-            allowed_fields(
-                o,
-                name,
-                &[
-                    "Result",
-                    "Parameters",
-                    "ResultPath",
-                    "InputPath",
-                    "OutputPath",
-                    "Next",
-                    "End",
-                ],
-            )?;
+            allowed_fields(o, name, &["Result", "Parameters", "ResultPath", "InputPath", "OutputPath", "Next", "End"])?;
             needs_transition(&common)?;
             Kind::Pass {
                 result: o.get("Result").cloned(),
@@ -766,22 +579,13 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
         }
         "Fail" => {
             allowed_fields(o, name, &["Error", "Cause"])?;
-            Kind::Fail {
-                error: get_str(o, "Error", name)?,
-                cause: get_str(o, "Cause", name)?,
-            }
+            Kind::Fail { error: get_str(o, "Error", name)?, cause: get_str(o, "Cause", name)? }
         }
         other => {
-            return Err(err(format!(
-                "{name}: state type {other} is not supported by the local engine"
-            )));
+            return Err(err(format!("{name}: state type {other} is not supported by the local engine")));
         }
     };
-    Ok(State {
-        name: name.to_string(),
-        kind,
-        common,
-    })
+    Ok(State { name: name.to_string(), kind, common })
 }
 
 /// Evaluate a choice rule. Type mismatches compare false (as AWS does); a missing variable is an
@@ -819,11 +623,7 @@ pub fn evaluate(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<boo
             false
         }
         ChoiceRule::Not(r) => !evaluate(r, input, context)?,
-        ChoiceRule::String {
-            variable,
-            cmp,
-            operand: o,
-        } => match (var(variable)?, operand(o)?) {
+        ChoiceRule::String { variable, cmp, operand: o } => match (var(variable)?, operand(o)?) {
             (Value::String(a), Value::String(b)) => ord(*cmp, a.cmp(&b)),
             _ => false,
         },
@@ -831,48 +631,28 @@ pub fn evaluate(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<boo
             Value::String(s) => wildcard_match(pattern, &s),
             _ => false,
         },
-        ChoiceRule::Numeric {
-            variable,
-            cmp,
-            operand: o,
-        } => match (var(variable)?.as_f64(), operand(o)?.as_f64()) {
+        ChoiceRule::Numeric { variable, cmp, operand: o } => match (var(variable)?.as_f64(), operand(o)?.as_f64()) {
             (Some(a), Some(b)) => a.partial_cmp(&b).is_some_and(|c| ord(*cmp, c)),
             _ => false,
         },
-        ChoiceRule::Boolean {
-            variable,
-            operand: o,
-        } => match (var(variable)?, operand(o)?) {
+        ChoiceRule::Boolean { variable, operand: o } => match (var(variable)?, operand(o)?) {
             (Value::Bool(a), Value::Bool(b)) => a == b,
             _ => false,
         },
-        ChoiceRule::Timestamp {
-            variable,
-            cmp,
-            operand: o,
-        } => {
+        ChoiceRule::Timestamp { variable, cmp, operand: o } => {
             let a = var(variable)?;
             let b = operand(o)?;
-            match (
-                a.as_str().and_then(parse_timestamp),
-                b.as_str().and_then(parse_timestamp),
-            ) {
+            match (a.as_str().and_then(parse_timestamp), b.as_str().and_then(parse_timestamp)) {
                 (Some(a), Some(b)) => ord(*cmp, a.cmp(&b)),
                 _ => false,
             }
         }
-        ChoiceRule::Is {
-            variable,
-            test,
-            expected,
-        } => {
+        ChoiceRule::Is { variable, test, expected } => {
             let value = RefPath::parse(variable)?.read(input, context).cloned();
             let actual = match (test, &value) {
                 (TypeTest::Present, v) => v.is_some(),
                 (_, None) => {
-                    return Err(PathError(format!(
-                        "the path {variable:?} matched nothing in the input"
-                    )));
+                    return Err(PathError(format!("the path {variable:?} matched nothing in the input")));
                 }
                 (TypeTest::Null, Some(v)) => v.is_null(),
                 (TypeTest::Numeric, Some(v)) => v.is_number(),
@@ -947,18 +727,9 @@ mod tests {
         yes(
             json!({"And": [{"Variable": "$.b", "BooleanEquals": true}, {"Not": {"Variable": "$.n", "NumericEquals": 6}}]}),
         );
-        yes(
-            json!({"Or": [{"Variable": "$.b", "BooleanEquals": false}, {"Variable": "$.s", "StringEquals": "abc"}]}),
-        );
+        yes(json!({"Or": [{"Variable": "$.b", "BooleanEquals": false}, {"Variable": "$.s", "StringEquals": "abc"}]}));
         // Missing variable is an error outside IsPresent.
-        assert!(
-            evaluate(
-                &rule(json!({"Variable": "$.absent", "StringEquals": "x"})),
-                &input,
-                &ctx
-            )
-            .is_err()
-        );
+        assert!(evaluate(&rule(json!({"Variable": "$.absent", "StringEquals": "x"})), &input, &ctx).is_err());
     }
 
     #[test]

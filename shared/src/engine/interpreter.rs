@@ -28,10 +28,7 @@ pub struct TaskFailure {
 
 impl TaskFailure {
     pub fn new(error: impl Into<String>, cause: impl Into<String>) -> Self {
-        Self {
-            error: error.into(),
-            cause: cause.into(),
-        }
+        Self { error: error.into(), cause: cause.into() }
     }
 }
 
@@ -128,7 +125,11 @@ pub struct ExecutionRecord {
     pub max_payload_bytes: usize,
     #[serde(default)]
     invocations: BTreeMap<String, u32>,
-    pub history: Vec<HistoryEvent>,
+    /// Number of history events written so far (events live in their own items).
+    pub event_count: u32,
+    /// Events of the current step (already in their stored form), written with the record.
+    #[serde(skip)]
+    pending_events: Vec<(u32, Value)>,
 }
 
 impl ExecutionRecord {
@@ -141,14 +142,20 @@ impl ExecutionRecord {
     }
 
     fn push_event(&mut self, at: DateTime<Utc>, kind: &str, state: Option<&str>, details: Value) {
-        let id = self.history.len() as u32 + 1;
-        self.history.push(HistoryEvent {
-            id,
-            timestamp: at,
-            kind: kind.to_string(),
-            state: state.map(str::to_string),
-            details,
-        });
+        self.event_count += 1;
+        // Built directly as the stored document: events carry state payloads, and copying them
+        // once more through a struct was half of the engine's cost per transition.
+        let mut doc = serde_json::Map::with_capacity(5);
+        doc.insert("id".into(), self.event_count.into());
+        doc.insert("timestamp".into(), Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        doc.insert("type".into(), Value::String(kind.to_string()));
+        if let Some(state) = state {
+            doc.insert("state".into(), Value::String(state.to_string()));
+        }
+        if !details.is_null() {
+            doc.insert("details".into(), details);
+        }
+        self.pending_events.push((self.event_count, Value::Object(doc)));
     }
 }
 
@@ -201,9 +208,7 @@ pub enum EngineError {
 impl From<EngineError> for OrchestratorError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Store(s) if s.is_retryable() => {
-                OrchestratorError::Unavailable(s.to_string())
-            }
+            EngineError::Store(s) if s.is_retryable() => OrchestratorError::Unavailable(s.to_string()),
             other => OrchestratorError::Rejected(other.to_string()),
         }
     }
@@ -221,9 +226,10 @@ pub struct Engine {
     me: Weak<Engine>,
 }
 
+#[allow(clippy::large_enum_variant)] // moved once per transition; boxing would add an allocation
 enum Step {
-    /// Keep driving.
-    Continue,
+    /// Keep driving, with the record as just saved (None: reload it).
+    Continue(Option<(ExecutionRecord, u64)>),
     /// Paused (waiting for a callback) or finished.
     Stop,
 }
@@ -320,43 +326,46 @@ impl Engine {
         let Some(stored) = self.table.get(&exec_pk(name), "META", now).await? else {
             return Ok(None);
         };
-        let rec: ExecutionRecord = serde_json::from_value(stored.doc)
-            .map_err(|e| EngineError::Corrupt(name.to_string(), e.to_string()))?;
+        let rec: ExecutionRecord =
+            serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(name.to_string(), e.to_string()))?;
         Ok(Some((rec, stored.rev)))
     }
 
     /// Persist; false when someone else (a stop) changed the record meanwhile.
-    async fn save(&self, rec: &ExecutionRecord, rev: Option<u64>) -> Result<bool, EngineError> {
-        let doc = serde_json::to_value(rec)
-            .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+    async fn save(&self, rec: &mut ExecutionRecord, rev: Option<u64>) -> Result<bool, EngineError> {
+        let events = std::mem::take(&mut rec.pending_events);
+        let doc = serde_json::to_value(&*rec).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+        // History items are append-only and written with the record, so history and state
+        // never disagree after a crash.
+        let log: Vec<(String, Value)> = events.into_iter().map(|(id, doc)| (format!("EVT#{id:08}"), doc)).collect();
         let now = now_of(self.clock.as_ref()).timestamp();
-        let written = self
-            .table
-            .put_if(&exec_pk(&rec.name), "META", &doc, rev, None, now)
-            .await?;
+        let written = self.table.put_if_with_log(&exec_pk(&rec.name), "META", &doc, rev, None, &log, now).await?;
         if written {
             if rec.status != ExecutionStatus::Running {
                 self.index(&rec.name, false).await?;
+                self.forget_lock(&rec.name);
             }
             self.changed.notify_waiters();
         }
         Ok(written)
     }
 
+    /// The execution's AWS-style event history, in order.
+    pub async fn history(&self, name: &str) -> Result<Vec<HistoryEvent>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let rows = self.table.query(&exec_pk(name), "EVT#", "EVT#~", now).await?;
+        rows.into_iter()
+            .map(|(sk, d)| {
+                serde_json::from_value(d.doc).map_err(|e| EngineError::Corrupt(format!("{name}/{sk}"), e.to_string()))
+            })
+            .collect()
+    }
+
     async fn index(&self, name: &str, open: bool) -> Result<(), EngineError> {
         let now = now_of(self.clock.as_ref()).timestamp();
         let sk = format!("EXEC#{name}");
         let current = self.table.get(INDEX_PK, &sk, now).await?;
-        self.table
-            .put_if(
-                INDEX_PK,
-                &sk,
-                &json!({ "open": open }),
-                current.map(|c| c.rev),
-                None,
-                now,
-            )
-            .await?;
+        self.table.put_if(INDEX_PK, &sk, &json!({ "open": open }), current.map(|c| c.rev), None, now).await?;
         Ok(())
     }
 
@@ -370,52 +379,29 @@ impl Engine {
         let rows = self.table.query(INDEX_PK, "EXEC#", "EXEC#~", now).await?;
         Ok(rows
             .into_iter()
-            .map(|(sk, d)| {
-                (
-                    sk.trim_start_matches("EXEC#").to_string(),
-                    d.doc["open"].as_bool().unwrap_or(false),
-                )
-            })
+            .map(|(sk, d)| (sk.trim_start_matches("EXEC#").to_string(), d.doc["open"].as_bool().unwrap_or(false)))
             .collect())
     }
 
     /// Start `name` on `machine`. Same name + identical input while running = the same
     /// execution; otherwise an existing name is `ExecutionAlreadyExists` (Step Functions rules).
-    pub async fn start(
-        &self,
-        machine: &str,
-        name: &str,
-        input_text: &str,
-    ) -> Result<ExecutionRef, OrchestratorError> {
+    pub async fn start(&self, machine: &str, name: &str, input_text: &str) -> Result<ExecutionRef, OrchestratorError> {
         let sm = self.machine(machine)?;
-        let input: Value = serde_json::from_str(input_text).map_err(|e| {
-            OrchestratorError::Rejected(format!("execution input is not JSON: {e}"))
-        })?;
+        let input: Value = serde_json::from_str(input_text)
+            .map_err(|e| OrchestratorError::Rejected(format!("execution input is not JSON: {e}")))?;
         if input_text.len() > MAX_PAYLOAD_BYTES {
-            return Err(OrchestratorError::Rejected(
-                "execution input exceeds 262144 bytes".into(),
-            ));
+            return Err(OrchestratorError::Rejected("execution input exceeds 262144 bytes".into()));
         }
         if name.is_empty()
             || name.len() > 80
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(OrchestratorError::Rejected(format!(
-                "invalid execution name {name:?}"
-            )));
+            return Err(OrchestratorError::Rejected(format!("invalid execution name {name:?}")));
         }
         let execution_id = format!("local:{machine}:{name}");
         if let Some((existing, _)) = self.load(name).await? {
-            if existing.is_open()
-                && existing.input_text == input_text
-                && existing.machine == machine
-            {
-                return Ok(ExecutionRef {
-                    execution_id,
-                    newly_started: false,
-                });
+            if existing.is_open() && existing.input_text == input_text && existing.machine == machine {
+                return Ok(ExecutionRef { execution_id, newly_started: false });
             }
             return Err(OrchestratorError::ExecutionAlreadyExists(name.to_string()));
         }
@@ -428,9 +414,7 @@ impl Engine {
             input_text: input_text.to_string(),
             started_at: now,
             stopped_at: None,
-            deadline: sm
-                .timeout_seconds
-                .map(|s| now + Duration::seconds(s as i64)),
+            deadline: sm.timeout_seconds.map(|s| now + Duration::seconds(s as i64)),
             output: None,
             error: None,
             cause: None,
@@ -445,27 +429,22 @@ impl Engine {
             transitions: 0,
             max_payload_bytes: input_text.len(),
             invocations: BTreeMap::new(),
-            history: Vec::new(),
+            event_count: 0,
+            pending_events: Vec::new(),
         };
         rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
-        if !self.save(&rec, None).await? {
+        if !self.save(&mut rec, None).await? {
             // Lost a race with an identical start.
             return match self.load(name).await? {
                 Some((existing, _)) if existing.is_open() && existing.input_text == input_text => {
-                    Ok(ExecutionRef {
-                        execution_id,
-                        newly_started: false,
-                    })
+                    Ok(ExecutionRef { execution_id, newly_started: false })
                 }
                 _ => Err(OrchestratorError::ExecutionAlreadyExists(name.to_string())),
             };
         }
         self.index(name, true).await?;
         self.spawn_drive(name.to_string());
-        Ok(ExecutionRef {
-            execution_id,
-            newly_started: true,
-        })
+        Ok(ExecutionRef { execution_id, newly_started: true })
     }
 
     /// Resume every open execution (after a restart).
@@ -482,17 +461,14 @@ impl Engine {
 
     /// Wait until the execution is no longer running (or `timeout` of real time passes) and
     /// return its record as it then is.
-    pub async fn wait_for(
-        &self,
-        name: &str,
-        timeout: std::time::Duration,
-    ) -> Result<ExecutionRecord, EngineError> {
+    pub async fn wait_for(&self, name: &str, timeout: std::time::Duration) -> Result<ExecutionRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
-            let rec = self.describe(name).await?.ok_or_else(|| {
-                EngineError::Corrupt(name.to_string(), "no such execution".into())
-            })?;
+            let rec = self
+                .describe(name)
+                .await?
+                .ok_or_else(|| EngineError::Corrupt(name.to_string(), "no such execution".into()))?;
             let now = tokio::time::Instant::now();
             if !rec.is_open() || now >= deadline {
                 return Ok(rec);
@@ -517,12 +493,7 @@ impl Engine {
         let pk = token_pk(token);
         let now = now_of(self.clock.as_ref()).timestamp();
         for _ in 0..50 {
-            let Some(stored) = self
-                .table
-                .get(&pk, "META", now)
-                .await
-                .map_err(EngineError::from)?
-            else {
+            let Some(stored) = self.table.get(&pk, "META", now).await.map_err(EngineError::from)? else {
                 return Err(OrchestratorError::InvalidToken);
             };
             let mut rec: TokenRecord = serde_json::from_value(stored.doc)
@@ -534,41 +505,20 @@ impl Engine {
             rec.output = output.clone();
             rec.error = error.clone();
             rec.cause = cause.clone();
-            let doc = serde_json::to_value(&rec)
-                .map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
-            if self
-                .table
-                .put_if(&pk, "META", &doc, Some(stored.rev), None, now)
-                .await
-                .map_err(EngineError::from)?
-            {
+            let doc = serde_json::to_value(&rec).map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
+            if self.table.put_if(&pk, "META", &doc, Some(stored.rev), None, now).await.map_err(EngineError::from)? {
                 return Ok(rec.execution);
             }
         }
-        Err(OrchestratorError::Unavailable(
-            "token record contention".into(),
-        ))
+        Err(OrchestratorError::Unavailable("token record contention".into()))
     }
 
-    pub async fn send_task_success(
-        &self,
-        token: &TaskToken,
-        output: &Value,
-    ) -> Result<(), OrchestratorError> {
+    pub async fn send_task_success(&self, token: &TaskToken, output: &Value) -> Result<(), OrchestratorError> {
         if payload_size(output) > MAX_PAYLOAD_BYTES {
-            return Err(OrchestratorError::Rejected(
-                "InvalidOutput: output exceeds 262144 bytes".into(),
-            ));
+            return Err(OrchestratorError::Rejected("InvalidOutput: output exceeds 262144 bytes".into()));
         }
-        let execution = self
-            .complete_token(
-                token.expose(),
-                TokenStatus::Succeeded,
-                Some(output.clone()),
-                None,
-                None,
-            )
-            .await?;
+        let execution =
+            self.complete_token(token.expose(), TokenStatus::Succeeded, Some(output.clone()), None, None).await?;
         self.spawn_drive(execution);
         Ok(())
     }
@@ -580,13 +530,7 @@ impl Engine {
         cause: &str,
     ) -> Result<(), OrchestratorError> {
         let execution = self
-            .complete_token(
-                token.expose(),
-                TokenStatus::Failed,
-                None,
-                Some(error.to_string()),
-                Some(cause.to_string()),
-            )
+            .complete_token(token.expose(), TokenStatus::Failed, None, Some(error.to_string()), Some(cause.to_string()))
             .await?;
         self.spawn_drive(execution);
         Ok(())
@@ -602,16 +546,15 @@ impl Engine {
             .await
             .map_err(EngineError::from)?
             .ok_or(OrchestratorError::InvalidToken)?;
-        let mut rec: TokenRecord = serde_json::from_value(stored.doc)
-            .map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
+        let mut rec: TokenRecord =
+            serde_json::from_value(stored.doc).map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
         if rec.status != TokenStatus::Pending {
             return Err(OrchestratorError::TaskClosed);
         }
         if let Some(h) = rec.heartbeat_secs {
             rec.heartbeat_deadline = Some(now + Duration::seconds(h as i64));
         }
-        let doc =
-            serde_json::to_value(&rec).map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
+        let doc = serde_json::to_value(&rec).map_err(|e| OrchestratorError::Rejected(e.to_string()))?;
         self.table
             .put_if(&pk, "META", &doc, Some(stored.rev), None, now.timestamp())
             .await
@@ -628,26 +571,18 @@ impl Engine {
                 return Ok(());
             }
             let now = now_of(self.clock.as_ref());
-            if let Some(Cursor {
-                phase: Phase::AwaitToken { token },
-                ..
-            }) = &rec.cursor
-            {
-                let _ = self
-                    .complete_token(token, TokenStatus::Closed, None, None, None)
-                    .await;
+            if let Some(Cursor { phase: Phase::AwaitToken { token }, .. }) = &rec.cursor {
+                let _ = self.complete_token(token, TokenStatus::Closed, None, None, None).await;
             }
             rec.status = ExecutionStatus::Aborted;
             rec.stopped_at = Some(now);
             rec.cause = Some(cause.to_string());
             rec.push_event(now, "ExecutionAborted", None, json!({ "cause": cause }));
-            if self.save(&rec, Some(rev)).await? {
+            if self.save(&mut rec, Some(rev)).await? {
                 return Ok(());
             }
         }
-        Err(OrchestratorError::Unavailable(
-            "execution record contention".into(),
-        ))
+        Err(OrchestratorError::Unavailable("execution record contention".into()))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -658,18 +593,39 @@ impl Engine {
     pub async fn drive(&self, name: &str) -> Result<(), EngineError> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
+        let mut current = None;
         loop {
-            let Some((rec, rev)) = self.load(name).await? else {
-                return Ok(());
+            let (rec, rev) = match current.take() {
+                Some(saved) => saved,
+                None => match self.load(name).await? {
+                    Some(loaded) => loaded,
+                    None => return Ok(()),
+                },
             };
             if !rec.is_open() {
+                self.forget_lock(name);
                 return Ok(());
             }
             match self.step(rec, rev).await? {
-                Step::Continue => continue,
+                Step::Continue(next) => current = next,
                 Step::Stop => return Ok(()),
             }
         }
+    }
+
+    /// Closed executions need no lock any more; keep the map from growing forever.
+    fn forget_lock(&self, name: &str) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(name);
+        }
+    }
+
+    /// Save the record and keep driving with it (or reload it if someone else changed it).
+    async fn commit(&self, mut rec: ExecutionRecord, rev: u64) -> Result<Step, EngineError> {
+        if !self.save(&mut rec, Some(rev)).await? {
+            return Ok(Step::Continue(None));
+        }
+        if rec.is_open() { Ok(Step::Continue(Some((rec, rev + 1)))) } else { Ok(Step::Stop) }
     }
 
     fn context(&self, rec: &ExecutionRecord, cursor: &Cursor, token: Option<&str>) -> Value {
@@ -700,20 +656,13 @@ impl Engine {
                 Some("States.Timeout".into()),
                 Some("execution timed out".into()),
             );
-            self.save(&rec, Some(rev)).await?;
-            return Ok(Step::Stop);
+            return self.commit(rec, rev).await;
         }
         let Some(cursor) = rec.cursor.clone() else {
-            return Err(EngineError::Corrupt(
-                rec.name.clone(),
-                "running execution without a cursor".into(),
-            ));
+            return Err(EngineError::Corrupt(rec.name.clone(), "running execution without a cursor".into()));
         };
-        let Some(state) = machine.states.get(&cursor.state).cloned() else {
-            return Err(EngineError::Corrupt(
-                rec.name.clone(),
-                format!("unknown state {}", cursor.state),
-            ));
+        let Some(state) = machine.states.get(&cursor.state) else {
+            return Err(EngineError::Corrupt(rec.name.clone(), format!("unknown state {}", cursor.state)));
         };
         match cursor.phase.clone() {
             Phase::RetryAt { at } => {
@@ -721,22 +670,17 @@ impl Engine {
                 let mut next = cursor;
                 next.phase = Phase::Enter;
                 rec.cursor = Some(next);
-                self.save(&rec, Some(rev)).await?;
-                Ok(Step::Continue)
+                self.commit(rec, rev).await
             }
             Phase::WaitUntil { until, output } => {
                 self.sleep_until(until).await;
                 let now = now_of(self.clock.as_ref());
                 rec.push_event(now, "WaitStateExited", Some(&state.name), Value::Null);
-                self.transition(&mut rec, &machine, &state, output, now);
-                self.save(&rec, Some(rev)).await?;
-                Ok(Step::Continue)
+                self.transition(&mut rec, &machine, state, output, now);
+                self.commit(rec, rev).await
             }
-            Phase::AwaitToken { token } => {
-                self.resume_callback(rec, rev, &machine, &state, &cursor, &token)
-                    .await
-            }
-            Phase::Enter => self.enter(rec, rev, &machine, &state, &cursor).await,
+            Phase::AwaitToken { token } => self.resume_callback(rec, rev, &machine, state, &cursor, &token).await,
+            Phase::Enter => self.enter(rec, rev, &machine, state, &cursor).await,
         }
     }
 
@@ -778,13 +722,7 @@ impl Engine {
     }
 
     fn fail_execution(&self, rec: &mut ExecutionRecord, error: &str, cause: &str) {
-        self.finish(
-            rec,
-            ExecutionStatus::Failed,
-            None,
-            Some(error.to_string()),
-            Some(cause.to_string()),
-        );
+        self.finish(rec, ExecutionStatus::Failed, None, Some(error.to_string()), Some(cause.to_string()));
     }
 
     /// Leave `state` with `output`: go to Next or end the execution.
@@ -820,11 +758,7 @@ impl Engine {
                     retry_counts: Vec::new(),
                 });
             }
-            Some(next) => self.fail_execution(
-                rec,
-                "States.Runtime",
-                &format!("transition to unknown state {next}"),
-            ),
+            Some(next) => self.fail_execution(rec, "States.Runtime", &format!("transition to unknown state {next}")),
             None => self.finish(rec, ExecutionStatus::Succeeded, Some(output), None, None),
         }
     }
@@ -850,20 +784,11 @@ impl Engine {
             );
         }
         let context = self.context(&rec, cursor, None);
-        let input = match path::select(
-            state.common.input_path.as_ref(),
-            &cursor.raw_input,
-            &context,
-        ) {
+        let input = match path::select(state.common.input_path.as_ref(), &cursor.raw_input, &context) {
             Ok(v) => v,
             Err(e) => {
-                self.fail_execution(
-                    &mut rec,
-                    "States.Runtime",
-                    &format!("{}: InputPath: {e}", state.name),
-                );
-                self.save(&rec, Some(rev)).await?;
-                return Ok(Step::Stop);
+                self.fail_execution(&mut rec, "States.Runtime", &format!("{}: InputPath: {e}", state.name));
+                return self.commit(rec, rev).await;
             }
         };
         let exit = |rec: &mut ExecutionRecord, out: Value| -> Result<Value, PathError> {
@@ -877,11 +802,7 @@ impl Engine {
             Ok(out)
         };
         match &state.kind {
-            Kind::Pass {
-                result,
-                parameters,
-                result_path,
-            } => {
+            Kind::Pass { result, parameters, result_path } => {
                 let produced = match (result, parameters) {
                     (Some(r), _) => Ok(r.clone()),
                     (None, Some(p)) => path::render_template(p, &input, &context),
@@ -892,18 +813,12 @@ impl Engine {
                     .and_then(|o| exit(&mut rec, o));
                 match out {
                     Ok(out) => self.transition(&mut rec, machine, state, out, now),
-                    Err(e) => self.fail_execution(
-                        &mut rec,
-                        "States.Runtime",
-                        &format!("{}: {e}", state.name),
-                    ),
+                    Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
                 }
             }
             Kind::Succeed => match exit(&mut rec, input) {
                 Ok(out) => self.finish(&mut rec, ExecutionStatus::Succeeded, Some(out), None, None),
-                Err(e) => {
-                    self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name))
-                }
+                Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
             },
             Kind::Fail { error, cause } => {
                 let error = error.clone().unwrap_or_else(|| "States.Fail".into());
@@ -920,13 +835,8 @@ impl Engine {
                         }
                         Ok(false) => {}
                         Err(e) => {
-                            self.fail_execution(
-                                &mut rec,
-                                "States.Runtime",
-                                &format!("{}: {e}", state.name),
-                            );
-                            self.save(&rec, Some(rev)).await?;
-                            return Ok(Step::Stop);
+                            self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
+                            return self.commit(rec, rev).await;
                         }
                     }
                 }
@@ -941,11 +851,7 @@ impl Engine {
                                 retry_counts: Vec::new(),
                             });
                         }
-                        Err(e) => self.fail_execution(
-                            &mut rec,
-                            "States.Runtime",
-                            &format!("{}: {e}", state.name),
-                        ),
+                        Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
                     },
                     None => self.fail_execution(
                         &mut rec,
@@ -963,56 +869,36 @@ impl Engine {
                             .map(|s| now + Duration::seconds(s.min(31_536_000) as i64))
                             .ok_or_else(|| PathError(format!("{p} is not a non-negative integer")))
                     }),
-                    WaitFor::TimestampPath(p) => {
-                        path::read_path(p, &input, &context).and_then(|v| {
-                            v.as_str()
-                                .and_then(asl::parse_timestamp)
-                                .ok_or_else(|| PathError(format!("{p} is not a timestamp")))
-                        })
-                    }
+                    WaitFor::TimestampPath(p) => path::read_path(p, &input, &context).and_then(|v| {
+                        v.as_str()
+                            .and_then(asl::parse_timestamp)
+                            .ok_or_else(|| PathError(format!("{p} is not a timestamp")))
+                    }),
                 };
                 match until {
                     Ok(until) => {
-                        let out =
-                            match path::select(state.common.output_path.as_ref(), &input, &context)
-                            {
-                                Ok(o) => o,
-                                Err(e) => {
-                                    self.fail_execution(
-                                        &mut rec,
-                                        "States.Runtime",
-                                        &format!("{}: {e}", state.name),
-                                    );
-                                    self.save(&rec, Some(rev)).await?;
-                                    return Ok(Step::Stop);
-                                }
-                            };
+                        let out = match path::select(state.common.output_path.as_ref(), &input, &context) {
+                            Ok(o) => o,
+                            Err(e) => {
+                                self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
+                                return self.commit(rec, rev).await;
+                            }
+                        };
                         let mut next = cursor.clone();
                         next.phase = Phase::WaitUntil { until, output: out };
                         rec.cursor = Some(next);
                     }
-                    Err(e) => self.fail_execution(
-                        &mut rec,
-                        "States.Runtime",
-                        &format!("{}: {e}", state.name),
-                    ),
+                    Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
                 }
             }
             Kind::Task(task) => {
-                return self
-                    .run_task(rec, rev, machine, state, task, cursor, input, context)
-                    .await;
+                return self.run_task(rec, rev, machine, state, task, cursor, input, context).await;
             }
         }
-        self.save(&rec, Some(rev)).await?;
-        Ok(Step::Continue)
+        self.commit(rec, rev).await
     }
 
-    fn task_timeout(
-        task: &TaskState,
-        input: &Value,
-        context: &Value,
-    ) -> Result<(Option<u64>, Option<u64>), PathError> {
+    fn task_timeout(task: &TaskState, input: &Value, context: &Value) -> Result<(Option<u64>, Option<u64>), PathError> {
         let read = |p: &str| -> Result<u64, PathError> {
             path::read_path(p, input, context)?
                 .as_u64()
@@ -1045,27 +931,16 @@ impl Engine {
         context: Value,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        let dispatcher = self
-            .dispatcher
-            .read()
-            .ok()
-            .and_then(|d| d.clone())
-            .ok_or(EngineError::NoDispatcher)?;
+        let dispatcher = self.dispatcher.read().ok().and_then(|d| d.clone()).ok_or(EngineError::NoDispatcher)?;
         let (timeout, heartbeat) = match Self::task_timeout(task, &input, &context) {
             Ok(t) => t,
             Err(e) => {
                 self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
-                self.save(&rec, Some(rev)).await?;
-                return Ok(Step::Stop);
+                return self.commit(rec, rev).await;
             }
         };
-        let token = task.is_callback().then(|| {
-            format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )
-        });
+        let token =
+            task.is_callback().then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         let context = match &token {
             Some(t) => self.context(&rec, cursor, Some(t)),
             None => context,
@@ -1077,13 +952,8 @@ impl Engine {
         let parameters = match parameters {
             Ok(p) => p,
             Err(e) => {
-                let failure = TaskFailure::new(
-                    "States.ParameterPathFailure",
-                    format!("{}: {e}", state.name),
-                );
-                return self
-                    .task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await;
+                let failure = TaskFailure::new("States.ParameterPathFailure", format!("{}: {e}", state.name));
+                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
             }
         };
         let invocation = rec.invocations.get(&state.name).copied().unwrap_or(0);
@@ -1109,23 +979,18 @@ impl Engine {
                     error: None,
                     cause: None,
                 };
-                let doc = serde_json::to_value(&record)
-                    .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
-                self.table
-                    .put_if(&token_pk(t), "META", &doc, None, None, now.timestamp())
-                    .await?;
+                let doc =
+                    serde_json::to_value(&record).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+                self.table.put_if(&token_pk(t), "META", &doc, None, None, now.timestamp()).await?;
                 // Persist that we wait on this token *before* dispatching, so a callback that
                 // arrives while the handler is still running is never lost.
                 let mut waiting = cursor.clone();
                 waiting.phase = Phase::AwaitToken { token: t.clone() };
                 rec.cursor = Some(waiting);
-                if !self.save(&rec, Some(rev)).await? {
-                    return Ok(Step::Continue);
+                if !self.save(&mut rec, Some(rev)).await? {
+                    return Ok(Step::Continue(None));
                 }
-                Some(
-                    TaskToken::parse(t.clone())
-                        .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?,
-                )
+                Some(TaskToken::parse(t.clone()).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?)
             }
             None => None,
         };
@@ -1141,12 +1006,7 @@ impl Engine {
         let outcome = match (timeout, task.is_callback()) {
             // Callback tasks: the timeout covers the wait for the callback, not the invocation.
             (Some(secs), false) => {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(secs),
-                    dispatcher.invoke(invocation),
-                )
-                .await
-                {
+                match tokio::time::timeout(std::time::Duration::from_secs(secs), dispatcher.invoke(invocation)).await {
                     Ok(r) => r,
                     Err(_) => Err(TaskFailure::new(
                         "States.Timeout",
@@ -1159,24 +1019,16 @@ impl Engine {
 
         match (task_token, outcome) {
             (None, Ok(TaskOutcome::Completed(result))) => {
-                self.task_succeeded(rec, rev, machine, state, task, cursor, result)
-                    .await
+                self.task_succeeded(rec, rev, machine, state, task, cursor, result).await
             }
             (None, Ok(TaskOutcome::AwaitCallback)) => {
                 let failure = TaskFailure::new(
                     "States.Runtime",
-                    format!(
-                        "{} is not a callback task but the dispatcher awaited one",
-                        state.name
-                    ),
+                    format!("{} is not a callback task but the dispatcher awaited one", state.name),
                 );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await
+                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
             }
-            (None, Err(f)) => {
-                self.task_failed(rec, rev, machine, state, task, cursor, f)
-                    .await
-            }
+            (None, Err(f)) => self.task_failed(rec, rev, machine, state, task, cursor, f).await,
             (Some(t), result) => {
                 // Reload: the record now says AwaitToken (and was persisted before dispatch).
                 let Some((rec, rev)) = self.load(&rec.name).await? else {
@@ -1188,29 +1040,18 @@ impl Engine {
                 match result {
                     // A mocked callback task completes at once (Step Functions Local semantics).
                     Ok(TaskOutcome::Completed(v)) => {
-                        let _ = self
-                            .complete_token(t.expose(), TokenStatus::Succeeded, Some(v), None, None)
-                            .await;
+                        let _ = self.complete_token(t.expose(), TokenStatus::Succeeded, Some(v), None, None).await;
                     }
                     Ok(TaskOutcome::AwaitCallback) => {}
                     Err(f) => {
                         let _ = self
-                            .complete_token(
-                                t.expose(),
-                                TokenStatus::Failed,
-                                None,
-                                Some(f.error),
-                                Some(f.cause),
-                            )
+                            .complete_token(t.expose(), TokenStatus::Failed, None, Some(f.error), Some(f.cause))
                             .await;
                     }
                 }
-                let cursor = rec
-                    .cursor
-                    .clone()
-                    .ok_or_else(|| EngineError::Corrupt(rec.name.clone(), "no cursor".into()))?;
-                self.resume_callback(rec, rev, machine, state, &cursor, t.expose())
-                    .await
+                let cursor =
+                    rec.cursor.clone().ok_or_else(|| EngineError::Corrupt(rec.name.clone(), "no cursor".into()))?;
+                self.resume_callback(rec, rev, machine, state, &cursor, t.expose()).await
             }
         }
     }
@@ -1241,20 +1082,12 @@ impl Engine {
             TokenStatus::TimedOut
         } else {
             // A heartbeat pushed the deadline: sleep again.
-            if let Some(next) = [rec.deadline, rec.heartbeat_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-            {
+            if let Some(next) = [rec.deadline, rec.heartbeat_deadline].into_iter().flatten().min() {
                 self.arm_token_timer(token.to_string(), next);
             }
             return;
         };
-        if self
-            .complete_token(token, status, None, None, None)
-            .await
-            .is_ok()
-        {
+        if self.complete_token(token, status, None, None, None).await.is_ok() {
             self.spawn_drive(rec.execution);
         }
     }
@@ -1270,66 +1103,45 @@ impl Engine {
         token: &str,
     ) -> Result<Step, EngineError> {
         let Kind::Task(task) = &state.kind else {
-            return Err(EngineError::Corrupt(
-                rec.name.clone(),
-                "awaiting a token outside a Task state".into(),
-            ));
+            return Err(EngineError::Corrupt(rec.name.clone(), "awaiting a token outside a Task state".into()));
         };
         let now = now_of(self.clock.as_ref());
-        let Some(stored) = self
-            .table
-            .get(&token_pk(token), "META", now.timestamp())
-            .await?
-        else {
+        let Some(stored) = self.table.get(&token_pk(token), "META", now.timestamp()).await? else {
             let failure = TaskFailure::new("States.Runtime", "the task token record is missing");
-            return self
-                .task_failed(rec, rev, machine, state, task, cursor, failure)
-                .await;
+            return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
         };
-        let tok: TokenRecord = serde_json::from_value(stored.doc)
-            .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+        let tok: TokenRecord =
+            serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
         match tok.status {
             TokenStatus::Pending => {
                 // (Re-)arm the timeout; after a restart this restores the remaining time.
-                if let Some(next) = [tok.deadline, tok.heartbeat_deadline]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                {
+                if let Some(next) = [tok.deadline, tok.heartbeat_deadline].into_iter().flatten().min() {
                     self.arm_token_timer(token.to_string(), next);
                 }
                 Ok(Step::Stop)
             }
             TokenStatus::Succeeded => {
                 let output = tok.output.unwrap_or(Value::Null);
-                self.task_succeeded(rec, rev, machine, state, task, cursor, output)
-                    .await
+                self.task_succeeded(rec, rev, machine, state, task, cursor, output).await
             }
             TokenStatus::Failed => {
                 let failure = TaskFailure::new(
                     tok.error.unwrap_or_else(|| "States.TaskFailed".into()),
                     tok.cause.unwrap_or_default(),
                 );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await
+                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
             }
             TokenStatus::TimedOut => {
                 let mut rec = rec;
                 rec.push_event(now, "TaskTimedOut", Some(&state.name), Value::Null);
-                let failure = TaskFailure::new(
-                    "States.Timeout",
-                    format!("{} timed out waiting for its callback", state.name),
-                );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await
+                let failure =
+                    TaskFailure::new("States.Timeout", format!("{} timed out waiting for its callback", state.name));
+                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
             }
             TokenStatus::HeartbeatTimedOut => {
-                let failure = TaskFailure::new(
-                    "States.HeartbeatTimeout",
-                    format!("{} missed its heartbeat", state.name),
-                );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await
+                let failure =
+                    TaskFailure::new("States.HeartbeatTimeout", format!("{} missed its heartbeat", state.name));
+                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
             }
             TokenStatus::Closed => Ok(Step::Stop),
         }
@@ -1347,12 +1159,7 @@ impl Engine {
         result: Value,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        rec.push_event(
-            now,
-            "TaskSucceeded",
-            Some(&state.name),
-            json!({ "output": result }),
-        );
+        rec.push_event(now, "TaskSucceeded", Some(&state.name), json!({ "output": result }));
         let context = self.context(&rec, cursor, None);
         let selected = match &task.result_selector {
             Some(sel) => path::render_template(sel, &result, &context),
@@ -1361,46 +1168,26 @@ impl Engine {
         let selected = match selected {
             Ok(s) => s,
             Err(e) => {
-                let failure = TaskFailure::new(
-                    "States.ParameterPathFailure",
-                    format!("{}: ResultSelector: {e}", state.name),
-                );
-                return self
-                    .task_failed(rec, rev, machine, state, task, cursor, failure)
-                    .await;
+                let failure =
+                    TaskFailure::new("States.ParameterPathFailure", format!("{}: ResultSelector: {e}", state.name));
+                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
             }
         };
-        let merged =
-            match path::merge_result(task.result_path.as_ref(), &cursor.raw_input, selected) {
-                Ok(m) => m,
-                Err(e) => {
-                    let failure = TaskFailure::new(
-                        "States.ResultPathMatchFailure",
-                        format!("{}: {e}", state.name),
-                    );
-                    return self
-                        .task_failed(rec, rev, machine, state, task, cursor, failure)
-                        .await;
-                }
-            };
+        let merged = match path::merge_result(task.result_path.as_ref(), &cursor.raw_input, selected) {
+            Ok(m) => m,
+            Err(e) => {
+                let failure = TaskFailure::new("States.ResultPathMatchFailure", format!("{}: {e}", state.name));
+                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
+            }
+        };
         match path::select(state.common.output_path.as_ref(), &merged, &context) {
             Ok(out) => {
-                rec.push_event(
-                    now,
-                    "TaskStateExited",
-                    Some(&state.name),
-                    json!({ "output": out }),
-                );
+                rec.push_event(now, "TaskStateExited", Some(&state.name), json!({ "output": out }));
                 self.transition(&mut rec, machine, state, out, now);
             }
-            Err(e) => self.fail_execution(
-                &mut rec,
-                "States.Runtime",
-                &format!("{}: OutputPath: {e}", state.name),
-            ),
+            Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name)),
         }
-        self.save(&rec, Some(rev)).await?;
-        Ok(Step::Continue)
+        self.commit(rec, rev).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1415,24 +1202,14 @@ impl Engine {
         failure: TaskFailure,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        rec.push_event(
-            now,
-            "TaskFailed",
-            Some(&state.name),
-            json!({ "error": failure.error, "cause": failure.cause }),
-        );
+        rec.push_event(now, "TaskFailed", Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
         // Retry: the first retrier that matches decides; its own counter bounds it.
-        if let Some(idx) = task
-            .retry
-            .iter()
-            .position(|r| error_matches(&r.error_equals, &failure.error))
-        {
+        if let Some(idx) = task.retry.iter().position(|r| error_matches(&r.error_equals, &failure.error)) {
             let retrier = &task.retry[idx];
             let mut counts = cursor.retry_counts.clone();
             counts.resize(task.retry.len(), 0);
             if counts[idx] < retrier.max_attempts {
-                let mut delay =
-                    retrier.interval_seconds * retrier.backoff_rate.powi(counts[idx] as i32);
+                let mut delay = retrier.interval_seconds * retrier.backoff_rate.powi(counts[idx] as i32);
                 if let Some(max) = retrier.max_delay_seconds {
                     delay = delay.min(max);
                 }
@@ -1441,26 +1218,16 @@ impl Engine {
                 }
                 counts[idx] += 1;
                 let at = now + Duration::milliseconds((delay * 1000.0) as i64);
-                rec.cursor = Some(Cursor {
-                    phase: Phase::RetryAt { at },
-                    retry_counts: counts,
-                    ..cursor.clone()
-                });
-                self.save(&rec, Some(rev)).await?;
-                return Ok(Step::Continue);
+                rec.cursor = Some(Cursor { phase: Phase::RetryAt { at }, retry_counts: counts, ..cursor.clone() });
+                return self.commit(rec, rev).await;
             }
         }
-        if let Some(catcher) = task
-            .catch
-            .iter()
-            .find(|c| error_matches(&c.error_equals, &failure.error))
-        {
+        if let Some(catcher) = task.catch.iter().find(|c| error_matches(&c.error_equals, &failure.error)) {
             self.caught(&mut rec, state, cursor, catcher, &failure, now);
         } else {
             self.fail_execution(&mut rec, &failure.error, &failure.cause);
         }
-        self.save(&rec, Some(rev)).await?;
-        Ok(Step::Continue)
+        self.commit(rec, rev).await
     }
 
     fn caught(
@@ -1473,11 +1240,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) {
         let error_output = json!({ "Error": failure.error, "Cause": failure.cause });
-        match path::merge_result(
-            catcher.result_path.as_ref(),
-            &cursor.raw_input,
-            error_output,
-        ) {
+        match path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output) {
             Ok(out) => {
                 rec.push_event(
                     now,
@@ -1493,11 +1256,7 @@ impl Engine {
                     retry_counts: Vec::new(),
                 });
             }
-            Err(e) => self.fail_execution(
-                rec,
-                "States.Runtime",
-                &format!("{}: Catch ResultPath: {e}", state.name),
-            ),
+            Err(e) => self.fail_execution(rec, "States.Runtime", &format!("{}: Catch ResultPath: {e}", state.name)),
         }
     }
 }
@@ -1510,47 +1269,25 @@ pub struct LocalOrchestrator {
 
 impl LocalOrchestrator {
     pub fn new(engine: &Arc<Engine>, machine: &str) -> Self {
-        Self {
-            engine: Arc::downgrade(engine),
-            machine: machine.to_string(),
-        }
+        Self { engine: Arc::downgrade(engine), machine: machine.to_string() }
     }
     fn engine(&self) -> Result<Arc<Engine>, OrchestratorError> {
-        self.engine
-            .upgrade()
-            .ok_or_else(|| OrchestratorError::Unavailable("the local engine has shut down".into()))
+        self.engine.upgrade().ok_or_else(|| OrchestratorError::Unavailable("the local engine has shut down".into()))
     }
 }
 
 #[async_trait]
 impl Orchestrator for LocalOrchestrator {
-    async fn start_execution(
-        &self,
-        name: &str,
-        input: &str,
-    ) -> Result<ExecutionRef, OrchestratorError> {
+    async fn start_execution(&self, name: &str, input: &str) -> Result<ExecutionRef, OrchestratorError> {
         self.engine()?.start(&self.machine, name, input).await
     }
-    async fn send_task_success(
-        &self,
-        token: &TaskToken,
-        output: &Value,
-    ) -> Result<(), OrchestratorError> {
+    async fn send_task_success(&self, token: &TaskToken, output: &Value) -> Result<(), OrchestratorError> {
         self.engine()?.send_task_success(token, output).await
     }
-    async fn send_task_failure(
-        &self,
-        token: &TaskToken,
-        error: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError> {
+    async fn send_task_failure(&self, token: &TaskToken, error: &str, cause: &str) -> Result<(), OrchestratorError> {
         self.engine()?.send_task_failure(token, error, cause).await
     }
-    async fn stop_execution(
-        &self,
-        execution_id: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError> {
+    async fn stop_execution(&self, execution_id: &str, cause: &str) -> Result<(), OrchestratorError> {
         let name = execution_id.rsplit(':').next().unwrap_or(execution_id);
         self.engine()?.stop(name, cause).await
     }
@@ -1571,10 +1308,7 @@ mod tests {
         assert!(error_matches(&tf, "Transient"));
         assert!(!error_matches(&tf, "States.Timeout"));
         assert!(!error_matches(&tf, "States.HeartbeatTimeout"));
-        assert!(error_matches(
-            &["States.Timeout".to_string()],
-            "States.HeartbeatTimeout"
-        ));
+        assert!(error_matches(&["States.Timeout".to_string()], "States.HeartbeatTimeout"));
         assert!(error_matches(&["Transient".to_string()], "Transient"));
         assert!(!error_matches(&["Transient".to_string()], "InvalidInput"));
     }

@@ -49,17 +49,12 @@ pub enum MockError {
 
 impl MockConfig {
     pub fn parse(text: &str) -> Result<Self, MockError> {
-        let cfg: MockConfig =
-            serde_json::from_str(text).map_err(|e| MockError::Invalid(e.to_string()))?;
+        let cfg: MockConfig = serde_json::from_str(text).map_err(|e| MockError::Invalid(e.to_string()))?;
         for (name, by_attempt) in &cfg.mocked_responses {
             for (key, resp) in by_attempt {
-                parse_range(key).ok_or_else(|| {
-                    MockError::Invalid(format!("{name}: bad invocation key {key:?}"))
-                })?;
+                parse_range(key).ok_or_else(|| MockError::Invalid(format!("{name}: bad invocation key {key:?}")))?;
                 if resp.r#return.is_some() == resp.throw.is_some() {
-                    return Err(MockError::Invalid(format!(
-                        "{name}[{key}]: exactly one of Return and Throw"
-                    )));
+                    return Err(MockError::Invalid(format!("{name}[{key}]: exactly one of Return and Throw")));
                 }
             }
         }
@@ -78,30 +73,17 @@ impl MockConfig {
     }
 
     /// A dispatcher answering with the mocked responses of one test case.
-    pub fn dispatcher(
-        &self,
-        state_machine: &str,
-        test_case: &str,
-    ) -> Result<MockDispatcher, MockError> {
+    pub fn dispatcher(&self, state_machine: &str, test_case: &str) -> Result<MockDispatcher, MockError> {
         let machine = self.state_machines.get(state_machine).ok_or_else(|| {
             MockError::UnknownTestCase(
                 format!("{state_machine}/{test_case}"),
-                self.state_machines
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                self.state_machines.keys().cloned().collect::<Vec<_>>().join(", "),
             )
         })?;
         let case = machine.test_cases.get(test_case).ok_or_else(|| {
             MockError::UnknownTestCase(
                 test_case.to_string(),
-                machine
-                    .test_cases
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                machine.test_cases.keys().cloned().collect::<Vec<_>>().join(", "),
             )
         })?;
         let mut states = BTreeMap::new();
@@ -143,32 +125,17 @@ impl TaskDispatcher for MockDispatcher {
         let Some(responses) = self.states.get(&invocation.state) else {
             return Err(TaskFailure::new(
                 "MockConfigError",
-                format!(
-                    "the test case has no mocked response for state {}",
-                    invocation.state
-                ),
+                format!("the test case has no mocked response for state {}", invocation.state),
             ));
         };
         let n = invocation.invocation;
-        let hit = responses
-            .iter()
-            .find(|(k, _)| parse_range(k).is_some_and(|(a, b)| a <= n && n <= b));
+        let hit = responses.iter().find(|(k, _)| parse_range(k).is_some_and(|(a, b)| a <= n && n <= b));
         match hit {
-            Some((
-                _,
-                MockedResponse {
-                    r#return: Some(v), ..
-                },
-            )) => Ok(TaskOutcome::Completed(v.clone())),
-            Some((_, MockedResponse { throw: Some(t), .. })) => {
-                Err(TaskFailure::new(t.error.clone(), t.cause.clone()))
-            }
+            Some((_, MockedResponse { r#return: Some(v), .. })) => Ok(TaskOutcome::Completed(v.clone())),
+            Some((_, MockedResponse { throw: Some(t), .. })) => Err(TaskFailure::new(t.error.clone(), t.cause.clone())),
             _ => Err(TaskFailure::new(
                 "MockConfigError",
-                format!(
-                    "no mocked response for invocation {n} of state {}",
-                    invocation.state
-                ),
+                format!("no mocked response for invocation {n} of state {}", invocation.state),
             )),
         }
     }

@@ -71,30 +71,14 @@ pub async fn run_mock_case(
     engine.set_dispatcher(Arc::new(dispatcher));
     let case_slug: String = test_case
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .take(40)
         .collect();
-    let name = format!(
-        "test-{case_slug}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    engine
-        .start(state_machine, &name, input)
-        .await
-        .map_err(|e| MockRunError::Start(e.to_string()))?;
-    let rec = engine
-        .wait_for(&name, std::time::Duration::from_secs(60))
-        .await?;
+    let name = format!("test-{case_slug}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    engine.start(state_machine, &name, input).await.map_err(|e| MockRunError::Start(e.to_string()))?;
+    let rec = engine.wait_for(&name, std::time::Duration::from_secs(60)).await?;
     if rec.is_open() {
-        return Err(MockRunError::Unfinished(
-            rec.current_state().map(str::to_string),
-        ));
+        return Err(MockRunError::Unfinished(rec.current_state().map(str::to_string)));
     }
     Ok(MockRunReport {
         status: match rec.status {
@@ -112,6 +96,6 @@ pub async fn run_mock_case(
         execution: rec.name.clone(),
         transitions: rec.transitions,
         max_payload_bytes: rec.max_payload_bytes,
-        history: rec.history,
+        history: engine.history(&rec.name).await?,
     })
 }

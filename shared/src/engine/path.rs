@@ -46,9 +46,7 @@ impl RefPath {
                     }
                     let key: String = bytes[start..j].iter().collect();
                     if key == "*" {
-                        return Err(PathError(format!(
-                            "wildcards are not supported in {text:?}"
-                        )));
+                        return Err(PathError(format!("wildcards are not supported in {text:?}")));
                     }
                     segments.push(Segment::Key(key));
                     i = j;
@@ -68,9 +66,8 @@ impl RefPath {
                     {
                         segments.push(Segment::Key(quoted.to_string()));
                     } else {
-                        let idx: usize = inner.parse().map_err(|_| {
-                            PathError(format!("unsupported index {inner:?} in {text:?}"))
-                        })?;
+                        let idx: usize =
+                            inner.parse().map_err(|_| PathError(format!("unsupported index {inner:?} in {text:?}")))?;
                         segments.push(Segment::Index(idx));
                     }
                     i = close + 1;
@@ -109,41 +106,29 @@ pub fn select(path: Option<&Value>, input: &Value, context: &Value) -> Result<Va
         None => Ok(input.clone()),
         Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(Value::String(p)) => read_path(p, input, context),
-        Some(other) => Err(PathError(format!(
-            "path must be a string or null, got {other}"
-        ))),
+        Some(other) => Err(PathError(format!("path must be a string or null, got {other}"))),
     }
 }
 
 /// Apply `ResultPath`: absent means `$` (replace), `null` discards the result.
-pub fn merge_result(
-    result_path: Option<&Value>,
-    input: &Value,
-    result: Value,
-) -> Result<Value, PathError> {
+pub fn merge_result(result_path: Option<&Value>, input: &Value, result: Value) -> Result<Value, PathError> {
     let path = match result_path {
         None => return Ok(result),
         Some(Value::Null) => return Ok(input.clone()),
         Some(Value::String(p)) => RefPath::parse(p)?,
         Some(other) => {
-            return Err(PathError(format!(
-                "ResultPath must be a string or null, got {other}"
-            )));
+            return Err(PathError(format!("ResultPath must be a string or null, got {other}")));
         }
     };
     if path.context {
-        return Err(PathError(
-            "ResultPath cannot write into the context object".into(),
-        ));
+        return Err(PathError("ResultPath cannot write into the context object".into()));
     }
     if path.segments.is_empty() {
         return Ok(result);
     }
     let mut out = input.clone();
     if !out.is_object() {
-        return Err(PathError(
-            "ResultPath needs an object input to write into".into(),
-        ));
+        return Err(PathError("ResultPath needs an object input to write into".into()));
     }
     let mut cur = &mut out;
     let last = path.segments.len() - 1;
@@ -151,35 +136,26 @@ pub fn merge_result(
         let Segment::Key(key) = seg else {
             return Err(PathError("ResultPath cannot contain array indexes".into()));
         };
-        let map = cur
-            .as_object_mut()
-            .ok_or_else(|| PathError(format!("ResultPath crosses a non-object at {key:?}")))?;
+        let map =
+            cur.as_object_mut().ok_or_else(|| PathError(format!("ResultPath crosses a non-object at {key:?}")))?;
         if i == last {
             map.insert(key.clone(), result);
             break;
         }
-        cur = map
-            .entry(key.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = map.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(out)
 }
 
 /// Evaluate a payload template (`Parameters`, `ResultSelector`, Pass `Parameters`): keys ending
 /// in `.$` take the value of a path or intrinsic function; everything else is copied.
-pub fn render_template(
-    template: &Value,
-    input: &Value,
-    context: &Value,
-) -> Result<Value, PathError> {
+pub fn render_template(template: &Value, input: &Value, context: &Value) -> Result<Value, PathError> {
     match template {
         Value::Object(m) => {
             let mut out = Map::with_capacity(m.len());
             for (k, v) in m {
                 if let Some(name) = k.strip_suffix(".$") {
-                    let expr = v
-                        .as_str()
-                        .ok_or_else(|| PathError(format!("value of {k:?} must be a string")))?;
+                    let expr = v.as_str().ok_or_else(|| PathError(format!("value of {k:?} must be a string")))?;
                     out.insert(name.to_string(), evaluate_expression(expr, input, context)?);
                 } else {
                     out.insert(k.clone(), render_template(v, input, context)?);
@@ -187,11 +163,9 @@ pub fn render_template(
             }
             Ok(Value::Object(out))
         }
-        Value::Array(a) => Ok(Value::Array(
-            a.iter()
-                .map(|v| render_template(v, input, context))
-                .collect::<Result<_, _>>()?,
-        )),
+        Value::Array(a) => {
+            Ok(Value::Array(a.iter().map(|v| render_template(v, input, context)).collect::<Result<_, _>>()?))
+        }
         other => Ok(other.clone()),
     }
 }
@@ -200,18 +174,11 @@ pub fn render_template(
 pub fn evaluate_expression(expr: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
     let expr = expr.trim();
     if expr.starts_with("States.") {
-        let mut parser = Intrinsic {
-            chars: expr.chars().collect(),
-            pos: 0,
-            input,
-            context,
-        };
+        let mut parser = Intrinsic { chars: expr.chars().collect(), pos: 0, input, context };
         let v = parser.call()?;
         parser.skip_ws();
         if parser.pos != parser.chars.len() {
-            return Err(PathError(format!(
-                "trailing text after intrinsic function in {expr:?}"
-            )));
+            return Err(PathError(format!("trailing text after intrinsic function in {expr:?}")));
         }
         return Ok(v);
     }
@@ -232,17 +199,12 @@ impl Intrinsic<'_> {
         }
     }
     fn err(&self, msg: &str) -> PathError {
-        PathError(format!(
-            "intrinsic function: {msg} at position {}",
-            self.pos
-        ))
+        PathError(format!("intrinsic function: {msg} at position {}", self.pos))
     }
     fn call(&mut self) -> Result<Value, PathError> {
         self.skip_ws();
         let start = self.pos;
-        while self.pos < self.chars.len()
-            && (self.chars[self.pos].is_alphanumeric() || self.chars[self.pos] == '.')
-        {
+        while self.pos < self.chars.len() && (self.chars[self.pos].is_alphanumeric() || self.chars[self.pos] == '.') {
             self.pos += 1;
         }
         let name: String = self.chars[start..self.pos].iter().collect();
@@ -324,10 +286,8 @@ fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
     let bad = |m: &str| PathError(format!("{name}: {m}"));
     match name {
         "States.Format" => {
-            let template = args
-                .first()
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("first argument must be a string"))?;
+            let template =
+                args.first().and_then(Value::as_str).ok_or_else(|| bad("first argument must be a string"))?;
             let mut out = String::new();
             let mut rest = args[1..].iter();
             let mut chars = template.chars().peekable();
@@ -377,9 +337,7 @@ fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
             let (Some(a), Some(b)) = (a.as_i64(), b.as_i64()) else {
                 return Err(bad("arguments must be integers"));
             };
-            Ok(Value::from(
-                a.checked_add(b).ok_or_else(|| bad("overflow"))?,
-            ))
+            Ok(Value::from(a.checked_add(b).ok_or_else(|| bad("overflow"))?))
         }
         "States.UUID" => Ok(Value::String(uuid::Uuid::new_v4().to_string())),
         other => Err(PathError(format!("unsupported intrinsic function {other}"))),
@@ -399,10 +357,7 @@ mod tests {
         assert_eq!(read_path("$.a.b[0]", &input, &ctx).unwrap(), json!(10));
         assert_eq!(read_path("$.a.b[1].c", &input, &ctx).unwrap(), json!("x"));
         assert_eq!(read_path("$['odd key']", &input, &ctx).unwrap(), json!(1));
-        assert_eq!(
-            read_path("$$.Task.Token", &input, &ctx).unwrap(),
-            json!("tok")
-        );
+        assert_eq!(read_path("$$.Task.Token", &input, &ctx).unwrap(), json!("tok"));
         assert!(read_path("$.missing", &input, &ctx).is_err());
         assert!(read_path("a.b", &input, &ctx).is_err());
         assert!(read_path("$.a.*", &input, &ctx).is_err());
@@ -413,18 +368,9 @@ mod tests {
     fn result_path_semantics() {
         let input = json!({"x": 1});
         assert_eq!(merge_result(None, &input, json!(2)).unwrap(), json!(2));
-        assert_eq!(
-            merge_result(Some(&Value::Null), &input, json!(2)).unwrap(),
-            input
-        );
-        assert_eq!(
-            merge_result(Some(&json!("$.r.s")), &input, json!(2)).unwrap(),
-            json!({"x": 1, "r": {"s": 2}})
-        );
-        assert_eq!(
-            merge_result(Some(&json!("$.x")), &input, json!(3)).unwrap(),
-            json!({"x": 3})
-        );
+        assert_eq!(merge_result(Some(&Value::Null), &input, json!(2)).unwrap(), input);
+        assert_eq!(merge_result(Some(&json!("$.r.s")), &input, json!(2)).unwrap(), json!({"x": 1, "r": {"s": 2}}));
+        assert_eq!(merge_result(Some(&json!("$.x")), &input, json!(3)).unwrap(), json!({"x": 3}));
         assert!(merge_result(Some(&json!("$.x.y")), &input, json!(3)).is_err());
     }
 

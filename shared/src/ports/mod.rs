@@ -107,11 +107,7 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<Dedupe, StoreError>;
 
     /// Append an audit event; never overwrites.
-    async fn append_audit(
-        &self,
-        incident: &IncidentId,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError>;
+    async fn append_audit(&self, incident: &IncidentId, event: &AuditEvent) -> Result<(), StoreError>;
     /// The audit trail in order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEvent>, StoreError>;
 
@@ -123,16 +119,9 @@ pub trait IncidentStore: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> Result<HandOff, StoreError>;
     /// Intake side of the hand-off (a note from an accepted investigator).
-    async fn offer_note(
-        &self,
-        incident: &IncidentId,
-        note: &InvestigatorNote,
-    ) -> Result<HandOff, StoreError>;
+    async fn offer_note(&self, incident: &IncidentId, note: &InvestigatorNote) -> Result<HandOff, StoreError>;
     /// The stored note, if any (for the parse stage).
-    async fn investigator_note(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Option<InvestigatorNote>, StoreError>;
+    async fn investigator_note(&self, incident: &IncidentId) -> Result<Option<InvestigatorNote>, StoreError>;
 
     async fn create_approval(&self, approval: &Approval) -> Result<Created, StoreError>;
     async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError>;
@@ -145,12 +134,7 @@ pub trait IncidentStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<DecideOutcome, StoreError>;
     /// Remember where the approval message lives (after posting it).
-    async fn set_approval_message(
-        &self,
-        id: &ApprovalId,
-        channel: &str,
-        ts: &str,
-    ) -> Result<(), StoreError>;
+    async fn set_approval_message(&self, id: &ApprovalId, channel: &str, ts: &str) -> Result<(), StoreError>;
 
     async fn record_service_event(&self, event: &ServiceEvent) -> Result<(), StoreError>;
     async fn service_events_since(
@@ -174,12 +158,7 @@ pub trait IncidentStore: Send + Sync {
         effectiveness: Effectiveness,
     ) -> Result<(), StoreError>;
 
-    async fn set_kill_switch(
-        &self,
-        on: bool,
-        by: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn set_kill_switch(&self, on: bool, by: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn kill_switch(&self) -> Result<bool, StoreError>;
 
     /// Take one unit of the service's autonomous-action budget for the hour containing `now`.
@@ -209,27 +188,10 @@ pub struct ExecutionRef {
 pub trait Orchestrator: Send + Sync {
     /// Start (or idempotently find) the execution `name`. `input` must be byte-identical on
     /// retries for the idempotency to hold.
-    async fn start_execution(
-        &self,
-        name: &str,
-        input: &str,
-    ) -> Result<ExecutionRef, OrchestratorError>;
-    async fn send_task_success(
-        &self,
-        token: &TaskToken,
-        output: &Value,
-    ) -> Result<(), OrchestratorError>;
-    async fn send_task_failure(
-        &self,
-        token: &TaskToken,
-        error: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError>;
-    async fn stop_execution(
-        &self,
-        execution_id: &str,
-        cause: &str,
-    ) -> Result<(), OrchestratorError>;
+    async fn start_execution(&self, name: &str, input: &str) -> Result<ExecutionRef, OrchestratorError>;
+    async fn send_task_success(&self, token: &TaskToken, output: &Value) -> Result<(), OrchestratorError>;
+    async fn send_task_failure(&self, token: &TaskToken, error: &str, cause: &str) -> Result<(), OrchestratorError>;
+    async fn stop_execution(&self, execution_id: &str, cause: &str) -> Result<(), OrchestratorError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,10 +215,7 @@ pub struct SystemClock {
 
 impl SystemClock {
     pub fn real() -> Self {
-        Self {
-            speedup: 1.0,
-            origin_real: Utc::now(),
-        }
+        Self { speedup: 1.0, origin_real: Utc::now() }
     }
     pub fn accelerated(speedup: f64) -> Self {
         Self::accelerated_since(Utc::now(), speedup)
@@ -264,15 +223,8 @@ impl SystemClock {
     /// Accelerated time anchored at `origin`: processes that share the origin (stored with the
     /// executions) agree on the time, so a restarted process resumes Waits where they were.
     pub fn accelerated_since(origin: DateTime<Utc>, speedup: f64) -> Self {
-        let speedup = if speedup.is_finite() && speedup >= 1.0 {
-            speedup
-        } else {
-            1.0
-        };
-        Self {
-            speedup,
-            origin_real: origin,
-        }
+        let speedup = if speedup.is_finite() && speedup >= 1.0 { speedup } else { 1.0 };
+        Self { speedup, origin_real: origin }
     }
 }
 
@@ -283,9 +235,7 @@ impl Clock for SystemClock {
         if self.speedup == 1.0 {
             return real;
         }
-        let elapsed = (real - self.origin_real)
-            .num_microseconds()
-            .unwrap_or(i64::MAX / 2) as f64;
+        let elapsed = (real - self.origin_real).num_microseconds().unwrap_or(i64::MAX / 2) as f64;
         self.origin_real + chrono::Duration::microseconds((elapsed * self.speedup) as i64)
     }
     async fn sleep(&self, duration: std::time::Duration) {
@@ -302,9 +252,7 @@ pub struct VirtualClock {
 
 impl VirtualClock {
     pub fn starting_at(at: DateTime<Utc>) -> Self {
-        Self {
-            now: std::sync::Mutex::new(at),
-        }
+        Self { now: std::sync::Mutex::new(at) }
     }
 }
 
@@ -465,10 +413,7 @@ pub enum WorkspaceProgress {
     /// The agent finished its start scripts successfully.
     Ready { agent_id: String },
     /// Build failed, start script failed or timed out.
-    Failed {
-        reason: String,
-        agent_id: Option<String>,
-    },
+    Failed { reason: String, agent_id: Option<String> },
 }
 
 /// Ephemeral remediation workspaces (Coder).

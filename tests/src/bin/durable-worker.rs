@@ -21,19 +21,11 @@ async fn main() {
         eprintln!("usage: durable-worker DB start|resume TEST_CASE ORIGIN SPEEDUP");
         std::process::exit(2);
     };
-    let origin = chrono::DateTime::parse_from_rfc3339(origin)
-        .expect("origin")
-        .with_timezone(&chrono::Utc);
+    let origin = chrono::DateTime::parse_from_rfc3339(origin).expect("origin").with_timezone(&chrono::Utc);
     let speedup: f64 = speedup.parse().expect("speedup");
     let table = Arc::new(SqliteTable::open(db).expect("db"));
-    let engine = Engine::new(
-        table,
-        Arc::new(SystemClock::accelerated_since(origin, speedup)),
-    );
-    engine.register(
-        "incident",
-        StateMachine::parse(DEFINITION).expect("definition"),
-    );
+    let engine = Engine::new(table, Arc::new(SystemClock::accelerated_since(origin, speedup)));
+    engine.register("incident", StateMachine::parse(DEFINITION).expect("definition"));
     let mocks = MockConfig::parse(MOCKS).expect("mocks");
     engine.set_dispatcher(Arc::new(mocks.dispatcher("incident", case).expect("case")));
     let name = "durable-run";
@@ -47,9 +39,6 @@ async fn main() {
         }
         other => panic!("unknown mode {other}"),
     }
-    let rec = engine
-        .wait_for(name, std::time::Duration::from_secs(60))
-        .await
-        .expect("wait");
+    let rec = engine.wait_for(name, std::time::Duration::from_secs(60)).await.expect("wait");
     println!("{}", serde_json::to_string(&rec).expect("json"));
 }
