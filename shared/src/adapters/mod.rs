@@ -1,5 +1,11 @@
 //! Adapters: the concrete systems behind the ports.
 
+pub mod anthropic;
+pub mod coder;
 pub mod dynamodb;
+pub mod lightpanda;
+pub mod pagerduty;
+pub mod senso;
 pub mod sfn;
+pub mod slack;
 pub mod sqlite;

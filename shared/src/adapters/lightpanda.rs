@@ -1,0 +1,324 @@
+//! Browser checks over CDP with chromiumoxide, shaped for Lightpanda: one WebSocket connection
+//! (one browser context, one page) per check, the Handler polled on its own task, our own
+//! deadline around everything, and the main document's status read from
+//! `Network.responseReceived` rather than guessed.
+
+use async_trait::async_trait;
+use chromiumoxide::Browser as CdpBrowser;
+use chromiumoxide::cdp::browser_protocol::network::{EventResponseReceived, ResourceType};
+use chromiumoxide::handler::HandlerConfig;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::domain::CheckResult;
+use crate::error::ClientError;
+use crate::ports::{Browser, CheckSpec, JourneyStep};
+
+const SERVICE: &str = "lightpanda";
+const EXCERPT_CHARS: usize = 300;
+
+pub struct LightpandaBrowser {
+    endpoint: String,
+    token: Option<SecretString>,
+    http: reqwest::Client,
+}
+
+fn browser_err(detail: impl Into<String>) -> ClientError {
+    ClientError::Connect { service: SERVICE, detail: detail.into() }
+}
+
+impl LightpandaBrowser {
+    /// `endpoint`: `ws://host:port/` (direct), `http://host:port` (discovery through
+    /// `/json/version`), or a hosted `wss://` endpoint used with `token`.
+    pub fn new(endpoint: &str, token: Option<SecretString>) -> Result<Self, ClientError> {
+        let ok = ["ws://", "wss://", "http://", "https://"].iter().any(|p| endpoint.starts_with(p));
+        if !ok {
+            return Err(ClientError::Invalid { service: SERVICE, detail: format!("unsupported endpoint {endpoint}") });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Invalid { service: SERVICE, detail: e.to_string() })?;
+        Ok(Self { endpoint: endpoint.to_string(), token, http })
+    }
+
+    /// The WebSocket URL for one connection. Discovery reads only `webSocketDebuggerUrl`
+    /// (Lightpanda's `/json/version` lacks fields chromiumoxide's own discovery requires).
+    async fn ws_url(&self) -> Result<String, ClientError> {
+        let mut url = if self.endpoint.starts_with("http") {
+            let version = format!("{}/json/version", self.endpoint.trim_end_matches('/'));
+            let v: serde_json::Value = self
+                .http
+                .get(&version)
+                .send()
+                .await
+                .map_err(|_| browser_err("cannot reach the browser's /json/version"))?
+                .json()
+                .await
+                .map_err(|_| browser_err("/json/version is not JSON"))?;
+            v.get("webSocketDebuggerUrl")
+                .and_then(|u| u.as_str())
+                .ok_or_else(|| browser_err("/json/version has no webSocketDebuggerUrl"))?
+                .to_string()
+        } else {
+            self.endpoint.clone()
+        };
+        if let Some(token) = &self.token {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("token=");
+            url.push_str(token.expose_secret());
+        }
+        Ok(url)
+    }
+
+    async fn run_check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+        let ws = self.ws_url().await?;
+        let config = HandlerConfig { request_timeout: Duration::from_millis(spec.deadline_ms.max(1000)), ..Default::default() };
+        let (mut browser, mut handler) =
+            CdpBrowser::connect_with_config(ws, config).await.map_err(|_| browser_err("CDP connection refused or failed"))?;
+        // The handler must be polled continuously or no command completes; when the browser
+        // dies the stream ends and pending commands fail instead of hanging.
+        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        let result = self.drive(&browser, spec).await;
+        let _ = browser.close().await;
+        pump.abort();
+        result
+    }
+
+    async fn drive(&self, browser: &CdpBrowser, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+        let page = browser.new_page("about:blank").await.map_err(|e| browser_err(format!("new page: {e}")))?;
+        let documents: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+        let mut events = page
+            .event_listener::<EventResponseReceived>()
+            .await
+            .map_err(|e| browser_err(format!("network events: {e}")))?;
+        let sink = documents.clone();
+        let collector = tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if ev.r#type == ResourceType::Document {
+                    if let Ok(mut d) = sink.lock() {
+                        d.push((ev.response.url.clone(), ev.response.status));
+                    }
+                }
+            }
+        });
+        let mut result = CheckResult {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            status: None,
+            latency_ms: 0,
+            ok: false,
+            failing_step: None,
+            excerpt: String::new(),
+        };
+        let started = Instant::now();
+        let nav = page.goto(spec.url.as_str()).await;
+        result.latency_ms = started.elapsed().as_millis() as u64;
+        // Give the response event a moment to arrive after the load event.
+        for _ in 0..20 {
+            if documents.lock().map(|d| !d.is_empty()).unwrap_or(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        result.status = documents
+            .lock()
+            .ok()
+            .and_then(|d| {
+                d.iter()
+                    .find(|(u, _)| same_url(u, &spec.url))
+                    .or_else(|| d.first())
+                    .and_then(|(_, s)| u16::try_from(*s).ok())
+            });
+        if let Err(e) = nav {
+            result.failing_step = Some(format!("navigate: {e}"));
+            collector.abort();
+            return Ok(result);
+        }
+        let content = page.content().await.unwrap_or_default();
+        result.excerpt = excerpt(&content);
+        result.ok = true;
+        if result.status != Some(spec.expect_status) {
+            result.ok = false;
+            result.failing_step =
+                Some(format!("status {} (expected {})", result.status.map_or("none".into(), |s| s.to_string()), spec.expect_status));
+        } else if let Some(max) = spec.max_latency_ms.filter(|m| result.latency_ms > *m) {
+            result.ok = false;
+            result.failing_step = Some(format!("latency {} ms over {max} ms", result.latency_ms));
+        } else if let Some(text) = spec.expect_text.as_ref().filter(|t| !content.contains(t.as_str())) {
+            result.ok = false;
+            result.failing_step = Some(format!("text {text:?} not found"));
+        } else if let Some(sel) = &spec.expect_selector {
+            if page.find_element(sel.as_str()).await.is_err() {
+                result.ok = false;
+                result.failing_step = Some(format!("selector {sel:?} not found"));
+            }
+        }
+        if result.ok {
+            for (i, step) in spec.steps.iter().enumerate() {
+                if let Err(why) = run_step(&page, step).await {
+                    result.ok = false;
+                    result.failing_step = Some(format!("step {}: {why}", i + 1));
+                    break;
+                }
+            }
+            if spec.steps.iter().len() > 0 {
+                result.excerpt = excerpt(&page.content().await.unwrap_or_default());
+            }
+        }
+        collector.abort();
+        Ok(result)
+    }
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Visible text, bounded: tags dropped, whitespace collapsed.
+fn excerpt(html: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(EXCERPT_CHARS).collect()
+}
+
+async fn run_step(page: &chromiumoxide::Page, step: &JourneyStep) -> Result<(), String> {
+    const POLL: Duration = Duration::from_millis(50);
+    match step {
+        JourneyStep::Navigate { url } => page.goto(url.as_str()).await.map(|_| ()).map_err(|e| format!("navigate: {e}")),
+        JourneyStep::Fill { selector, value } => {
+            let el = page.find_element(selector.as_str()).await.map_err(|_| format!("{selector} not found"))?;
+            el.click().await.map_err(|e| format!("focus {selector}: {e}"))?;
+            el.type_str(value).await.map_err(|e| format!("type into {selector}: {e}"))?;
+            Ok(())
+        }
+        JourneyStep::Click { selector } => {
+            let el = page.find_element(selector.as_str()).await.map_err(|_| format!("{selector} not found"))?;
+            el.click().await.map(|_| ()).map_err(|e| format!("click {selector}: {e}"))
+        }
+        // Navigations after a click may start late: poll instead of waiting for an event.
+        JourneyStep::WaitForUrl { contains } => loop {
+            if page.url().await.ok().flatten().is_some_and(|u| u.contains(contains.as_str())) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        },
+        JourneyStep::WaitForText { text } => loop {
+            if page.content().await.is_ok_and(|c| c.contains(text.as_str())) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        },
+    }
+}
+
+#[async_trait]
+impl Browser for LightpandaBrowser {
+    async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+        let deadline = Duration::from_millis(spec.deadline_ms.max(100));
+        let started = Instant::now();
+        match tokio::time::timeout(deadline, self.run_check(spec)).await {
+            Ok(Ok(r)) => {
+                tracing::info!(service = SERVICE, check = %spec.name, ok = r.ok, status = ?r.status, latency_ms = r.latency_ms, "browser check");
+                Ok(r)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(service = SERVICE, check = %spec.name, error = %e, "browser check failed");
+                Err(e)
+            }
+            // Past the deadline the page counts as failing (slow), not the browser.
+            Err(_) => Ok(CheckResult {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                status: None,
+                latency_ms: started.elapsed().as_millis() as u64,
+                ok: false,
+                failing_step: Some(format!("deadline of {} ms exceeded", deadline.as_millis())),
+                excerpt: String::new(),
+            }),
+        }
+    }
+}
+
+/// Run many checks at once (the swarm), at most `max_concurrent` connections at a time. A
+/// check whose browser failed is reported as a failing check with the reason.
+pub async fn run_checks(browser: &dyn Browser, specs: &[CheckSpec], max_concurrent: usize) -> Vec<CheckResult> {
+    futures::stream::iter(specs.iter())
+        .map(|spec| async move {
+            match browser.check(spec).await {
+                Ok(r) => r,
+                Err(e) => CheckResult {
+                    name: spec.name.clone(),
+                    url: spec.url.clone(),
+                    status: None,
+                    latency_ms: 0,
+                    ok: false,
+                    failing_step: Some(format!("browser: {e}")),
+                    excerpt: String::new(),
+                },
+            }
+        })
+        .buffered(max_concurrent.max(1))
+        .collect()
+        .await
+}
+
+/// Plain HTTP checks for machines without a browser (status, text, latency; no journeys).
+pub struct HttpChecker {
+    http: reqwest::Client,
+}
+
+impl HttpChecker {
+    pub fn new() -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| ClientError::Invalid { service: "http-check", detail: e.to_string() })?;
+        Ok(Self { http })
+    }
+}
+
+#[async_trait]
+impl Browser for HttpChecker {
+    async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+        let started = Instant::now();
+        let mut r = CheckResult {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            status: None,
+            latency_ms: 0,
+            ok: false,
+            failing_step: None,
+            excerpt: String::new(),
+        };
+        let resp = self.http.get(&spec.url).timeout(Duration::from_millis(spec.deadline_ms.max(100))).send().await;
+        r.latency_ms = started.elapsed().as_millis() as u64;
+        match resp {
+            Err(e) => r.failing_step = Some(if e.is_timeout() { "deadline exceeded".into() } else { "connection failed".into() }),
+            Ok(resp) => {
+                r.status = Some(resp.status().as_u16());
+                let body = resp.text().await.unwrap_or_default();
+                r.excerpt = excerpt(&body);
+                r.ok = r.status == Some(spec.expect_status)
+                    && spec.expect_text.as_ref().is_none_or(|t| body.contains(t.as_str()))
+                    && spec.max_latency_ms.is_none_or(|m| r.latency_ms <= m);
+                if !r.ok {
+                    r.failing_step = Some(format!("status {:?}", r.status));
+                }
+            }
+        }
+        Ok(r)
+    }
+}

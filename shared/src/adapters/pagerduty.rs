@@ -1,0 +1,128 @@
+//! PagerDuty REST API v2 as the [`IncidentSource`].
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::domain::{IncidentId, NoteId};
+use crate::error::ClientError;
+use crate::http::{ApiClient, body_excerpt};
+use crate::ports::{IncidentSource, SourceNote};
+
+const SERVICE: &str = "pagerduty";
+const ACCEPT: &str = "application/vnd.pagerduty+json;version=2";
+
+pub struct PagerDutyRest {
+    api: ApiClient,
+    token: SecretString,
+    from: String,
+}
+
+/// `{"error":{"message","code","errors"}}` → "code N: message (details)"; 408/429/5xx retry.
+fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: Option<String>,
+        code: Option<i64>,
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let retryable = matches!(status, 408 | 429) || status >= 500;
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(e) => {
+            let mut msg = format!("code {}: {}", e.error.code.unwrap_or(0), e.error.message.unwrap_or_default());
+            if !e.error.errors.is_empty() {
+                msg.push_str(&format!(" ({})", e.error.errors.join("; ")));
+            }
+            (body_excerpt(msg.as_bytes(), 300), retryable || e.error.code == Some(2020))
+        }
+        Err(_) => (body_excerpt(body, 200), retryable),
+    }
+}
+
+impl PagerDutyRest {
+    pub fn new(api_base: &str, token: SecretString, from_email: &str) -> Result<Self, ClientError> {
+        if from_email.trim().is_empty() || !from_email.contains('@') {
+            return Err(ClientError::Invalid { service: SERVICE, detail: "pagerduty_from_email must be a user's email".into() });
+        }
+        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?, token, from: from_email.to_string() })
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        rb.header("Authorization", format!("Token token={}", self.token.expose_secret()))
+            .header("Accept", ACCEPT)
+            .header("Content-Type", "application/json")
+    }
+}
+
+#[derive(Deserialize)]
+struct NotesResponse {
+    notes: Vec<RestNote>,
+}
+
+#[derive(Deserialize)]
+struct RestNote {
+    id: String,
+    #[serde(default)]
+    user: Option<RestRef>,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct RestRef {
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NoteResponse {
+    note: RestNote,
+}
+
+#[async_trait]
+impl IncidentSource for PagerDutyRest {
+    async fn list_notes(&self, incident: &IncidentId) -> Result<Vec<SourceNote>, ClientError> {
+        let url = self.api.url(&format!("/incidents/{incident}/notes"));
+        let resp = self.api.send("list_notes", |c| self.auth(c.get(&url))).await?;
+        let body: NotesResponse = resp.json(SERVICE)?;
+        body.notes
+            .into_iter()
+            .map(|n| {
+                Ok(SourceNote {
+                    id: NoteId::parse(n.id).map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })?,
+                    author_id: n.user.and_then(|u| u.id),
+                    content: n.content,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_note(&self, incident: &IncidentId, content: &str) -> Result<NoteId, ClientError> {
+        let url = self.api.url(&format!("/incidents/{incident}/notes"));
+        // PagerDuty notes are limited in size; keep the summary readable and bounded.
+        let content: String = content.chars().take(24_000).collect();
+        let body = json!({"note": {"content": content}});
+        let resp = self.api.send("add_note", |c| self.auth(c.post(&url)).header("From", &self.from).json(&body)).await?;
+        let note: NoteResponse = resp.json(SERVICE)?;
+        NoteId::parse(note.note.id).map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })
+    }
+
+    async fn resolve(&self, incident: &IncidentId, resolution: &str) -> Result<(), ClientError> {
+        let url = self.api.url(&format!("/incidents/{incident}"));
+        let resolution: String = resolution.chars().take(1000).collect();
+        let body = json!({"incident": {"type": "incident_reference", "status": "resolved", "resolution": resolution}});
+        match self.api.send("resolve", |c| self.auth(c.put(&url)).header("From", &self.from).json(&body)).await {
+            Ok(_) => Ok(()),
+            // 1001 Incident Already Resolved: the goal is reached.
+            Err(ClientError::Status { message, .. }) if message.starts_with("code 1001") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

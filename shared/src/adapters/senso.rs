@@ -1,0 +1,109 @@
+//! Senso knowledge base (current Org API or the legacy Developer API) as [`KnowledgeBase`].
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use crate::config::SensoApi as Generation;
+use crate::error::ClientError;
+use crate::http::{ApiClient, body_excerpt};
+use crate::ports::{IngestStatus, KnowledgeBase, SearchHit, SearchResults};
+
+const SERVICE: &str = "senso";
+
+pub struct SensoKb {
+    api: ApiClient,
+    key: SecretString,
+    generation: Generation,
+}
+
+/// Senso's error envelope is not pinned down: read `error`, `message`, `detail` or `errors[]`.
+fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
+    let retryable = matches!(status, 408 | 429) || status >= 500;
+    let msg = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        for k in ["error", "message", "detail"] {
+            if let Some(s) = v.get(k).and_then(Value::as_str) {
+                return Some(s.to_string());
+            }
+        }
+        v.get("errors").and_then(Value::as_array).map(|a| {
+            a.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect::<Vec<_>>().join("; ")
+        })
+    });
+    (body_excerpt(msg.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()).as_bytes(), 300), retryable)
+}
+
+impl SensoKb {
+    pub fn new(api_base: &str, key: SecretString, generation: Generation) -> Result<Self, ClientError> {
+        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(30), classify)?, key, generation })
+    }
+
+    fn path(&self, org: &str, legacy: &str) -> String {
+        self.api.url(match self.generation {
+            Generation::Org => org,
+            Generation::Legacy => legacy,
+        })
+    }
+}
+
+fn contract(detail: impl Into<String>) -> ClientError {
+    ClientError::Contract { service: SERVICE, detail: detail.into() }
+}
+
+#[async_trait]
+impl KnowledgeBase for SensoKb {
+    async fn search(&self, query: &str, max_results: u32) -> Result<SearchResults, ClientError> {
+        let url = self.path("/org/search", "/search");
+        let body = json!({"query": query, "max_results": max_results.clamp(1, 20)});
+        let resp =
+            self.api.send("search", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body)).await?;
+        let v: Value = resp.json(SERVICE)?;
+        let results = v.get("results").and_then(Value::as_array).ok_or_else(|| contract("search response has no results[]"))?;
+        let hits = results
+            .iter()
+            .filter_map(|r| {
+                let score = r.get("score").and_then(Value::as_f64)?;
+                Some(SearchHit {
+                    content_id: r.get("content_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    title: r.get("title").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    score: if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 },
+                    chunk_text: r.get("chunk_text").and_then(Value::as_str).unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        Ok(SearchResults { answer: v.get("answer").and_then(Value::as_str).map(str::to_string), hits })
+    }
+
+    async fn ingest(&self, title: &str, text: &str) -> Result<String, ClientError> {
+        let url = self.path("/org/kb/raw", "/content/raw");
+        let title: String = title.chars().take(255).collect();
+        let body = json!({"title": title, "text": text});
+        let resp =
+            self.api.send("ingest", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body)).await?;
+        let v: Value = resp.json(SERVICE)?;
+        ["id", "content_id"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| contract("ingest response has no id"))
+    }
+
+    async fn ingest_status(&self, content_id: &str) -> Result<IngestStatus, ClientError> {
+        if !content_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ClientError::Invalid { service: SERVICE, detail: "content id has unexpected characters".into() });
+        }
+        let url = self.path(&format!("/org/content/{content_id}"), &format!("/content/{content_id}"));
+        let resp = self.api.send("ingest_status", |c| c.get(&url).header("X-API-Key", self.key.expose_secret())).await?;
+        let v: Value = resp.json(SERVICE)?;
+        // The legacy API says `completed`, the current one `complete`: both mean done.
+        match v.get("processing_status").and_then(Value::as_str) {
+            Some("queued") => Ok(IngestStatus::Queued),
+            Some("processing") => Ok(IngestStatus::Processing),
+            Some("complete") | Some("completed") => Ok(IngestStatus::Complete),
+            Some("failed") => Ok(IngestStatus::Failed),
+            other => Err(contract(format!("unknown processing_status {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Slack Web API (`chat.postMessage`, `chat.update`) and `response_url` replies as [`ChatOps`].
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::error::ClientError;
+use crate::http::{ApiClient, default_classifier};
+use crate::ports::{ChatMessage, ChatOps, MessageRef};
+
+const SERVICE: &str = "slack";
+
+pub struct SlackApi {
+    api: ApiClient,
+    token: SecretString,
+    channel: String,
+}
+
+fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> (String, bool) {
+    default_classifier(status, headers, body)
+}
+
+#[derive(Deserialize)]
+struct SlackReply {
+    ok: bool,
+    error: Option<String>,
+    channel: Option<String>,
+    ts: Option<String>,
+}
+
+impl SlackApi {
+    pub fn new(api_base: &str, token: SecretString, channel: &str) -> Result<Self, ClientError> {
+        if channel.trim().is_empty() {
+            return Err(ClientError::Invalid { service: SERVICE, detail: "no Slack channel configured".into() });
+        }
+        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?, token, channel: channel.into() })
+    }
+
+    /// Slack answers most failures with HTTP 200 and `ok: false`.
+    fn check(reply: SlackReply) -> Result<SlackReply, ClientError> {
+        if reply.ok {
+            return Ok(reply);
+        }
+        let error = reply.error.unwrap_or_else(|| "unknown_error".into());
+        let retryable = matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
+        Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable })
+    }
+
+    async fn call(&self, method: &str, body: &serde_json::Value) -> Result<SlackReply, ClientError> {
+        let url = self.api.url(&format!("/{method}"));
+        let resp = self
+            .api
+            .send(method, |c| {
+                c.post(&url)
+                    .bearer_auth(self.token.expose_secret())
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .json(body)
+            })
+            .await?;
+        Self::check(resp.json(SERVICE)?)
+    }
+}
+
+#[async_trait]
+impl ChatOps for SlackApi {
+    async fn post(&self, message: &ChatMessage) -> Result<MessageRef, ClientError> {
+        let reply = self
+            .call("chat.postMessage", &json!({"channel": self.channel, "text": message.text, "blocks": message.blocks}))
+            .await?;
+        match (reply.channel, reply.ts) {
+            (Some(channel), Some(ts)) => Ok(MessageRef { channel, ts }),
+            _ => Err(ClientError::Contract { service: SERVICE, detail: "chat.postMessage returned no channel/ts".into() }),
+        }
+    }
+
+    async fn update(&self, at: &MessageRef, message: &ChatMessage) -> Result<(), ClientError> {
+        self.call("chat.update", &json!({"channel": at.channel, "ts": at.ts, "text": message.text, "blocks": message.blocks}))
+            .await?;
+        Ok(())
+    }
+
+    async fn respond(
+        &self,
+        response_url: &str,
+        message: &ChatMessage,
+        replace_original: bool,
+        ephemeral: bool,
+    ) -> Result<(), ClientError> {
+        let mut body = json!({"text": message.text, "blocks": message.blocks, "replace_original": replace_original});
+        if ephemeral {
+            body["response_type"] = json!("ephemeral");
+        }
+        let url = response_url.to_string();
+        self.api.send("response_url", |c| c.post(&url).json(&body)).await?;
+        Ok(())
+    }
+}
