@@ -224,6 +224,9 @@ pub struct Settings {
     pub policy: PolicySettings,
     #[serde(default = "empty_table")]
     pub timeouts: TimeoutSettings,
+    /// Browser checks per service (keyed by PagerDuty service id or name).
+    #[serde(default)]
+    pub checks: std::collections::BTreeMap<String, Vec<crate::ports::CheckSpec>>,
 }
 
 fn empty_table<T: for<'de> Deserialize<'de>>() -> T {
@@ -334,6 +337,17 @@ impl Settings {
                     .as_table_mut()
                     .ok_or_else(|| ConfigError::Invalid { name: part.to_string(), why: "expected a table".into() })?;
             }
+        }
+        if let Some(raw) = env("SELFHEAL_CHECKS_JSON").filter(|r| !r.trim().is_empty()) {
+            let json: serde_json::Value = serde_json::from_str(&raw).map_err(|e| ConfigError::Invalid {
+                name: "SELFHEAL_CHECKS_JSON".into(),
+                why: format!("not JSON: {e}"),
+            })?;
+            let value = toml::Value::try_from(json).map_err(|e| ConfigError::Invalid {
+                name: "SELFHEAL_CHECKS_JSON".into(),
+                why: e.to_string(),
+            })?;
+            root.insert("checks".into(), value);
         }
         let settings = Settings::deserialize(toml::Value::Table(root))
             .map_err(|e| ConfigError::Invalid { name: "settings".into(), why: e.to_string() })?;

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod ports;
 pub mod runbooks;
 pub mod signature;
+pub mod stages;
 pub mod store;
 pub mod telemetry;
 

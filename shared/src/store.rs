@@ -245,6 +245,17 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         }
     }
 
+    async fn settle_webhook(&self, id: &WebhookId, now: DateTime<Utc>, keep_secs: i64) -> Result<(), StoreError> {
+        let pk = format!("WEBHOOK#{id}");
+        // A released id expires one second in the past, which makes the next delivery "first".
+        let expires = (now + Duration::seconds(keep_secs.max(-1))).timestamp();
+        self.mutate(&pk, "SEEN", now.timestamp(), |current| {
+            let Some(current) = current else { return Ok(Step::Keep(())) };
+            Ok(Step::Write { doc: current.doc.clone(), expires_at: Some(expires), result: () })
+        })
+        .await
+    }
+
     async fn append_audit(&self, incident: &IncidentId, event: &AuditEvent) -> Result<(), StoreError> {
         let pk = incident_pk(incident);
         let doc = encode(event)?;
@@ -318,6 +329,15 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
             Ok(Step::Write { doc: encode(&doc)?, expires_at: expires, result })
         })
         .await
+    }
+
+    async fn waiting_token(&self, incident: &IncidentId) -> Result<Option<TaskToken>, StoreError> {
+        let pk = incident_pk(incident);
+        let Some(stored) = self.table.get(&pk, WAIT_HYPOTHESIS, Utc::now().timestamp()).await? else {
+            return Ok(None);
+        };
+        let doc: HandOffDoc = decode(&pk, &stored.doc)?;
+        Ok(doc.token.filter(|_| doc.resumed_with.is_none()))
     }
 
     async fn investigator_note(&self, incident: &IncidentId) -> Result<Option<InvestigatorNote>, StoreError> {

@@ -61,6 +61,12 @@ pub struct Incident {
     pub remediation: Option<RemediationResult>,
     pub outcome: Option<Outcome>,
     pub effectiveness: Option<Effectiveness>,
+    /// When selfheal resolved it (start of the stability window).
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Why the plan failed validation, if it did.
+    #[serde(default)]
+    pub plan_problem: Option<String>,
     /// Optimistic-concurrency version; the store bumps it on every save.
     #[serde(default)]
     pub version: u64,
@@ -90,6 +96,8 @@ impl Incident {
             remediation: None,
             outcome: None,
             effectiveness: None,
+            resolved_at: None,
+            plan_problem: None,
             version: 0,
         }
     }
@@ -266,6 +274,8 @@ pub struct Verification {
 pub struct RemediationResult {
     pub workspace_id: String,
     pub workspace_name: String,
+    #[serde(default)]
+    pub build_id: String,
     pub succeeded: bool,
     pub lifecycle_state: String,
     pub log_excerpt: String,

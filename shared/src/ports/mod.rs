@@ -106,6 +106,10 @@ pub trait IncidentStore: Send + Sync {
         ttl_secs: i64,
     ) -> Result<Dedupe, StoreError>;
 
+    /// Keep a recorded delivery id for `keep_secs` from `now` (after processing succeeded), or
+    /// release it at once with `keep_secs <= 0` (processing failed: the retry must be processed).
+    async fn settle_webhook(&self, id: &WebhookId, now: DateTime<Utc>, keep_secs: i64) -> Result<(), StoreError>;
+
     /// Append an audit event; never overwrites.
     async fn append_audit(&self, incident: &IncidentId, event: &AuditEvent) -> Result<(), StoreError>;
     /// The audit trail in order.
@@ -120,6 +124,8 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<HandOff, StoreError>;
     /// Intake side of the hand-off (a note from an accepted investigator).
     async fn offer_note(&self, incident: &IncidentId, note: &InvestigatorNote) -> Result<HandOff, StoreError>;
+    /// The hypothesis wait token if the execution is still waiting on it (not yet resumed).
+    async fn waiting_token(&self, incident: &IncidentId) -> Result<Option<TaskToken>, StoreError>;
     /// The stored note, if any (for the parse stage).
     async fn investigator_note(&self, incident: &IncidentId) -> Result<Option<InvestigatorNote>, StoreError>;
 

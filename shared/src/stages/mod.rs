@@ -1,0 +1,201 @@
+//! Stage handlers: the logic of every step of the loop. The same functions run inside the
+//! Lambda functions (behind `lambda_runtime`/`lambda_http`) and inside the local engine.
+//!
+//! State-machine tasks call [`handle`] with `{"op": …, "incident_id": …, …}`; each Lambda only
+//! accepts the operations of its [`Function`]. HTTP entry points are [`intake::handle_webhook`]
+//! and [`approvals::handle_interaction`].
+
+pub mod action;
+pub mod approvals;
+pub mod closing;
+pub mod cognition;
+pub mod http;
+pub mod intake;
+pub mod messages;
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::config::{Secrets, Settings};
+use crate::domain::{AuditEvent, Incident, IncidentId};
+use crate::error::{StageError, StoreError};
+use crate::ports::*;
+
+/// Everything a stage may touch. Built once per process (Lambda init or the local engine).
+pub struct Deps {
+    pub settings: Settings,
+    pub secrets: Secrets,
+    pub store: Arc<dyn IncidentStore>,
+    pub orchestrator: Arc<dyn Orchestrator>,
+    pub source: Arc<dyn IncidentSource>,
+    pub kb: Arc<dyn KnowledgeBase>,
+    pub planner: Arc<dyn Planner>,
+    pub browser: Arc<dyn Browser>,
+    pub workspaces: Arc<dyn Workspaces>,
+    pub chat: Arc<dyn ChatOps>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The Lambda functions that run state-machine tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Cleric,
+    Senso,
+    Planner,
+    Approval,
+    Verify,
+    Remediate,
+    PagerDuty,
+}
+
+impl Function {
+    pub fn ops(self) -> &'static [&'static str] {
+        match self {
+            Function::Cleric => &["await_hypothesis", "parse_hypothesis"],
+            Function::Senso => &["lookup_runbooks", "ingest_resolution"],
+            Function::Planner => &["plan_remediation", "decide"],
+            Function::Approval => &["request_approval", "shadow_report"],
+            Function::Verify => &["preflight", "postflight"],
+            Function::Remediate => &["provision_workspace", "poll_workspace", "collect_result", "destroy_workspace"],
+            Function::PagerDuty => &["resolve_incident", "check_refire", "record_rejection", "escalate"],
+        }
+    }
+
+    /// Which function owns `op` (the local engine routes by op name).
+    pub fn for_op(op: &str) -> Option<Function> {
+        use Function::*;
+        [Cleric, Senso, Planner, Approval, Verify, Remediate, PagerDuty].into_iter().find(|f| f.ops().contains(&op))
+    }
+}
+
+/// Run the operation named in `payload["op"]`, if `function` owns it.
+pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<Value, StageError> {
+    let op = payload.get("op").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("payload has no op".into()))?;
+    if !function.ops().contains(&op) {
+        return Err(StageError::InvalidInput(format!("operation {op} does not belong to the {function:?} function")));
+    }
+    let id = incident_id(&payload)?;
+    let span = tracing::info_span!("stage", op, incident_id = %id);
+    let _enter = span.enter();
+    let started = std::time::Instant::now();
+    let result = match op {
+        "await_hypothesis" => cognition::await_hypothesis(deps, &id, &payload).await,
+        "parse_hypothesis" => cognition::parse_hypothesis(deps, &id).await,
+        "lookup_runbooks" => cognition::lookup_runbooks(deps, &id).await,
+        "plan_remediation" => cognition::plan_remediation(deps, &id).await,
+        "decide" => cognition::decide(deps, &id).await,
+        "request_approval" => approvals::request_approval(deps, &id, &payload).await,
+        "shadow_report" => approvals::shadow_report(deps, &id).await,
+        "preflight" => action::preflight(deps, &id).await,
+        "postflight" => action::postflight(deps, &id).await,
+        "provision_workspace" => action::provision_workspace(deps, &id).await,
+        "poll_workspace" => action::poll_workspace(deps, &id, &payload).await,
+        "collect_result" => action::collect_result(deps, &id, &payload).await,
+        "destroy_workspace" => action::destroy_workspace(deps, &id).await,
+        "resolve_incident" => closing::resolve_incident(deps, &id).await,
+        "check_refire" => closing::check_refire(deps, &id).await,
+        "ingest_resolution" => closing::ingest_resolution(deps, &id).await,
+        "record_rejection" => closing::record_rejection(deps, &id).await,
+        "escalate" => closing::escalate(deps, &id, &payload).await,
+        other => Err(StageError::InvalidInput(format!("unknown operation {other}"))),
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(_) => tracing::info!(op, elapsed_ms, "stage done"),
+        Err(e) => tracing::warn!(op, elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
+    }
+    result
+}
+
+fn incident_id(payload: &Value) -> Result<IncidentId, StageError> {
+    let raw = payload.get("incident_id").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("no incident_id".into()))?;
+    Ok(IncidentId::parse(raw)?)
+}
+
+/// Load an incident that must exist.
+pub async fn load(deps: &Deps, id: &IncidentId) -> Result<Incident, StageError> {
+    deps.store.get_incident(id).await?.ok_or_else(|| StageError::NotFound(format!("incident {id}")))
+}
+
+/// Read-modify-write with optimistic concurrency (retried on a lost race).
+pub async fn update<R>(
+    deps: &Deps,
+    id: &IncidentId,
+    mut change: impl FnMut(&mut Incident) -> Result<R, StageError>,
+) -> Result<(Incident, R), StageError> {
+    for _ in 0..8 {
+        let mut incident = load(deps, id).await?;
+        let r = change(&mut incident)?;
+        incident.updated_at = deps.clock.now();
+        match deps.store.save_incident(&incident).await {
+            Ok(saved) => return Ok((saved, r)),
+            Err(StoreError::VersionConflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StageError::Conflict(format!("incident {id} keeps changing")))
+}
+
+/// Append to the incident's audit trail.
+pub async fn audit(deps: &Deps, id: &IncidentId, actor: &str, kind: &str, detail: Value) -> Result<(), StageError> {
+    let event = AuditEvent::new(deps.clock.now(), actor, kind, detail);
+    deps.store.append_audit(id, &event).await?;
+    Ok(())
+}
+
+/// Audit a decision together with a hash of the inputs it saw.
+pub async fn audit_decision(deps: &Deps, id: &IncidentId, actor: &str, kind: &str, detail: Value, inputs: &Value) -> Result<(), StageError> {
+    let event = AuditEvent::new(deps.clock.now(), actor, kind, detail).with_inputs_hash(inputs);
+    deps.store.append_audit(id, &event).await?;
+    Ok(())
+}
+
+/// Stop autonomous work when a person resolved the incident or the kill switch is on.
+pub fn ensure_autonomy_allowed(incident: &Incident) -> Result<(), StageError> {
+    if incident.status == crate::domain::IncidentStatus::ResolvedByHuman {
+        return Err(StageError::Stopped("a person resolved the incident".into()));
+    }
+    Ok(())
+}
+
+/// The execution input intake starts every incident with. Deterministic for an incident, so
+/// StartExecution retries are byte-identical.
+pub fn execution_input(settings: &Settings, incident: &Incident) -> String {
+    let t = &settings.timeouts;
+    json!({
+        "incident_id": incident.id.as_str(),
+        "service_id": incident.service.id.as_str(),
+        "config": {
+            "hypothesis_timeout_secs": t.hypothesis_secs.max(1),
+            "approval_timeout_secs": t.approval_secs.max(1),
+            "stability_window_secs": t.stability_window_secs,
+            "poll_interval_secs": t.poll_interval_secs.max(1),
+            "max_polls": t.max_polls.max(1),
+        }
+    })
+    .to_string()
+}
+
+/// CloudWatch embedded-metric-format record (one JSON line on stdout; CloudWatch turns it into
+/// metrics, `selfheal stats` reads the same figures from the store).
+pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(&str, &str)]) {
+    let mut root = serde_json::Map::new();
+    let names: Vec<Value> = metrics.iter().map(|(n, _, unit)| json!({"Name": n, "Unit": unit})).collect();
+    let mut dims: Vec<&str> = vec!["Service"];
+    dims.extend(dimensions.iter().map(|(k, _)| *k));
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": chrono::Utc::now().timestamp_millis(),
+            "CloudWatchMetrics": [{"Namespace": "selfheal", "Dimensions": [dims], "Metrics": names}]
+        }),
+    );
+    root.insert("Service".into(), json!(service));
+    for (k, v) in dimensions {
+        root.insert((*k).into(), json!(v));
+    }
+    for (n, v, _) in metrics {
+        root.insert((*n).into(), json!(v));
+    }
+    println!("{}", Value::Object(root));
+}
