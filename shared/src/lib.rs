@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod notes;
 pub mod policy;
 pub mod ports;
@@ -20,6 +21,7 @@ pub mod signature;
 pub mod stages;
 pub mod store;
 pub mod telemetry;
+pub mod wiring;
 
 /// Lowercase hex SHA-256 of `bytes` (payload hashes, plan hashes, fingerprints).
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,1 +1,6 @@
-fn main() {}
+//! Lambda: the senso stage of the incident state machine (see `selfheal::stages`).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    selfheal::lambda::run_stage(selfheal::stages::Function::Senso).await
+}

@@ -1,1 +1,6 @@
-fn main() {}
+//! Lambda: Slack interactivity callbacks (API Gateway HTTP API).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    selfheal::lambda::run_http(selfheal::lambda::HttpEntry::SlackInteraction).await
+}

@@ -256,24 +256,25 @@ impl Browser for LightpandaBrowser {
 /// Run many checks at once (the swarm), at most `max_concurrent` connections at a time. A
 /// check whose browser failed is reported as a failing check with the reason.
 pub async fn run_checks(browser: &dyn Browser, specs: &[CheckSpec], max_concurrent: usize) -> Vec<CheckResult> {
-    futures::stream::iter(specs.iter())
-        .map(|spec| async move {
-            match browser.check(spec).await {
-                Ok(r) => r,
-                Err(e) => CheckResult {
-                    name: spec.name.clone(),
-                    url: spec.url.clone(),
-                    status: None,
-                    latency_ms: 0,
-                    ok: false,
-                    failing_step: Some(format!("browser: {e}")),
-                    excerpt: String::new(),
-                },
-            }
-        })
-        .buffered(max_concurrent.max(1))
-        .collect()
-        .await
+    let gate = tokio::sync::Semaphore::new(max_concurrent.max(1));
+    let checks: Vec<_> = specs.iter().map(|spec| check_one(browser, spec, &gate)).collect();
+    futures::future::join_all(checks).await
+}
+
+async fn check_one(browser: &dyn Browser, spec: &CheckSpec, gate: &tokio::sync::Semaphore) -> CheckResult {
+    let _permit = gate.acquire().await;
+    match browser.check(spec).await {
+        Ok(r) => r,
+        Err(e) => CheckResult {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            status: None,
+            latency_ms: 0,
+            ok: false,
+            failing_step: Some(format!("browser: {e}")),
+            excerpt: String::new(),
+        },
+    }
 }
 
 /// Plain HTTP checks for machines without a browser (status, text, latency; no journeys).

@@ -5,6 +5,7 @@
 pub mod asl;
 pub mod interpreter;
 pub mod mock;
+pub mod inprocess;
 pub mod path;
 
 pub use asl::StateMachine;

@@ -130,17 +130,7 @@ pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse 
     let Some(approval_id) = action.value.as_deref().and_then(|v| ApprovalId::parse(v).ok()) else {
         return HttpResponse::message(400, "the button carries no valid approval id");
     };
-    let reply = |text: String, replace: bool| {
-        let url = interaction.response_url.clone();
-        async move {
-            if let Some(url) = url {
-                let msg = messages::ephemeral(&text);
-                if let Err(e) = deps.chat.respond(&url, &msg, replace, !replace).await {
-                    tracing::warn!(error = %e, "could not answer through response_url");
-                }
-            }
-        }
-    };
+    let url = interaction.response_url.as_deref();
     match decide(deps, &approval_id, decision, &interaction.user.id).await {
         Ok(Decided::Now { incident, approval }) => {
             let at = deps.clock.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
@@ -154,32 +144,42 @@ pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse 
         }
         Ok(Decided::Before(a)) => {
             reply(
+                deps,
+                url,
                 format!(
                     "This plan was already {:?} by {}.",
                     a.status,
                     a.decided_by.map_or("someone".to_string(), |u| format!("<@{u}>"))
                 )
                 .to_lowercase(),
-                false,
             )
             .await;
             HttpResponse::json(200, json!({"status": "already_decided"}))
         }
         Ok(Decided::TooLate) => {
-            reply("This approval has expired; the incident was escalated.".into(), false).await;
+            reply(deps, url, "This approval has expired; the incident was escalated.".into()).await;
             HttpResponse::json(200, json!({"status": "expired"}))
         }
         Ok(Decided::NotAllowed) => {
-            reply("You are not allowed to approve selfheal plans.".into(), false).await;
+            reply(deps, url, "You are not allowed to approve selfheal plans.".into()).await;
             HttpResponse::json(200, json!({"status": "not_allowed"}))
         }
         Ok(Decided::Unknown) => {
-            reply("This approval is unknown.".into(), false).await;
+            reply(deps, url, "This approval is unknown.".into()).await;
             HttpResponse::json(200, json!({"status": "unknown"}))
         }
         Err(e) => {
             tracing::error!(error = %e, "approval failed");
             HttpResponse::message(500, "temporary failure, try again")
+        }
+    }
+}
+
+/// An ephemeral answer to the clicker only.
+async fn reply(deps: &Deps, url: Option<&str>, text: String) {
+    if let Some(url) = url {
+        if let Err(e) = deps.chat.respond(url, &messages::ephemeral(&text), false, true).await {
+            tracing::warn!(error = %e, "could not answer through response_url");
         }
     }
 }

@@ -76,9 +76,20 @@ pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<V
     }
     let id = incident_id(&payload)?;
     let span = tracing::info_span!("stage", op, incident_id = %id);
-    let _enter = span.enter();
     let started = std::time::Instant::now();
-    let result = match op {
+    let result = tracing::Instrument::instrument(dispatch(deps, op, &id, &payload), span.clone()).await;
+    let _enter = span.enter();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(_) => tracing::info!(op, elapsed_ms, "stage done"),
+        Err(e) => tracing::warn!(op, elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
+    }
+    result
+}
+
+async fn dispatch(deps: &Deps, op: &str, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
+    let (id, payload) = (id.clone(), payload.clone());
+    match op {
         "await_hypothesis" => cognition::await_hypothesis(deps, &id, &payload).await,
         "parse_hypothesis" => cognition::parse_hypothesis(deps, &id).await,
         "lookup_runbooks" => cognition::lookup_runbooks(deps, &id).await,
@@ -98,13 +109,7 @@ pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<V
         "record_rejection" => closing::record_rejection(deps, &id).await,
         "escalate" => closing::escalate(deps, &id, &payload).await,
         other => Err(StageError::InvalidInput(format!("unknown operation {other}"))),
-    };
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok(_) => tracing::info!(op, elapsed_ms, "stage done"),
-        Err(e) => tracing::warn!(op, elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
     }
-    result
 }
 
 fn incident_id(payload: &Value) -> Result<IncidentId, StageError> {
