@@ -72,6 +72,20 @@ pub enum Command {
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
     },
+    /// Run one incident end to end on this machine (simulators, demo service, real Lightpanda
+    /// when installed) and print its timeline.
+    Demo {
+        #[arg(long, value_enum, default_value = "auto")]
+        scenario: crate::demo::Scenario,
+        /// Print the final incident record as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Where to write the incident report (Markdown and HTML).
+        #[arg(long, default_value = "reports")]
+        report_dir: PathBuf,
+    },
+    /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives, services}.
+    ParseNote,
     /// Print an execution's event history from the embedded store.
     History {
         /// Execution name (as printed by run-state-machine or the local engine) or id.
@@ -91,6 +105,29 @@ fn open_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
 
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Demo { scenario, json, report_dir } => {
+            selfheal::stages::set_metrics_to_stdout(false);
+            let mut stdout = std::io::stdout();
+            let run = crate::demo::run(scenario, &report_dir, &mut stdout).await?;
+            let verdict = crate::demo::check(scenario, &run.record);
+            if json {
+                println!("{}", run.record);
+            }
+            match verdict {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("selfheal demo: scenario {} did not reach its outcome: {e}", scenario.name());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::ParseNote => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the note from stdin: {e}"))?;
+            let parsed = selfheal::notes::parse_note(&text);
+            println!("{}", serde_json::to_string(&parsed).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db } => {
             let definition_text = read_file(&definition)?;
             let mocks = read_file(&mock_config)?;

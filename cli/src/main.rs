@@ -1,6 +1,6 @@
 //! `selfheal`: the local engine, simulators and operator verbs.
 
-mod commands;
+use selfheal_cli::commands;
 
 use clap::Parser;
 

@@ -365,3 +365,42 @@ Body text.
         assert!(tripwires("psql -c 'DROP TABLE users'").contains(&"DROP TABLE".to_string()));
     }
 }
+
+/// What `selfheal runbooks push` did for one runbook.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    pub runbook: String,
+    pub content_id: String,
+    pub actions: usize,
+    pub status: crate::ports::IngestStatus,
+}
+
+/// Ingest each runbook's text into the knowledge base (title `<id>: <title>`, so search hits map
+/// back to the catalog), write its actions to the store, and wait (bounded) for processing.
+pub async fn push(
+    kb: &dyn crate::ports::KnowledgeBase,
+    store: &dyn crate::ports::IncidentStore,
+    runbooks: &[Runbook],
+    wait: std::time::Duration,
+) -> Result<Vec<Pushed>, crate::error::StageError> {
+    use crate::ports::IngestStatus;
+    let mut out = Vec::new();
+    for rb in runbooks {
+        for action in &rb.actions {
+            store.put_catalog_action(action).await?;
+        }
+        let content_id = kb.ingest(&format!("{}: {}", rb.id, rb.title), &rb.knowledge_text()).await?;
+        out.push(Pushed { runbook: rb.id.to_string(), content_id, actions: rb.actions.len(), status: IngestStatus::Queued });
+    }
+    let deadline = std::time::Instant::now() + wait;
+    for p in &mut out {
+        loop {
+            p.status = kb.ingest_status(&p.content_id).await?;
+            if matches!(p.status, IngestStatus::Complete | IngestStatus::Failed) || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+    Ok(out)
+}

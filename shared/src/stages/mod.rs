@@ -181,6 +181,14 @@ pub fn execution_input(settings: &Settings, incident: &Incident) -> String {
     .to_string()
 }
 
+static EMF_TO_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Lambda prints EMF records on stdout (CloudWatch turns them into metrics); interactive
+/// commands switch that off so the records do not interleave with their output.
+pub fn set_metrics_to_stdout(on: bool) {
+    EMF_TO_STDOUT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// CloudWatch embedded-metric-format record (one JSON line on stdout; CloudWatch turns it into
 /// metrics, `selfheal stats` reads the same figures from the store).
 pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(&str, &str)]) {
@@ -202,5 +210,9 @@ pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(
     for (n, v, _) in metrics {
         root.insert((*n).into(), json!(v));
     }
-    println!("{}", Value::Object(root));
+    if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("{}", Value::Object(root));
+    } else {
+        tracing::debug!(emf = %Value::Object(root), "metric");
+    }
 }

@@ -1,0 +1,9 @@
+//! The `selfheal` binary's library: local engine assembly, simulators, the demo and the verbs.
+
+pub mod commands;
+pub mod demo;
+pub mod demo_service;
+pub mod local;
+pub mod report;
+pub mod server;
+pub mod sim;
