@@ -210,9 +210,10 @@ pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(
     for (n, v, _) in metrics {
         root.insert((*n).into(), json!(v));
     }
+    let record = Value::Object(root);
     if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
-        println!("{}", Value::Object(root));
+        println!("{record}");
     } else {
-        tracing::debug!(emf = %Value::Object(root), "metric");
+        tracing::debug!(emf = %record, "metric");
     }
 }
