@@ -86,6 +86,59 @@ pub enum Command {
     },
     /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives, services}.
     ParseNote,
+    /// Run the engine against real endpoints (or simulators) with the embedded store, serving
+    /// `POST /webhooks/pagerduty` and `POST /slack/interactions`.
+    Serve {
+        /// Settings (TOML; see selfheal.example.toml). SELFHEAL_* variables override it.
+        #[arg(long)]
+        config: PathBuf,
+        /// Secrets (TOML with the keys of the Secrets Manager JSON).
+        #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
+        secrets: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
+    /// Manage runbooks.
+    Runbooks {
+        #[command(subcommand)]
+        verb: RunbooksVerb,
+    },
+    /// Show an incident and its timeline from the audit trail.
+    Status {
+        incident: String,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop (on) or allow (off) autonomous execution; `status` shows it.
+    Killswitch {
+        #[arg(value_enum)]
+        state: SwitchState,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
+    /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it.
+    ReplayWebhook {
+        file: PathBuf,
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        to: String,
+        /// X-Webhook-Id to send (default: a fresh one).
+        #[arg(long)]
+        webhook_id: Option<String>,
+    },
+    /// Outcome, route and time-to-resolve figures from the embedded store.
+    Stats {
+        /// Only incidents created within this long ago (e.g. 24h, 7d, 90m).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
     /// Print an execution's event history from the embedded store.
     History {
         /// Execution name (as printed by run-state-machine or the local engine) or id.
@@ -93,6 +146,58 @@ pub enum Command {
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunbooksVerb {
+    /// Ingest every runbook in DIR into Senso and write its actions to the store.
+    Push {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
+        secrets: Option<PathBuf>,
+        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
+        db: PathBuf,
+    },
+    /// Parse and check every runbook in DIR without pushing.
+    Check { dir: PathBuf },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SwitchState {
+    On,
+    Off,
+    Status,
+}
+
+fn load_settings(config: Option<&Path>) -> Result<selfheal::config::Settings, String> {
+    selfheal::config::Settings::load(config).map_err(|e| e.to_string())
+}
+
+fn load_secrets(path: Option<&Path>) -> Result<selfheal::config::Secrets, String> {
+    match path {
+        Some(p) => selfheal::config::Secrets::from_toml(&read_file(p)?).map_err(|e| e.to_string()),
+        None => Ok(selfheal::config::Secrets::default()),
+    }
+}
+
+fn store_at(db: &Path) -> Result<Arc<dyn selfheal::ports::IncidentStore>, String> {
+    Ok(Arc::new(selfheal::store::TableStore::new(SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?)))
+}
+
+/// `24h`, `7d`, `90m`, `30s`.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("bad duration {s:?} (use e.g. 24h, 7d, 90m)"))?;
+    Ok(match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" | "" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => return Err(format!("bad duration unit in {s:?}")),
+    })
 }
 
 fn read_file(path: &Path) -> Result<String, String> {
@@ -120,6 +225,108 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Serve { config, secrets, listen, db } => {
+            selfheal::telemetry::init();
+            let settings = load_settings(Some(&config))?;
+            let secrets = load_secrets(secrets.as_deref())?;
+            let stack =
+                crate::local::start(settings, secrets, &db, Arc::new(SystemClock::real())).await?;
+            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!("selfheal serving on http://{addr} (POST /webhooks/pagerduty, POST /slack/interactions), store {}", db.display());
+            axum::serve(listener, crate::server::router(stack.deps.clone()))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    eprintln!("selfheal: shutting down; open executions resume on the next start");
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runbooks { verb: RunbooksVerb::Check { dir } } => {
+            let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
+            for rb in &runbooks {
+                println!("{}", serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()}));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, db } } => {
+            let settings = load_settings(config.as_deref())?;
+            let secrets = load_secrets(secrets.as_deref())?;
+            let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
+            let store = store_at(&db)?;
+            let deps = selfheal::wiring::build_deps(
+                settings,
+                secrets,
+                store.clone(),
+                Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
+                Arc::new(SystemClock::real()),
+            );
+            let pushed = selfheal::runbooks::push(deps.kb.as_ref(), store.as_ref(), &runbooks, std::time::Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())?;
+            for p in pushed {
+                println!("{}", serde_json::to_string(&p).map_err(|e| e.to_string())?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { incident, db, json } => {
+            let store = store_at(&db)?;
+            let id = selfheal::domain::IncidentId::parse(&incident).map_err(|e| e.to_string())?;
+            let inc = store.get_incident(&id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no incident {id} in {}", db.display()))?;
+            let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::json!({"incident": inc, "timeline": trail}));
+            } else {
+                println!("{} — {}", inc.id, inc.title);
+                println!("service {} · status {:?} · outcome {:?} · route {} · effectiveness {:?}", inc.service.name, inc.status, inc.outcome,
+                    inc.decision.as_ref().map_or("none", |d| d.route.as_str()), inc.effectiveness);
+                for e in &trail {
+                    println!("  {} {:<14} {}", e.at.format("%Y-%m-%d %H:%M:%S%.3f"), e.actor, e.kind);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Killswitch { state, db } => {
+            let store = store_at(&db)?;
+            let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            match state {
+                SwitchState::On => store.set_kill_switch(true, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?,
+                SwitchState::Off => store.set_kill_switch(false, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?,
+                SwitchState::Status => {}
+            }
+            let on = store.kill_switch().await.map_err(|e| e.to_string())?;
+            println!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReplayWebhook { file, secret, to, webhook_id } => {
+            let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let signature = selfheal::signature::sign_pagerduty(secret.as_bytes(), &body);
+            let id = webhook_id.unwrap_or_else(|| format!("replay-{}", uuid::Uuid::new_v4().simple()));
+            let resp = reqwest::Client::new()
+                .post(&to)
+                .header("content-type", "application/json")
+                .header("x-pagerduty-signature", signature)
+                .header("x-webhook-id", &id)
+                .body(body)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| format!("POST {to} failed: {e}"))?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            println!("{status} {text}");
+            Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Stats { since, db } => {
+            let since = since.as_deref().map(parse_duration).transpose()?.map(|d| chrono::Utc::now() - d);
+            let table = open_table(&db)?;
+            let engine = Engine::new(table.clone(), Arc::new(SystemClock::real()));
+            let store = store_at(&db)?;
+            let stats = crate::stats::collect(&engine, store.as_ref(), since).await?;
+            println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::ParseNote => {
             let mut text = String::new();

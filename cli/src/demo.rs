@@ -228,26 +228,45 @@ pub struct DemoRun {
     pub report_md: PathBuf,
 }
 
-/// Run one scenario; prints the live timeline to `out`.
-pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
-    let started = Instant::now();
+/// Everything a run needs, up and listening on loopback.
+pub struct Harness {
+    pub demo: Arc<DemoService>,
+    pub sim: Arc<Sim>,
+    pub stack: local::LocalStack,
+    pub engine_base: String,
+    pub sim_base: String,
+    pub demo_base: String,
+    pub browser: Browser,
+    pub creds: SimCredentials,
+    db: PathBuf,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.db);
+    }
+}
+
+/// Start the demo service, the simulators, the browser and the local engine for `scenario`,
+/// and push the runbooks.
+pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Harness, String> {
     let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
-    let (demo_base, _demo_task) = crate::server::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
+    let (demo_base, demo_task) = crate::server::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), knobs_for(scenario));
-    let (sim_base, _sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
+    let (sim_base, sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
     let browser = browser(out).await;
     let settings = settings_for(&sim_base, &demo_base, &browser.endpoint, scenario)?;
     let db = std::env::temp_dir().join(format!("selfheal-demo-{}.sqlite", uuid::Uuid::new_v4().simple()));
     let stack = local::start(settings, secrets_for(&creds), &db, Arc::new(SystemClock::real())).await?;
-    let (engine_base, _engine_task) = crate::server::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
+    let (engine_base, engine_task) =
+        crate::server::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
     *sim.engine_base.lock().map_err(|_| "lock")? = engine_base.clone();
-
-    let _ = writeln!(out, "selfheal demo — scenario {}", scenario.name());
-    let _ = writeln!(out, "  checkout service {demo_base} (broken: /health answers 504)");
-    let _ = writeln!(out, "  engine {engine_base}  simulators {sim_base}  browser {}", if browser.real { "Lightpanda (CDP)" } else { "plain HTTP" });
-
     let mut runbooks = Vec::new();
     for (file, text) in RUNBOOKS {
         runbooks.push(selfheal::runbooks::parse_runbook(file, text).map_err(|e| e.to_string())?);
@@ -258,8 +277,33 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     let pushed = selfheal::runbooks::push(stack.deps.kb.as_ref(), stack.store.as_ref(), &runbooks, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "selfheal demo — scenario {}", scenario.name());
+    let _ = writeln!(out, "  checkout service {demo_base} (broken: /health answers 504)");
+    let _ = writeln!(
+        out,
+        "  engine {engine_base}  simulators {sim_base}  browser {}",
+        if browser.real { "Lightpanda (CDP)" } else { "plain HTTP" }
+    );
     let _ = writeln!(out, "  {} runbooks pushed to Senso ({} catalog actions)", pushed.len(), pushed.iter().map(|p| p.actions).sum::<usize>());
+    Ok(Harness {
+        demo,
+        sim,
+        stack,
+        engine_base,
+        sim_base,
+        demo_base,
+        browser,
+        creds,
+        db,
+        tasks: vec![demo_task, sim_task, engine_task],
+    })
+}
 
+/// Run one scenario; prints the live timeline to `out`.
+pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
+    let started = Instant::now();
+    let h = harness(scenario, out).await?;
+    let (sim, stack, demo, browser) = (h.sim.clone(), &h.stack, h.demo.clone(), &h.browser);
     let incident_id = format!("Q{}", uuid::Uuid::new_v4().simple().to_string()[..11].to_uppercase());
     let id = IncidentId::parse(&incident_id).map_err(|e| e.to_string())?;
     let data = Sim::incident_data(&incident_id, 4242, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
@@ -338,7 +382,6 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     );
     let report_md = crate::report::write(report_dir, &incident, &trail, &record)?;
     let _ = writeln!(out, "  report {} (and .html)", report_md.display());
-    let _ = std::fs::remove_file(&db);
     Ok(DemoRun { incident, trail, sim, record, report_md })
 }
 

@@ -7,3 +7,4 @@ pub mod local;
 pub mod report;
 pub mod server;
 pub mod sim;
+pub mod stats;
