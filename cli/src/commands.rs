@@ -183,7 +183,9 @@ fn load_secrets(path: Option<&Path>) -> Result<selfheal::config::Secrets, String
 }
 
 fn store_at(db: &Path) -> Result<Arc<dyn selfheal::ports::IncidentStore>, String> {
-    Ok(Arc::new(selfheal::store::TableStore::new(SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?)))
+    Ok(Arc::new(selfheal::store::TableStore::new(
+        SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?,
+    )))
 }
 
 /// `24h`, `7d`, `90m`, `30s`.
@@ -230,11 +232,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             selfheal::telemetry::init();
             let settings = load_settings(Some(&config))?;
             let secrets = load_secrets(secrets.as_deref())?;
-            let stack =
-                crate::local::start(settings, secrets, &db, Arc::new(SystemClock::real())).await?;
-            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let stack = crate::local::start(settings, secrets, &db, Arc::new(SystemClock::real())).await?;
+            let listener =
+                tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            eprintln!("selfheal serving on http://{addr} (POST /webhooks/pagerduty, POST /slack/interactions), store {}", db.display());
+            eprintln!(
+                "selfheal serving on http://{addr} (POST /webhooks/pagerduty, POST /slack/interactions), store {}",
+                db.display()
+            );
             axum::serve(listener, crate::server::router(stack.deps.clone()))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -247,7 +252,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Runbooks { verb: RunbooksVerb::Check { dir } } => {
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
             for rb in &runbooks {
-                println!("{}", serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()})
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -263,9 +271,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
                 Arc::new(SystemClock::real()),
             );
-            let pushed = selfheal::runbooks::push(deps.kb.as_ref(), store.as_ref(), &runbooks, std::time::Duration::from_secs(60))
-                .await
-                .map_err(|e| e.to_string())?;
+            let pushed = selfheal::runbooks::push(
+                deps.kb.as_ref(),
+                store.as_ref(),
+                &runbooks,
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             for p in pushed {
                 println!("{}", serde_json::to_string(&p).map_err(|e| e.to_string())?);
             }
@@ -274,14 +287,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Status { incident, db, json } => {
             let store = store_at(&db)?;
             let id = selfheal::domain::IncidentId::parse(&incident).map_err(|e| e.to_string())?;
-            let inc = store.get_incident(&id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no incident {id} in {}", db.display()))?;
+            let inc = store
+                .get_incident(&id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no incident {id} in {}", db.display()))?;
             let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::json!({"incident": inc, "timeline": trail}));
             } else {
                 println!("{} — {}", inc.id, inc.title);
-                println!("service {} · status {:?} · outcome {:?} · route {} · effectiveness {:?}", inc.service.name, inc.status, inc.outcome,
-                    inc.decision.as_ref().map_or("none", |d| d.route.as_str()), inc.effectiveness);
+                println!(
+                    "service {} · status {:?} · outcome {:?} · route {} · effectiveness {:?}",
+                    inc.service.name,
+                    inc.status,
+                    inc.outcome,
+                    inc.decision.as_ref().map_or("none", |d| d.route.as_str()),
+                    inc.effectiveness
+                );
                 for e in &trail {
                     println!("  {} {:<14} {}", e.at.format("%Y-%m-%d %H:%M:%S%.3f"), e.actor, e.kind);
                 }
@@ -292,8 +315,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             let store = store_at(&db)?;
             let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
             match state {
-                SwitchState::On => store.set_kill_switch(true, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?,
-                SwitchState::Off => store.set_kill_switch(false, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?,
+                SwitchState::On => {
+                    store.set_kill_switch(true, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?
+                }
+                SwitchState::Off => {
+                    store.set_kill_switch(false, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?
+                }
                 SwitchState::Status => {}
             }
             let on = store.kill_switch().await.map_err(|e| e.to_string())?;

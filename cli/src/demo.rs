@@ -127,9 +127,21 @@ pub async fn browser(out: &mut dyn Write) -> Browser {
     }
     let candidates = ["lightpanda".to_string(), ".venv/bin/lightpanda".to_string()];
     for bin in candidates {
-        let Ok(port) = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()) else { continue };
+        let Ok(port) = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()) else {
+            continue;
+        };
         let child = tokio::process::Command::new(&bin)
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--cdp-max-connections", "64", "--log-level", "error"])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--cdp-max-connections",
+                "64",
+                "--log-level",
+                "error",
+            ])
             .env("LIGHTPANDA_DISABLE_TELEMETRY", "true")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -206,13 +218,24 @@ fn describe(e: &AuditEvent) -> String {
     let d = &e.detail;
     let pick = |k: &str| d.get(k).map(|v| v.to_string().trim_matches('"').to_string());
     match e.kind.as_str() {
-        "decision" => format!("route={} rule={} — {}", pick("route").unwrap_or_default(), pick("rule").unwrap_or_default(), pick("explanation").unwrap_or_default()),
+        "decision" => format!(
+            "route={} rule={} — {}",
+            pick("route").unwrap_or_default(),
+            pick("rule").unwrap_or_default(),
+            pick("explanation").unwrap_or_default()
+        ),
         "runbooks_matched" => format!("match score {}", pick("match_score").unwrap_or_default()),
-        "plan_proposed" => format!("{} plan, {} risk{}", pick("kind").unwrap_or_default(), pick("risk").unwrap_or_default(),
-            pick("problem").filter(|p| p != "null").map(|p| format!(" — rejected: {p}")).unwrap_or_default()),
+        "plan_proposed" => format!(
+            "{} plan, {} risk{}",
+            pick("kind").unwrap_or_default(),
+            pick("risk").unwrap_or_default(),
+            pick("problem").filter(|p| p != "null").map(|p| format!(" — rejected: {p}")).unwrap_or_default()
+        ),
         "preflight" | "postflight" => format!("healthy={}", pick("healthy").unwrap_or_default()),
         "approval_decided" => format!("{} by {}", pick("decision").unwrap_or_default(), e.actor),
-        "fix_result" => format!("succeeded={} ({})", pick("succeeded").unwrap_or_default(), pick("detail").unwrap_or_default()),
+        "fix_result" => {
+            format!("succeeded={} ({})", pick("succeeded").unwrap_or_default(), pick("detail").unwrap_or_default())
+        }
         "escalated" => pick("reason").unwrap_or_default(),
         "stability_checked" => format!("effectiveness {}", pick("effectiveness").unwrap_or_default()),
         "workspace_created" | "workspace_deleted" => pick("workspace").unwrap_or_default(),
@@ -274,9 +297,10 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Harness,
     if scenario == Scenario::Injection {
         runbooks.push(selfheal::runbooks::parse_runbook("poisoned.md", POISONED_RUNBOOK).map_err(|e| e.to_string())?);
     }
-    let pushed = selfheal::runbooks::push(stack.deps.kb.as_ref(), stack.store.as_ref(), &runbooks, Duration::from_secs(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    let pushed =
+        selfheal::runbooks::push(stack.deps.kb.as_ref(), stack.store.as_ref(), &runbooks, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
     let _ = writeln!(out, "selfheal demo — scenario {}", scenario.name());
     let _ = writeln!(out, "  checkout service {demo_base} (broken: /health answers 504)");
     let _ = writeln!(
@@ -284,7 +308,12 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Harness,
         "  engine {engine_base}  simulators {sim_base}  browser {}",
         if browser.real { "Lightpanda (CDP)" } else { "plain HTTP" }
     );
-    let _ = writeln!(out, "  {} runbooks pushed to Senso ({} catalog actions)", pushed.len(), pushed.iter().map(|p| p.actions).sum::<usize>());
+    let _ = writeln!(
+        out,
+        "  {} runbooks pushed to Senso ({} catalog actions)",
+        pushed.len(),
+        pushed.iter().map(|p| p.actions).sum::<usize>()
+    );
     Ok(Harness {
         demo,
         sim,
@@ -306,7 +335,8 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     let (sim, stack, demo, browser) = (h.sim.clone(), &h.stack, h.demo.clone(), &h.browser);
     let incident_id = format!("Q{}", uuid::Uuid::new_v4().simple().to_string()[..11].to_uppercase());
     let id = IncidentId::parse(&incident_id).map_err(|e| e.to_string())?;
-    let data = Sim::incident_data(&incident_id, 4242, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
+    let data =
+        Sim::incident_data(&incident_id, 4242, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
     let status = sim.deliver_webhook("incident.triggered", data, None).await?;
     if status != 202 {
         return Err(format!("intake answered {status} to the trigger"));
@@ -342,7 +372,10 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
             let again = format!("{incident_id}R");
             let data = Sim::incident_data(&again, 4243, "Checkout /health failing again: 504", SERVICE_ID, "checkout");
             sim.deliver_webhook("incident.triggered", data, None).await?;
-            let _ = writeln!(out, "  ------  pagerduty      alert fired again       (new incident {again} on the same service)");
+            let _ = writeln!(
+                out,
+                "  ------  pagerduty      alert fired again       (new incident {again} on the same service)"
+            );
         }
         let open = stack.engine.describe(&execution).await.map_err(|e| e.to_string())?.is_none_or(|r| r.is_open());
         if !open || Instant::now() > deadline {

@@ -55,8 +55,10 @@ impl DemoService {
 
 async fn page(State(s): State<Arc<DemoService>>) -> Response {
     match s.mode() {
-        Mode::Healthy => Html("<html><head><title>Checkout</title></head><body><h1 id=\"status\">OK: checkout healthy</h1></body></html>")
-            .into_response(),
+        Mode::Healthy => Html(
+            "<html><head><title>Checkout</title></head><body><h1 id=\"status\">OK: checkout healthy</h1></body></html>",
+        )
+        .into_response(),
         Mode::Broken | Mode::Stubborn => (
             StatusCode::GATEWAY_TIMEOUT,
             Html("<html><body><h1>504 Gateway Timeout</h1><p>upstream timed out</p></body></html>"),
@@ -86,7 +88,9 @@ async fn clear(State(s): State<Arc<DemoService>>) -> Response {
         *c += 1;
     }
     match s.mode() {
-        Mode::Stubborn => (StatusCode::INTERNAL_SERVER_ERROR, "fault flag is locked by another process\n").into_response(),
+        Mode::Stubborn => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "fault flag is locked by another process\n").into_response()
+        }
         _ => {
             s.set(Mode::Healthy);
             (StatusCode::OK, "fault cleared\n").into_response()

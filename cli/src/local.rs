@@ -23,7 +23,12 @@ pub struct LocalStack {
     pub store: Arc<dyn IncidentStore>,
 }
 
-pub async fn start(settings: Settings, secrets: Secrets, db: &Path, clock: Arc<dyn Clock>) -> Result<LocalStack, String> {
+pub async fn start(
+    settings: Settings,
+    secrets: Secrets,
+    db: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<LocalStack, String> {
     let table = SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
     let store: Arc<dyn IncidentStore> = Arc::new(TableStore::new(table.clone()));
     let engine = Engine::new(Arc::new(table), clock.clone());

@@ -28,7 +28,12 @@ pub fn markdown(incident: &Incident, trail: &[AuditEvent], record: &Value) -> St
         md.push('\n');
     }
     if let Some(p) = &incident.plan {
-        md.push_str(&format!("## Plan ({:?} risk, hash `{}`)\n\n{}\n\n", p.risk, &p.hash[..12.min(p.hash.len())], p.analysis));
+        md.push_str(&format!(
+            "## Plan ({:?} risk, hash `{}`)\n\n{}\n\n",
+            p.risk,
+            &p.hash[..12.min(p.hash.len())],
+            p.analysis
+        ));
     }
     if let Some(d) = &incident.decision {
         md.push_str(&format!("## Decision\n\n`{}` → **{}**: {}\n\n", d.rule, d.route.as_str(), d.explanation));
@@ -43,7 +48,14 @@ pub fn markdown(incident: &Incident, trail: &[AuditEvent], record: &Value) -> St
 pub fn html(md_title: &str, incident: &Incident, trail: &[AuditEvent], record: &Value) -> String {
     let rows: String = trail
         .iter()
-        .map(|e| format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", e.at.format("%H:%M:%S%.3f"), esc(&e.actor), esc(&e.kind)))
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e.at.format("%H:%M:%S%.3f"),
+                esc(&e.actor),
+                esc(&e.kind)
+            )
+        })
         .collect();
     let field = |k: &str| esc(&record.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default());
     format!(
@@ -68,6 +80,7 @@ pub fn write(dir: &Path, incident: &Incident, trail: &[AuditEvent], record: &Val
     let md_path = dir.join(format!("{}.md", incident.id));
     let title = format!("Incident {} — {}", incident.id, incident.title);
     std::fs::write(&md_path, markdown(incident, trail, record)).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(format!("{}.html", incident.id)), html(&title, incident, trail, record)).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(format!("{}.html", incident.id)), html(&title, incident, trail, record))
+        .map_err(|e| e.to_string())?;
     Ok(md_path)
 }

@@ -58,7 +58,13 @@ pub struct Knobs {
 
 impl Default for Knobs {
     fn default() -> Self {
-        Self { planner: PlannerMode::Catalog, anthropic_overloads: 0, senso_rate_limits: 0, coder: CoderMode::Normal, auto_click: None }
+        Self {
+            planner: PlannerMode::Catalog,
+            anthropic_overloads: 0,
+            senso_rate_limits: 0,
+            coder: CoderMode::Normal,
+            auto_click: None,
+        }
     }
 }
 
@@ -352,7 +358,10 @@ impl Sim {
     /// The approval id carried by a message's buttons, if it has any.
     pub fn approval_id_of(message: &SlackMessage) -> Option<String> {
         message.blocks.as_array()?.iter().find_map(|b| {
-            b.get("elements")?.as_array()?.iter().find_map(|e| e.get("value").and_then(Value::as_str).map(str::to_string))
+            b.get("elements")?
+                .as_array()?
+                .iter()
+                .find_map(|e| e.get("value").and_then(Value::as_str).map(str::to_string))
         })
     }
 }
@@ -367,10 +376,20 @@ fn pd_check(sim: &Sim, h: &HeaderMap, write: bool) -> Option<Response> {
         return Some(pd_error(StatusCode::UNAUTHORIZED, 2006, "Unauthorized", &[]));
     }
     if header(h, "accept") != Some("application/vnd.pagerduty+json;version=2") {
-        return Some(pd_error(StatusCode::BAD_REQUEST, 2001, "Invalid Input Provided", &["Accept header must pin version=2"]));
+        return Some(pd_error(
+            StatusCode::BAD_REQUEST,
+            2001,
+            "Invalid Input Provided",
+            &["Accept header must pin version=2"],
+        ));
     }
     if write && header(h, "from").is_none_or(|f| !f.contains('@')) {
-        return Some(pd_error(StatusCode::BAD_REQUEST, 2011, "You must specify a requester_id", &["From header is required"]));
+        return Some(pd_error(
+            StatusCode::BAD_REQUEST,
+            2011,
+            "You must specify a requester_id",
+            &["From header is required"],
+        ));
     }
     None
 }
@@ -413,7 +432,12 @@ async fn pd_add_note(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: Hea
     json_response(StatusCode::OK, out)
 }
 
-async fn pd_update_incident(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
+async fn pd_update_incident(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = format!("/incidents/{id}");
     if let Some(r) = pd_check(&sim, &h, true) {
         sim.record("pagerduty", "PUT", &path, r.status().as_u16());
@@ -422,9 +446,16 @@ async fn pd_update_incident(State(sim): State<Arc<Sim>>, Path(id): Path<String>,
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let kind = v.pointer("/incident/type").and_then(Value::as_str);
     let status = v.pointer("/incident/status").and_then(Value::as_str);
-    if !matches!(kind, Some("incident" | "incident_reference")) || !matches!(status, Some("resolved" | "acknowledged" | "triggered")) {
+    if !matches!(kind, Some("incident" | "incident_reference"))
+        || !matches!(status, Some("resolved" | "acknowledged" | "triggered"))
+    {
         sim.record("pagerduty", "PUT", &path, 400);
-        return pd_error(StatusCode::BAD_REQUEST, 2001, "Invalid Input Provided", &["incident.type and incident.status are required"]);
+        return pd_error(
+            StatusCode::BAD_REQUEST,
+            2001,
+            "Invalid Input Provided",
+            &["incident.type and incident.status are required"],
+        );
     }
     let mut pd = lock(&sim.pd);
     if pd.resolved.contains_key(&id) && status == Some("resolved") {
@@ -432,7 +463,8 @@ async fn pd_update_incident(State(sim): State<Arc<Sim>>, Path(id): Path<String>,
         sim.record("pagerduty", "PUT", &path, 400);
         return pd_error(StatusCode::BAD_REQUEST, 1001, "Incident Already Resolved", &[]);
     }
-    pd.resolved.insert(id.clone(), v.pointer("/incident/resolution").and_then(Value::as_str).unwrap_or_default().to_string());
+    pd.resolved
+        .insert(id.clone(), v.pointer("/incident/resolution").and_then(Value::as_str).unwrap_or_default().to_string());
     drop(pd);
     sim.record("pagerduty", "PUT", &path, 200);
     json_response(StatusCode::OK, json!({"incident": {"id": id, "type": "incident", "status": status}}))
@@ -457,7 +489,9 @@ async fn slack_method(State(sim): State<Arc<Sim>>, Path(method): Path<String>, h
         return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_blocks"}));
     }
     let ts = match method.as_str() {
-        "chat.postMessage" => format!("{}.{:06}", chrono::Utc::now().timestamp(), sim.next_id("").parse::<u64>().unwrap_or(0)),
+        "chat.postMessage" => {
+            format!("{}.{:06}", chrono::Utc::now().timestamp(), sim.next_id("").parse::<u64>().unwrap_or(0))
+        }
         "chat.update" => v.get("ts").and_then(Value::as_str).unwrap_or_default().to_string(),
         _ => {
             sim.record("slack", "POST", &path, 200);
@@ -495,7 +529,11 @@ async fn slack_response(State(sim): State<Arc<Sim>>, Path(id): Path<String>, bod
         ts: id.clone(),
         text: v.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
         blocks: v.get("blocks").cloned().unwrap_or(Value::Null),
-        kind: if v.get("response_type").and_then(Value::as_str) == Some("ephemeral") { "ephemeral" } else { "response" },
+        kind: if v.get("response_type").and_then(Value::as_str) == Some("ephemeral") {
+            "ephemeral"
+        } else {
+            "response"
+        },
     });
     sim.record("slack", "POST", &format!("/response/{id}"), 200);
     (StatusCode::OK, "ok").into_response()
@@ -506,8 +544,8 @@ fn senso_auth(sim: &Sim, h: &HeaderMap) -> bool {
 }
 
 const STOPWORDS: &[&str] = &[
-    "the", "and", "for", "with", "from", "that", "this", "are", "was", "were", "has", "have", "not", "but", "its", "into", "than",
-    "then", "when", "service", "after", "before", "because",
+    "the", "and", "for", "with", "from", "that", "this", "are", "was", "were", "has", "have", "not", "but", "its",
+    "into", "than", "then", "when", "service", "after", "before", "because",
 ];
 
 fn tokens(text: &str) -> std::collections::BTreeSet<String> {
@@ -529,7 +567,12 @@ async fn senso_search(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Bytes) ->
             knobs.senso_rate_limits -= 1;
             drop(knobs);
             sim.record("senso", "POST", "/org/search", 429);
-            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], json!({"error": "rate limited"}).to_string()).into_response();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "0")],
+                json!({"error": "rate limited"}).to_string(),
+            )
+                .into_response();
         }
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -559,7 +602,11 @@ async fn senso_search(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Bytes) ->
                               "chunk_text": d.text.chars().take(1500).collect::<String>(), "score": (s * 1000.0).round() / 1000.0,
                               "title": d.title, "vector_id": format!("vec-{}", d.id)}))
         .collect();
-    let answer = if results.is_empty() { "No results found for your query.".to_string() } else { format!("Found {} runbooks.", results.len()) };
+    let answer = if results.is_empty() {
+        "No results found for your query.".to_string()
+    } else {
+        format!("Found {} runbooks.", results.len())
+    };
     sim.record("senso", "POST", "/org/search", 200);
     json_response(
         StatusCode::OK,
@@ -573,18 +620,25 @@ async fn senso_ingest(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Bytes) ->
         return json_response(StatusCode::UNAUTHORIZED, json!({"error": "invalid API key"}));
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (Some(title), Some(text)) = (v.get("title").and_then(Value::as_str), v.get("text").and_then(Value::as_str)) else {
+    let (Some(title), Some(text)) = (v.get("title").and_then(Value::as_str), v.get("text").and_then(Value::as_str))
+    else {
         sim.record("senso", "POST", "/org/kb/raw", 400);
         return json_response(StatusCode::BAD_REQUEST, json!({"error": "title and text are required"}));
     };
     if title.is_empty() || title.chars().count() > 255 {
         sim.record("senso", "POST", "/org/kb/raw", 400);
-        return json_response(StatusCode::BAD_REQUEST, json!({"errors": [{"field": "title", "message": "1-255 characters"}]}));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": [{"field": "title", "message": "1-255 characters"}]}),
+        );
     }
     let id = uuid::Uuid::new_v4().to_string();
     lock(&sim.senso).push(SensoDoc { id: id.clone(), title: title.into(), text: text.into(), created: Instant::now() });
     sim.record("senso", "POST", "/org/kb/raw", 202);
-    json_response(StatusCode::ACCEPTED, json!({"id": id, "title": title, "processing_status": "queued", "type": "raw", "version_num": 1}))
+    json_response(
+        StatusCode::ACCEPTED,
+        json!({"id": id, "title": title, "processing_status": "queued", "type": "raw", "version_num": 1}),
+    )
 }
 
 async fn senso_content(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
@@ -606,7 +660,8 @@ fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
         [("content-type", "application/json"), ("request-id", "req_sim_error")],
-        json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_sim_error"}).to_string(),
+        json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_sim_error"})
+            .to_string(),
     )
         .into_response()
 }
@@ -640,7 +695,10 @@ async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Byt
         return fail(&sim, anthropic_error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"));
     }
     if header(&h, "anthropic-version") != Some("2023-06-01") {
-        return fail(&sim, anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version header is required"));
+        return fail(
+            &sim,
+            anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version header is required"),
+        );
     }
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return fail(&sim, anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not JSON"));
@@ -650,17 +708,38 @@ async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Byt
     let forced = v.pointer("/tool_choice/type").and_then(Value::as_str) == Some("tool")
         && v.pointer("/tool_choice/name").and_then(Value::as_str) == Some("submit_remediation_plan");
     if model.is_empty() || v.get("max_tokens").and_then(Value::as_u64).is_none() || prompt.is_empty() || !forced {
-        return fail(&sim, anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "model, max_tokens, messages and a forced tool_choice are required"));
+        return fail(
+            &sim,
+            anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model, max_tokens, messages and a forced tool_choice are required",
+            ),
+        );
     }
     if v.get("thinking").is_some() {
-        return fail(&sim, anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "Thinking may not be enabled when tool_choice forces tool use."));
+        return fail(
+            &sim,
+            anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "Thinking may not be enabled when tool_choice forces tool use.",
+            ),
+        );
     }
     {
         let mut knobs = lock(&sim.knobs);
         if knobs.anthropic_overloads > 0 {
             knobs.anthropic_overloads -= 1;
             drop(knobs);
-            return fail(&sim, anthropic_error(StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error", "Overloaded"));
+            return fail(
+                &sim,
+                anthropic_error(
+                    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "overloaded_error",
+                    "Overloaded",
+                ),
+            );
         }
     }
     let mode = lock(&sim.knobs).planner;
@@ -748,7 +827,9 @@ async fn coder_create(State(sim): State<Arc<Sim>>, Path(user): Path<String>, h: 
     let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
     let template_pinned = v.get("template_version_id").is_some() != v.get("template_id").is_some();
     let params = v.get("rich_parameter_values").and_then(Value::as_array).cloned().unwrap_or_default();
-    let all_strings = params.iter().all(|p| p.get("name").and_then(Value::as_str).is_some() && p.get("value").is_some_and(Value::is_string));
+    let all_strings = params
+        .iter()
+        .all(|p| p.get("name").and_then(Value::as_str).is_some() && p.get("value").is_some_and(Value::is_string));
     if !selfheal::adapters::coder::valid_workspace_name(&name) || !template_pinned || !all_strings {
         sim.record("coder", "POST", &path, 400);
         return json_response(
@@ -906,7 +987,10 @@ async fn coder_transition(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !matches!(v.get("transition").and_then(Value::as_str), Some("start" | "stop" | "delete")) {
         sim.record("coder", "POST", &path, 400);
-        return json_response(StatusCode::BAD_REQUEST, json!({"message": "Validation failed.", "validations": [{"field": "transition", "detail": "required"}]}));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Validation failed.", "validations": [{"field": "transition", "detail": "required"}]}),
+        );
     }
     let mut c = lock(&sim.coder);
     let Some(w) = c.workspaces.get_mut(&id).filter(|w| !w.deleted) else {

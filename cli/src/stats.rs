@@ -14,7 +14,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-pub async fn collect(engine: &Engine, store: &dyn IncidentStore, since: Option<chrono::DateTime<chrono::Utc>>) -> Result<Value, String> {
+pub async fn collect(
+    engine: &Engine,
+    store: &dyn IncidentStore,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Value, String> {
     let mut by_outcome = std::collections::BTreeMap::<String, u64>::new();
     let mut by_route = std::collections::BTreeMap::<String, u64>::new();
     let (mut ttr, mut approval_latency) = (Vec::new(), Vec::new());
@@ -27,7 +31,9 @@ pub async fn collect(engine: &Engine, store: &dyn IncidentStore, since: Option<c
             continue;
         }
         total += 1;
-        let outcome = inc.outcome.map_or("open".to_string(), |o| serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        let outcome = inc.outcome.map_or("open".to_string(), |o| {
+            serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        });
         *by_outcome.entry(outcome).or_default() += 1;
         if let Some(d) = &inc.decision {
             *by_route.entry(d.route.as_str().to_string()).or_default() += 1;
@@ -35,7 +41,11 @@ pub async fn collect(engine: &Engine, store: &dyn IncidentStore, since: Option<c
         if let (Some(Outcome::Resolved), Some(r)) = (inc.outcome, inc.resolved_at) {
             ttr.push((r - inc.created_at).num_milliseconds() as f64 / 1000.0);
         }
-        verification_failures += inc.verifications.iter().filter(|v| !v.healthy && v.phase == selfheal::domain::VerificationPhase::Postflight).count() as u64;
+        verification_failures += inc
+            .verifications
+            .iter()
+            .filter(|v| !v.healthy && v.phase == selfheal::domain::VerificationPhase::Postflight)
+            .count() as u64;
         remediation_failures += u64::from(inc.remediation.as_ref().is_some_and(|r| !r.succeeded));
         let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
         let asked = trail.iter().find(|e| e.kind == "approval_requested").map(|e| e.at);

@@ -343,10 +343,8 @@ impl Settings {
                 name: "SELFHEAL_CHECKS_JSON".into(),
                 why: format!("not JSON: {e}"),
             })?;
-            let value = toml::Value::try_from(json).map_err(|e| ConfigError::Invalid {
-                name: "SELFHEAL_CHECKS_JSON".into(),
-                why: e.to_string(),
-            })?;
+            let value = toml::Value::try_from(json)
+                .map_err(|e| ConfigError::Invalid { name: "SELFHEAL_CHECKS_JSON".into(), why: e.to_string() })?;
             root.insert("checks".into(), value);
         }
         let settings = Settings::deserialize(toml::Value::Table(root))

@@ -51,7 +51,8 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     pub fn json<T: serde::de::DeserializeOwned>(&self, service: &'static str) -> Result<T, ClientError> {
-        serde_json::from_slice(&self.body).map_err(|e| ClientError::Contract { service, detail: format!("unexpected body: {e}") })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::Contract { service, detail: format!("unexpected body: {e}") })
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -97,7 +98,12 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl ApiClient {
-    pub fn new(service: &'static str, base: &str, timeout: Duration, classify: Classifier) -> Result<Self, ClientError> {
+    pub fn new(
+        service: &'static str,
+        base: &str,
+        timeout: Duration,
+        classify: Classifier,
+    ) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5).min(timeout))

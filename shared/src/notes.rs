@@ -52,17 +52,22 @@ fn field_for(label: &str) -> Option<Field> {
     let key: String = label.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
     let key = key.trim_end_matches(|c: char| c.is_ascii_digit());
     Some(match key {
-        "rootcause" | "probablerootcause" | "likelyrootcause" | "probablecause" | "likelycause" | "cause" | "hypothesis"
-        | "tophypothesis" | "primaryhypothesis" | "mainhypothesis" | "diagnosis" | "finding" | "conclusion"
-        | "rootcauseanalysis" | "rca" | "summary" => Field::RootCause,
+        "rootcause" | "probablerootcause" | "likelyrootcause" | "probablecause" | "likelycause" | "cause"
+        | "hypothesis" | "tophypothesis" | "primaryhypothesis" | "mainhypothesis" | "diagnosis" | "finding"
+        | "conclusion" | "rootcauseanalysis" | "rca" | "summary" => Field::RootCause,
         "confidence" | "confidencelevel" | "confidencescore" | "certainty" | "likelihood" | "probability" | "score" => {
             Field::Confidence
         }
         "evidence" | "supportingevidence" | "signals" | "observations" | "keyevidence" | "findings" | "data" => {
             Field::Evidence
         }
-        "alternatives" | "alternativehypotheses" | "otherhypotheses" | "alsoconsidered" | "ruledout"
-        | "otherpossibilities" | "alternativecauses" => Field::Alternatives,
+        "alternatives"
+        | "alternativehypotheses"
+        | "otherhypotheses"
+        | "alsoconsidered"
+        | "ruledout"
+        | "otherpossibilities"
+        | "alternativecauses" => Field::Alternatives,
         "service" | "services" | "affectedservice" | "affectedservices" | "impactedservice" | "impactedservices"
         | "component" | "components" => Field::Services,
         _ => return None,
@@ -82,8 +87,12 @@ fn strip_html(text: &str) -> String {
                 }
                 tag.push(t);
             }
-            let name: String =
-                tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase();
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_lowercase();
             if matches!(name.as_str(), "br" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "h4") {
                 out.push('\n');
             } else if matches!(name.as_str(), "td" | "th") {
@@ -161,12 +170,7 @@ fn contains_word(haystack: &str, word: &str) -> bool {
 }
 
 fn split_list(value: &str) -> Vec<String> {
-    value
-        .split([',', ';'])
-        .map(clean)
-        .filter(|s| !s.is_empty())
-        .take(MAX_ITEMS)
-        .collect()
+    value.split([',', ';']).map(clean).filter(|s| !s.is_empty()).take(MAX_ITEMS).collect()
 }
 
 /// A label/value split of one line: `Key: value`, `**Key**: value`, `Key ..... value`,
@@ -272,7 +276,11 @@ fn from_json(v: &Value, words: &[(&str, f64)]) -> Option<ParsedNote> {
         let Some(field) = field_for(k) else { continue };
         let as_list = |val: &Value| -> Vec<String> {
             match val {
-                Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(clean).or_else(|| Some(clean(&x.to_string())))).take(MAX_ITEMS).collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(clean).or_else(|| Some(clean(&x.to_string()))))
+                    .take(MAX_ITEMS)
+                    .collect(),
                 Value::String(s) => split_list(s),
                 _ => Vec::new(),
             }
@@ -483,7 +491,8 @@ pub fn parse_note_with(text: &str, words: &[(&str, f64)]) -> ParsedNote {
     if shared.root_cause.is_none() && blocks.is_empty() {
         shared.root_cause = sentence_root_cause(&text);
     }
-    let mut parsed = if blocks.iter().any(|b| b.root_cause.is_some()) { choose(blocks, shared) } else { finish(shared) };
+    let mut parsed =
+        if blocks.iter().any(|b| b.root_cause.is_some()) { choose(blocks, shared) } else { finish(shared) };
     for list in [&mut parsed.evidence, &mut parsed.alternatives, &mut parsed.services] {
         list.retain(|s| !s.is_empty());
         dedup(list);
@@ -520,7 +529,12 @@ fn is_placeholder(r: &str) -> bool {
     let l = r.to_lowercase();
     ["tbd", "unknown", "n/a", "none", "pending", "investigating", "not yet determined", "still investigating", "todo"]
         .iter()
-        .any(|p| l == *p || l.starts_with(&format!("{p} ")) || l.starts_with(&format!("{p}.")) || l.starts_with(&format!("{p}…")))
+        .any(|p| {
+            l == *p
+                || l.starts_with(&format!("{p} "))
+                || l.starts_with(&format!("{p}."))
+                || l.starts_with(&format!("{p}…"))
+        })
 }
 
 /// Prose fallback: "The root cause is X." / "likely caused by X".

@@ -215,7 +215,8 @@ pub fn validate_parameters(action: &CatalogAction, parameters: &Value) -> Result
     }
     let mut out = Map::new();
     for (name, spec) in &props {
-        let spec: ParamSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("bad schema for {name}: {e}"))?;
+        let spec: ParamSpec =
+            serde_json::from_value(spec.clone()).map_err(|e| format!("bad schema for {name}: {e}"))?;
         let v = given.get(name).ok_or_else(|| format!("missing parameter {name}"))?;
         match spec.kind {
             ParamType::Integer => {
@@ -294,11 +295,8 @@ pub fn tripwires(script: &str) -> Vec<String> {
         ("/dev/tcp/", "reverse shell"),
         ("nc -e", "reverse shell"),
     ];
-    let mut hits: Vec<String> = PATTERNS
-        .iter()
-        .filter(|(p, _)| compact.contains(p))
-        .map(|(_, name)| name.to_string())
-        .collect();
+    let mut hits: Vec<String> =
+        PATTERNS.iter().filter(|(p, _)| compact.contains(p)).map(|(_, name)| name.to_string()).collect();
     hits.sort();
     hits.dedup();
     hits
@@ -390,13 +388,20 @@ pub async fn push(
             store.put_catalog_action(action).await?;
         }
         let content_id = kb.ingest(&format!("{}: {}", rb.id, rb.title), &rb.knowledge_text()).await?;
-        out.push(Pushed { runbook: rb.id.to_string(), content_id, actions: rb.actions.len(), status: IngestStatus::Queued });
+        out.push(Pushed {
+            runbook: rb.id.to_string(),
+            content_id,
+            actions: rb.actions.len(),
+            status: IngestStatus::Queued,
+        });
     }
     let deadline = std::time::Instant::now() + wait;
     for p in &mut out {
         loop {
             p.status = kb.ingest_status(&p.content_id).await?;
-            if matches!(p.status, IngestStatus::Complete | IngestStatus::Failed) || std::time::Instant::now() >= deadline {
+            if matches!(p.status, IngestStatus::Complete | IngestStatus::Failed)
+                || std::time::Instant::now() >= deadline
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -19,7 +19,10 @@ pub struct Unconfigured(pub &'static str);
 
 impl Unconfigured {
     fn err(&self) -> ClientError {
-        ClientError::Invalid { service: self.0, detail: format!("{} is not configured in this process (see README: configuration)", self.0) }
+        ClientError::Invalid {
+            service: self.0,
+            detail: format!("{} is not configured in this process (see README: configuration)", self.0),
+        }
     }
 }
 
@@ -101,11 +104,7 @@ impl Orchestrator for Unconfigured {
     }
 }
 
-fn or_unconfigured<T: ?Sized>(
-    built: Option<Result<Arc<T>, ClientError>>,
-    fallback: Arc<T>,
-    what: &str,
-) -> Arc<T> {
+fn or_unconfigured<T: ?Sized>(built: Option<Result<Arc<T>, ClientError>>, fallback: Arc<T>, what: &str) -> Arc<T> {
     match built {
         Some(Ok(adapter)) => adapter,
         Some(Err(e)) => {
@@ -129,15 +128,25 @@ pub fn build_deps(
     clock: Arc<dyn Clock>,
 ) -> Deps {
     let pd = secret(&secrets.pagerduty_api_token).map(|token| {
-        pagerduty::PagerDutyRest::new(&settings.pagerduty.api_base, token, secrets.pagerduty_from_email.as_deref().unwrap_or(""))
-            .map(|a| Arc::new(a) as Arc<dyn IncidentSource>)
+        pagerduty::PagerDutyRest::new(
+            &settings.pagerduty.api_base,
+            token,
+            secrets.pagerduty_from_email.as_deref().unwrap_or(""),
+        )
+        .map(|a| Arc::new(a) as Arc<dyn IncidentSource>)
     });
     let kb = secret(&secrets.senso_api_key).map(|key| {
-        senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone()).map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
+        senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
+            .map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
     });
     let planner = secret(&secrets.anthropic_api_key).map(|key| {
-        anthropic::AnthropicPlanner::new(&settings.anthropic.api_base, key, &settings.anthropic.model, settings.anthropic.max_tokens)
-            .map(|a| Arc::new(a) as Arc<dyn Planner>)
+        anthropic::AnthropicPlanner::new(
+            &settings.anthropic.api_base,
+            key,
+            &settings.anthropic.model,
+            settings.anthropic.max_tokens,
+        )
+        .map(|a| Arc::new(a) as Arc<dyn Planner>)
     });
     let template = settings
         .coder
@@ -147,28 +156,34 @@ pub fn build_deps(
         .or_else(|| settings.coder.template_id.clone().map(coder::TemplateRef::Template));
     let workspaces = match (secret(&secrets.coder_session_token), &settings.coder.api_base, template) {
         (Some(token), Some(base), Some(template)) => Some(
-            coder::CoderApi::new(base, token, &settings.coder.user, template).map(|a| Arc::new(a) as Arc<dyn Workspaces>),
+            coder::CoderApi::new(base, token, &settings.coder.user, template)
+                .map(|a| Arc::new(a) as Arc<dyn Workspaces>),
         ),
         _ => None,
     };
     let chat = match (secret(&secrets.slack_bot_token), &settings.slack.channel) {
-        (Some(token), Some(channel)) => {
-            Some(slack::SlackApi::new(&settings.slack.api_base, token, channel).map(|a| Arc::new(a) as Arc<dyn ChatOps>))
-        }
+        (Some(token), Some(channel)) => Some(
+            slack::SlackApi::new(&settings.slack.api_base, token, channel).map(|a| Arc::new(a) as Arc<dyn ChatOps>),
+        ),
         _ => None,
     };
-    let browser: Arc<dyn Browser> = match lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, secret(&secrets.lightpanda_token)) {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            tracing::warn!(error = %e, "browser endpoint invalid; falling back to plain HTTP checks");
-            match lightpanda::HttpChecker::new() {
-                Ok(h) => Arc::new(h),
-                Err(_) => Arc::new(NoBrowser),
+    let browser: Arc<dyn Browser> =
+        match lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, secret(&secrets.lightpanda_token)) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "browser endpoint invalid; falling back to plain HTTP checks");
+                match lightpanda::HttpChecker::new() {
+                    Ok(h) => Arc::new(h),
+                    Err(_) => Arc::new(NoBrowser),
+                }
             }
-        }
-    };
+        };
     Deps {
-        source: or_unconfigured(pd, Arc::new(Unconfigured("PagerDuty (pagerduty_api_token, pagerduty_from_email)")), "pagerduty"),
+        source: or_unconfigured(
+            pd,
+            Arc::new(Unconfigured("PagerDuty (pagerduty_api_token, pagerduty_from_email)")),
+            "pagerduty",
+        ),
         kb: or_unconfigured(kb, Arc::new(Unconfigured("Senso (senso_api_key)")), "senso"),
         planner: or_unconfigured(planner, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic"),
         workspaces: or_unconfigured(

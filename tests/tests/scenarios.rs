@@ -1,8 +1,8 @@
 //! The whole loop, black-box, per scenario: PagerDuty and Slack drive it over HTTP, the demo
 //! service really breaks and heals, Lightpanda (started by scripts/test.sh) checks it.
 
-use serde_json::Value;
 use selfheal_cli::demo::{self, Scenario};
+use serde_json::Value;
 
 async fn run(scenario: Scenario) -> demo::DemoRun {
     assert!(
@@ -33,9 +33,21 @@ fn calls(run: &demo::DemoRun, api: &str, method: &str, path_part: &str) -> usize
 async fn auto_resolves_and_learns() {
     let run = run(Scenario::Auto).await;
     let k = kinds(&run);
-    for expected in ["incident_created", "hypothesis_parsed", "runbooks_matched", "plan_proposed", "decision", "preflight",
-                     "workspace_created", "fix_result", "workspace_deleted", "postflight", "incident_resolved", "stability_checked",
-                     "resolution_ingested"] {
+    for expected in [
+        "incident_created",
+        "hypothesis_parsed",
+        "runbooks_matched",
+        "plan_proposed",
+        "decision",
+        "preflight",
+        "workspace_created",
+        "fix_result",
+        "workspace_deleted",
+        "postflight",
+        "incident_resolved",
+        "stability_checked",
+        "resolution_ingested",
+    ] {
         assert!(k.contains(&expected), "missing {expected} in {k:?}");
     }
     // The non-investigator note was ignored, the progress note did not count as a hypothesis.
@@ -54,7 +66,8 @@ async fn auto_resolves_and_learns() {
     let docs = run.sim.senso_documents();
     assert!(docs.iter().any(|(t, text)| t.starts_with("Resolution") && text.contains("effectiveness: effective")));
     assert!(run.sim.slack_messages().is_empty(), "auto route posts nothing to Slack");
-    let path: Vec<&str> = run.record["execution"]["path"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let path: Vec<&str> =
+        run.record["execution"]["path"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(path.last(), Some(&"Resolved"));
     assert!(run.record["execution"]["max_payload_bytes"].as_u64().unwrap() < 32 * 1024);
 }
@@ -91,7 +104,8 @@ async fn low_confidence_escalates_with_what_we_know() {
     let run = run(Scenario::LowConfidence).await;
     assert_eq!(run.record["rule"], "confidence_too_low");
     assert_eq!(run.sim.workspace_counts(), (0, 0));
-    let escalation = run.sim.slack_messages().into_iter().find(|m| m.text.contains("escalated")).expect("escalation in Slack");
+    let escalation =
+        run.sim.slack_messages().into_iter().find(|m| m.text.contains("escalated")).expect("escalation in Slack");
     assert!(escalation.blocks.to_string().contains("Hypothesis"));
     assert!(calls(&run, "pagerduty", "POST", "/notes") >= 1, "escalation note on PagerDuty");
 }

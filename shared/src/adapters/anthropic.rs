@@ -28,7 +28,8 @@ pub fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let kind = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("");
     let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
-    let spend_limit = v.pointer("/error/details/error_code").and_then(Value::as_str) == Some("enforced_spend_limit_reached");
+    let spend_limit =
+        v.pointer("/error/details/error_code").and_then(Value::as_str) == Some("enforced_spend_limit_reached");
     let retryable = match status {
         429 => !spend_limit,
         408 | 409 => true,
@@ -149,8 +150,12 @@ pub fn plan_from_tool_input(input: &Value) -> Result<Plan, ClientError> {
     };
     let action = match (input.get("action"), input.get("script")) {
         (Some(a), None) | (Some(a), Some(Value::Null)) if !a.is_null() => {
-            let id = a.get("catalog_action").and_then(Value::as_str).ok_or_else(|| contract("action without catalog_action"))?;
-            let (rb, name) = id.split_once('/').ok_or_else(|| contract(format!("catalog_action {id:?} is not runbook/action")))?;
+            let id = a
+                .get("catalog_action")
+                .and_then(Value::as_str)
+                .ok_or_else(|| contract("action without catalog_action"))?;
+            let (rb, name) =
+                id.split_once('/').ok_or_else(|| contract(format!("catalog_action {id:?} is not runbook/action")))?;
             PlannedAction::Catalog {
                 runbook_id: RunbookId::parse(rb).map_err(|e| contract(e.to_string()))?,
                 action: ActionName::parse(name).map_err(|e| contract(e.to_string()))?,
@@ -189,7 +194,8 @@ pub fn plan_from_text(text: &str) -> Result<Plan, ClientError> {
     let start = text.find("<execution_block>").ok_or_else(|| contract("no tool call and no <execution_block>"))?;
     let rest = &text[start + "<execution_block>".len()..];
     let end = rest.find("</execution_block>").ok_or_else(|| contract("<execution_block> is not closed"))?;
-    let inner = rest[..end].trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
+    let inner =
+        rest[..end].trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
     let v: Value = serde_json::from_str(inner).map_err(|e| contract(format!("<execution_block> is not JSON: {e}")))?;
     plan_from_tool_input(&v)
 }
@@ -237,7 +243,8 @@ impl Planner for AnthropicPlanner {
         }
         let content = v.get("content").and_then(Value::as_array).ok_or_else(|| contract("response has no content"))?;
         if let Some(tool) = content.iter().find(|b| {
-            b.get("type").and_then(Value::as_str) == Some("tool_use") && b.get("name").and_then(Value::as_str) == Some(TOOL_NAME)
+            b.get("type").and_then(Value::as_str) == Some("tool_use")
+                && b.get("name").and_then(Value::as_str) == Some(TOOL_NAME)
         }) {
             return plan_from_tool_input(tool.get("input").unwrap_or(&Value::Null));
         }
@@ -265,7 +272,10 @@ mod tests {
         );
         assert!(classify(529, &h, br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#).1);
         assert!(!classify(400, &h, br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#).1);
-        assert_eq!(classify(401, &h, br#"{"type":"error","error":{"type":"authentication_error","message":"no"}}"#).0, "authentication_error: no");
+        assert_eq!(
+            classify(401, &h, br#"{"type":"error","error":{"type":"authentication_error","message":"no"}}"#).0,
+            "authentication_error: no"
+        );
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub fn valid_workspace_name(name: &str) -> bool {
 
 /// A unique, valid name for an incident's workspace: `fix-<incident>-<suffix>`, shortened.
 pub fn workspace_name(incident: &str, suffix: &str) -> String {
-    let clean = |s: &str| -> String { s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase() };
+    let clean =
+        |s: &str| -> String { s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase() };
     let suffix: String = clean(suffix).chars().take(8).collect();
     let budget = 32 - "fix--".len() - suffix.len();
     let inc: String = clean(incident).chars().take(budget).collect();
@@ -107,7 +108,10 @@ pub fn build_progress(build: &Value) -> WorkspaceProgress {
         "pending" => {
             // No provisioner matches the job's tags: it would sit in the queue forever.
             if build.pointer("/matched_provisioners/count").and_then(Value::as_u64) == Some(0) {
-                return WorkspaceProgress::Failed { reason: "no provisioner matches the build (count 0)".into(), agent_id: None };
+                return WorkspaceProgress::Failed {
+                    reason: "no provisioner matches the build (count 0)".into(),
+                    agent_id: None,
+                };
             }
             WorkspaceProgress::Pending { detail: "build queued".into() }
         }
@@ -122,19 +126,27 @@ pub fn build_progress(build: &Value) -> WorkspaceProgress {
         "succeeded" => {
             let agents = agents(build);
             let Some(agent) = agents.first() else {
-                return WorkspaceProgress::Failed { reason: "the build has no agent to run the fix".into(), agent_id: None };
+                return WorkspaceProgress::Failed {
+                    reason: "the build has no agent to run the fix".into(),
+                    agent_id: None,
+                };
             };
             let id = agent.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
             match agent.get("lifecycle_state").and_then(Value::as_str).unwrap_or("created") {
                 "ready" => WorkspaceProgress::Ready { agent_id: id },
-                "start_error" => WorkspaceProgress::Failed { reason: "the fix script failed (start_error)".into(), agent_id: Some(id) },
+                "start_error" => WorkspaceProgress::Failed {
+                    reason: "the fix script failed (start_error)".into(),
+                    agent_id: Some(id),
+                },
                 // Coder treats start_timeout as a soft issue; for a fix it means "did not finish".
-                "start_timeout" => {
-                    WorkspaceProgress::Failed { reason: "the fix script timed out (start_timeout)".into(), agent_id: Some(id) }
-                }
-                "shutting_down" | "shutdown_timeout" | "shutdown_error" | "off" => {
-                    WorkspaceProgress::Failed { reason: "the agent shut down before finishing".into(), agent_id: Some(id) }
-                }
+                "start_timeout" => WorkspaceProgress::Failed {
+                    reason: "the fix script timed out (start_timeout)".into(),
+                    agent_id: Some(id),
+                },
+                "shutting_down" | "shutdown_timeout" | "shutdown_error" | "off" => WorkspaceProgress::Failed {
+                    reason: "the agent shut down before finishing".into(),
+                    agent_id: Some(id),
+                },
                 state => WorkspaceProgress::Pending { detail: format!("agent {state}") },
             }
         }
@@ -146,7 +158,10 @@ pub fn build_progress(build: &Value) -> WorkspaceProgress {
 impl Workspaces for CoderApi {
     async fn create(&self, req: &WorkspaceRequest) -> Result<WorkspaceHandle, ClientError> {
         if !valid_workspace_name(&req.name) {
-            return Err(ClientError::Invalid { service: SERVICE, detail: format!("invalid workspace name {:?}", req.name) });
+            return Err(ClientError::Invalid {
+                service: SERVICE,
+                detail: format!("invalid workspace name {:?}", req.name),
+            });
         }
         let url = self.api.url(&format!("/api/v2/users/{}/workspaces", self.user));
         // Parameter values are always strings.
@@ -166,8 +181,10 @@ impl Workspaces for CoderApi {
         let resp = self.api.send("create_workspace", |c| self.auth(c.post(&url)).json(&body)).await?;
         let v: Value = resp.json(SERVICE)?;
         let id = v.get("id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no id"))?;
-        let build_id =
-            v.pointer("/latest_build/id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no latest_build.id"))?;
+        let build_id = v
+            .pointer("/latest_build/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| contract("workspace has no latest_build.id"))?;
         Ok(WorkspaceHandle { id: id.to_string(), name: req.name.clone(), build_id: build_id.to_string() })
     }
 

@@ -75,9 +75,11 @@ impl LightpandaBrowser {
 
     async fn run_check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         let ws = self.ws_url().await?;
-        let config = HandlerConfig { request_timeout: Duration::from_millis(spec.deadline_ms.max(1000)), ..Default::default() };
-        let (mut browser, mut handler) =
-            CdpBrowser::connect_with_config(ws, config).await.map_err(|_| browser_err("CDP connection refused or failed"))?;
+        let config =
+            HandlerConfig { request_timeout: Duration::from_millis(spec.deadline_ms.max(1000)), ..Default::default() };
+        let (mut browser, mut handler) = CdpBrowser::connect_with_config(ws, config)
+            .await
+            .map_err(|_| browser_err("CDP connection refused or failed"))?;
         // The handler must be polled continuously or no command completes; when the browser
         // dies the stream ends and pending commands fail instead of hanging.
         let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
@@ -123,15 +125,12 @@ impl LightpandaBrowser {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        result.status = documents
-            .lock()
-            .ok()
-            .and_then(|d| {
-                d.iter()
-                    .find(|(u, _)| same_url(u, &spec.url))
-                    .or_else(|| d.first())
-                    .and_then(|(_, s)| u16::try_from(*s).ok())
-            });
+        result.status = documents.lock().ok().and_then(|d| {
+            d.iter()
+                .find(|(u, _)| same_url(u, &spec.url))
+                .or_else(|| d.first())
+                .and_then(|(_, s)| u16::try_from(*s).ok())
+        });
         if let Err(e) = nav {
             result.failing_step = Some(format!("navigate: {e}"));
             collector.abort();
@@ -142,8 +141,11 @@ impl LightpandaBrowser {
         result.ok = true;
         if result.status != Some(spec.expect_status) {
             result.ok = false;
-            result.failing_step =
-                Some(format!("status {} (expected {})", result.status.map_or("none".into(), |s| s.to_string()), spec.expect_status));
+            result.failing_step = Some(format!(
+                "status {} (expected {})",
+                result.status.map_or("none".into(), |s| s.to_string()),
+                spec.expect_status
+            ));
         } else if let Some(max) = spec.max_latency_ms.filter(|m| result.latency_ms > *m) {
             result.ok = false;
             result.failing_step = Some(format!("latency {} ms over {max} ms", result.latency_ms));
@@ -198,7 +200,9 @@ fn excerpt(html: &str) -> String {
 async fn run_step(page: &chromiumoxide::Page, step: &JourneyStep) -> Result<(), String> {
     const POLL: Duration = Duration::from_millis(50);
     match step {
-        JourneyStep::Navigate { url } => page.goto(url.as_str()).await.map(|_| ()).map_err(|e| format!("navigate: {e}")),
+        JourneyStep::Navigate { url } => {
+            page.goto(url.as_str()).await.map(|_| ()).map_err(|e| format!("navigate: {e}"))
+        }
         JourneyStep::Fill { selector, value } => {
             let el = page.find_element(selector.as_str()).await.map_err(|_| format!("{selector} not found"))?;
             el.click().await.map_err(|e| format!("focus {selector}: {e}"))?;
@@ -307,7 +311,10 @@ impl Browser for HttpChecker {
         let resp = self.http.get(&spec.url).timeout(Duration::from_millis(spec.deadline_ms.max(100))).send().await;
         r.latency_ms = started.elapsed().as_millis() as u64;
         match resp {
-            Err(e) => r.failing_step = Some(if e.is_timeout() { "deadline exceeded".into() } else { "connection failed".into() }),
+            Err(e) => {
+                r.failing_step =
+                    Some(if e.is_timeout() { "deadline exceeded".into() } else { "connection failed".into() })
+            }
             Ok(resp) => {
                 r.status = Some(resp.status().as_u16());
                 let body = resp.text().await.unwrap_or_default();

@@ -50,9 +50,16 @@ fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
 impl PagerDutyRest {
     pub fn new(api_base: &str, token: SecretString, from_email: &str) -> Result<Self, ClientError> {
         if from_email.trim().is_empty() || !from_email.contains('@') {
-            return Err(ClientError::Invalid { service: SERVICE, detail: "pagerduty_from_email must be a user's email".into() });
+            return Err(ClientError::Invalid {
+                service: SERVICE,
+                detail: "pagerduty_from_email must be a user's email".into(),
+            });
         }
-        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?, token, from: from_email.to_string() })
+        Ok(Self {
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?,
+            token,
+            from: from_email.to_string(),
+        })
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -96,7 +103,8 @@ impl IncidentSource for PagerDutyRest {
             .into_iter()
             .map(|n| {
                 Ok(SourceNote {
-                    id: NoteId::parse(n.id).map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })?,
+                    id: NoteId::parse(n.id)
+                        .map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })?,
                     author_id: n.user.and_then(|u| u.id),
                     content: n.content,
                 })
@@ -109,7 +117,8 @@ impl IncidentSource for PagerDutyRest {
         // PagerDuty notes are limited in size; keep the summary readable and bounded.
         let content: String = content.chars().take(24_000).collect();
         let body = json!({"note": {"content": content}});
-        let resp = self.api.send("add_note", |c| self.auth(c.post(&url)).header("From", &self.from).json(&body)).await?;
+        let resp =
+            self.api.send("add_note", |c| self.auth(c.post(&url)).header("From", &self.from).json(&body)).await?;
         let note: NoteResponse = resp.json(SERVICE)?;
         NoteId::parse(note.note.id).map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })
     }

@@ -28,9 +28,9 @@ fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
                 return Some(s.to_string());
             }
         }
-        v.get("errors").and_then(Value::as_array).map(|a| {
-            a.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect::<Vec<_>>().join("; ")
-        })
+        v.get("errors")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect::<Vec<_>>().join("; "))
     });
     (body_excerpt(msg.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()).as_bytes(), 300), retryable)
 }
@@ -60,7 +60,8 @@ impl KnowledgeBase for SensoKb {
         let resp =
             self.api.send("search", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body)).await?;
         let v: Value = resp.json(SERVICE)?;
-        let results = v.get("results").and_then(Value::as_array).ok_or_else(|| contract("search response has no results[]"))?;
+        let results =
+            v.get("results").and_then(Value::as_array).ok_or_else(|| contract("search response has no results[]"))?;
         let hits = results
             .iter()
             .filter_map(|r| {
@@ -92,10 +93,14 @@ impl KnowledgeBase for SensoKb {
 
     async fn ingest_status(&self, content_id: &str) -> Result<IngestStatus, ClientError> {
         if !content_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(ClientError::Invalid { service: SERVICE, detail: "content id has unexpected characters".into() });
+            return Err(ClientError::Invalid {
+                service: SERVICE,
+                detail: "content id has unexpected characters".into(),
+            });
         }
         let url = self.path(&format!("/org/content/{content_id}"), &format!("/content/{content_id}"));
-        let resp = self.api.send("ingest_status", |c| c.get(&url).header("X-API-Key", self.key.expose_secret())).await?;
+        let resp =
+            self.api.send("ingest_status", |c| c.get(&url).header("X-API-Key", self.key.expose_secret())).await?;
         let v: Value = resp.json(SERVICE)?;
         // The legacy API says `completed`, the current one `complete`: both mean done.
         match v.get("processing_status").and_then(Value::as_str) {

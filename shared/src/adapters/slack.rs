@@ -36,7 +36,11 @@ impl SlackApi {
         if channel.trim().is_empty() {
             return Err(ClientError::Invalid { service: SERVICE, detail: "no Slack channel configured".into() });
         }
-        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?, token, channel: channel.into() })
+        Ok(Self {
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?,
+            token,
+            channel: channel.into(),
+        })
     }
 
     /// Slack answers most failures with HTTP 200 and `ok: false`.
@@ -45,7 +49,8 @@ impl SlackApi {
             return Ok(reply);
         }
         let error = reply.error.unwrap_or_else(|| "unknown_error".into());
-        let retryable = matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
+        let retryable =
+            matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
         Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable })
     }
 
@@ -72,13 +77,19 @@ impl ChatOps for SlackApi {
             .await?;
         match (reply.channel, reply.ts) {
             (Some(channel), Some(ts)) => Ok(MessageRef { channel, ts }),
-            _ => Err(ClientError::Contract { service: SERVICE, detail: "chat.postMessage returned no channel/ts".into() }),
+            _ => Err(ClientError::Contract {
+                service: SERVICE,
+                detail: "chat.postMessage returned no channel/ts".into(),
+            }),
         }
     }
 
     async fn update(&self, at: &MessageRef, message: &ChatMessage) -> Result<(), ClientError> {
-        self.call("chat.update", &json!({"channel": at.channel, "ts": at.ts, "text": message.text, "blocks": message.blocks}))
-            .await?;
+        self.call(
+            "chat.update",
+            &json!({"channel": at.channel, "ts": at.ts, "text": message.text, "blocks": message.blocks}),
+        )
+        .await?;
         Ok(())
     }
 

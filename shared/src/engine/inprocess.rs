@@ -53,7 +53,9 @@ impl TaskDispatcher for InProcessDispatcher {
         let callback = match invocation.resource.as_str() {
             "arn:aws:states:::lambda:invoke" => false,
             "arn:aws:states:::lambda:invoke.waitForTaskToken" => true,
-            other => return Err(TaskFailure::new("States.Runtime", format!("resource {other} is not supported locally"))),
+            other => {
+                return Err(TaskFailure::new("States.Runtime", format!("resource {other} is not supported locally")));
+            }
         };
         let name = invocation.parameters.get("FunctionName").and_then(Value::as_str).unwrap_or_default();
         let function = function_named(name)
@@ -61,7 +63,9 @@ impl TaskDispatcher for InProcessDispatcher {
         let payload = invocation.parameters.get("Payload").cloned().unwrap_or(Value::Null);
         match stages::handle(&self.deps, function, payload).await {
             Ok(_) if callback => Ok(TaskOutcome::AwaitCallback),
-            Ok(out) => Ok(TaskOutcome::Completed(json!({"StatusCode": 200, "Payload": out, "ExecutedVersion": "$LATEST"}))),
+            Ok(out) => {
+                Ok(TaskOutcome::Completed(json!({"StatusCode": 200, "Payload": out, "ExecutedVersion": "$LATEST"})))
+            }
             // The same shape Lambda reports: errorType is the stable name.
             Err(e) => Err(TaskFailure::new(
                 e.error_name(),

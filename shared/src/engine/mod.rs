@@ -3,9 +3,9 @@
 //! clock, AWS-style history and Step Functions Local's mock-config format.
 
 pub mod asl;
+pub mod inprocess;
 pub mod interpreter;
 pub mod mock;
-pub mod inprocess;
 pub mod path;
 
 pub use asl::StateMachine;

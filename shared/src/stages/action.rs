@@ -41,7 +41,14 @@ async fn verify(deps: &Deps, incident: &Incident, phase: VerificationPhase) -> R
         .iter()
         .map(|c| json!({"check": c.name, "ok": c.ok, "status": c.status, "latency_ms": c.latency_ms, "failing_step": c.failing_step}))
         .collect();
-    audit(deps, &incident.id, "verify", &format!("{phase:?}").to_lowercase(), json!({"healthy": healthy, "checks": summary})).await?;
+    audit(
+        deps,
+        &incident.id,
+        "verify",
+        &format!("{phase:?}").to_lowercase(),
+        json!({"healthy": healthy, "checks": summary}),
+    )
+    .await?;
     Ok(verification)
 }
 
@@ -58,8 +65,12 @@ pub async fn postflight(deps: &Deps, id: &IncidentId) -> Result<Value, StageErro
     let incident = load(deps, id).await?;
     let v = verify(deps, &incident, VerificationPhase::Postflight).await?;
     if !v.healthy {
-        let failing: Vec<String> =
-            v.checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.failing_step.clone().unwrap_or_default())).collect();
+        let failing: Vec<String> = v
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.failing_step.clone().unwrap_or_default()))
+            .collect();
         return Err(StageError::StillFailing(failing.join("; ")));
     }
     Ok(json!({"healthy": true}))
@@ -92,7 +103,9 @@ async fn authorised_script(deps: &Deps, incident: &Incident) -> Result<String, S
                 return Err(StageError::Stopped("no approval bound to this plan".into()));
             }
         }
-        Route::Escalate | Route::Shadow => return Err(StageError::Stopped(format!("route {} never executes", decision.route.as_str()))),
+        Route::Escalate | Route::Shadow => {
+            return Err(StageError::Stopped(format!("route {} never executes", decision.route.as_str())));
+        }
     }
     if Plan::action_hash(&plan.action) != plan.hash {
         return Err(StageError::Stopped("the plan changed after it was hashed".into()));
@@ -109,7 +122,11 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
     let incident = load(deps, id).await?;
     // A retried task must not create a second workspace.
     if let Some(r) = incident.remediation.as_ref().filter(|r| !r.deleted) {
-        let handle = WorkspaceHandle { id: r.workspace_id.clone(), name: r.workspace_name.clone(), build_id: r.build_id.clone() };
+        let handle = WorkspaceHandle {
+            id: r.workspace_id.clone(),
+            name: r.workspace_name.clone(),
+            build_id: r.build_id.clone(),
+        };
         return Ok(handle_output(&handle, "pending", 0, None, "already provisioned"));
     }
     let script = match authorised_script(deps, &incident).await {
@@ -150,15 +167,29 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
         Ok(())
     })
     .await?;
-    audit(deps, id, "remediate", "workspace_created", json!({"workspace": handle.name, "id": handle.id, "script_sha256": crate::sha256_hex(script.as_bytes())}))
-        .await?;
+    audit(
+        deps,
+        id,
+        "remediate",
+        "workspace_created",
+        json!({"workspace": handle.name, "id": handle.id, "script_sha256": crate::sha256_hex(script.as_bytes())}),
+    )
+    .await?;
     Ok(handle_output(&handle, "pending", 0, None, "created"))
 }
 
 fn handle_from(payload: &Value) -> Result<(WorkspaceHandle, u64), StageError> {
     let w = payload.get("workspace").ok_or_else(|| StageError::InvalidInput("no workspace".into()))?;
-    let s = |k: &str| w.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| StageError::InvalidInput(format!("workspace.{k} missing")));
-    Ok((WorkspaceHandle { id: s("id")?, name: s("name")?, build_id: s("build_id")? }, w.get("polls").and_then(Value::as_u64).unwrap_or(0)))
+    let s = |k: &str| {
+        w.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| StageError::InvalidInput(format!("workspace.{k} missing")))
+    };
+    Ok((
+        WorkspaceHandle { id: s("id")?, name: s("name")?, build_id: s("build_id")? },
+        w.get("polls").and_then(Value::as_u64).unwrap_or(0),
+    ))
 }
 
 pub async fn poll_workspace(deps: &Deps, _id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
@@ -167,7 +198,9 @@ pub async fn poll_workspace(deps: &Deps, _id: &IncidentId, payload: &Value) -> R
     Ok(match deps.workspaces.progress(&handle).await? {
         WorkspaceProgress::Pending { detail } => handle_output(&handle, "pending", polls, None, &detail),
         WorkspaceProgress::Ready { agent_id } => handle_output(&handle, "ready", polls, Some(&agent_id), "ready"),
-        WorkspaceProgress::Failed { reason, agent_id } => handle_output(&handle, "failed", polls, agent_id.as_deref(), &reason),
+        WorkspaceProgress::Failed { reason, agent_id } => {
+            handle_output(&handle, "failed", polls, agent_id.as_deref(), &reason)
+        }
     })
 }
 
@@ -177,7 +210,9 @@ pub async fn collect_result(deps: &Deps, id: &IncidentId, payload: &Value) -> Re
     let detail = w.get("detail").and_then(Value::as_str).unwrap_or_default().to_string();
     let succeeded = state == "ready";
     let logs = match w.get("agent_id").and_then(Value::as_str) {
-        Some(agent) => deps.workspaces.agent_logs(agent, LOG_BYTES).await.unwrap_or_else(|e| format!("(logs unavailable: {e})")),
+        Some(agent) => {
+            deps.workspaces.agent_logs(agent, LOG_BYTES).await.unwrap_or_else(|e| format!("(logs unavailable: {e})"))
+        }
         None => String::new(),
     };
     let lifecycle = if state == "pending" { "timed out waiting for the workspace".to_string() } else { detail.clone() };
@@ -192,7 +227,14 @@ pub async fn collect_result(deps: &Deps, id: &IncidentId, payload: &Value) -> Re
     })
     .await?;
     // Logs are untrusted output: stored and shown, never interpreted.
-    audit(deps, id, "remediate", "fix_result", json!({"succeeded": succeeded, "state": state, "detail": detail, "log_bytes": logs.len()})).await?;
+    audit(
+        deps,
+        id,
+        "remediate",
+        "fix_result",
+        json!({"succeeded": succeeded, "state": state, "detail": detail, "log_bytes": logs.len()}),
+    )
+    .await?;
     Ok(json!({"succeeded": succeeded}))
 }
 

@@ -14,7 +14,10 @@ use crate::signature;
 pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
-    let token = payload.get("task_token").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
+    let token = payload
+        .get("task_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
     let token = TaskToken::parse(token)?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to approve".into()))?;
     let now = deps.clock.now();
@@ -51,8 +54,14 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
         Ok(())
     })
     .await?;
-    audit(deps, id, "approval", "approval_requested", json!({"approval_id": approval.id, "plan_hash": plan.hash, "channel": posted.channel, "ts": posted.ts}))
-        .await?;
+    audit(
+        deps,
+        id,
+        "approval",
+        "approval_requested",
+        json!({"approval_id": approval.id, "plan_hash": plan.hash, "channel": posted.channel, "ts": posted.ts}),
+    )
+    .await?;
     Ok(json!({"posted": true, "approval_id": approval.id}))
 }
 
@@ -67,7 +76,14 @@ pub async fn shadow_report(deps: &Deps, id: &IncidentId) -> Result<Value, StageE
         Ok(())
     })
     .await?;
-    audit(deps, id, "approval", "shadow_reported", json!({"would_route": incident.decision.as_ref().map(|d| d.rule.clone())})).await?;
+    audit(
+        deps,
+        id,
+        "approval",
+        "shadow_reported",
+        json!({"would_route": incident.decision.as_ref().map(|d| d.rule.clone())}),
+    )
+    .await?;
     Ok(json!({"posted": true}))
 }
 
@@ -95,7 +111,8 @@ struct SlackAction {
 /// `POST /slack/interactions`. Always answers 200 to a valid, signed request (Slack shows an
 /// error otherwise); the outcome goes back to the clicker through `response_url`.
 pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse {
-    let secret = deps.secrets.slack_signing_secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
+    let secret =
+        deps.secrets.slack_signing_secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
     let now = deps.clock.now().timestamp();
     if let Err(e) = signature::verify_slack(
         secret.as_deref().unwrap_or_default(),
@@ -192,11 +209,22 @@ enum Decided {
     Unknown,
 }
 
-async fn decide(deps: &Deps, approval_id: &ApprovalId, decision: ApprovalStatus, user: &str) -> Result<Decided, StageError> {
+async fn decide(
+    deps: &Deps,
+    approval_id: &ApprovalId,
+    decision: ApprovalStatus,
+    user: &str,
+) -> Result<Decided, StageError> {
     if !deps.settings.slack.approvers.iter().any(|a| a == user) {
         if let Some(a) = deps.store.get_approval(approval_id).await? {
-            audit(deps, &a.incident_id, &format!("slack:{user}"), "approval_refused", json!({"reason": "not an approver", "approval_id": approval_id}))
-                .await?;
+            audit(
+                deps,
+                &a.incident_id,
+                &format!("slack:{user}"),
+                "approval_refused",
+                json!({"reason": "not an approver", "approval_id": approval_id}),
+            )
+            .await?;
         }
         return Ok(Decided::NotAllowed);
     }

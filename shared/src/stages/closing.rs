@@ -32,7 +32,12 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     deps.source.add_note(id, &summary).await?;
     deps.source.resolve(id, &format!("selfheal applied {action}; post-flight checks pass.")).await?;
     deps.store
-        .record_service_event(&ServiceEvent { service: incident.service.id.clone(), at: now, incident_id: id.clone(), kind: "resolved_by_selfheal".into() })
+        .record_service_event(&ServiceEvent {
+            service: incident.service.id.clone(),
+            at: now,
+            incident_id: id.clone(),
+            kind: "resolved_by_selfheal".into(),
+        })
         .await?;
     audit(deps, id, "pagerduty", "incident_resolved", json!({"action": action})).await?;
     let route = incident.decision.as_ref().map_or("unknown", |d| d.route.as_str());
@@ -70,7 +75,8 @@ pub async fn check_refire(deps: &Deps, id: &IncidentId) -> Result<Value, StageEr
     })
     .await?;
     record_effectiveness(deps, &incident, effectiveness).await?;
-    let seen: Vec<Value> = refires.iter().map(|e| json!({"incident": e.incident_id, "kind": e.kind, "at": e.at})).collect();
+    let seen: Vec<Value> =
+        refires.iter().map(|e| json!({"incident": e.incident_id, "kind": e.kind, "at": e.at})).collect();
     audit(deps, id, "pagerduty", "stability_checked", json!({"effectiveness": effectiveness, "refires": seen})).await?;
     emit_metric(
         incident.service.name.as_str(),
@@ -88,7 +94,9 @@ pub fn resolution_document(i: &Incident) -> (String, String) {
         None => "unknown",
     };
     let (runbook, action) = match i.plan.as_ref().map(|p| &p.action) {
-        Some(PlannedAction::Catalog { runbook_id, action, parameters }) => (runbook_id.to_string(), format!("{action} {parameters}")),
+        Some(PlannedAction::Catalog { runbook_id, action, parameters }) => {
+            (runbook_id.to_string(), format!("{action} {parameters}"))
+        }
         Some(PlannedAction::Script { .. }) => ("none".into(), "reviewed free-form script".into()),
         None => ("none".into(), "none".into()),
     };
@@ -100,7 +108,10 @@ pub fn resolution_document(i: &Incident) -> (String, String) {
         i.id,
         i.hypothesis.as_ref().map(|h| h.services.join(", ")).unwrap_or_default(),
         i.hypothesis.as_ref().map_or("unknown", |h| h.root_cause.as_str()),
-        i.hypothesis.as_ref().map(|h| h.evidence.iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n")).unwrap_or_default(),
+        i.hypothesis
+            .as_ref()
+            .map(|h| h.evidence.iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default(),
         i.plan.as_ref().map_or("nothing", |p| p.analysis.as_str()),
     );
     (title, text)
@@ -110,7 +121,14 @@ pub async fn ingest_resolution(deps: &Deps, id: &IncidentId) -> Result<Value, St
     let incident = load(deps, id).await?;
     let (title, text) = resolution_document(&incident);
     let content_id = deps.kb.ingest(&title, &text).await?;
-    audit(deps, id, "senso", "resolution_ingested", json!({"content_id": content_id, "effectiveness": incident.effectiveness})).await?;
+    audit(
+        deps,
+        id,
+        "senso",
+        "resolution_ingested",
+        json!({"content_id": content_id, "effectiveness": incident.effectiveness}),
+    )
+    .await?;
     Ok(json!({"content_id": content_id}))
 }
 
@@ -123,8 +141,16 @@ pub async fn record_rejection(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     })
     .await?;
     let trail = deps.store.audit_trail(id).await?;
-    let who = incident.approval.as_ref().and_then(|a| a.decided_by.clone()).map_or("an approver".to_string(), |u| u.to_string());
-    let note = messages::pagerduty_summary(&incident, &format!("Plan rejected by {who} in Slack; nothing was executed."), &trail);
+    let who = incident
+        .approval
+        .as_ref()
+        .and_then(|a| a.decided_by.clone())
+        .map_or("an approver".to_string(), |u| u.to_string());
+    let note = messages::pagerduty_summary(
+        &incident,
+        &format!("Plan rejected by {who} in Slack; nothing was executed."),
+        &trail,
+    );
     deps.source.add_note(id, &note).await?;
     audit(deps, id, "pagerduty", "rejection_recorded", json!({"by": who})).await?;
     emit_metric(incident.service.name.as_str(), &[("Rejected", 1.0, "Count")], &[]);

@@ -16,7 +16,10 @@ use crate::runbooks;
 pub async fn await_hypothesis(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
-    let token = payload.get("task_token").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
+    let token = payload
+        .get("task_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
     let token = TaskToken::parse(token)?;
     let timeout = deps.settings.timeouts.hypothesis_secs as i64;
     let expires = deps.clock.now() + chrono::Duration::seconds(timeout + 3600);
@@ -31,7 +34,11 @@ pub async fn await_hypothesis(deps: &Deps, id: &IncidentId, payload: &Value) -> 
 }
 
 pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
-    let note = deps.store.investigator_note(id).await?.ok_or_else(|| StageError::NotFound(format!("no investigator note for {id}")))?;
+    let note = deps
+        .store
+        .investigator_note(id)
+        .await?
+        .ok_or_else(|| StageError::NotFound(format!("no investigator note for {id}")))?;
     let parsed = crate::notes::parse_note(&note.content);
     let confidence = parsed.confidence.and_then(|c| Confidence::parse(c).ok());
     let hypothesis = parsed.root_cause.clone().map(|root_cause| Hypothesis {
@@ -70,12 +77,17 @@ pub fn runbook_of(hit: &SearchHit) -> Option<RunbookId> {
 /// our catalog, discounted by 0.75 for every recorded ineffective outcome of that runbook's
 /// actions (a fix that did not hold is trusted less next time).
 pub fn match_score(scored: &[(f64, u32)]) -> f64 {
-    scored.iter().map(|(score, ineffective)| score * 0.75f64.powi(*ineffective as i32)).fold(0.0, f64::max).clamp(0.0, 1.0)
+    scored
+        .iter()
+        .map(|(score, ineffective)| score * 0.75f64.powi(*ineffective as i32))
+        .fold(0.0, f64::max)
+        .clamp(0.0, 1.0)
 }
 
 pub async fn lookup_runbooks(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
-    let hypothesis = incident.hypothesis.clone().ok_or_else(|| StageError::InvalidInput("no hypothesis to look up".into()))?;
+    let hypothesis =
+        incident.hypothesis.clone().ok_or_else(|| StageError::InvalidInput("no hypothesis to look up".into()))?;
     let mut query = format!("{} (service: {})", hypothesis.root_cause, incident.service.name);
     for e in hypothesis.evidence.iter().take(2) {
         query.push_str("; ");
@@ -109,7 +121,8 @@ pub async fn lookup_runbooks(deps: &Deps, id: &IncidentId) -> Result<Value, Stag
         Ok(())
     })
     .await?;
-    let sources: Vec<_> = matches.iter().map(|r| json!({"runbook": r.runbook_id, "title": r.title, "score": r.score})).collect();
+    let sources: Vec<_> =
+        matches.iter().map(|r| json!({"runbook": r.runbook_id, "title": r.title, "score": r.score})).collect();
     audit(deps, id, "senso", "runbooks_matched", json!({"match_score": m, "sources": sources})).await?;
     Ok(json!({"match_score": m, "runbooks": matches.len()}))
 }
@@ -140,7 +153,9 @@ pub fn validate_plan(plan: &Plan, catalog: &[CatalogAction]) -> Option<String> {
         PlannedAction::Catalog { runbook_id, action, parameters } => {
             match catalog.iter().find(|a| a.runbook_id == *runbook_id && a.name == *action) {
                 None => Some(format!("action {runbook_id}/{action} is not in the retrieved runbooks' catalog")),
-                Some(a) => runbooks::validate_parameters(a, parameters).err().map(|e| format!("parameters of {action}: {e}")),
+                Some(a) => {
+                    runbooks::validate_parameters(a, parameters).err().map(|e| format!("parameters of {action}: {e}"))
+                }
             }
         }
     }
@@ -149,7 +164,8 @@ pub fn validate_plan(plan: &Plan, catalog: &[CatalogAction]) -> Option<String> {
 pub async fn plan_remediation(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
-    let hypothesis = incident.hypothesis.clone().ok_or_else(|| StageError::InvalidInput("no hypothesis to plan from".into()))?;
+    let hypothesis =
+        incident.hypothesis.clone().ok_or_else(|| StageError::InvalidInput("no hypothesis to plan from".into()))?;
     let catalog = retrieved_catalog(deps, &incident).await?;
     let request = PlanRequest {
         incident_title: incident.title.clone(),
@@ -274,7 +290,12 @@ mod tests {
 
     #[test]
     fn runbook_ids_from_titles_and_chunks() {
-        let hit = |title: &str, chunk: &str| SearchHit { content_id: "c".into(), title: title.into(), score: 0.5, chunk_text: chunk.into() };
+        let hit = |title: &str, chunk: &str| SearchHit {
+            content_id: "c".into(),
+            title: title.into(),
+            score: 0.5,
+            chunk_text: chunk.into(),
+        };
         assert_eq!(runbook_of(&hit("redis-maxmemory: Redis full", "")).unwrap().as_str(), "redis-maxmemory");
         assert_eq!(runbook_of(&hit("Redis", "x\nrunbook-id: redis-maxmemory\n")).unwrap().as_str(), "redis-maxmemory");
         assert!(runbook_of(&hit("Some doc", "no id")).is_none());

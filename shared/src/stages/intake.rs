@@ -112,9 +112,12 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 
 async fn triggered(deps: &Deps, event: &Event) -> Result<&'static str, StageError> {
     let d = &event.data;
-    let id = IncidentId::parse(str_at(d, "/id").ok_or_else(|| StageError::InvalidInput("incident without id".into()))?)?;
+    let id =
+        IncidentId::parse(str_at(d, "/id").ok_or_else(|| StageError::InvalidInput("incident without id".into()))?)?;
     let service = ServiceRef {
-        id: ServiceId::parse(str_at(d, "/service/id").ok_or_else(|| StageError::InvalidInput("incident without service".into()))?)?,
+        id: ServiceId::parse(
+            str_at(d, "/service/id").ok_or_else(|| StageError::InvalidInput("incident without service".into()))?,
+        )?,
         name: ServiceName::parse(str_at(d, "/service/summary").unwrap_or("unknown service"))
             .unwrap_or_else(|_| ServiceName::parse("unknown service").unwrap_or_else(|_| unreachable!())),
     };
@@ -126,9 +129,15 @@ async fn triggered(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     incident.html_url = str_at(d, "/html_url").map(str::to_string);
     let created = deps.store.create_incident(&incident).await?;
     if created == Created::New {
-        audit(deps, &id, "pagerduty", "incident_created", json!({"title": incident.title, "service": service.id})).await?;
+        audit(deps, &id, "pagerduty", "incident_created", json!({"title": incident.title, "service": service.id}))
+            .await?;
         deps.store
-            .record_service_event(&ServiceEvent { service: service.id.clone(), at: now, incident_id: id.clone(), kind: "triggered".into() })
+            .record_service_event(&ServiceEvent {
+                service: service.id.clone(),
+                at: now,
+                incident_id: id.clone(),
+                kind: "triggered".into(),
+            })
             .await?;
     }
     // Always (re)issue StartExecution: after a crash between create and start this starts it;
@@ -161,8 +170,14 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     let id = IncidentId::parse(incident_raw)?;
     if !deps.settings.pagerduty.investigator_ids.iter().any(|i| *i == author) {
         if deps.store.get_incident(&id).await?.is_some() {
-            audit(deps, &id, "intake", "note_ignored", json!({"author": author, "reason": "not a configured investigator"}))
-                .await?;
+            audit(
+                deps,
+                &id,
+                "intake",
+                "note_ignored",
+                json!({"author": author, "reason": "not a configured investigator"}),
+            )
+            .await?;
         }
         return Ok("note_ignored");
     }
@@ -205,7 +220,9 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
 }
 
 async fn resolved(deps: &Deps, event: &Event) -> Result<&'static str, StageError> {
-    let Some(raw) = str_at(&event.data, "/id") else { return Err(StageError::InvalidInput("incident without id".into())) };
+    let Some(raw) = str_at(&event.data, "/id") else {
+        return Err(StageError::InvalidInput("incident without id".into()));
+    };
     let id = IncidentId::parse(raw)?;
     let Some(incident) = deps.store.get_incident(&id).await? else { return Ok("unknown_incident") };
     // Our own resolution (outcome already recorded) or a run that already executed: nothing to stop.
@@ -220,8 +237,14 @@ async fn resolved(deps: &Deps, event: &Event) -> Result<&'static str, StageError
         Ok(())
     })
     .await?;
-    audit(deps, &id, &format!("pagerduty:{by}"), "resolved_by_human", json!({"agent_type": event.agent.as_ref().and_then(|a| a.kind.clone())}))
-        .await?;
+    audit(
+        deps,
+        &id,
+        &format!("pagerduty:{by}"),
+        "resolved_by_human",
+        json!({"agent_type": event.agent.as_ref().and_then(|a| a.kind.clone())}),
+    )
+    .await?;
     // Wake whatever the execution waits on, so it stops now instead of at a timeout.
     if let Some(token) = deps.store.waiting_token(&id).await? {
         let _ = deps.orchestrator.send_task_failure(&token, "Stopped", "a person resolved the incident").await;
@@ -231,19 +254,27 @@ async fn resolved(deps: &Deps, event: &Event) -> Result<&'static str, StageError
         if let crate::ports::DecideOutcome::Decided(a) =
             deps.store.decide_approval(&approval.approval_id, ApprovalStatus::Expired, &who, deps.clock.now()).await?
         {
-            let _ = deps.orchestrator.send_task_failure(&a.task_token, "Stopped", "a person resolved the incident").await;
+            let _ =
+                deps.orchestrator.send_task_failure(&a.task_token, "Stopped", "a person resolved the incident").await;
         }
     }
     Ok("autonomy_stopped")
 }
 
 async fn reopened(deps: &Deps, event: &Event) -> Result<&'static str, StageError> {
-    let Some(raw) = str_at(&event.data, "/id") else { return Err(StageError::InvalidInput("incident without id".into())) };
+    let Some(raw) = str_at(&event.data, "/id") else {
+        return Err(StageError::InvalidInput("incident without id".into()));
+    };
     let id = IncidentId::parse(raw)?;
     let Some(incident) = deps.store.get_incident(&id).await? else { return Ok("unknown_incident") };
     let now = deps.clock.now();
     deps.store
-        .record_service_event(&ServiceEvent { service: incident.service.id.clone(), at: now, incident_id: id.clone(), kind: "reopened".into() })
+        .record_service_event(&ServiceEvent {
+            service: incident.service.id.clone(),
+            at: now,
+            incident_id: id.clone(),
+            kind: "reopened".into(),
+        })
         .await?;
     audit(deps, &id, "pagerduty", "incident_reopened", json!({})).await?;
     // After the stability window the verdict was already written: correct it now.

@@ -27,7 +27,9 @@ fn section(text: String) -> Value {
 fn incident_line(i: &Incident) -> String {
     let title = clip(&i.title, 200);
     match &i.html_url {
-        Some(url) => format!("*<{url}|{title}>* · {} · #{}", i.service.name, i.number.map_or("?".into(), |n| n.to_string())),
+        Some(url) => {
+            format!("*<{url}|{title}>* · {} · #{}", i.service.name, i.number.map_or("?".into(), |n| n.to_string()))
+        }
         None => format!("*{title}* · {}", i.service.name),
     }
 }
@@ -48,7 +50,9 @@ fn runbook_line(i: &Incident) -> String {
         .runbooks
         .iter()
         .take(3)
-        .map(|r| format!("{} ({:.2})", r.runbook_id.as_ref().map_or(r.title.clone(), |id| id.to_string()), r.score.value()))
+        .map(|r| {
+            format!("{} ({:.2})", r.runbook_id.as_ref().map_or(r.title.clone(), |id| id.to_string()), r.score.value())
+        })
         .collect();
     format!(
         "*Runbook match*: {} — {}",
@@ -61,7 +65,9 @@ pub fn plan_lines(i: &Incident, script: Option<&str>) -> Vec<Value> {
     let mut blocks = Vec::new();
     if let Some(plan) = &i.plan {
         let what = match &plan.action {
-            PlannedAction::Catalog { runbook_id, action, parameters } => format!("catalog action `{runbook_id}/{action}` {parameters}"),
+            PlannedAction::Catalog { runbook_id, action, parameters } => {
+                format!("catalog action `{runbook_id}/{action}` {parameters}")
+            }
             PlannedAction::Script { language, .. } => format!("free-form {language} script (not from a runbook)"),
         };
         blocks.push(section(format!(
@@ -76,7 +82,11 @@ pub fn plan_lines(i: &Incident, script: Option<&str>) -> Vec<Value> {
             clip(&plan.rollback, 300)
         )));
         if let Some(s) = script {
-            blocks.push(section(format!("*Script* (hash `{}`):\n{}", &plan.hash[..12.min(plan.hash.len())], code(s, 2500))));
+            blocks.push(section(format!(
+                "*Script* (hash `{}`):\n{}",
+                &plan.hash[..12.min(plan.hash.len())],
+                code(s, 2500)
+            )));
         }
         if !plan.risks.is_empty() {
             blocks.push(section(format!("*Risks*: {}", clip(&plan.risks.join("; "), 800))));
@@ -124,7 +134,12 @@ pub fn approval_decided(i: &Incident, status: ApprovalStatus, by: &str, at: &str
         ApprovalStatus::Pending => "Pending",
     };
     let line = format!("{verb} by <@{by}> at {at}");
-    let blocks = vec![section(incident_line(i)), section(hypothesis_line(i)), section(decision_line(i)), section(format!("*{line}*"))];
+    let blocks = vec![
+        section(incident_line(i)),
+        section(hypothesis_line(i)),
+        section(decision_line(i)),
+        section(format!("*{line}*")),
+    ];
     ChatMessage { text: format!("{line}: {}", clip(&i.title, 200)), blocks: Value::Array(blocks) }
 }
 
@@ -163,7 +178,12 @@ pub fn escalation(i: &Incident, reason: &str) -> ChatMessage {
 fn verification_lines(i: &Incident) -> String {
     let mut out = Vec::new();
     for v in &i.verifications {
-        let failing: Vec<String> = v.checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.failing_step.clone().unwrap_or_default())).collect();
+        let failing: Vec<String> = v
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} ({})", c.name, c.failing_step.clone().unwrap_or_default()))
+            .collect();
         out.push(format!(
             "{:?}: {}{}",
             v.phase,
@@ -195,7 +215,12 @@ pub fn pagerduty_summary(i: &Incident, headline: &str, trail: &[AuditEvent]) -> 
     }
     out.push(format!(
         "Runbooks: {}",
-        i.runbooks.iter().take(3).map(|r| format!("{} ({:.2})", r.title, r.score.value())).collect::<Vec<_>>().join(", ")
+        i.runbooks
+            .iter()
+            .take(3)
+            .map(|r| format!("{} ({:.2})", r.title, r.score.value()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if let Some(p) = &i.plan {
         let action = match &p.action {

@@ -70,7 +70,10 @@ impl Function {
 
 /// Run the operation named in `payload["op"]`, if `function` owns it.
 pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<Value, StageError> {
-    let op = payload.get("op").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("payload has no op".into()))?;
+    let op = payload
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StageError::InvalidInput("payload has no op".into()))?;
     if !function.ops().contains(&op) {
         return Err(StageError::InvalidInput(format!("operation {op} does not belong to the {function:?} function")));
     }
@@ -113,7 +116,10 @@ async fn dispatch(deps: &Deps, op: &str, id: &IncidentId, payload: &Value) -> Re
 }
 
 fn incident_id(payload: &Value) -> Result<IncidentId, StageError> {
-    let raw = payload.get("incident_id").and_then(Value::as_str).ok_or_else(|| StageError::InvalidInput("no incident_id".into()))?;
+    let raw = payload
+        .get("incident_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StageError::InvalidInput("no incident_id".into()))?;
     Ok(IncidentId::parse(raw)?)
 }
 
@@ -128,13 +134,21 @@ pub async fn update<R>(
     id: &IncidentId,
     mut change: impl FnMut(&mut Incident) -> Result<R, StageError>,
 ) -> Result<(Incident, R), StageError> {
-    for _ in 0..8 {
-        let mut incident = load(deps, id).await?;
+    for attempt in 0..16u32 {
+        let before = load(deps, id).await?;
+        let mut incident = before.clone();
         let r = change(&mut incident)?;
+        // Nothing changed (another writer got there first): no write, no contention.
+        if incident == before {
+            return Ok((incident, r));
+        }
         incident.updated_at = deps.clock.now();
         match deps.store.save_incident(&incident).await {
             Ok(saved) => return Ok((saved, r)),
-            Err(StoreError::VersionConflict(_)) => continue,
+            Err(StoreError::VersionConflict(_)) => {
+                let jitter = rand::random::<u64>() % (2 + u64::from(attempt) * 3);
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -149,7 +163,14 @@ pub async fn audit(deps: &Deps, id: &IncidentId, actor: &str, kind: &str, detail
 }
 
 /// Audit a decision together with a hash of the inputs it saw.
-pub async fn audit_decision(deps: &Deps, id: &IncidentId, actor: &str, kind: &str, detail: Value, inputs: &Value) -> Result<(), StageError> {
+pub async fn audit_decision(
+    deps: &Deps,
+    id: &IncidentId,
+    actor: &str,
+    kind: &str,
+    detail: Value,
+    inputs: &Value,
+) -> Result<(), StageError> {
     let event = AuditEvent::new(deps.clock.now(), actor, kind, detail).with_inputs_hash(inputs);
     deps.store.append_audit(id, &event).await?;
     Ok(())

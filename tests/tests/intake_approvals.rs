@@ -1,0 +1,411 @@
+//! Intake and Slack approvals through the real handlers, with a recording orchestrator that
+//! follows Step Functions' semantics (same name + same input = same execution; a spent token
+//! answers TaskTimedOut), on the embedded store, against the PagerDuty simulator.
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use selfheal::config::{Secrets, Settings};
+use selfheal::domain::*;
+use selfheal::error::OrchestratorError;
+use selfheal::ports::*;
+use selfheal::signature::{sign_pagerduty, sign_slack};
+use selfheal::stages::http::HttpRequest;
+use selfheal::stages::{self, Deps, Function, approvals, intake};
+use selfheal_cli::sim::{Knobs, Sim, SimCredentials};
+
+#[derive(Default)]
+struct Recorder {
+    executions: Mutex<BTreeMap<String, String>>,
+    resumes: Mutex<Vec<(String, Value)>>,
+    failures: Mutex<Vec<(String, String)>>,
+    closed: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl Orchestrator for Recorder {
+    async fn start_execution(&self, name: &str, input: &str) -> Result<ExecutionRef, OrchestratorError> {
+        let mut ex = self.executions.lock().unwrap();
+        match ex.get(name) {
+            Some(existing) if existing != input => Err(OrchestratorError::ExecutionAlreadyExists(name.into())),
+            Some(_) => Ok(ExecutionRef { execution_id: format!("arn:exec:{name}"), newly_started: false }),
+            None => {
+                ex.insert(name.into(), input.into());
+                Ok(ExecutionRef { execution_id: format!("arn:exec:{name}"), newly_started: true })
+            }
+        }
+    }
+    async fn send_task_success(&self, token: &TaskToken, output: &Value) -> Result<(), OrchestratorError> {
+        if !self.closed.lock().unwrap().insert(token.expose().to_string()) {
+            return Err(OrchestratorError::TaskClosed);
+        }
+        self.resumes.lock().unwrap().push((token.expose().to_string(), output.clone()));
+        Ok(())
+    }
+    async fn send_task_failure(&self, token: &TaskToken, error: &str, _cause: &str) -> Result<(), OrchestratorError> {
+        if !self.closed.lock().unwrap().insert(token.expose().to_string()) {
+            return Err(OrchestratorError::TaskClosed);
+        }
+        self.failures.lock().unwrap().push((token.expose().to_string(), error.into()));
+        Ok(())
+    }
+    async fn stop_execution(&self, _: &str, _: &str) -> Result<(), OrchestratorError> {
+        Ok(())
+    }
+}
+
+const OLD_SECRET: &str = "whsec-old-secret";
+const INVESTIGATOR: &str = "PCLERIC01";
+
+struct Env {
+    deps: Arc<Deps>,
+    rec: Arc<Recorder>,
+    sim: Arc<Sim>,
+    creds: SimCredentials,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn env(store: Arc<dyn IncidentStore>) -> Env {
+    let creds = SimCredentials::default();
+    let sim = Sim::new(creds.clone(), Knobs::default());
+    let (sim_base, server) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let mut settings = Settings::from_sources(None, |_| None).unwrap();
+    settings.pagerduty.api_base = format!("{sim_base}/pagerduty");
+    settings.pagerduty.investigator_ids = vec![INVESTIGATOR.into()];
+    settings.slack.api_base = format!("{sim_base}/slack/api");
+    settings.slack.channel = Some("C1".into());
+    settings.slack.approvers = vec!["UALICE".into(), "UBOB".into()];
+    let secrets = Secrets {
+        pagerduty_webhook_secrets: vec![
+            SecretString::from(creds.webhook_secret.clone()),
+            SecretString::from(OLD_SECRET.to_string()),
+        ],
+        pagerduty_api_token: Some(SecretString::from(creds.pagerduty_token.clone())),
+        pagerduty_from_email: Some("selfheal@example.com".into()),
+        slack_bot_token: Some(SecretString::from(creds.slack_bot_token.clone())),
+        slack_signing_secret: Some(SecretString::from(creds.slack_signing_secret.clone())),
+        ..Default::default()
+    };
+    let rec = Arc::new(Recorder::default());
+    let deps =
+        Arc::new(selfheal::wiring::build_deps(settings, secrets, store, rec.clone(), Arc::new(SystemClock::real())));
+    Env { deps, rec, sim, creds, _server: server }
+}
+
+fn envelope(event_type: &str, data: Value, agent: Option<&str>) -> Vec<u8> {
+    json!({"event": {"id": format!("01{}", uuid::Uuid::new_v4().simple()), "event_type": event_type, "resource_type": "incident",
+        "occurred_at": "2026-11-28T10:00:00.000Z", "agent": agent.map(|a| json!({"id": a, "type": "user_reference"})),
+        "client": null, "data": data}})
+    .to_string()
+    .into_bytes()
+}
+
+fn signed(secret: &str, body: Vec<u8>, webhook_id: &str) -> HttpRequest {
+    HttpRequest::new(
+        vec![
+            ("X-PagerDuty-Signature".into(), sign_pagerduty(secret.as_bytes(), &body)),
+            ("X-Webhook-Id".into(), webhook_id.into()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body,
+    )
+}
+
+fn trigger(id: &str) -> Vec<u8> {
+    envelope("incident.triggered", Sim::incident_data(id, 7, "checkout down", "PSVC1", "checkout"), None)
+}
+
+async fn stores() -> Vec<(&'static str, Arc<dyn IncidentStore>)> {
+    vec![("sqlite", selfheal_tests::sqlite_store().await), ("dynamodb", selfheal_tests::dynamodb_store().await)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_signatures_shapes_and_sizes() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let s = e.creds.webhook_secret.clone();
+        let status = |r: selfheal::stages::http::HttpResponse| r.status;
+        assert_eq!(
+            status(intake::handle_webhook(&e.deps, &signed(&s, trigger("PA1"), "w1")).await),
+            202,
+            "{backend}: valid"
+        );
+        // Rotated secret: a delivery signed with the previous secret still verifies.
+        assert_eq!(status(intake::handle_webhook(&e.deps, &signed(OLD_SECRET, trigger("PA2"), "w2")).await), 202);
+        // A header with both signatures (PagerDuty during rotation).
+        let body = trigger("PA3");
+        let both = format!("{},{}", sign_pagerduty(OLD_SECRET.as_bytes(), &body), sign_pagerduty(s.as_bytes(), &body));
+        let req =
+            HttpRequest::new(vec![("x-pagerduty-signature".into(), both), ("x-webhook-id".into(), "w3".into())], body);
+        assert_eq!(status(intake::handle_webhook(&e.deps, &req).await), 202);
+        // Forged, missing, tampered.
+        assert_eq!(status(intake::handle_webhook(&e.deps, &signed("whsec-forged", trigger("PF1"), "w4")).await), 401);
+        let missing = HttpRequest::new(vec![("x-webhook-id".into(), "w5".into())], trigger("PF2"));
+        assert_eq!(status(intake::handle_webhook(&e.deps, &missing).await), 401);
+        let mut tampered = signed(&s, trigger("PF3"), "w6");
+        tampered.body = trigger("PF4");
+        assert_eq!(status(intake::handle_webhook(&e.deps, &tampered).await), 401);
+        // Malformed JSON (correctly signed) and an oversized body.
+        assert_eq!(status(intake::handle_webhook(&e.deps, &signed(&s, b"{not json".to_vec(), "w7")).await), 400);
+        let big = vec![b' '; 300 * 1024];
+        assert_eq!(status(intake::handle_webhook(&e.deps, &signed(&s, big, "w8")).await), 413);
+        // Ping and unknown event types are acknowledged and ignored.
+        let ping = intake::handle_webhook(&e.deps, &signed(&s, envelope("pagey.ping", json!({}), None), "w9")).await;
+        assert_eq!((ping.status, ping.body["status"].as_str()), (202, Some("pong")));
+        let other =
+            intake::handle_webhook(&e.deps, &signed(&s, envelope("service.updated", json!({}), None), "w10")).await;
+        assert_eq!((other.status, other.body["status"].as_str()), (202, Some("ignored")));
+        // Nothing from the refused deliveries reached the store or the orchestrator.
+        assert!(e.deps.store.get_incident(&IncidentId::parse("PF1").unwrap()).await.unwrap().is_none());
+        assert_eq!(e.rec.executions.lock().unwrap().len(), 3, "{backend}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicates_sequential_and_concurrent_start_one_execution() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let s = e.creds.webhook_secret.clone();
+        // PagerDuty retries a delivery byte for byte, with the same X-Webhook-Id.
+        let body = trigger("PDUP1");
+        let first = intake::handle_webhook(&e.deps, &signed(&s, body.clone(), "same")).await;
+        let again = intake::handle_webhook(&e.deps, &signed(&s, body, "same")).await;
+        assert_eq!(first.body["status"], "incident_created");
+        assert_eq!(again.body["status"], "duplicate", "{backend}");
+        // Same webhook id, different payload: refused.
+        let conflict = intake::handle_webhook(&e.deps, &signed(&s, trigger("PDUP-OTHER"), "same")).await;
+        assert_eq!(conflict.status, 409);
+
+        // 32 concurrent copies of one delivery, and 32 deliveries of one incident.
+        let copy = trigger("PDUP2");
+        let copies = join_all((0..32).map(|_| {
+            let (deps, s, body) = (e.deps.clone(), s.clone(), copy.clone());
+            tokio::spawn(async move { intake::handle_webhook(&deps, &signed(&s, body, "copy")).await })
+        }))
+        .await;
+        let retries = join_all((0..32).map(|i| {
+            let (deps, s) = (e.deps.clone(), s.clone());
+            tokio::spawn(async move {
+                intake::handle_webhook(&deps, &signed(&s, trigger("PDUP3"), &format!("retry-{i}"))).await
+            })
+        }))
+        .await;
+        for r in copies.iter().chain(retries.iter()) {
+            assert!(r.as_ref().unwrap().status == 202, "{backend}: {:?}", r.as_ref().unwrap());
+        }
+        for id in ["PDUP2", "PDUP3"] {
+            let trail = e.deps.store.audit_trail(&IncidentId::parse(id).unwrap()).await.unwrap();
+            assert_eq!(trail.iter().filter(|a| a.kind == "incident_created").count(), 1, "{backend} {id}");
+        }
+        let ex = e.rec.executions.lock().unwrap();
+        assert_eq!(ex.len(), 3, "{backend}: one execution per incident");
+    }
+}
+
+async fn incident(deps: &Deps, id: &str) {
+    let s = deps.secrets.pagerduty_webhook_secrets[0].clone();
+    let r = intake::handle_webhook(
+        deps,
+        &signed(secrecy::ExposeSecret::expose_secret(&s), trigger(id), &format!("t-{id}")),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+}
+
+fn note_event(incident: &str, note_id: &str, content: &str, trimmed: bool, author: &str) -> Vec<u8> {
+    envelope(
+        "incident.annotated",
+        json!({"incident": {"id": incident, "type": "incident_reference"}, "id": note_id, "content": content, "trimmed": trimmed, "type": "incident_note"}),
+        Some(author),
+    )
+}
+
+const NOTE: &str = "Root cause: connection pool exhausted on checkout-db\nConfidence: 92%\nEvidence:\n- pool at 100%";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn investigator_hand_off_both_orders_and_trimmed_notes() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let s = e.creds.webhook_secret.clone();
+        // Token first, then the note: the note resumes the execution with the token.
+        incident(&e.deps, "PH1").await;
+        let token = TaskToken::parse(format!("token-{backend}-1")).unwrap();
+        let waited = stages::handle(
+            &e.deps,
+            Function::Cleric,
+            json!({"op": "await_hypothesis", "incident_id": "PH1", "task_token": token.expose()}),
+        )
+        .await;
+        assert_eq!(waited.unwrap()["waiting"], true);
+        let r = intake::handle_webhook(&e.deps, &signed(&s, note_event("PH1", "N1", NOTE, false, INVESTIGATOR), "n1"))
+            .await;
+        assert_eq!(r.body["status"], "hypothesis_resumed", "{backend}");
+        assert_eq!(e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == token.expose()).count(), 1);
+
+        // Note first, then the token: the wait is skipped (NoteAlreadyArrived), no callback.
+        incident(&e.deps, "PH2").await;
+        let r = intake::handle_webhook(&e.deps, &signed(&s, note_event("PH2", "N2", NOTE, false, INVESTIGATOR), "n2"))
+            .await;
+        assert_eq!(r.body["status"], "hypothesis_stored");
+        let token2 = TaskToken::parse(format!("token-{backend}-2")).unwrap();
+        let err = stages::handle(
+            &e.deps,
+            Function::Cleric,
+            json!({"op": "await_hypothesis", "incident_id": "PH2", "task_token": token2.expose()}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.error_name(), "NoteAlreadyArrived");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != token2.expose()));
+        let parsed = stages::handle(&e.deps, Function::Cleric, json!({"op": "parse_hypothesis", "incident_id": "PH2"}))
+            .await
+            .unwrap();
+        assert_eq!(parsed["usable"], true);
+        assert_eq!(parsed["confidence"], 0.92);
+
+        // A note from someone else is ignored; a progress note keeps waiting.
+        incident(&e.deps, "PH3").await;
+        let r =
+            intake::handle_webhook(&e.deps, &signed(&s, note_event("PH3", "N3", NOTE, false, "PSOMEONE"), "n3")).await;
+        assert_eq!(r.body["status"], "note_ignored");
+        let r = intake::handle_webhook(
+            &e.deps,
+            &signed(&s, note_event("PH3", "N4", "Still investigating, more soon.", false, INVESTIGATOR), "n4"),
+        )
+        .await;
+        assert_eq!(r.body["status"], "progress_note");
+        assert!(e.deps.store.investigator_note(&IncidentId::parse("PH3").unwrap()).await.unwrap().is_none());
+
+        // A trimmed note is fetched in full from PagerDuty.
+        incident(&e.deps, "PH4").await;
+        e.sim.pd.lock().unwrap().notes.entry("PH4".into()).or_default().push(selfheal_cli::sim::PdNote {
+            id: "N5".into(),
+            user_id: INVESTIGATOR.into(),
+            content: NOTE.into(),
+        });
+        let r = intake::handle_webhook(
+            &e.deps,
+            &signed(&s, note_event("PH4", "N5", "Root cause: connection po", true, INVESTIGATOR), "n5"),
+        )
+        .await;
+        assert_eq!(r.body["status"], "hypothesis_stored", "{backend}: {:?}", r.body);
+        let stored = e.deps.store.investigator_note(&IncidentId::parse("PH4").unwrap()).await.unwrap().unwrap();
+        assert_eq!(stored.content, NOTE);
+        assert!(
+            e.sim.calls().iter().any(|c| c.api == "pagerduty" && c.method == "GET" && c.path == "/incidents/PH4/notes")
+        );
+    }
+}
+
+fn click(creds: &SimCredentials, approval: &str, action: &str, user: &str, ts: i64) -> HttpRequest {
+    let payload = json!({"type": "block_actions", "user": {"id": user}, "actions": [{"action_id": action, "value": approval, "type": "button"}],
+                         "response_url": null});
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap().into_bytes();
+    HttpRequest::new(
+        vec![
+            ("X-Slack-Request-Timestamp".into(), ts.to_string()),
+            ("X-Slack-Signature".into(), sign_slack(creds.slack_signing_secret.as_bytes(), ts, &body)),
+        ],
+        body,
+    )
+}
+
+async fn pending_approval(deps: &Deps, incident_id: &str, token: &str, expires_in: chrono::Duration) -> ApprovalId {
+    incident(deps, incident_id).await;
+    let id = ApprovalId::generate();
+    let now = chrono::Utc::now();
+    deps.store
+        .create_approval(&Approval {
+            id: id.clone(),
+            incident_id: IncidentId::parse(incident_id).unwrap(),
+            task_token: TaskToken::parse(token).unwrap(),
+            plan_hash: "plan-hash-1".into(),
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now + expires_in,
+            decided_by: None,
+            decided_at: None,
+            slack_channel: None,
+            slack_ts: None,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slack_approvals_are_decided_once_by_allowed_people() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let now = chrono::Utc::now().timestamp();
+        let hour = chrono::Duration::hours(1);
+
+        // Approve, then a double click.
+        let a = pending_approval(&e.deps, "PS1", "tok-approve", hour).await;
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, a.as_str(), "approve", "UALICE", now)).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("decided")), "{backend}");
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, a.as_str(), "approve", "UBOB", now)).await;
+        assert_eq!(r.body["status"], "already_decided");
+        let resumes: Vec<_> =
+            e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == "tok-approve").cloned().collect();
+        assert_eq!(resumes.len(), 1);
+        assert_eq!(resumes[0].1["status"], "approved");
+        assert_eq!(resumes[0].1["decided_by"], "UALICE");
+        assert_eq!(resumes[0].1["plan_hash"], "plan-hash-1");
+
+        // Three concurrent approvals: exactly one resume.
+        let c = pending_approval(&e.deps, "PS2", "tok-race", hour).await;
+        let results = join_all((0..3).map(|_| {
+            let (deps, req) = (e.deps.clone(), click(&e.creds, c.as_str(), "approve", "UALICE", now));
+            tokio::spawn(async move { approvals::handle_interaction(&deps, &req).await })
+        }))
+        .await;
+        let decided = results.iter().filter(|r| r.as_ref().unwrap().body["status"] == "decided").count();
+        assert_eq!(decided, 1, "{backend}");
+        assert_eq!(e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == "tok-race").count(), 1);
+
+        // Reject.
+        let rj = pending_approval(&e.deps, "PS3", "tok-reject", hour).await;
+        approvals::handle_interaction(&e.deps, &click(&e.creds, rj.as_str(), "reject", "UBOB", now)).await;
+        let out = e.rec.resumes.lock().unwrap().iter().find(|(t, _)| t == "tok-reject").cloned().unwrap();
+        assert_eq!(out.1["status"], "rejected");
+
+        // Not an approver: nothing resumes.
+        let na = pending_approval(&e.deps, "PS4", "tok-mallory", hour).await;
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, na.as_str(), "approve", "UMALLORY", now)).await;
+        assert_eq!(r.body["status"], "not_allowed");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-mallory"));
+        let trail = e.deps.store.audit_trail(&IncidentId::parse("PS4").unwrap()).await.unwrap();
+        assert!(trail.iter().any(|t| t.kind == "approval_refused"));
+
+        // A click after the approval expired.
+        let late = pending_approval(&e.deps, "PS5", "tok-late", chrono::Duration::seconds(-1)).await;
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, late.as_str(), "approve", "UALICE", now)).await;
+        assert_eq!(r.body["status"], "expired");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-late"));
+
+        // Stale timestamp, forged signature, garbage payload.
+        let p = pending_approval(&e.deps, "PS6", "tok-stale", hour).await;
+        let r =
+            approvals::handle_interaction(&e.deps, &click(&e.creds, p.as_str(), "approve", "UALICE", now - 301)).await;
+        assert_eq!(r.status, 401);
+        let mut forged = click(&e.creds, p.as_str(), "approve", "UALICE", now);
+        forged.headers.retain(|(k, _)| k != "x-slack-signature");
+        forged.headers.push(("x-slack-signature".into(), sign_slack(b"wrong-secret", now, &forged.body)));
+        assert_eq!(approvals::handle_interaction(&e.deps, &forged).await.status, 401);
+        let body = b"payload=%7Bnot-json".to_vec();
+        let garbage = HttpRequest::new(
+            vec![
+                ("x-slack-request-timestamp".into(), now.to_string()),
+                ("x-slack-signature".into(), sign_slack(e.creds.slack_signing_secret.as_bytes(), now, &body)),
+            ],
+            body,
+        );
+        assert_eq!(approvals::handle_interaction(&e.deps, &garbage).await.status, 400);
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-stale"));
+    }
+}
