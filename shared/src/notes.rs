@@ -484,6 +484,8 @@ pub fn parse_note_with(text: &str, words: &[(&str, f64)]) -> ParsedNote {
         match section {
             Some(Field::Evidence) => target.evidence.push(clean(line)),
             Some(Field::Alternatives) => target.alternatives.push(clean(line)),
+            Some(Field::Services) => target.services.extend(split_list(line)),
+            Some(Field::Confidence) if target.confidence.is_none() => target.confidence = parse_confidence(line, words),
             _ => {}
         }
     }
