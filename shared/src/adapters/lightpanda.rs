@@ -80,11 +80,21 @@ impl LightpandaBrowser {
         let (mut browser, mut handler) = CdpBrowser::connect_with_config(ws, config)
             .await
             .map_err(|_| browser_err("CDP connection refused or failed"))?;
-        // The handler must be polled continuously or no command completes; when the browser
-        // dies the stream ends and pending commands fail instead of hanging.
-        let pump = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        let result = self.drive(&browser, spec).await;
-        let _ = browser.close().await;
+        // The handler must be polled continuously or no command completes. A connection error
+        // ends the pump (this connection serves one check, it is never resumed), and a dead
+        // browser then fails the check at once instead of waiting for command timeouts.
+        let mut pump = tokio::spawn(async move {
+            while let Some(event) = handler.next().await {
+                if event.is_err() {
+                    break;
+                }
+            }
+        });
+        let result = tokio::select! {
+            r = self.drive(&browser, spec) => r,
+            _ = &mut pump => Err(browser_err("the browser connection closed during the check")),
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), browser.close()).await;
         pump.abort();
         result
     }
