@@ -425,15 +425,15 @@ pub fn check(scenario: Scenario, record: &Value) -> Result<(), String> {
     if got("outcome") != Some(outcome) {
         return Err(format!("expected outcome {outcome}, got {:?}", got("outcome")));
     }
-    if let Some(r) = route {
-        if got("route") != Some(r) {
-            return Err(format!("expected route {r}, got {:?}", got("route")));
-        }
+    if let Some(r) = route
+        && got("route") != Some(r)
+    {
+        return Err(format!("expected route {r}, got {:?}", got("route")));
     }
-    if let Some(e) = effectiveness {
-        if got("effectiveness") != Some(e) {
-            return Err(format!("expected effectiveness {e}, got {:?}", got("effectiveness")));
-        }
+    if let Some(e) = effectiveness
+        && got("effectiveness") != Some(e)
+    {
+        return Err(format!("expected effectiveness {e}, got {:?}", got("effectiveness")));
     }
     let created = record.pointer("/workspaces/created").and_then(Value::as_u64).unwrap_or(0);
     let deleted = record.pointer("/workspaces/deleted").and_then(Value::as_u64).unwrap_or(0);

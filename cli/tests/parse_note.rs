@@ -24,7 +24,12 @@ fn prints_exactly_these_fields() {
 
 #[test]
 fn a_progress_note_has_no_root_cause() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal")).arg("parse-note").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("parse-note")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"Still investigating, will update.").unwrap();
     let out = child.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -216,10 +216,12 @@ fn heading_text(line: &str) -> Option<String> {
         return Some(l.trim_matches('*').trim().trim_end_matches(':').trim().to_string());
     }
     // "Evidence:" alone on a line.
-    if let Some(label) = l.strip_suffix(':') {
-        if !label.is_empty() && label.split_whitespace().count() <= 4 && !label.contains(':') {
-            return Some(label.trim_matches(['*', '_']).trim().to_string());
-        }
+    if let Some(label) = l.strip_suffix(':')
+        && !label.is_empty()
+        && label.split_whitespace().count() <= 4
+        && !label.contains(':')
+    {
+        return Some(label.trim_matches(['*', '_']).trim().to_string());
     }
     None
 }
@@ -391,10 +393,10 @@ pub fn parse_note(text: &str) -> ParsedNote {
 pub fn parse_note_with(text: &str, words: &[(&str, f64)]) -> ParsedNote {
     let text: String = text.chars().take(MAX_INPUT).collect();
     for candidate in json_candidates(&text) {
-        if let Ok(v) = serde_json::from_str::<Value>(candidate) {
-            if let Some(parsed) = from_json(&v, words) {
-                return parsed;
-            }
+        if let Ok(v) = serde_json::from_str::<Value>(candidate)
+            && let Some(parsed) = from_json(&v, words)
+        {
+            return parsed;
         }
     }
     let text = strip_html(&text);
@@ -450,11 +452,11 @@ pub fn parse_note_with(text: &str, words: &[(&str, f64)]) -> ParsedNote {
         }
         if let Some(item) = is_bullet(line) {
             // A bullet may itself be "Key: value".
-            if let Some((label, value)) = split_label(&item) {
-                if let Some(f) = field_for(&label) {
-                    assign(target, f, &value, words);
-                    continue;
-                }
+            if let Some((label, value)) = split_label(&item)
+                && let Some(f) = field_for(&label)
+            {
+                assign(target, f, &value, words);
+                continue;
             }
             match section {
                 Some(Field::Evidence) => target.evidence.push(item),
@@ -465,16 +467,16 @@ pub fn parse_note_with(text: &str, words: &[(&str, f64)]) -> ParsedNote {
             }
             continue;
         }
-        if let Some((label, value)) = split_label(line) {
-            if let Some(f) = field_for(&label) {
-                if value.is_empty() {
-                    section = Some(f);
-                    pending_paragraph_for_root = f == Field::RootCause;
-                } else {
-                    assign(target, f, &value, words);
-                }
-                continue;
+        if let Some((label, value)) = split_label(line)
+            && let Some(f) = field_for(&label)
+        {
+            if value.is_empty() {
+                section = Some(f);
+                pending_paragraph_for_root = f == Field::RootCause;
+            } else {
+                assign(target, f, &value, words);
             }
+            continue;
         }
         if pending_paragraph_for_root && target.root_cause.is_none() {
             target.root_cause = Some(clean(line));

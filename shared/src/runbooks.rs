@@ -230,10 +230,10 @@ pub fn validate_parameters(action: &CatalogAction, parameters: &Value) -> Result
             }
             ParamType::String => {
                 let s = v.as_str().ok_or_else(|| format!("{name} must be a string"))?;
-                if let Some(allowed) = &spec.allowed {
-                    if !allowed.iter().any(|a| a == s) {
-                        return Err(format!("{name} must be one of {}", allowed.join(", ")));
-                    }
+                if let Some(allowed) = &spec.allowed
+                    && !allowed.iter().any(|a| a == s)
+                {
+                    return Err(format!("{name} must be one of {}", allowed.join(", ")));
                 }
                 if s.chars().count() > spec.max_length.unwrap_or(128) {
                     return Err(format!("{name} is too long"));

@@ -93,7 +93,8 @@ async fn discovery_over_http_and_fifty_concurrent_checks() {
     let http = ws.replace("ws://", "http://").trim_end_matches('/').to_string();
     let browser = LightpandaBrowser::new(&http, None).unwrap();
     let (_svc, base) = service(Mode::Healthy).await;
-    let specs: Vec<CheckSpec> = (0..50).map(|i| CheckSpec { name: format!("c{i}"), ..spec(format!("{base}/health")) }).collect();
+    let specs: Vec<CheckSpec> =
+        (0..50).map(|i| CheckSpec { name: format!("c{i}"), ..spec(format!("{base}/health")) }).collect();
     let started = Instant::now();
     let results = run_checks(&browser, &specs, 50).await;
     assert_eq!(results.len(), 50);
@@ -127,7 +128,8 @@ async fn a_browser_killed_mid_check_fails_cleanly() {
     let check = tokio::spawn(async move { browser.check(&s).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     child.kill().await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), check).await.expect("no hang after the browser died").unwrap();
+    let result =
+        tokio::time::timeout(Duration::from_secs(10), check).await.expect("no hang after the browser died").unwrap();
     match result {
         Err(e) => assert!(e.is_retryable(), "a dead browser is a retryable failure: {e}"),
         Ok(r) => assert!(!r.ok, "a dead browser cannot pass a check: {r:?}"),

@@ -109,10 +109,10 @@ impl LightpandaBrowser {
         let sink = documents.clone();
         let collector = tokio::spawn(async move {
             while let Some(ev) = events.next().await {
-                if ev.r#type == ResourceType::Document {
-                    if let Ok(mut d) = sink.lock() {
-                        d.push((ev.response.url.clone(), ev.response.status));
-                    }
+                if ev.r#type == ResourceType::Document
+                    && let Ok(mut d) = sink.lock()
+                {
+                    d.push((ev.response.url.clone(), ev.response.status));
                 }
             }
         });
@@ -162,11 +162,11 @@ impl LightpandaBrowser {
         } else if let Some(text) = spec.expect_text.as_ref().filter(|t| !content.contains(t.as_str())) {
             result.ok = false;
             result.failing_step = Some(format!("text {text:?} not found"));
-        } else if let Some(sel) = &spec.expect_selector {
-            if page.find_element(sel.as_str()).await.is_err() {
-                result.ok = false;
-                result.failing_step = Some(format!("selector {sel:?} not found"));
-            }
+        } else if let Some(sel) = &spec.expect_selector
+            && page.find_element(sel.as_str()).await.is_err()
+        {
+            result.ok = false;
+            result.failing_step = Some(format!("selector {sel:?} not found"));
         }
         if result.ok {
             for (i, step) in spec.steps.iter().enumerate() {

@@ -62,10 +62,10 @@ pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
 /// The runbook id a hit belongs to: the title prefix (`<id>: <title>`, as `runbooks push`
 /// ingests it) or a `runbook-id:` line in the chunk.
 pub fn runbook_of(hit: &SearchHit) -> Option<RunbookId> {
-    if let Some((prefix, _)) = hit.title.split_once(": ") {
-        if let Ok(id) = RunbookId::parse(prefix.trim()) {
-            return Some(id);
-        }
+    if let Some((prefix, _)) = hit.title.split_once(": ")
+        && let Ok(id) = RunbookId::parse(prefix.trim())
+    {
+        return Some(id);
     }
     hit.chunk_text
         .lines()

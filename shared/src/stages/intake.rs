@@ -168,7 +168,7 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
         return Err(StageError::InvalidInput("note without incident".into()));
     };
     let id = IncidentId::parse(incident_raw)?;
-    if !deps.settings.pagerduty.investigator_ids.iter().any(|i| *i == author) {
+    if !deps.settings.pagerduty.investigator_ids.contains(&author) {
         if deps.store.get_incident(&id).await?.is_some() {
             audit(
                 deps,

@@ -1,0 +1,232 @@
+//! SaaS adapters against the simulators: Coder lifecycle outcomes, retries on 429/529, and the
+//! planner's plans checked against the catalog end to end.
+
+use secrecy::SecretString;
+use serde_json::json;
+use std::time::Duration;
+
+use selfheal::adapters::anthropic::AnthropicPlanner;
+use selfheal::adapters::coder::{CoderApi, TemplateRef};
+use selfheal::adapters::senso::SensoKb;
+use selfheal::config::SensoApi;
+use selfheal::domain::*;
+use selfheal::error::ClientError;
+use selfheal::ports::*;
+use selfheal_cli::sim::{CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
+
+async fn sim(knobs: Knobs) -> (std::sync::Arc<Sim>, String) {
+    let sim = Sim::new(SimCredentials::default(), knobs);
+    let (base, _t) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    *sim.base.lock().unwrap() = base.clone();
+    (sim, base)
+}
+
+fn request(name: &str, script: &str) -> WorkspaceRequest {
+    use base64::Engine as _;
+    WorkspaceRequest {
+        name: name.into(),
+        incident_id: IncidentId::parse("PINC1").unwrap(),
+        service: "checkout".into(),
+        severity: "high".into(),
+        script_b64: base64::engine::general_purpose::STANDARD.encode(script),
+        target: "http://127.0.0.1:9/health".into(),
+    }
+}
+
+async fn settle(coder: &CoderApi, h: &WorkspaceHandle) -> WorkspaceProgress {
+    for _ in 0..200 {
+        match coder.progress(h).await.unwrap() {
+            WorkspaceProgress::Pending { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+    panic!("workspace never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coder_lifecycle_outcomes_and_cleanup() {
+    for (mode, script, expect) in [
+        (CoderMode::Normal, "echo fixed-it", "ready"),
+        (CoderMode::Normal, "echo nope >&2; exit 3", "start_error"),
+        (CoderMode::BuildFails, "true", "build failed"),
+        (CoderMode::StartTimeout, "true", "start_timeout"),
+        (CoderMode::NoProvisioners, "true", "no provisioner"),
+    ] {
+        let (sim, base) = sim(Knobs { coder: mode, ..Knobs::default() }).await;
+        let coder = CoderApi::new(
+            &format!("{base}/coder"),
+            SecretString::from(sim.creds.coder_token.clone()),
+            "me",
+            TemplateRef::Version("tv-1".into()),
+        )
+        .unwrap();
+        let h = coder.create(&request("fix-pinc1-abc", script)).await.unwrap();
+        let outcome = settle(&coder, &h).await;
+        match (&outcome, expect) {
+            (WorkspaceProgress::Ready { agent_id }, "ready") => {
+                assert!(coder.agent_logs(agent_id, 1000).await.unwrap().contains("fixed-it"));
+            }
+            (WorkspaceProgress::Failed { reason, agent_id }, e) => {
+                assert!(reason.contains(e), "{mode:?}: {reason}");
+                if let Some(agent) = agent_id.as_deref().filter(|_| e == "start_error") {
+                    assert!(coder.agent_logs(agent, 1000).await.unwrap().contains("nope"));
+                }
+            }
+            other => panic!("{mode:?}: unexpected {other:?}"),
+        }
+        coder.delete(&h.id).await.unwrap();
+        coder.delete(&h.id).await.unwrap(); // already gone: still success
+        assert_eq!(sim.workspace_counts(), (1, 1), "{mode:?}: every workspace created is deleted");
+    }
+}
+
+#[tokio::test]
+async fn coder_refuses_invalid_names_and_bad_tokens() {
+    let (sim, base) = sim(Knobs::default()).await;
+    let ok = CoderApi::new(
+        &format!("{base}/coder"),
+        SecretString::from(sim.creds.coder_token.clone()),
+        "me",
+        TemplateRef::Version("v".into()),
+    )
+    .unwrap();
+    assert!(matches!(ok.create(&request("fix_with_underscore", "true")).await, Err(ClientError::Invalid { .. })));
+    let bad = CoderApi::new(
+        &format!("{base}/coder"),
+        SecretString::from("wrong".to_string()),
+        "me",
+        TemplateRef::Version("v".into()),
+    )
+    .unwrap();
+    let err = bad.create(&request("fix-1", "true")).await.unwrap_err();
+    assert!(matches!(err, ClientError::Status { status: 401, retryable: false, .. }), "{err:?}");
+    assert_eq!(sim.workspace_counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn senso_429_is_retried_honouring_retry_after() {
+    let (sim, base) = sim(Knobs { senso_rate_limits: 2, ..Knobs::default() }).await;
+    let kb =
+        SensoKb::new(&format!("{base}/senso"), SecretString::from(sim.creds.senso_key.clone()), SensoApi::Org).unwrap();
+    let id = kb.ingest("demo: a runbook", "runbook-id: demo\nupstream fault flag").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(kb.ingest_status(&id).await.unwrap(), IngestStatus::Complete);
+    let results = kb.search("upstream fault flag", 5).await.unwrap();
+    assert_eq!(results.hits.len(), 1);
+    let statuses: Vec<u16> = sim.calls().iter().filter(|c| c.path == "/org/search").map(|c| c.status).collect();
+    assert_eq!(statuses, [429, 429, 200]);
+    let bad = SensoKb::new(&format!("{base}/senso"), SecretString::from("nope".to_string()), SensoApi::Org).unwrap();
+    assert!(matches!(bad.search("x", 1).await, Err(ClientError::Status { status: 401, retryable: false, .. })));
+}
+
+fn plan_request() -> PlanRequest {
+    PlanRequest {
+        incident_title: "checkout 504".into(),
+        service: "checkout".into(),
+        hypothesis: Hypothesis {
+            root_cause: "upstream fault flag".into(),
+            confidence: Some(Confidence::parse(0.95).unwrap()),
+            evidence: vec![],
+            alternatives: vec![],
+            services: vec![],
+        },
+        runbooks: vec![RunbookMatch {
+            runbook_id: Some(RunbookId::parse("demo-service-fault").unwrap()),
+            title: "demo".into(),
+            content_id: None,
+            score: Confidence::parse(0.9).unwrap(),
+            excerpt: "clear the flag".into(),
+        }],
+        catalog: vec![CatalogAction {
+            runbook_id: RunbookId::parse("demo-service-fault").unwrap(),
+            name: ActionName::parse("demo.clear_fault").unwrap(),
+            description: "clear".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+            script_template: "true".into(),
+            risk: RiskLevel::Low,
+            ineffective_count: 0,
+            effective_count: 0,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn anthropic_overload_is_retried_then_gives_up_as_retryable() {
+    let (sim, base) = sim(Knobs { anthropic_overloads: 2, ..Knobs::default() }).await;
+    let planner = AnthropicPlanner::new(
+        &format!("{base}/anthropic"),
+        SecretString::from(sim.creds.anthropic_key.clone()),
+        "claude-sonnet-4-5",
+        2048,
+    )
+    .unwrap();
+    let plan = planner.plan(&plan_request()).await.unwrap();
+    assert!(matches!(plan.action, PlannedAction::Catalog { ref action, .. } if action.as_str() == "demo.clear_fault"));
+    let statuses: Vec<u16> = sim.calls().iter().filter(|c| c.api == "anthropic").map(|c| c.status).collect();
+    assert_eq!(statuses, [529, 529, 200]);
+
+    sim.knobs.lock().unwrap().anthropic_overloads = 10;
+    let err = planner.plan(&plan_request()).await.unwrap_err();
+    assert!(err.is_retryable(), "overload after the retry budget stays retryable for the state machine: {err:?}");
+
+    let unauthorised =
+        AnthropicPlanner::new(&format!("{base}/anthropic"), SecretString::from("sk-wrong".to_string()), "m", 1024)
+            .unwrap();
+    let err = unauthorised.plan(&plan_request()).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("authentication_error"), "{err}");
+}
+
+/// Run one incident on a demo harness with the given planner behaviour.
+async fn incident_with(planner: PlannerMode, until_end: bool) -> (serde_json::Value, std::sync::Arc<Sim>) {
+    let mut out = Vec::new();
+    let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
+    h.sim.knobs.lock().unwrap().planner = planner;
+    let id = "QPLAN1";
+    let data = Sim::incident_data(
+        id,
+        1,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
+    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
+                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
+                - the upstream fault flag is set while the dependency is healthy again";
+    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
+    let iid = IncidentId::parse(id).unwrap();
+    if until_end {
+        let rec = h.stack.engine.wait_for("inc-QPLAN1-incident", Duration::from_secs(30)).await.unwrap();
+        assert!(!rec.is_open());
+    } else {
+        // Until the approval request is out (the run then waits for a person).
+        for _ in 0..200 {
+            let trail = h.stack.store.audit_trail(&iid).await.unwrap();
+            if trail.iter().any(|e| e.kind == "approval_requested") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let inc = h.stack.store.get_incident(&iid).await.unwrap().unwrap();
+    (json!({"outcome": inc.outcome, "rule": inc.decision.map(|d| d.rule), "problem": inc.plan_problem}), h.sim.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_outside_the_catalog_is_rejected_and_escalated() {
+    let (r, sim) = incident_with(PlannerMode::OutsideCatalog, true).await;
+    assert_eq!(r["outcome"], "escalated");
+    assert_eq!(r["rule"], "plan_rejected");
+    assert!(r["problem"].as_str().unwrap().contains("not in the retrieved runbooks' catalog"));
+    assert_eq!(sim.workspace_counts(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_free_form_script_never_auto_executes() {
+    let (r, sim) = incident_with(PlannerMode::FreeFormScript, false).await;
+    assert_eq!(r["rule"], "free_form_script");
+    assert!(sim.slack_messages().iter().any(|m| Sim::approval_id_of(m).is_some()), "an approval request was posted");
+    // Nobody approves (no auto-click): the approval is pending until its timeout; nothing ran.
+    assert_eq!(sim.workspace_counts(), (0, 0));
+}
