@@ -230,3 +230,46 @@ async fn a_free_form_script_never_auto_executes() {
     // Nobody approves (no auto-click): the approval is pending until its timeout; nothing ran.
     assert_eq!(sim.workspace_counts(), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kill_switch_routes_to_a_person_and_blocks_execution() {
+    let mut out = Vec::new();
+    let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
+    h.stack.store.set_kill_switch(true, "test", chrono::Utc::now()).await.unwrap();
+    let id = "QKILL1";
+    let data = Sim::incident_data(
+        id,
+        1,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap();
+    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
+                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
+                - the upstream fault flag is set while the dependency is healthy again";
+    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
+    let iid = IncidentId::parse(id).unwrap();
+    let mut decision = None;
+    for _ in 0..200 {
+        if let Some(d) = h.stack.store.get_incident(&iid).await.unwrap().and_then(|i| i.decision) {
+            decision = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let d = decision.expect("a decision");
+    assert_eq!((d.route, d.rule.as_str()), (Route::Approval, "kill_switch"));
+    // Even an explicit attempt to provision is refused while the switch is on.
+    let err = selfheal::stages::handle(
+        &h.stack.deps,
+        selfheal::stages::Function::Remediate,
+        json!({"op": "provision_workspace", "incident_id": id}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_name(), "Stopped");
+    assert_eq!(h.sim.workspace_counts(), (0, 0));
+    let trail = h.stack.store.audit_trail(&iid).await.unwrap();
+    assert!(trail.iter().any(|e| e.kind == "execution_refused"));
+}

@@ -289,6 +289,45 @@ mod tests {
     }
 
     #[test]
+    fn plans_are_checked_against_the_retrieved_catalog() {
+        let rb = crate::runbooks::parse_runbook(
+            "pg.md",
+            "+++\nid = \"pg\"\ntitle = \"pg\"\n[[actions]]\nname = \"pg.cancel\"\ndescription = \"d\"\nscript = \"cancel {{pid}}\"\n[actions.parameters.pid]\ntype = \"integer\"\nminimum = 1\n+++\nbody",
+        )
+        .unwrap();
+        let plan = |action: &str, params: serde_json::Value| {
+            let action = PlannedAction::Catalog {
+                runbook_id: RunbookId::parse("pg").unwrap(),
+                action: ActionName::parse(action).unwrap(),
+                parameters: params,
+            };
+            Plan {
+                analysis: String::new(),
+                runbook_sources: vec![],
+                risks: vec![],
+                risk: RiskLevel::Low,
+                hash: Plan::action_hash(&action),
+                action,
+                rollback: String::new(),
+                expected_outcome: String::new(),
+                verification_hints: vec![],
+            }
+        };
+        assert_eq!(validate_plan(&plan("pg.cancel", json!({"pid": 42})), &rb.actions), None);
+        assert!(
+            validate_plan(&plan("pg.drop_everything", json!({})), &rb.actions)
+                .unwrap()
+                .contains("not in the retrieved")
+        );
+        assert!(validate_plan(&plan("pg.cancel", json!({"pid": 0})), &rb.actions).unwrap().contains("range"));
+        assert!(
+            validate_plan(&plan("pg.cancel", json!({"pid": "1; rm -rf /"})), &rb.actions).unwrap().contains("integer")
+        );
+        assert!(validate_plan(&plan("pg.cancel", json!({})), &rb.actions).unwrap().contains("missing"));
+        assert_eq!(script_of(&plan("pg.cancel", json!({"pid": 42})), &rb.actions).unwrap(), "cancel 42");
+    }
+
+    #[test]
     fn runbook_ids_from_titles_and_chunks() {
         let hit = |title: &str, chunk: &str| SearchHit {
             content_id: "c".into(),
