@@ -8,7 +8,8 @@ fn serve_answers_webhooks_and_stops_on_sigint() {
     let dir = std::env::temp_dir().join(format!("selfheal-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("selfheal.toml");
-    std::fs::write(&config, "[pagerduty]\ninvestigator_ids = [\"PCLERIC\"]\n[browser]\nendpoint = \"plain-http\"\n").unwrap();
+    std::fs::write(&config, "[pagerduty]\ninvestigator_ids = [\"PCLERIC\"]\n[browser]\nendpoint = \"plain-http\"\n")
+        .unwrap();
     let secrets = dir.join("secrets.toml");
     std::fs::write(&secrets, "pagerduty_webhook_secrets = [\"whsec-serve\"]\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))
@@ -33,7 +34,14 @@ fn serve_answers_webhooks_and_stops_on_sigint() {
     let post = |sig: String| {
         let out = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json"])
-            .args(["-H", &format!("x-pagerduty-signature: {sig}"), "-H", "x-webhook-id: serve-1", "--data-binary", "@-"])
+            .args([
+                "-H",
+                &format!("x-pagerduty-signature: {sig}"),
+                "-H",
+                "x-webhook-id: serve-1",
+                "--data-binary",
+                "@-",
+            ])
             .arg(format!("{url}/webhooks/pagerduty"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -116,15 +116,8 @@ impl LightpandaBrowser {
                 }
             }
         });
-        let mut result = CheckResult {
-            name: spec.name.clone(),
-            url: spec.url.clone(),
-            status: None,
-            latency_ms: 0,
-            ok: false,
-            failing_step: None,
-            excerpt: String::new(),
-        };
+        let mut result = failing(spec, 0, String::new());
+        result.failing_step = None;
         let started = Instant::now();
         let nav = page.goto(spec.url.as_str()).await;
         result.latency_ms = started.elapsed().as_millis() as u64;
@@ -182,6 +175,19 @@ impl LightpandaBrowser {
         }
         collector.abort();
         Ok(result)
+    }
+}
+
+/// A check that failed before or without a page to judge.
+fn failing(spec: &CheckSpec, latency_ms: u64, why: String) -> CheckResult {
+    CheckResult {
+        name: spec.name.clone(),
+        url: spec.url.clone(),
+        status: None,
+        latency_ms,
+        ok: false,
+        failing_step: Some(why),
+        excerpt: String::new(),
     }
 }
 
@@ -254,15 +260,11 @@ impl Browser for LightpandaBrowser {
                 Err(e)
             }
             // Past the deadline the page counts as failing (slow), not the browser.
-            Err(_) => Ok(CheckResult {
-                name: spec.name.clone(),
-                url: spec.url.clone(),
-                status: None,
-                latency_ms: started.elapsed().as_millis() as u64,
-                ok: false,
-                failing_step: Some(format!("deadline of {} ms exceeded", deadline.as_millis())),
-                excerpt: String::new(),
-            }),
+            Err(_) => Ok(failing(
+                spec,
+                started.elapsed().as_millis() as u64,
+                format!("deadline of {} ms exceeded", deadline.as_millis()),
+            )),
         }
     }
 }
@@ -279,15 +281,7 @@ async fn check_one(browser: &dyn Browser, spec: &CheckSpec, gate: &tokio::sync::
     let _permit = gate.acquire().await;
     match browser.check(spec).await {
         Ok(r) => r,
-        Err(e) => CheckResult {
-            name: spec.name.clone(),
-            url: spec.url.clone(),
-            status: None,
-            latency_ms: 0,
-            ok: false,
-            failing_step: Some(format!("browser: {e}")),
-            excerpt: String::new(),
-        },
+        Err(e) => failing(spec, 0, format!("browser: {e}")),
     }
 }
 
@@ -309,15 +303,8 @@ impl HttpChecker {
 impl Browser for HttpChecker {
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         let started = Instant::now();
-        let mut r = CheckResult {
-            name: spec.name.clone(),
-            url: spec.url.clone(),
-            status: None,
-            latency_ms: 0,
-            ok: false,
-            failing_step: None,
-            excerpt: String::new(),
-        };
+        let mut r = failing(spec, 0, String::new());
+        r.failing_step = None;
         let resp = self.http.get(&spec.url).timeout(Duration::from_millis(spec.deadline_ms.max(100))).send().await;
         r.latency_ms = started.elapsed().as_millis() as u64;
         match resp {

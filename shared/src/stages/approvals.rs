@@ -14,11 +14,7 @@ use crate::signature;
 pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
-    let token = payload
-        .get("task_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
-    let token = TaskToken::parse(token)?;
+    let token = super::task_token(payload)?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to approve".into()))?;
     let now = deps.clock.now();
     let approval = Approval {

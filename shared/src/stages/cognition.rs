@@ -16,11 +16,7 @@ use crate::runbooks;
 pub async fn await_hypothesis(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
-    let token = payload
-        .get("task_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
-    let token = TaskToken::parse(token)?;
+    let token = super::task_token(payload)?;
     let timeout = deps.settings.timeouts.hypothesis_secs as i64;
     let expires = deps.clock.now() + chrono::Duration::seconds(timeout + 3600);
     match deps.store.offer_wait_token(id, &token, expires).await? {

@@ -115,6 +115,15 @@ async fn dispatch(deps: &Deps, op: &str, id: &IncidentId, payload: &Value) -> Re
     }
 }
 
+/// The `task_token` a callback task passes in its payload.
+pub fn task_token(payload: &Value) -> Result<crate::domain::TaskToken, StageError> {
+    let raw = payload
+        .get("task_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StageError::InvalidInput("no task_token".into()))?;
+    Ok(crate::domain::TaskToken::parse(raw)?)
+}
+
 fn incident_id(payload: &Value) -> Result<IncidentId, StageError> {
     let raw = payload
         .get("incident_id")
