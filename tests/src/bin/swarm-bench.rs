@@ -25,10 +25,10 @@ fn tree_pss_kb(root: u32) -> u64 {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 // The parent pid is the 2nd field after the parenthesised command name.
-                if let Some(rest) = stat.rsplit(')').next() {
-                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-                        parents.insert(pid, ppid);
-                    }
+                if let Some(rest) = stat.rsplit(')').next()
+                    && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+                {
+                    parents.insert(pid, ppid);
                 }
             }
         }
