@@ -273,3 +273,37 @@ async fn the_kill_switch_routes_to_a_person_and_blocks_execution() {
     let trail = h.stack.store.audit_trail(&iid).await.unwrap();
     assert!(trail.iter().any(|e| e.kind == "execution_refused"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stats_reflect_resolved_incidents() {
+    let mut out = Vec::new();
+    let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
+    let id = "QSTATS1";
+    let data = Sim::incident_data(
+        id,
+        1,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap();
+    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
+                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
+                - the upstream fault flag is set while the dependency is healthy again";
+    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
+    let rec = h.stack.engine.wait_for("inc-QSTATS1-incident", Duration::from_secs(30)).await.unwrap();
+    assert!(!rec.is_open());
+    let stats = selfheal_cli::stats::collect(&h.stack.engine, h.stack.store.as_ref(), None).await.unwrap();
+    assert_eq!(stats["incidents"], 1);
+    assert_eq!(stats["by_outcome"]["resolved"], 1);
+    assert_eq!(stats["by_route"]["auto"], 1);
+    assert!(stats["time_to_resolve_seconds"]["median"].as_f64().unwrap() > 0.0);
+    let later = selfheal_cli::stats::collect(
+        &h.stack.engine,
+        h.stack.store.as_ref(),
+        Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later["incidents"], 0);
+}

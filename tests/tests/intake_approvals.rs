@@ -409,3 +409,59 @@ async fn slack_approvals_are_decided_once_by_allowed_people() {
         assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-stale"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_resolving_stops_autonomous_work_and_a_reopen_is_recorded() {
+    let e = env(selfheal_tests::sqlite_store().await).await;
+    let s = e.creds.webhook_secret.clone();
+    incident(&e.deps, "PR1").await;
+    let token = TaskToken::parse("tok-human").unwrap();
+    stages::handle(
+        &e.deps,
+        Function::Cleric,
+        json!({"op": "await_hypothesis", "incident_id": "PR1", "task_token": "tok-human"}),
+    )
+    .await
+    .unwrap();
+    let resolved = envelope(
+        "incident.resolved",
+        Sim::incident_data("PR1", 7, "checkout down", "PSVC1", "checkout"),
+        Some("PHUMAN"),
+    );
+    let r = intake::handle_webhook(&e.deps, &signed(&s, resolved, "res-1")).await;
+    assert_eq!(r.body["status"], "autonomy_stopped");
+    // The waiting execution is failed with Stopped at once, not left to time out.
+    assert_eq!(e.rec.failures.lock().unwrap().clone(), vec![(token.expose().to_string(), "Stopped".to_string())]);
+    let inc = e.deps.store.get_incident(&IncidentId::parse("PR1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(inc.status, IncidentStatus::ResolvedByHuman);
+    // Every later autonomous stage refuses, and escalation records who ended it.
+    for op in ["plan_remediation", "decide", "preflight", "provision_workspace"] {
+        let f = Function::for_op(op).unwrap();
+        let err = stages::handle(&e.deps, f, json!({"op": op, "incident_id": "PR1"})).await.unwrap_err();
+        assert!(matches!(err.error_name(), "Stopped" | "InvalidInput"), "{op}: {err}");
+    }
+    let out =
+        stages::handle(&e.deps, Function::PagerDuty, json!({"op": "escalate", "incident_id": "PR1", "state": {}}))
+            .await
+            .unwrap();
+    assert_eq!(out["outcome"], "resolved_by_human");
+
+    // A reopen after selfheal's own resolution is recorded against the service.
+    incident(&e.deps, "PR2").await;
+    stages::update(&e.deps, &IncidentId::parse("PR2").unwrap(), |i| {
+        i.outcome = Some(Outcome::Resolved);
+        i.effectiveness = Some(Effectiveness::Effective);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let reopened = envelope(
+        "incident.reopened",
+        Sim::incident_data("PR2", 8, "checkout down", "PSVC1", "checkout"),
+        Some("PHUMAN"),
+    );
+    let r = intake::handle_webhook(&e.deps, &signed(&s, reopened, "reo-1")).await;
+    assert_eq!(r.body["status"], "reopen_recorded");
+    let inc = e.deps.store.get_incident(&IncidentId::parse("PR2").unwrap()).await.unwrap().unwrap();
+    assert_eq!(inc.effectiveness, Some(Effectiveness::Ineffective), "a reopen after the window flips the verdict");
+}
