@@ -87,6 +87,15 @@ async fn webhooks_dedupe_with_payload_check_and_ttl(store: Arc<dyn IncidentStore
     assert_eq!(store.record_webhook(&id, "h1", t0, 60).await.unwrap(), Dedupe::First);
     assert_eq!(store.record_webhook(&id, "h1", t0 + Duration::seconds(5), 60).await.unwrap(), Dedupe::Duplicate);
     assert_eq!(store.record_webhook(&id, "h2", t0 + Duration::seconds(5), 60).await.unwrap(), Dedupe::Conflict);
+    // A delivery whose processing failed is released: its retry is processed.
+    let failed = WebhookId::parse("01HFAILED").unwrap();
+    let now = Utc::now();
+    assert_eq!(store.record_webhook(&failed, "h", now, 120).await.unwrap(), Dedupe::First);
+    store.settle_webhook(&failed, now, -1).await.unwrap();
+    assert_eq!(store.record_webhook(&failed, "h", now, 120).await.unwrap(), Dedupe::First);
+    // A processed one is kept past its in-flight TTL.
+    store.settle_webhook(&failed, now, 7 * 86_400).await.unwrap();
+    assert_eq!(store.record_webhook(&failed, "h", now + Duration::seconds(600), 120).await.unwrap(), Dedupe::Duplicate);
     // After the TTL the id may be used again.
     assert_eq!(store.record_webhook(&id, "h3", t0 + Duration::seconds(120), 60).await.unwrap(), Dedupe::First);
 }
@@ -111,10 +120,12 @@ async fn handoff_token_then_note(store: Arc<dyn IncidentStore>) {
     let id = IncidentId::parse("INC-T1").unwrap();
     let exp = Utc::now() + Duration::hours(1);
     assert_eq!(store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap(), HandOff::Stored);
+    assert_eq!(store.waiting_token(&id).await.unwrap(), Some(token("tok-1")));
     assert_eq!(
         store.offer_note(&id, &note("N1", "root cause: x")).await.unwrap(),
         HandOff::TokenWaiting(token("tok-1"))
     );
+    assert_eq!(store.waiting_token(&id).await.unwrap(), None, "resumed: nothing waits any more");
     // Later notes and repeated token offers resume nothing.
     assert_eq!(store.offer_note(&id, &note("N2", "more")).await.unwrap(), HandOff::AlreadyResumed);
     assert_eq!(store.offer_wait_token(&id, &token("tok-1"), exp).await.unwrap(), HandOff::AlreadyResumed);
