@@ -77,7 +77,7 @@ impl LightpandaBrowser {
         let ws = self.ws_url().await?;
         let config =
             HandlerConfig { request_timeout: Duration::from_millis(spec.deadline_ms.max(1000)), ..Default::default() };
-        let (mut browser, mut handler) = CdpBrowser::connect_with_config(ws, config)
+        let (browser, mut handler) = CdpBrowser::connect_with_config(ws, config)
             .await
             .map_err(|_| browser_err("CDP connection refused or failed"))?;
         // The handler must be polled continuously or no command completes. A connection error
@@ -85,7 +85,9 @@ impl LightpandaBrowser {
         // browser then fails the check at once instead of waiting for command timeouts.
         let mut pump = tokio::spawn(async move {
             while let Some(event) = handler.next().await {
-                if event.is_err() {
+                // Transport errors mean the browser is gone; others (an event this client
+                // cannot decode, which Chromium sends) are not fatal.
+                if matches!(event, Err(chromiumoxide::error::CdpError::Ws(_) | chromiumoxide::error::CdpError::Io(_))) {
                     break;
                 }
             }
@@ -94,7 +96,9 @@ impl LightpandaBrowser {
             r = self.drive(&browser, spec) => r,
             _ = &mut pump => Err(browser_err("the browser connection closed during the check")),
         };
-        let _ = tokio::time::timeout(Duration::from_millis(500), browser.close()).await;
+        // Close our page, then drop the connection. Never `Browser.close`: on a shared
+        // Chromium-based endpoint that would shut the whole browser down for everyone.
+        drop(browser);
         pump.abort();
         result
     }
@@ -174,6 +178,7 @@ impl LightpandaBrowser {
             }
         }
         collector.abort();
+        let _ = tokio::time::timeout(Duration::from_millis(500), page.close()).await;
         Ok(result)
     }
 }

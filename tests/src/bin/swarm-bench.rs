@@ -181,6 +181,9 @@ async fn main() {
             done.store(true, Ordering::Relaxed);
             let _ = sampler.await;
             let failed = results.iter().filter(|r| !r.ok).count();
+            if let Some(f) = results.iter().find(|r| !r.ok) {
+                eprintln!("{b}: first failure: {:?}", f.failing_step);
+            }
             println!(
                 "| {b} | {n} | {:.2} s | {:.0} MB | {failed} |",
                 wall.as_secs_f64(),
