@@ -52,6 +52,9 @@ pub struct Knobs {
     /// Answer this many Senso searches with 429 (Retry-After: 0) first.
     pub senso_rate_limits: u32,
     pub coder: CoderMode,
+    /// Answer this many Coder calls with 503, then this many with 429 (Retry-After: 0).
+    pub coder_unavailable: u32,
+    pub coder_rate_limits: u32,
     /// Click on approval messages automatically, as this user.
     pub auto_click: Option<(Click, String)>,
 }
@@ -63,6 +66,8 @@ impl Default for Knobs {
             anthropic_overloads: 0,
             senso_rate_limits: 0,
             coder: CoderMode::Normal,
+            coder_unavailable: 0,
+            coder_rate_limits: 0,
             auto_click: None,
         }
     }
@@ -806,6 +811,35 @@ fn coder_auth(sim: &Sim, h: &HeaderMap) -> bool {
     header(h, "coder-session-token") == Some(sim.creds.coder_token.as_str())
 }
 
+/// Injected overload for the Coder API: 503s first, then 429s with Retry-After.
+fn coder_fault(sim: &Sim, path: &str) -> Option<Response> {
+    let mut k = lock(&sim.knobs);
+    if k.coder_unavailable > 0 {
+        k.coder_unavailable -= 1;
+        drop(k);
+        sim.record("coder", "POST", path, 503);
+        return Some(coder_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            "provisioner daemon restarting",
+        ));
+    }
+    if k.coder_rate_limits > 0 {
+        k.coder_rate_limits -= 1;
+        drop(k);
+        sim.record("coder", "POST", path, 429);
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "0"), ("content-type", "application/json")],
+                r#"{"message":"rate limit exceeded"}"#,
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
 fn build_json(w: &Workspace, provisioners: u64) -> Value {
     json!({
         "id": w.build_id, "build_number": 1, "transition": if w.deleted { "delete" } else { "start" },
@@ -819,6 +853,9 @@ fn build_json(w: &Workspace, provisioners: u64) -> Value {
 
 async fn coder_create(State(sim): State<Arc<Sim>>, Path(user): Path<String>, h: HeaderMap, body: Bytes) -> Response {
     let path = format!("/api/v2/users/{user}/workspaces");
+    if let Some(r) = coder_fault(&sim, &path) {
+        return r;
+    }
     if !coder_auth(&sim, &h) {
         sim.record("coder", "POST", &path, 401);
         return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
@@ -980,6 +1017,9 @@ async fn coder_logs(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: Head
 
 async fn coder_transition(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
     let path = format!("/api/v2/workspaces/{id}/builds");
+    if let Some(r) = coder_fault(&sim, &path) {
+        return r;
+    }
     if !coder_auth(&sim, &h) {
         sim.record("coder", "POST", &path, 401);
         return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");

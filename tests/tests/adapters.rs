@@ -81,6 +81,29 @@ async fn coder_lifecycle_outcomes_and_cleanup() {
 }
 
 #[tokio::test]
+async fn coder_503_and_429_are_retried_on_create_and_delete() {
+    let (sim, base) = sim(Knobs { coder_unavailable: 1, coder_rate_limits: 1, ..Knobs::default() }).await;
+    let coder = CoderApi::new(
+        &format!("{base}/coder"),
+        SecretString::from(sim.creds.coder_token.clone()),
+        "me",
+        TemplateRef::Version("v".into()),
+    )
+    .unwrap();
+    let h = coder.create(&request("fix-retry-1", "true")).await.unwrap();
+    sim.knobs.lock().unwrap().coder_unavailable = 2;
+    coder.delete(&h.id).await.unwrap();
+    let statuses: Vec<u16> =
+        sim.calls().iter().filter(|c| c.api == "coder" && c.method == "POST").map(|c| c.status).collect();
+    assert_eq!(statuses, [503, 429, 201, 503, 503, 201]);
+    assert_eq!(sim.workspace_counts(), (1, 1));
+    // Past the retry budget the error stays retryable, so the state machine retries later.
+    sim.knobs.lock().unwrap().coder_unavailable = 10;
+    let err = coder.create(&request("fix-retry-2", "true")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
 async fn coder_refuses_invalid_names_and_bad_tokens() {
     let (sim, base) = sim(Knobs::default()).await;
     let ok = CoderApi::new(
