@@ -47,6 +47,9 @@ pub enum HttpEntry {
 /// An API Gateway (HTTP API) function.
 pub async fn run_http(entry: HttpEntry) -> Result<(), lambda_runtime::Error> {
     let deps = init().await?;
+    // Slack gives us 3 s and PagerDuty 5 s, cold start included: open the DynamoDB connection
+    // (TLS handshake) during init instead of on the first request. Failure here is harmless.
+    let _ = deps.store.kill_switch().await;
     lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
         let deps = deps.clone();
         async move {
