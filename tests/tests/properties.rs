@@ -1,0 +1,116 @@
+//! Property tests for every parser that sees outside input (the quick, always-on counterpart of
+//! fuzzing): no panics, and the invariants that matter.
+
+use proptest::prelude::*;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use selfheal::config::{Secrets, Settings};
+use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
+use selfheal::ports::SystemClock;
+use selfheal::signature::{sign_pagerduty, sign_slack, verify_pagerduty, verify_slack};
+use selfheal::stages::http::HttpRequest;
+use selfheal::store::{MemoryTable, TableStore};
+use selfheal::wiring::{Unconfigured, build_deps};
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-z_. ]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn deps() -> selfheal::stages::Deps {
+    let mut settings = Settings::from_sources(None, |_| None).unwrap();
+    settings.slack.approvers = vec!["UALICE".into()];
+    let secrets = Secrets {
+        pagerduty_webhook_secrets: vec![SecretString::from("whsec-prop".to_string())],
+        slack_signing_secret: Some(SecretString::from("slack-prop".to_string())),
+        ..Default::default()
+    };
+    build_deps(
+        settings,
+        secrets,
+        Arc::new(TableStore::new(MemoryTable::new())),
+        Arc::new(Unconfigured("orchestrator")),
+        Arc::new(SystemClock::real()),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pagerduty_signatures_roundtrip_and_never_panic(secret in "[ -~]{1,40}", body in prop::collection::vec(any::<u8>(), 0..512), header in "[ -~]{0,200}") {
+        let sig = sign_pagerduty(secret.as_bytes(), &body);
+        prop_assert!(verify_pagerduty(&[secret.as_str()], Some(&sig), &body).is_ok());
+        let _ = verify_pagerduty(&[secret.as_str()], Some(&header), &body);
+        if !body.is_empty() {
+            let mut tampered = body.clone();
+            tampered[0] ^= 1;
+            prop_assert!(verify_pagerduty(&[secret.as_str()], Some(&sig), &tampered).is_err());
+        }
+    }
+
+    #[test]
+    fn slack_signatures_roundtrip_and_never_panic(secret in "[ -~]{1,40}", body in prop::collection::vec(any::<u8>(), 0..512), ts in 1_000_000_000i64..2_000_000_000, skew in -300i64..=300, junk in "[ -~]{0,80}") {
+        let sig = sign_slack(secret.as_bytes(), ts, &body);
+        prop_assert!(verify_slack(secret.as_bytes(), Some(&ts.to_string()), Some(&sig), &body, ts + skew).is_ok());
+        prop_assert!(verify_slack(secret.as_bytes(), Some(&ts.to_string()), Some(&sig), &body, ts + 301).is_err());
+        let _ = verify_slack(secret.as_bytes(), Some(&junk), Some(&junk), &body, ts);
+    }
+
+    #[test]
+    fn notes_parse_to_bounded_values(text in "(?s).{0,2000}") {
+        let p = selfheal::notes::parse_note(&text);
+        if let Some(c) = p.confidence { prop_assert!((0.0..=1.0).contains(&c)); }
+        if let Some(r) = &p.root_cause { prop_assert!(r.chars().count() <= 1001); }
+        prop_assert!(p.evidence.len() <= 20 && p.alternatives.len() <= 20 && p.services.len() <= 20);
+    }
+
+    #[test]
+    fn plans_from_arbitrary_tool_input_never_panic(input in arb_json(), text in "(?s).{0,300}") {
+        let _ = selfheal::adapters::anthropic::plan_from_tool_input(&input);
+        let _ = selfheal::adapters::anthropic::plan_from_text(&format!("<execution_block>{text}</execution_block>"));
+    }
+
+    #[test]
+    fn asl_paths_and_templates_never_panic(path in "[$@.\\[\\]'a-z0-9*]{0,30}", template in arb_json(), input in arb_json(), expr in "States\\.[A-Za-z]{0,12}\\([$. 'a-z0-9,]{0,30}\\)?") {
+        let ctx = json!({"Task": {"Token": "t"}});
+        let _ = RefPath::parse(&path).map(|p| p.read(&input, &ctx).cloned());
+        let _ = render_template(&template, &input, &ctx);
+        let _ = evaluate_expression(&expr, &input, &ctx);
+        let _ = merge_result(Some(&Value::String(path.clone())), &input, json!(1));
+    }
+
+    #[test]
+    fn intake_answers_any_signed_body_without_a_5xx(body in prop_oneof![arb_json().prop_map(|v| v.to_string()), "(?s).{0,300}"], wrap in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let deps = deps();
+        let text = if wrap { json!({"event": serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body.clone()))}).to_string() } else { body };
+        let req = HttpRequest::new(vec![("x-pagerduty-signature".into(), sign_pagerduty(b"whsec-prop", text.as_bytes())), ("x-webhook-id".into(), "p1".into())], text.into_bytes());
+        let resp = rt.block_on(selfheal::stages::intake::handle_webhook(&deps, &req));
+        prop_assert!(resp.status < 500 || resp.status == 500 && resp.body["message"] == "temporary failure, retry", "{resp:?}");
+    }
+
+    #[test]
+    fn slack_callback_answers_any_signed_form_with_200_or_400(payload in prop_oneof![arb_json().prop_map(|v| v.to_string()), "(?s).{0,200}"], raw in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let deps = deps();
+        let body = if raw { payload.into_bytes() } else { serde_urlencoded::to_string([("payload", payload)]).unwrap().into_bytes() };
+        let ts = chrono::Utc::now().timestamp();
+        let req = HttpRequest::new(vec![("x-slack-request-timestamp".into(), ts.to_string()), ("x-slack-signature".into(), sign_slack(b"slack-prop", ts, &body))], body);
+        let resp = rt.block_on(selfheal::stages::approvals::handle_interaction(&deps, &req));
+        prop_assert!(resp.status == 200 || resp.status == 400, "{resp:?}");
+    }
+}
