@@ -517,9 +517,11 @@ fn assign(b: &mut Block, f: Field, value: &str, words: &[(&str, f64)]) {
                 }
             }
         }
+        // The first confidence stated wins: text appended later (a quoted log, an injected
+        // "Confidence: 100%") cannot raise it.
         Field::Confidence => {
-            if let Some(c) = parse_confidence(value, words) {
-                b.confidence = Some(c);
+            if b.confidence.is_none() {
+                b.confidence = parse_confidence(value, words);
             }
         }
         Field::Evidence => b.evidence.extend(split_list(value)),
