@@ -465,3 +465,42 @@ async fn a_person_resolving_stops_autonomous_work_and_a_reopen_is_recorded() {
     let inc = e.deps.store.get_incident(&IncidentId::parse("PR2").unwrap()).await.unwrap().unwrap();
     assert_eq!(inc.effectiveness, Some(Effectiveness::Ineffective), "a reopen after the window flips the verdict");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_deliveries_half_duplicates_at_32_way() {
+    use rand::seq::SliceRandom;
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let s = e.creds.webhook_secret.clone();
+        // 500 incidents, each delivered twice byte for byte (a PagerDuty retry), shuffled.
+        let mut deliveries: Vec<(String, Vec<u8>)> =
+            (0..500).map(|i| (format!("k-{i}"), trigger(&format!("PK{i:04}")))).collect();
+        deliveries.extend(deliveries.clone());
+        deliveries.shuffle(&mut rand::rng());
+        let queue = Arc::new(tokio::sync::Mutex::new(deliveries));
+        let workers: Vec<_> = (0..32)
+            .map(|_| {
+                let (queue, deps, s) = (queue.clone(), e.deps.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    loop {
+                        let Some((id, body)) = queue.lock().await.pop() else { break };
+                        statuses.push(intake::handle_webhook(&deps, &signed(&s, body, &id)).await.status);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for w in workers {
+            statuses.extend(w.await.unwrap());
+        }
+        assert_eq!(statuses.len(), 1000);
+        assert!(
+            statuses.iter().all(|s| *s == 202),
+            "{backend}: {:?}",
+            statuses.iter().filter(|s| **s != 202).collect::<Vec<_>>()
+        );
+        assert_eq!(e.rec.executions.lock().unwrap().len(), 500, "{backend}: exactly one execution per incident");
+    }
+}
