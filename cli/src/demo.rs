@@ -277,16 +277,36 @@ impl Drop for Harness {
 /// Start the demo service, the simulators, the browser and the local engine for `scenario`,
 /// and push the runbooks.
 pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Harness, String> {
+    harness_with(scenario, HarnessOptions::default(), out).await
+}
+
+/// Test-only variations of the demo set-up.
+#[derive(Debug, Clone, Default)]
+pub struct HarnessOptions {
+    /// Replace the scenario's simulator knobs (fault injection).
+    pub knobs: Option<Knobs>,
+    /// Point the browser somewhere else (e.g. a closed port: a dead browser).
+    pub browser_endpoint: Option<String>,
+    /// Run the engine's clock faster (retry back-offs, waits); 1 = real time.
+    pub speedup: Option<f64>,
+}
+
+pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut dyn Write) -> Result<Harness, String> {
     let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
     let (demo_base, demo_task) = crate::server::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let creds = SimCredentials::default();
-    let sim = Sim::new(creds.clone(), knobs_for(scenario));
+    let sim = Sim::new(creds.clone(), options.knobs.clone().unwrap_or_else(|| knobs_for(scenario)));
     let (sim_base, sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
     let browser = browser(out).await;
-    let settings = settings_for(&sim_base, &demo_base, &browser.endpoint, scenario)?;
+    let endpoint = options.browser_endpoint.clone().unwrap_or_else(|| browser.endpoint.clone());
+    let settings = settings_for(&sim_base, &demo_base, &endpoint, scenario)?;
     let db = std::env::temp_dir().join(format!("selfheal-demo-{}.sqlite", uuid::Uuid::new_v4().simple()));
-    let stack = local::start(settings, secrets_for(&creds), &db, Arc::new(SystemClock::real())).await?;
+    let clock: Arc<dyn selfheal::ports::Clock> = match options.speedup {
+        Some(x) if x > 1.0 => Arc::new(SystemClock::accelerated(x)),
+        _ => Arc::new(SystemClock::real()),
+    };
+    let stack = local::start(settings, secrets_for(&creds), &db, clock).await?;
     let (engine_base, engine_task) =
         crate::server::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
     *sim.engine_base.lock().map_err(|_| "lock")? = engine_base.clone();

@@ -39,3 +39,20 @@ pub async fn sqlite_store() -> Arc<dyn IncidentStore> {
     let path = dir.join(format!("{}.sqlite", uuid::Uuid::new_v4().simple()));
     Arc::new(TableStore::new(SqliteTable::open(path).expect("open sqlite")))
 }
+
+/// Trigger an incident on the demo harness's checkout service and post Cleric's confident note.
+pub async fn start_demo_incident(h: &selfheal_cli::demo::Harness, id: &str) {
+    use selfheal_cli::sim::Sim;
+    let data = Sim::incident_data(
+        id,
+        1,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
+    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
+                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
+                - the upstream fault flag is set while the dependency is healthy again";
+    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
+}

@@ -200,29 +200,13 @@ async fn anthropic_overload_is_retried_then_gives_up_as_retryable() {
     assert!(err.to_string().contains("authentication_error"), "{err}");
 }
 
-/// Trigger an incident on the demo service and post Cleric's high-confidence note.
-async fn start_incident(h: &selfheal_cli::demo::Harness, id: &str) {
-    let data = Sim::incident_data(
-        id,
-        1,
-        "Checkout /health failing: 504 Gateway Timeout",
-        selfheal_cli::demo::SERVICE_ID,
-        "checkout",
-    );
-    assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
-    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
-                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
-                - the upstream fault flag is set while the dependency is healthy again";
-    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
-}
-
 /// Run one incident on a demo harness with the given planner behaviour.
 async fn incident_with(planner: PlannerMode, until_end: bool) -> (serde_json::Value, std::sync::Arc<Sim>) {
     let mut out = Vec::new();
     let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
     h.sim.knobs.lock().unwrap().planner = planner;
     let id = "QPLAN1";
-    start_incident(&h, id).await;
+    selfheal_tests::start_demo_incident(&h, id).await;
     let iid = IncidentId::parse(id).unwrap();
     if until_end {
         let rec = h.stack.engine.wait_for("inc-QPLAN1-incident", Duration::from_secs(30)).await.unwrap();
@@ -265,7 +249,7 @@ async fn the_kill_switch_routes_to_a_person_and_blocks_execution() {
     let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
     h.stack.store.set_kill_switch(true, "test", chrono::Utc::now()).await.unwrap();
     let id = "QKILL1";
-    start_incident(&h, id).await;
+    selfheal_tests::start_demo_incident(&h, id).await;
     let iid = IncidentId::parse(id).unwrap();
     let mut decision = None;
     for _ in 0..200 {
@@ -296,7 +280,7 @@ async fn stats_reflect_resolved_incidents() {
     let mut out = Vec::new();
     let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
     let id = "QSTATS1";
-    start_incident(&h, id).await;
+    selfheal_tests::start_demo_incident(&h, id).await;
     let rec = h.stack.engine.wait_for("inc-QSTATS1-incident", Duration::from_secs(30)).await.unwrap();
     assert!(!rec.is_open());
     let stats = selfheal_cli::stats::collect(&h.stack.engine, h.stack.store.as_ref(), None).await.unwrap();

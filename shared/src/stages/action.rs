@@ -28,6 +28,13 @@ async fn verify(deps: &Deps, incident: &Incident, phase: VerificationPhase) -> R
         )));
     }
     let results = run_checks(deps.browser.as_ref(), &specs, deps.settings.browser.max_concurrent_checks).await;
+    // A check the browser could not run observed nothing: it must neither confirm the failure
+    // (which would let a fix run blind) nor fail the post-flight. Retry later, then escalate.
+    if let Some(r) = results.iter().find(|r| r.failing_step.as_deref().is_some_and(|s| s.starts_with("browser:"))) {
+        let why = r.failing_step.clone().unwrap_or_default();
+        audit(deps, &incident.id, "verify", "browser_unavailable", json!({"check": r.name, "why": why})).await?;
+        return Err(StageError::Transient(format!("the browser could not run check {}: {why}", r.name)));
+    }
     let healthy = results.iter().all(|r| r.ok);
     let verification = Verification { phase, healthy, at: deps.clock.now(), checks: results };
     let v = verification.clone();
