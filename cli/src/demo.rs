@@ -280,9 +280,13 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Harness,
     harness_with(scenario, HarnessOptions::default(), out).await
 }
 
+/// Changes the settings the harness would use (e.g. point an API at a closed port).
+pub type SettingsChange = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 /// Test-only variations of the demo set-up.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct HarnessOptions {
+    pub settings: Option<SettingsChange>,
     /// Replace the scenario's simulator knobs (fault injection).
     pub knobs: Option<Knobs>,
     /// Point the browser somewhere else (e.g. a closed port: a dead browser).
@@ -300,7 +304,10 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
     let browser = browser(out).await;
     let endpoint = options.browser_endpoint.clone().unwrap_or_else(|| browser.endpoint.clone());
-    let settings = settings_for(&sim_base, &demo_base, &endpoint, scenario)?;
+    let mut settings = settings_for(&sim_base, &demo_base, &endpoint, scenario)?;
+    if let Some(change) = &options.settings {
+        change(&mut settings);
+    }
     let db = std::env::temp_dir().join(format!("selfheal-demo-{}.sqlite", uuid::Uuid::new_v4().simple()));
     let clock: Arc<dyn selfheal::ports::Clock> = match options.speedup {
         Some(x) if x > 1.0 => Arc::new(SystemClock::accelerated(x)),

@@ -82,3 +82,33 @@ async fn a_dead_browser_never_counts_as_a_confirmed_failure() {
     assert_escalated_safely("browser", &r, &h, "browser");
     assert_eq!(h.sim.workspace_counts(), (0, 0), "no fix runs on an unobserved baseline");
 }
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anthropic_refuses_connections() {
+    let port = closed_port();
+    let change: selfheal_cli::demo::SettingsChange =
+        std::sync::Arc::new(move |s| s.anthropic.api_base = format!("http://127.0.0.1:{port}"));
+    let (r, h) = run("QFAULTR", HarnessOptions { settings: Some(change), ..Default::default() }).await;
+    assert_escalated_safely("anthropic refused", &r, &h, "anthropic");
+    assert_eq!(h.sim.workspace_counts(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushing_runbooks_to_an_unreachable_senso_is_a_clear_error() {
+    let port = closed_port();
+    let change: selfheal_cli::demo::SettingsChange =
+        std::sync::Arc::new(move |s| s.senso.api_base = format!("http://127.0.0.1:{port}"));
+    let mut out = Vec::new();
+    let result = harness_with(
+        Scenario::Auto,
+        HarnessOptions { settings: Some(change), speedup: Some(50.0), ..Default::default() },
+        &mut out,
+    )
+    .await;
+    assert!(result.is_err(), "pushing runbooks to an unreachable Senso is a clear error");
+    assert!(result.err().unwrap().to_lowercase().contains("senso"));
+}
