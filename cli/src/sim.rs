@@ -249,6 +249,7 @@ impl Sim {
             .route("/senso/org/content/{id}", get(senso_content))
             .route("/anthropic/v1/messages", post(anthropic_messages))
             .route("/coder/api/v2/users/{user}/workspaces", post(coder_create))
+            .route("/coder/api/v2/users/{user}/workspace/{name}", get(coder_by_name))
             .route("/coder/api/v2/workspacebuilds/{id}", get(coder_build))
             .route("/coder/api/v2/workspaceagents/{id}/logs", get(coder_logs))
             .route("/coder/api/v2/workspaces/{id}/builds", post(coder_transition))
@@ -991,6 +992,25 @@ async fn coder_build(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: Hea
     sim.record("coder", "GET", &format!("/api/v2/workspacebuilds/{id}"), if w.is_some() { 200 } else { 404 });
     match w {
         Some(w) => json_response(StatusCode::OK, build_json(&w, provisioners)),
+        None => coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", ""),
+    }
+}
+
+async fn coder_by_name(
+    State(sim): State<Arc<Sim>>,
+    Path((user, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    if !coder_auth(&sim, &h) {
+        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
+    }
+    let w = lock(&sim.coder).workspaces.values().find(|w| w.name == name && !w.deleted).cloned();
+    sim.record("coder", "GET", &format!("/api/v2/users/{user}/workspace/{name}"), if w.is_some() { 200 } else { 404 });
+    match w {
+        Some(w) => json_response(
+            StatusCode::OK,
+            json!({"id": w.id, "name": w.name, "owner_name": user, "latest_build": build_json(&w, 1)}),
+        ),
         None => coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", ""),
     }
 }

@@ -73,6 +73,9 @@ impl Workspaces for Unconfigured {
     async fn delete(&self, _: &str) -> Result<(), ClientError> {
         Err(self.err())
     }
+    async fn find(&self, _: &str) -> Result<Option<WorkspaceHandle>, ClientError> {
+        Err(self.err())
+    }
 }
 
 #[async_trait]

@@ -297,3 +297,49 @@ async fn stats_reflect_resolved_incidents() {
     .unwrap();
     assert_eq!(later["incidents"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_created_before_a_crash_is_adopted_not_leaked() {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
+    let id = "QADOPT1";
+    // What the first (crashed) provisioning attempt created: same name, same script, same target.
+    let rb =
+        selfheal::runbooks::parse_runbook("d.md", include_str!("../../infra/runbooks/demo-service-fault.md")).unwrap();
+    let action = PlannedAction::Catalog {
+        runbook_id: RunbookId::parse("demo-service-fault").unwrap(),
+        action: ActionName::parse("demo.clear_fault").unwrap(),
+        parameters: json!({}),
+    };
+    let name = selfheal::adapters::coder::workspace_name(id, &Plan::action_hash(&action));
+    let script = selfheal::runbooks::render_script(&rb.actions[0], &json!({})).unwrap();
+    let coder = CoderApi::new(
+        &format!("{}/coder", h.sim_base),
+        SecretString::from(h.creds.coder_token.clone()),
+        "me",
+        TemplateRef::Version("v".into()),
+    )
+    .unwrap();
+    coder
+        .create(&WorkspaceRequest {
+            name: name.clone(),
+            incident_id: IncidentId::parse(id).unwrap(),
+            service: "checkout".into(),
+            severity: "high".into(),
+            script_b64: base64::engine::general_purpose::STANDARD.encode(script),
+            target: format!("{}/health", h.demo_base),
+        })
+        .await
+        .unwrap();
+
+    selfheal_tests::start_demo_incident(&h, id).await;
+    let rec = h.stack.engine.wait_for("inc-QADOPT1-incident", Duration::from_secs(30)).await.unwrap();
+    assert!(!rec.is_open());
+    let trail = h.stack.store.audit_trail(&IncidentId::parse(id).unwrap()).await.unwrap();
+    assert!(trail.iter().any(|e| e.kind == "workspace_adopted"), "adopted");
+    assert!(!trail.iter().any(|e| e.kind == "workspace_created"), "not created twice");
+    assert_eq!(h.sim.workspace_counts(), (1, 1), "the one workspace was deleted");
+    let inc = h.stack.store.get_incident(&IncidentId::parse(id).unwrap()).await.unwrap().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::Resolved));
+}

@@ -206,6 +206,26 @@ impl Workspaces for CoderApi {
         Ok(joined[start..].to_string())
     }
 
+    async fn find(&self, name: &str) -> Result<Option<WorkspaceHandle>, ClientError> {
+        if !valid_workspace_name(name) {
+            return Ok(None);
+        }
+        let url = self.api.url(&format!("/api/v2/users/{}/workspace/{name}", self.user));
+        match self.api.send("get_workspace_by_name", |c| self.auth(c.get(&url))).await {
+            Ok(resp) => {
+                let v: Value = resp.json(SERVICE)?;
+                let id = v.get("id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no id"))?;
+                let build = v
+                    .pointer("/latest_build/id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| contract("workspace has no latest_build.id"))?;
+                Ok(Some(WorkspaceHandle { id: id.to_string(), name: name.to_string(), build_id: build.to_string() }))
+            }
+            Err(ClientError::Status { status: 404 | 410, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete(&self, workspace_id: &str) -> Result<(), ClientError> {
         let url = self.api.url(&format!("/api/v2/workspaces/{workspace_id}/builds"));
         let body = json!({"transition": "delete"});

@@ -430,6 +430,9 @@ pub trait Workspaces: Send + Sync {
     async fn agent_logs(&self, agent_id: &str, max_bytes: usize) -> Result<String, ClientError>;
     /// Delete the workspace. Deleting an already deleted workspace is success.
     async fn delete(&self, workspace_id: &str) -> Result<(), ClientError>;
+    /// The live workspace with this name, if any: lets a retried provisioning adopt a workspace
+    /// whose creation succeeded just before a crash instead of leaking it.
+    async fn find(&self, name: &str) -> Result<Option<WorkspaceHandle>, ClientError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -156,7 +156,12 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
         script_b64: base64::engine::general_purpose::STANDARD.encode(script.as_bytes()),
         target,
     };
-    let handle = deps.workspaces.create(&request).await?;
+    // A previous attempt may have created the workspace and died before recording it: adopt it
+    // (the name is deterministic per incident and plan) instead of leaking it.
+    let (handle, adopted) = match deps.workspaces.find(&request.name).await? {
+        Some(existing) => (existing, true),
+        None => (deps.workspaces.create(&request).await?, false),
+    };
     // Record the workspace before anything else, so every later path can delete it.
     let h = handle.clone();
     update(deps, id, |i| {
@@ -178,7 +183,7 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
         deps,
         id,
         "remediate",
-        "workspace_created",
+        if adopted { "workspace_adopted" } else { "workspace_created" },
         json!({"workspace": handle.name, "id": handle.id, "script_sha256": crate::sha256_hex(script.as_bytes())}),
     )
     .await?;
