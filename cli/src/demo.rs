@@ -113,6 +113,29 @@ fn knobs_for(scenario: Scenario) -> Knobs {
     k
 }
 
+/// Start `lightpanda serve` on a free loopback port and wait until it answers; returns the
+/// process (killed on drop) and its WebSocket endpoint.
+pub async fn spawn_lightpanda(bin: &str, max_connections: u32) -> Option<(tokio::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).ok()?.port();
+    let child = tokio::process::Command::new(bin)
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--cdp-max-connections", &max_connections.to_string(), "--log-level", "error"])
+        .env("LIGHTPANDA_DISABLE_TELEMETRY", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let version = format!("http://127.0.0.1:{port}/json/version");
+    for _ in 0..100 {
+        if reqwest::get(&version).await.is_ok_and(|r| r.status().is_success()) {
+            return Some((child, format!("ws://127.0.0.1:{port}/")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 pub struct Browser {
     pub endpoint: String,
     pub real: bool,
@@ -125,35 +148,9 @@ pub async fn browser(out: &mut dyn Write) -> Browser {
     if let Ok(ws) = std::env::var("SELFHEAL_LIGHTPANDA_WS") {
         return Browser { endpoint: ws, real: true, _child: None };
     }
-    let candidates = ["lightpanda".to_string(), ".venv/bin/lightpanda".to_string()];
-    for bin in candidates {
-        let Ok(port) = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()) else {
-            continue;
-        };
-        let child = tokio::process::Command::new(&bin)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--cdp-max-connections",
-                "64",
-                "--log-level",
-                "error",
-            ])
-            .env("LIGHTPANDA_DISABLE_TELEMETRY", "true")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let Ok(child) = child else { continue };
-        let version = format!("http://127.0.0.1:{port}/json/version");
-        for _ in 0..100 {
-            if reqwest::get(&version).await.is_ok_and(|r| r.status().is_success()) {
-                return Browser { endpoint: format!("ws://127.0.0.1:{port}/"), real: true, _child: Some(child) };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    for bin in ["lightpanda", ".venv/bin/lightpanda"] {
+        if let Some((child, endpoint)) = spawn_lightpanda(bin, 64).await {
+            return Browser { endpoint, real: true, _child: Some(child) };
         }
     }
     let _ = writeln!(

@@ -812,6 +812,20 @@ fn coder_auth(sim: &Sim, h: &HeaderMap) -> bool {
     header(h, "coder-session-token") == Some(sim.creds.coder_token.as_str())
 }
 
+/// Coder's gate for every call: injected faults on writes, then the session token.
+fn coder_guard(sim: &Sim, h: &HeaderMap, method: &str, path: &str) -> Option<Response> {
+    if method == "POST"
+        && let Some(r) = coder_fault(sim, path)
+    {
+        return Some(r);
+    }
+    if !coder_auth(sim, h) {
+        sim.record("coder", method, path, 401);
+        return Some(coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", ""));
+    }
+    None
+}
+
 /// Injected overload for the Coder API: 503s first, then 429s with Retry-After.
 fn coder_fault(sim: &Sim, path: &str) -> Option<Response> {
     let mut k = lock(&sim.knobs);
@@ -854,12 +868,8 @@ fn build_json(w: &Workspace, provisioners: u64) -> Value {
 
 async fn coder_create(State(sim): State<Arc<Sim>>, Path(user): Path<String>, h: HeaderMap, body: Bytes) -> Response {
     let path = format!("/api/v2/users/{user}/workspaces");
-    if let Some(r) = coder_fault(&sim, &path) {
+    if let Some(r) = coder_guard(&sim, &h, "POST", &path) {
         return r;
-    }
-    if !coder_auth(&sim, &h) {
-        sim.record("coder", "POST", &path, 401);
-        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -984,8 +994,8 @@ async fn run_workspace(sim: Arc<Sim>, id: String, mode: CoderMode) {
 }
 
 async fn coder_build(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
-    if !coder_auth(&sim, &h) {
-        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
+    if let Some(r) = coder_guard(&sim, &h, "GET", "") {
+        return r;
     }
     let provisioners = if lock(&sim.knobs).coder == CoderMode::NoProvisioners { 0 } else { 1 };
     let w = lock(&sim.coder).workspaces.values().find(|w| w.build_id == id).cloned();
@@ -1001,8 +1011,8 @@ async fn coder_by_name(
     Path((user, name)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Response {
-    if !coder_auth(&sim, &h) {
-        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
+    if let Some(r) = coder_guard(&sim, &h, "GET", "") {
+        return r;
     }
     let w = lock(&sim.coder).workspaces.values().find(|w| w.name == name && !w.deleted).cloned();
     sim.record("coder", "GET", &format!("/api/v2/users/{user}/workspace/{name}"), if w.is_some() { 200 } else { 404 });
@@ -1016,8 +1026,8 @@ async fn coder_by_name(
 }
 
 async fn coder_logs(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
-    if !coder_auth(&sim, &h) {
-        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
+    if let Some(r) = coder_guard(&sim, &h, "GET", "") {
+        return r;
     }
     let w = lock(&sim.coder).workspaces.values().find(|w| w.agent_id == id).cloned();
     sim.record("coder", "GET", &format!("/api/v2/workspaceagents/{id}/logs"), if w.is_some() { 200 } else { 404 });
@@ -1037,12 +1047,8 @@ async fn coder_logs(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: Head
 
 async fn coder_transition(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
     let path = format!("/api/v2/workspaces/{id}/builds");
-    if let Some(r) = coder_fault(&sim, &path) {
+    if let Some(r) = coder_guard(&sim, &h, "POST", &path) {
         return r;
-    }
-    if !coder_auth(&sim, &h) {
-        sim.record("coder", "POST", &path, 401);
-        return coder_error(StatusCode::UNAUTHORIZED, "You are signed out or your session has expired.", "");
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !matches!(v.get("transition").and_then(Value::as_str), Some("start" | "stop" | "delete")) {

@@ -56,3 +56,8 @@ pub async fn start_demo_incident(h: &selfheal_cli::demo::Harness, id: &str) {
                 - the upstream fault flag is set while the dependency is healthy again";
     h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
 }
+
+/// `--name value` from a command line, or `default` (for the benchmark binaries).
+pub fn flag(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}

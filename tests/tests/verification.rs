@@ -105,22 +105,10 @@ async fn discovery_over_http_and_fifty_concurrent_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_killed_mid_check_fails_cleanly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new("lightpanda")
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .env("LIGHTPANDA_DISABLE_TELEMETRY", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+    let (mut child, ws) = selfheal_cli::demo::spawn_lightpanda("lightpanda", 16)
+        .await
         .expect("lightpanda on PATH (scripts/test.sh puts .venv/bin there)");
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/json/version")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let browser = LightpandaBrowser::new(&format!("ws://127.0.0.1:{port}/"), None).unwrap();
+    let browser = LightpandaBrowser::new(&ws, None).unwrap();
     let (_svc, base) = service(Mode::Slow).await;
     let mut s = spec(format!("{base}/health"));
     s.deadline_ms = 20_000;

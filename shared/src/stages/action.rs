@@ -117,8 +117,11 @@ async fn authorised_script(deps: &Deps, incident: &Incident) -> Result<String, S
     if Plan::action_hash(&plan.action) != plan.hash {
         return Err(StageError::Stopped("the plan changed after it was hashed".into()));
     }
-    let catalog = cognition::retrieved_catalog(deps, incident).await?;
-    cognition::script_of(plan, &catalog).map_err(|e| StageError::Stopped(format!("cannot render the script: {e}")))
+    match cognition::planned_script(deps, incident).await? {
+        Some(Ok(script)) => Ok(script),
+        Some(Err(e)) => Err(StageError::Stopped(format!("cannot render the script: {e}"))),
+        None => Err(StageError::Stopped("no plan".into())),
+    }
 }
 
 fn handle_output(handle: &WorkspaceHandle, state: &str, polls: u64, agent_id: Option<&str>, detail: &str) -> Value {

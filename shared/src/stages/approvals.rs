@@ -33,8 +33,7 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
     if deps.store.create_approval(&approval).await? == Created::AlreadyExists {
         return Err(StageError::Conflict("approval id collision".into()));
     }
-    let catalog = cognition::retrieved_catalog(deps, &incident).await?;
-    let script = cognition::script_of(&plan, &catalog).ok();
+    let script = cognition::planned_script(deps, &incident).await?.and_then(Result::ok);
     let message = messages::approval_request(&incident, &approval.id, script.as_deref());
     let posted = deps.chat.post(&message).await?;
     deps.store.set_approval_message(&approval.id, &posted.channel, &posted.ts).await?;
@@ -63,8 +62,7 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
 
 pub async fn shadow_report(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
-    let catalog = cognition::retrieved_catalog(deps, &incident).await?;
-    let script = incident.plan.as_ref().and_then(|p| cognition::script_of(p, &catalog).ok());
+    let script = cognition::planned_script(deps, &incident).await?.and_then(Result::ok);
     deps.chat.post(&messages::shadow_report(&incident, script.as_deref())).await?;
     update(deps, id, |i| {
         i.outcome = Some(Outcome::Shadowed);

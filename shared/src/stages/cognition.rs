@@ -209,6 +209,14 @@ pub fn script_of(plan: &Plan, catalog: &[CatalogAction]) -> Result<String, Strin
     }
 }
 
+/// The script the incident's plan would run, rendered against the retrieved catalog: `Ok(None)`
+/// without a plan, `Ok(Some(Err(why)))` when it cannot be rendered.
+pub async fn planned_script(deps: &Deps, incident: &Incident) -> Result<Option<Result<String, String>>, StageError> {
+    let Some(plan) = &incident.plan else { return Ok(None) };
+    let catalog = retrieved_catalog(deps, incident).await?;
+    Ok(Some(script_of(plan, &catalog)))
+}
+
 fn service_allowed(deps: &Deps, incident: &Incident) -> bool {
     deps.settings
         .policy
@@ -221,10 +229,9 @@ pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to decide on".into()))?;
-    let catalog = retrieved_catalog(deps, &incident).await?;
-    let tripwires = match script_of(&plan, &catalog) {
-        Ok(script) => runbooks::tripwires(&script),
-        Err(_) => Vec::new(),
+    let tripwires = match planned_script(deps, &incident).await? {
+        Some(Ok(script)) => runbooks::tripwires(&script),
+        _ => Vec::new(),
     };
     let mut inputs = PolicyInputs {
         confidence: incident.hypothesis.as_ref().and_then(|h| h.confidence).map(Confidence::value),

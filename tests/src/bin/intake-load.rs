@@ -43,12 +43,7 @@ async fn post(client: &reqwest::Client, url: &str, secret: &str, body: &[u8], id
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_string())
-    };
+    let arg = |name: &str, default: &str| selfheal_tests::flag(&args, name, default);
     let rates: Vec<u64> = arg("--rates", "100,500").split(',').filter_map(|r| r.parse().ok()).collect();
     let seconds: u64 = arg("--seconds", "10").parse().unwrap_or(10);
     let storm: usize = arg("--storm", "10000").parse().unwrap_or(10_000);

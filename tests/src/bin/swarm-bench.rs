@@ -76,65 +76,46 @@ async fn wait_ready(url: &str) -> bool {
 }
 
 async fn start(browser: &str) -> Option<Running> {
+    if browser == "lightpanda" {
+        let (child, endpoint) = selfheal_cli::demo::spawn_lightpanda("lightpanda", 256).await?;
+        return Some(Running { child, endpoint });
+    }
+    if browser != "chromium" {
+        return None;
+    }
     let port = free_port();
-    let mut cmd = match browser {
-        "lightpanda" => {
-            let mut c = tokio::process::Command::new("lightpanda");
-            c.args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--cdp-max-connections",
-                "256",
-                "--log-level",
-                "error",
-            ])
-            .env("LIGHTPANDA_DISABLE_TELEMETRY", "true");
-            c
-        }
-        "chromium" => {
-            let dir = std::env::temp_dir().join(format!("swarm-chromium-{port}"));
-            let mut c = tokio::process::Command::new("chromium");
-            c.args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-address=127.0.0.1",
-                &format!("--remote-debugging-port={port}"),
-                &format!("--user-data-dir={}", dir.display()),
-                "about:blank",
-            ]);
-            c
-        }
-        _ => return None,
-    };
-    let child =
-        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true).spawn().ok()?;
+    let dir = std::env::temp_dir().join(format!("swarm-chromium-{port}"));
+    let child = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-address=127.0.0.1",
+        ])
+        .arg(format!("--remote-debugging-port={port}"))
+        .arg(format!("--user-data-dir={}", dir.display()))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
     if !wait_ready(&format!("http://127.0.0.1:{port}/json/version")).await {
         return None;
     }
-    // Lightpanda: its root WebSocket; Chromium: discovery through /json/version.
-    let endpoint =
-        if browser == "lightpanda" { format!("ws://127.0.0.1:{port}/") } else { format!("http://127.0.0.1:{port}") };
-    Some(Running { child, endpoint })
+    // Chromium: discovery through /json/version.
+    Some(Running { child, endpoint: format!("http://127.0.0.1:{port}") })
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_string())
-    };
+    let arg = |name: &str, default: &str| selfheal_tests::flag(&args, name, default);
     let counts: Vec<usize> = arg("--counts", "10,50,100").split(',').filter_map(|c| c.parse().ok()).collect();
     let browsers: Vec<String> = arg("--browsers", "lightpanda,chromium").split(',').map(str::to_string).collect();
 
