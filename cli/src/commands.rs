@@ -232,7 +232,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             selfheal::telemetry::init();
             let settings = load_settings(Some(&config))?;
             let secrets = load_secrets(secrets.as_deref())?;
-            let stack = crate::local::start(settings, secrets, &db, Arc::new(SystemClock::real())).await?;
+            let stack = crate::local::start(settings, secrets, &db, None, Arc::new(SystemClock::real())).await?;
             let listener =
                 tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 //! browser when installed, and the local engine running `statemachine/incident.asl.json`.
 
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use selfheal::domain::{AuditEvent, Incident, IncidentId};
 use selfheal::ports::{CheckSpec, SystemClock};
 
 use crate::demo_service::{DemoService, Mode};
+use crate::faults::{Dependency, FaultKind, FaultProxy};
 use crate::local;
 use crate::sim::{Click, CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
 
@@ -258,6 +260,7 @@ pub struct Harness {
     pub demo_base: String,
     pub browser: Browser,
     pub creds: SimCredentials,
+    proxies: BTreeMap<Dependency, FaultProxy>,
     db: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -290,6 +293,10 @@ pub struct HarnessOptions {
     pub browser_endpoint: Option<String>,
     /// Run the engine's clock faster (retry back-offs, waits); 1 = real time.
     pub speedup: Option<f64>,
+    /// Put a [`FaultProxy`] in front of every dependency, for [`Harness::inject`].
+    pub fault_proxies: bool,
+    /// Keep incidents in DynamoDB at this endpoint (a fresh table) instead of SQLite.
+    pub dynamodb_endpoint: Option<String>,
 }
 
 pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut dyn Write) -> Result<Harness, String> {
@@ -305,12 +312,37 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
     if let Some(change) = &options.settings {
         change(&mut settings);
     }
+    let mut proxies = BTreeMap::new();
+    let mut dynamodb_endpoint = options.dynamodb_endpoint.clone();
+    if options.fault_proxies {
+        for dep in Dependency::ALL {
+            let url = match dep {
+                Dependency::PagerDuty => &mut settings.pagerduty.api_base,
+                Dependency::Slack => &mut settings.slack.api_base,
+                Dependency::Senso => &mut settings.senso.api_base,
+                Dependency::Anthropic => &mut settings.anthropic.api_base,
+                Dependency::Coder => settings.coder.api_base.get_or_insert_default(),
+                Dependency::Browser => &mut settings.browser.endpoint,
+                Dependency::Store => match dynamodb_endpoint.as_mut() {
+                    Some(url) => url,
+                    None => continue,
+                },
+            };
+            let proxy = FaultProxy::start(upstream_of(url)?).await.map_err(|e| e.to_string())?;
+            *url = proxy.rewrite(url);
+            proxies.insert(dep, proxy);
+        }
+    }
+    let store = match &dynamodb_endpoint {
+        Some(url) => Some(dynamodb_store(url).await?),
+        None => None,
+    };
     let db = std::env::temp_dir().join(format!("selfheal-demo-{}.sqlite", uuid::Uuid::new_v4().simple()));
     let clock: Arc<dyn selfheal::ports::Clock> = match options.speedup {
         Some(x) if x > 1.0 => Arc::new(SystemClock::accelerated(x)),
         _ => Arc::new(SystemClock::real()),
     };
-    let stack = local::start(settings, secrets_for(&creds), &db, clock).await?;
+    let stack = local::start(settings, secrets_for(&creds), &db, store, clock).await?;
     let (engine_base, engine_task) =
         crate::server::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
     *sim.engine_base.lock().map_err(|_| "lock")? = engine_base.clone();
@@ -347,9 +379,50 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
         demo_base,
         browser,
         creds,
+        proxies,
         db,
         tasks: vec![demo_task, sim_task, engine_task],
     })
+}
+
+/// The socket address a dependency's URL points at (loopback only).
+fn upstream_of(url: &str) -> Result<std::net::SocketAddr, String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    authority.parse().map_err(|e| format!("cannot put a fault proxy in front of {url}: {e}"))
+}
+
+/// A fresh DynamoDB table (unique name) behind the incident store.
+async fn dynamodb_store(endpoint: &str) -> Result<Arc<dyn selfheal::ports::IncidentStore>, String> {
+    use selfheal::adapters::dynamodb::DynamoTable;
+    let config = selfheal::aws::emulator_config(endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("selfheal-demo-{}", uuid::Uuid::new_v4().simple());
+    DynamoTable::create_table(&client, &table).await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(selfheal::store::TableStore::new(DynamoTable::new(client, table))))
+}
+
+impl Harness {
+    /// Make `dependency` misbehave for its next `connections` connections (needs
+    /// `fault_proxies`).
+    pub async fn inject(&self, dependency: Dependency, kind: FaultKind, connections: u32) -> Result<(), String> {
+        let proxy = self.proxies.get(&dependency).ok_or_else(|| format!("no fault proxy for {}", dependency.name()))?;
+        proxy.inject(kind, connections).await;
+        Ok(())
+    }
+
+    /// Heal every dependency.
+    pub async fn heal(&self) -> Result<(), String> {
+        for proxy in self.proxies.values() {
+            proxy.clear().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Connections that met an injected fault, per dependency.
+    pub fn faulted(&self, dependency: Dependency) -> u32 {
+        self.proxies.get(&dependency).map_or(0, FaultProxy::faulted)
+    }
 }
 
 /// Run one scenario; prints the live timeline to `out`.

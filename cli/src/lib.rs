@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod demo;
 pub mod demo_service;
+pub mod faults;
 pub mod local;
 pub mod report;
 pub mod server;

@@ -23,14 +23,17 @@ pub struct LocalStack {
     pub store: Arc<dyn IncidentStore>,
 }
 
+/// Start the engine on the SQLite file `db`; incidents live there too unless `store` is given
+/// (e.g. DynamoDB).
 pub async fn start(
     settings: Settings,
     secrets: Secrets,
     db: &Path,
+    store: Option<Arc<dyn IncidentStore>>,
     clock: Arc<dyn Clock>,
 ) -> Result<LocalStack, String> {
     let table = SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
-    let store: Arc<dyn IncidentStore> = Arc::new(TableStore::new(table.clone()));
+    let store: Arc<dyn IncidentStore> = store.unwrap_or_else(|| Arc::new(TableStore::new(table.clone())));
     let engine = Engine::new(Arc::new(table), clock.clone());
     let definition = StateMachine::parse(&substitute(INCIDENT_ASL, LOCAL_SUBSTITUTIONS)).map_err(|e| e.to_string())?;
     engine.register(MACHINE, definition);

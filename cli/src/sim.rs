@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use selfheal::signature::{sign_pagerduty, sign_slack};
 
+/// How many times the simulated PagerDuty redelivers a webhook that failed.
+pub const WEBHOOK_REDELIVERIES: u32 = 4;
+
 /// How the simulated model plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlannerMode {
@@ -270,7 +273,24 @@ impl Sim {
             "data": data,
         }})
         .to_string();
-        self.post_signed_webhook(body.as_bytes(), &self.next_id("whk-")).await
+        self.deliver_until_accepted(body.as_bytes(), &self.next_id("whk-")).await
+    }
+
+    /// Deliver as PagerDuty does: a timeout, 5xx, 429 or connection failure is redelivered later
+    /// with the same webhook id (for up to 48 h there; here a few times, quickly); other answers
+    /// are final. Returns the last status.
+    pub async fn deliver_until_accepted(&self, body: &[u8], webhook_id: &str) -> Result<u16, String> {
+        let mut last = Err("not delivered".to_string());
+        for redelivery in 0..=WEBHOOK_REDELIVERIES {
+            if redelivery > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << redelivery)).await;
+            }
+            last = self.post_signed_webhook(body, webhook_id).await;
+            if matches!(last, Ok(status) if status < 500 && status != 429) {
+                break;
+            }
+        }
+        last
     }
 
     pub async fn post_signed_webhook(&self, body: &[u8], webhook_id: &str) -> Result<u16, String> {

@@ -34,6 +34,7 @@ pub async fn emulator_config(endpoint: &str) -> SdkConfig {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(5))
                 .operation_timeout(Duration::from_secs(20))
                 .build(),
         )

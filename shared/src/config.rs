@@ -183,6 +183,10 @@ pub struct TimeoutSettings {
     pub poll_interval_secs: u64,
     #[serde(default = "d_max_polls")]
     pub max_polls: u32,
+    /// Per-attempt timeout of every SaaS API call, overriding each client's default (PagerDuty and
+    /// Slack 10 s, Coder 15 s, Senso 30 s, Anthropic 90 s).
+    #[serde(default)]
+    pub api_request_ms: Option<u64>,
 }
 fn d_poll() -> u64 {
     15
@@ -267,6 +271,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SELFHEAL_STABILITY_WINDOW_SECS", "timeouts.stability_window_secs#"),
     ("SELFHEAL_POLL_INTERVAL_SECS", "timeouts.poll_interval_secs#"),
     ("SELFHEAL_MAX_POLLS", "timeouts.max_polls#"),
+    ("SELFHEAL_API_REQUEST_TIMEOUT_MS", "timeouts.api_request_ms#"),
 ];
 
 fn env_value(name: &str, raw: &str, kind: char) -> Result<toml::Value, ConfigError> {

@@ -97,6 +97,27 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     None
 }
 
+/// An adapter whose calls go through one [`ApiClient`], so settings can tune it uniformly.
+pub trait ApiAdapter: Sized {
+    fn api_mut(&mut self) -> &mut ApiClient;
+
+    /// Override the per-attempt timeout of every call this adapter makes.
+    fn with_request_timeout(mut self, timeout: Option<Duration>) -> Result<Self, ClientError> {
+        let api = self.api_mut();
+        *api = api.clone().with_timeout(timeout)?;
+        Ok(self)
+    }
+}
+
+fn http_client(service: &'static str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .user_agent(concat!("selfheal/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Invalid { service, detail: format!("cannot build HTTP client: {e}") })
+}
+
 impl ApiClient {
     pub fn new(
         service: &'static str,
@@ -104,17 +125,20 @@ impl ApiClient {
         timeout: Duration,
         classify: Classifier,
     ) -> Result<Self, ClientError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .user_agent(concat!("selfheal/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Invalid { service, detail: format!("cannot build HTTP client: {e}") })?;
+        let client = http_client(service, timeout)?;
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(ClientError::Invalid { service, detail: format!("base URL must be http(s): {base}") });
         }
         Ok(Self { service, base, client, retry: RetryPolicy::default(), classify })
+    }
+
+    /// Replace the per-attempt timeout (operators tune it with `timeouts.api_request_ms`).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Result<Self, ClientError> {
+        if let Some(timeout) = timeout {
+            self.client = http_client(self.service, timeout)?;
+        }
+        Ok(self)
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {

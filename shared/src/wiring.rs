@@ -2,6 +2,7 @@
 //! and the demo. A capability whose credentials are missing is wired to [`Unconfigured`], which
 //! fails with a message naming what to configure (a Lambda only gets the secrets it needs).
 
+use crate::http::ApiAdapter;
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -130,16 +131,19 @@ pub fn build_deps(
     orchestrator: Arc<dyn Orchestrator>,
     clock: Arc<dyn Clock>,
 ) -> Deps {
+    let timeout = settings.timeouts.api_request_ms.map(std::time::Duration::from_millis);
     let pd = secret(&secrets.pagerduty_api_token).map(|token| {
         pagerduty::PagerDutyRest::new(
             &settings.pagerduty.api_base,
             token,
             secrets.pagerduty_from_email.as_deref().unwrap_or(""),
         )
+        .and_then(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn IncidentSource>)
     });
     let kb = secret(&secrets.senso_api_key).map(|key| {
         senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
+            .and_then(|a| a.with_request_timeout(timeout))
             .map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
     });
     let planner = secret(&secrets.anthropic_api_key).map(|key| {
@@ -149,6 +153,7 @@ pub fn build_deps(
             &settings.anthropic.model,
             settings.anthropic.max_tokens,
         )
+        .and_then(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn Planner>)
     });
     let template = settings
@@ -160,13 +165,16 @@ pub fn build_deps(
     let workspaces = match (secret(&secrets.coder_session_token), &settings.coder.api_base, template) {
         (Some(token), Some(base), Some(template)) => Some(
             coder::CoderApi::new(base, token, &settings.coder.user, template)
+                .and_then(|a| a.with_request_timeout(timeout))
                 .map(|a| Arc::new(a) as Arc<dyn Workspaces>),
         ),
         _ => None,
     };
     let chat = match (secret(&secrets.slack_bot_token), &settings.slack.channel) {
         (Some(token), Some(channel)) => Some(
-            slack::SlackApi::new(&settings.slack.api_base, token, channel).map(|a| Arc::new(a) as Arc<dyn ChatOps>),
+            slack::SlackApi::new(&settings.slack.api_base, token, channel)
+                .and_then(|a| a.with_request_timeout(timeout))
+                .map(|a| Arc::new(a) as Arc<dyn ChatOps>),
         ),
         _ => None,
     };

@@ -200,6 +200,12 @@ pub fn plan_from_text(text: &str) -> Result<Plan, ClientError> {
     plan_from_tool_input(&v)
 }
 
+impl crate::http::ApiAdapter for AnthropicPlanner {
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
 impl AnthropicPlanner {
     pub fn new(api_base: &str, key: SecretString, model: &str, max_tokens: u32) -> Result<Self, ClientError> {
         let api = ApiClient::new(SERVICE, api_base, Duration::from_secs(90), classify)?

@@ -77,6 +77,12 @@ fn contract(detail: impl Into<String>) -> ClientError {
     ClientError::Contract { service: SERVICE, detail: detail.into() }
 }
 
+impl crate::http::ApiAdapter for CoderApi {
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
 impl CoderApi {
     pub fn new(api_base: &str, token: SecretString, user: &str, template: TemplateRef) -> Result<Self, ClientError> {
         Ok(Self {

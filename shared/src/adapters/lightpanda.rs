@@ -9,6 +9,7 @@ use chromiumoxide::cdp::browser_protocol::network::{EventResponseReceived, Resou
 use chromiumoxide::handler::HandlerConfig;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +74,9 @@ impl LightpandaBrowser {
         Ok(url)
     }
 
-    async fn run_check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+    /// `navigating` is set once the browser handed over a page and navigation starts: before
+    /// that point, running out of time is the browser's failure, not the service's.
+    async fn run_check(&self, spec: &CheckSpec, navigating: &AtomicBool) -> Result<CheckResult, ClientError> {
         let ws = self.ws_url().await?;
         let config =
             HandlerConfig { request_timeout: Duration::from_millis(spec.deadline_ms.max(1000)), ..Default::default() };
@@ -93,7 +96,7 @@ impl LightpandaBrowser {
             }
         });
         let result = tokio::select! {
-            r = self.drive(&browser, spec) => r,
+            r = self.drive(&browser, spec, navigating) => r,
             _ = &mut pump => Err(browser_err("the browser connection closed during the check")),
         };
         // Close our page, then drop the connection. Never `Browser.close`: on a shared
@@ -103,7 +106,12 @@ impl LightpandaBrowser {
         result
     }
 
-    async fn drive(&self, browser: &CdpBrowser, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
+    async fn drive(
+        &self,
+        browser: &CdpBrowser,
+        spec: &CheckSpec,
+        navigating: &AtomicBool,
+    ) -> Result<CheckResult, ClientError> {
         let page = browser.new_page("about:blank").await.map_err(|e| browser_err(format!("new page: {e}")))?;
         let documents: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let mut events = page
@@ -123,6 +131,7 @@ impl LightpandaBrowser {
         let mut result = failing(spec, 0, String::new());
         result.failing_step = None;
         let started = Instant::now();
+        navigating.store(true, Ordering::SeqCst);
         let nav = page.goto(spec.url.as_str()).await;
         result.latency_ms = started.elapsed().as_millis() as u64;
         // Give the response event a moment to arrive after the load event.
@@ -255,7 +264,8 @@ impl Browser for LightpandaBrowser {
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         let deadline = Duration::from_millis(spec.deadline_ms.max(100));
         let started = Instant::now();
-        match tokio::time::timeout(deadline, self.run_check(spec)).await {
+        let navigating = AtomicBool::new(false);
+        match tokio::time::timeout(deadline, self.run_check(spec, &navigating)).await {
             Ok(Ok(r)) => {
                 tracing::info!(service = SERVICE, check = %spec.name, ok = r.ok, status = ?r.status, latency_ms = r.latency_ms, "browser check");
                 Ok(r)
@@ -264,7 +274,13 @@ impl Browser for LightpandaBrowser {
                 tracing::warn!(service = SERVICE, check = %spec.name, error = %e, "browser check failed");
                 Err(e)
             }
-            // Past the deadline the page counts as failing (slow), not the browser.
+            // A browser that never handed over a page is unavailable: that must not read as a
+            // confirmed failure of the service (a fix would run on an unobserved baseline).
+            Err(_) if !navigating.load(Ordering::SeqCst) => {
+                tracing::warn!(service = SERVICE, check = %spec.name, "browser did not answer before the deadline");
+                Err(browser_err(format!("the browser did not answer within {} ms", deadline.as_millis())))
+            }
+            // Past the deadline during navigation the page counts as failing (slow).
             Err(_) => Ok(failing(
                 spec,
                 started.elapsed().as_millis() as u64,

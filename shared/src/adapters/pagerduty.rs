@@ -47,6 +47,12 @@ fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
     }
 }
 
+impl crate::http::ApiAdapter for PagerDutyRest {
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
 impl PagerDutyRest {
     pub fn new(api_base: &str, token: SecretString, from_email: &str) -> Result<Self, ClientError> {
         if from_email.trim().is_empty() || !from_email.contains('@') {

@@ -35,6 +35,12 @@ fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
     (body_excerpt(msg.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()).as_bytes(), 300), retryable)
 }
 
+impl crate::http::ApiAdapter for SensoKb {
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
 impl SensoKb {
     pub fn new(api_base: &str, key: SecretString, generation: Generation) -> Result<Self, ClientError> {
         Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(30), classify)?, key, generation })

@@ -31,6 +31,12 @@ struct SlackReply {
     ts: Option<String>,
 }
 
+impl crate::http::ApiAdapter for SlackApi {
+    fn api_mut(&mut self) -> &mut ApiClient {
+        &mut self.api
+    }
+}
+
 impl SlackApi {
     pub fn new(api_base: &str, token: SecretString, channel: &str) -> Result<Self, ClientError> {
         if channel.trim().is_empty() {

@@ -175,6 +175,22 @@ fn escalation_reason(state: &Value) -> String {
     "the run could not continue safely".into()
 }
 
+/// When the investigator's note arrived but could never be read, say so: "no hypothesis" alone
+/// would send the on-call looking at the investigator instead of at PagerDuty's API.
+fn with_unreadable_note(reason: String, trail: &[AuditEvent]) -> String {
+    if trail.iter().any(|e| e.kind == "hypothesis_received") {
+        return reason;
+    }
+    match trail.iter().rev().find(|e| e.kind == "note_unavailable") {
+        Some(e) => format!(
+            "{reason} (note {} arrived but could not be read: {})",
+            e.detail["note_id"].as_str().unwrap_or("?"),
+            e.detail["error"].as_str().unwrap_or("unknown error")
+        ),
+        None => reason,
+    }
+}
+
 pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let state = payload.get("state").cloned().unwrap_or(Value::Null);
     let reason = escalation_reason(&state);
@@ -196,6 +212,7 @@ pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<V
     })
     .await?;
     let trail = deps.store.audit_trail(id).await?;
+    let reason = with_unreadable_note(reason, &trail);
     let note = messages::pagerduty_summary(&incident, &format!("Escalated to a human: {reason}"), &trail);
     // Both channels are tried; one failing must not hide the escalation in the other.
     let pd = deps.source.add_note(id, &note).await;

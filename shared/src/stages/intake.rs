@@ -188,7 +188,16 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     let mut content = str_at(d, "/content").unwrap_or_default().to_string();
     if d.get("trimmed").and_then(Value::as_bool) == Some(true) {
         // The webhook carries a shortened note: fetch the full one.
-        let notes = deps.source.list_notes(&id).await?;
+        let notes = match deps.source.list_notes(&id).await {
+            Ok(notes) => notes,
+            Err(e) => {
+                // Recorded so that an escalation for a missing hypothesis can say why; the 500
+                // makes PagerDuty redeliver the webhook.
+                audit(deps, &id, "intake", "note_unavailable", json!({"note_id": note_id, "error": e.to_string()}))
+                    .await?;
+                return Err(e.into());
+            }
+        };
         content = notes
             .into_iter()
             .find(|n| n.id == note_id)
