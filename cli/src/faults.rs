@@ -142,7 +142,8 @@ impl FaultProxy {
         self.state.generation.send_modify(|g| *g += 1);
         if kind == FaultKind::ConnectionRefused {
             // Close the listening socket so the kernel refuses connections.
-            if let Some(task) = lock(&self.state.accept_task).take() {
+            let task = lock(&self.state.accept_task).take();
+            if let Some(task) = task {
                 task.abort();
                 let _ = task.await;
             }
@@ -316,11 +317,8 @@ mod tests {
         let proxy = FaultProxy::start(upstream().await).await.unwrap();
         let url = proxy.rewrite("http://example.invalid/ok");
         // One connection per request, so each meets the fault armed at that moment.
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(600))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_millis(600)).pool_max_idle_per_host(0).build().unwrap();
         assert_eq!(client.get(&url).send().await.unwrap().text().await.unwrap(), "fine");
 
         proxy.inject(FaultKind::ServerError, 1).await;

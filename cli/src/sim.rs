@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use selfheal::signature::{sign_pagerduty, sign_slack};
 
 /// How many times the simulated PagerDuty redelivers a webhook that failed.
-pub const WEBHOOK_REDELIVERIES: u32 = 4;
+pub const WEBHOOK_REDELIVERIES: u32 = 10;
 
 /// How the simulated model plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,13 +277,14 @@ impl Sim {
     }
 
     /// Deliver as PagerDuty does: a timeout, 5xx, 429 or connection failure is redelivered later
-    /// with the same webhook id (for up to 48 h there; here a few times, quickly); other answers
+    /// with the same webhook id (for up to 48 h there; here for about 45 s); other answers
     /// are final. Returns the last status.
     pub async fn deliver_until_accepted(&self, body: &[u8], webhook_id: &str) -> Result<u16, String> {
         let mut last = Err("not delivered".to_string());
         for redelivery in 0..=WEBHOOK_REDELIVERIES {
             if redelivery > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << redelivery)).await;
+                // 0.2 s doubling to 8 s: about 45 s of redeliveries in all.
+                tokio::time::sleep(Duration::from_millis((100u64 << redelivery).min(8_000))).await;
             }
             last = self.post_signed_webhook(body, webhook_id).await;
             if matches!(last, Ok(status) if status < 500 && status != 429) {
@@ -538,10 +539,15 @@ async fn slack_method(State(sim): State<Arc<Sim>>, Path(method): Path<String>, h
     if let (Some(approval), Some((click, user))) = (approval, auto) {
         let sim2 = sim.clone();
         tokio::spawn(async move {
-            // A person reads the message before clicking.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            if let Err(e) = sim2.click(&approval, click, &user).await {
-                tracing::warn!(error = %e, "simulated click failed");
+            // A person reads the message before clicking, and clicks again when Slack shows an
+            // error (the app did not answer).
+            for attempt in 0..6u32 {
+                tokio::time::sleep(Duration::from_millis(150 << attempt)).await;
+                match sim2.click(&approval, click, &user).await {
+                    Ok((status, _)) if status < 500 => break,
+                    Ok((status, _)) => tracing::warn!(status, "simulated click answered with an error"),
+                    Err(e) => tracing::warn!(error = %e, "simulated click failed"),
+                }
             }
         });
     }

@@ -159,6 +159,9 @@ struct HandOffDoc {
 struct WebhookDoc {
     payload_hash: String,
     first_seen: DateTime<Utc>,
+    /// Processing finished; until then a duplicate is "in progress", not "done".
+    #[serde(default)]
+    settled: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,7 +226,7 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         ttl_secs: i64,
     ) -> Result<Dedupe, StoreError> {
         let pk = format!("WEBHOOK#{id}");
-        let doc = encode(&WebhookDoc { payload_hash: payload_hash.to_string(), first_seen: now })?;
+        let doc = encode(&WebhookDoc { payload_hash: payload_hash.to_string(), first_seen: now, settled: false })?;
         let expires = (now + Duration::seconds(ttl_secs.max(1))).timestamp();
         // Fast path: the first delivery is one conditional put, no read.
         if self.table.put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp()).await? {
@@ -232,14 +235,19 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         match self.table.get(&pk, "SEEN", now.timestamp()).await? {
             Some(stored) => {
                 let seen: WebhookDoc = decode(&pk, &stored.doc)?;
-                Ok(if seen.payload_hash == payload_hash { Dedupe::Duplicate } else { Dedupe::Conflict })
+                Ok(match (seen.payload_hash == payload_hash, seen.settled) {
+                    (false, _) => Dedupe::Conflict,
+                    (true, true) => Dedupe::Duplicate,
+                    (true, false) => Dedupe::InProgress,
+                })
             }
             // Expired between the two calls: try once more as a first delivery.
             None => {
                 if self.table.put_if(&pk, "SEEN", &doc, None, Some(expires), now.timestamp()).await? {
                     Ok(Dedupe::First)
                 } else {
-                    Ok(Dedupe::Duplicate)
+                    // Another delivery of it just started.
+                    Ok(Dedupe::InProgress)
                 }
             }
         }
@@ -251,7 +259,9 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         let expires = (now + Duration::seconds(keep_secs.max(-1))).timestamp();
         self.mutate(&pk, "SEEN", now.timestamp(), |current| {
             let Some(current) = current else { return Ok(Step::Keep(())) };
-            Ok(Step::Write { doc: current.doc.clone(), expires_at: Some(expires), result: () })
+            let mut seen: WebhookDoc = decode(&pk, &current.doc)?;
+            seen.settled = keep_secs > 0;
+            Ok(Step::Write { doc: encode(&seen)?, expires_at: Some(expires), result: () })
         })
         .await
     }

@@ -71,7 +71,12 @@ fn note(confidence: &str) -> String {
 /// Run one incident with `dependency` faulted for `connections` connections. The approval
 /// scenario is used so that every dependency, Slack included, is on the path.
 async fn run(dependency: Dependency, kind: FaultKind, connections: u32) -> Observed {
-    let cell = format!("{} × {} × {}", dependency.name(), kind.name(), if connections == UNTIL_CLEARED { "persistent" } else { "transient" });
+    let cell = format!(
+        "{} × {} × {}",
+        dependency.name(),
+        kind.name(),
+        if connections == UNTIL_CLEARED { "persistent" } else { "transient" }
+    );
     let change: selfheal_cli::demo::SettingsChange = std::sync::Arc::new(|s| {
         // Short per-attempt timeouts so timeouts and trickles cost seconds, not minutes.
         s.timeouts.api_request_ms = Some(700);
@@ -87,19 +92,30 @@ async fn run(dependency: Dependency, kind: FaultKind, connections: u32) -> Obser
         speedup: Some(50.0),
         fault_proxies: true,
         settings: Some(change),
-        knobs: Some(Knobs { auto_click: Some((Click::Approve, selfheal_cli::demo::APPROVER.into())), ..Knobs::default() }),
+        knobs: Some(Knobs {
+            auto_click: Some((Click::Approve, selfheal_cli::demo::APPROVER.into())),
+            ..Knobs::default()
+        }),
         dynamodb_endpoint: (dependency == Dependency::Store).then(selfheal_tests::moto_endpoint),
         ..Default::default()
     };
     let mut out = Vec::new();
-    let h = harness_with(Scenario::Approval, options, &mut out).await.unwrap_or_else(|e| panic!("{cell}: harness: {e}"));
+    let h =
+        harness_with(Scenario::Approval, options, &mut out).await.unwrap_or_else(|e| panic!("{cell}: harness: {e}"));
     h.inject(dependency, kind, connections).await.unwrap();
 
     let id = format!("QM{}", uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase());
-    let data = Sim::incident_data(&id, 7, "Checkout /health failing: 504 Gateway Timeout", selfheal_cli::demo::SERVICE_ID, "checkout");
-    let body = json!({"event": {"id": format!("01EVT{id}"), "event_type": "incident.triggered", "resource_type": "incident",
+    let data = Sim::incident_data(
+        &id,
+        7,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    let body =
+        json!({"event": {"id": format!("01EVT{id}"), "event_type": "incident.triggered", "resource_type": "incident",
         "occurred_at": chrono::Utc::now().to_rfc3339(), "agent": null, "client": null, "data": data}})
-    .to_string();
+        .to_string();
     let webhook_id = format!("whk-{id}");
     // PagerDuty redelivers on 5xx; the last redelivery comes after the dependency recovered.
     let mut trigger_statuses = Vec::new();
@@ -162,11 +178,7 @@ fn assert_escalated_safely(o: &Observed, dependency: Dependency) {
     let cell = &o.cell;
     assert_eq!(o.outcome, "escalated", "{cell}: {o:#?}");
     assert!(!o.reason.is_empty(), "{cell}: the escalation carries a reason");
-    assert!(
-        o.reason.to_lowercase().contains(dependency.name()),
-        "{cell}: the reason names what failed: {}",
-        o.reason
-    );
+    assert!(o.reason.to_lowercase().contains(dependency.name()), "{cell}: the reason names what failed: {}", o.reason);
     if dependency == Dependency::PagerDuty {
         assert!(o.slack_escalation, "{cell}: escalated in Slack while PagerDuty is down");
     } else {

@@ -2,17 +2,11 @@
 //! fuzzing): no panics, and the invariants that matter.
 
 use proptest::prelude::*;
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
-use selfheal::config::{Secrets, Settings};
 use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
-use selfheal::ports::SystemClock;
 use selfheal::signature::{sign_pagerduty, sign_slack, verify_pagerduty, verify_slack};
 use selfheal::stages::http::HttpRequest;
-use selfheal::store::{MemoryTable, TableStore};
-use selfheal::wiring::{Unconfigured, build_deps};
 
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -31,20 +25,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 fn deps() -> selfheal::stages::Deps {
-    let mut settings = Settings::from_sources(None, |_| None).unwrap();
-    settings.slack.approvers = vec!["UALICE".into()];
-    let secrets = Secrets {
-        pagerduty_webhook_secrets: vec![SecretString::from("whsec-prop".to_string())],
-        slack_signing_secret: Some(SecretString::from("slack-prop".to_string())),
-        ..Default::default()
-    };
-    build_deps(
-        settings,
-        secrets,
-        Arc::new(TableStore::new(MemoryTable::new())),
-        Arc::new(Unconfigured("orchestrator")),
-        Arc::new(SystemClock::real()),
-    )
+    selfheal_fuzz::parsing_deps()
 }
 
 proptest! {
@@ -98,7 +79,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let deps = deps();
         let text = if wrap { json!({"event": serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body.clone()))}).to_string() } else { body };
-        let req = HttpRequest::new(vec![("x-pagerduty-signature".into(), sign_pagerduty(b"whsec-prop", text.as_bytes())), ("x-webhook-id".into(), "p1".into())], text.into_bytes());
+        let req = HttpRequest::new(vec![("x-pagerduty-signature".into(), sign_pagerduty(selfheal_fuzz::WEBHOOK_SECRET.as_bytes(), text.as_bytes())), ("x-webhook-id".into(), "p1".into())], text.into_bytes());
         let resp = rt.block_on(selfheal::stages::intake::handle_webhook(&deps, &req));
         prop_assert!(resp.status < 500 || resp.status == 500 && resp.body["message"] == "temporary failure, retry", "{resp:?}");
     }
@@ -109,8 +90,30 @@ proptest! {
         let deps = deps();
         let body = if raw { payload.into_bytes() } else { serde_urlencoded::to_string([("payload", payload)]).unwrap().into_bytes() };
         let ts = chrono::Utc::now().timestamp();
-        let req = HttpRequest::new(vec![("x-slack-request-timestamp".into(), ts.to_string()), ("x-slack-signature".into(), sign_slack(b"slack-prop", ts, &body))], body);
+        let req = HttpRequest::new(vec![("x-slack-request-timestamp".into(), ts.to_string()), ("x-slack-signature".into(), sign_slack(selfheal_fuzz::SLACK_SECRET.as_bytes(), ts, &body))], body);
         let resp = rt.block_on(selfheal::stages::approvals::handle_interaction(&deps, &req));
         prop_assert!(resp.status == 200 || resp.status == 400, "{resp:?}");
+    }
+
+    /// The fuzz targets' own oracles, on arbitrary bytes (the stable, always-on equivalent of
+    /// `cargo fuzz run`; see fuzz/).
+    #[test]
+    fn fuzz_oracles_hold_for_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..600), text in "(?s).{0,400}") {
+        for input in [data.as_slice(), text.as_bytes()] {
+            selfheal_fuzz::pagerduty_envelope(input);
+            selfheal_fuzz::signature_header(input);
+            selfheal_fuzz::slack_form(input);
+            selfheal_fuzz::note_parser(input);
+            selfheal_fuzz::plan_parser(input);
+            selfheal_fuzz::asl_path(input);
+        }
+    }
+
+    #[test]
+    fn fuzz_oracles_hold_for_structured_json(v in arb_json()) {
+        let text = v.to_string();
+        selfheal_fuzz::pagerduty_envelope(json!({"event": v}).to_string().as_bytes());
+        selfheal_fuzz::plan_parser(text.as_bytes());
+        selfheal_fuzz::asl_path(format!("$.a\n{text}\n{text}").as_bytes());
     }
 }

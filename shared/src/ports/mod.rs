@@ -27,8 +27,11 @@ pub enum Created {
 pub enum Dedupe {
     /// First time we see this id: process it.
     First,
-    /// Seen before with the same payload: acknowledge, do nothing.
+    /// Seen before with the same payload and processed: acknowledge, do nothing.
     Duplicate,
+    /// Seen before with the same payload and still being processed (or the process handling it
+    /// died): the sender must retry later, never be told it is done.
+    InProgress,
     /// Seen before with a *different* payload: refuse and log (a replay or a bug upstream).
     Conflict,
 }

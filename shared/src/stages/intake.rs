@@ -17,7 +17,9 @@ pub const MAX_BODY: usize = 256 * 1024;
 /// How long a processed delivery id is remembered (PagerDuty retries for up to 48 h).
 const KEEP_DELIVERY_SECS: i64 = 7 * 24 * 3600;
 /// How long an in-flight delivery blocks its duplicates (a crash releases it after this).
-const IN_FLIGHT_SECS: i64 = 120;
+/// API Gateway stops waiting for an integration after 29 s, so no delivery is legitimately still
+/// being handled after 30 s; its retries are answered 503 until then, and processed after.
+const IN_FLIGHT_SECS: i64 = 30;
 
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -68,6 +70,12 @@ pub async fn handle_webhook(deps: &Deps, req: &HttpRequest) -> HttpResponse {
     match deps.store.record_webhook(&delivery, &payload_hash, now, IN_FLIGHT_SECS).await {
         Ok(Dedupe::First) => {}
         Ok(Dedupe::Duplicate) => return accepted("duplicate"),
+        Ok(Dedupe::InProgress) => {
+            // Never 2xx: if the first attempt dies (a crash), this answer is what keeps PagerDuty
+            // redelivering until the id is released.
+            tracing::info!(webhook_id = %delivery, "delivery still in progress: asked to retry");
+            return HttpResponse::message(503, "this delivery is still being processed, retry later");
+        }
         Ok(Dedupe::Conflict) => {
             tracing::warn!(webhook_id = %delivery, "same webhook id with a different payload: refused");
             return HttpResponse::message(409, "webhook id already used for a different payload");

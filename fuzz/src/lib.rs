@@ -1,0 +1,143 @@
+//! The fuzz oracles: one function per parser that sees outside input. Each takes raw bytes, drives
+//! the real code path and asserts what must hold for any input (no panic, bounded values, the
+//! right class of HTTP answer). `cargo fuzz run <target>` (nightly) feeds them coverage-guided
+//! input; `tests/tests/properties.rs` runs the same oracles on stable in the test command.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use selfheal::config::{Secrets, Settings};
+use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
+use selfheal::ports::SystemClock;
+use selfheal::signature::{sign_pagerduty, sign_slack, verify_pagerduty, verify_slack};
+use selfheal::stages::Deps;
+use selfheal::stages::http::HttpRequest;
+use selfheal::store::{MemoryTable, TableStore};
+use selfheal::wiring::{Unconfigured, build_deps};
+
+pub const WEBHOOK_SECRET: &str = "whsec-fuzz";
+pub const SLACK_SECRET: &str = "slack-fuzz";
+
+/// Dependencies for the HTTP entry points: an in-memory store, no SaaS clients, no orchestrator
+/// (a call that would reach one fails as a dependency error, which is itself under test).
+pub fn parsing_deps() -> Deps {
+    let mut settings = Settings::from_sources(None, |_| None).unwrap_or_else(|e| panic!("default settings: {e}"));
+    settings.slack.approvers = vec!["UALICE".into()];
+    settings.pagerduty.investigator_ids = vec!["PCLERIC".into()];
+    let secrets = Secrets {
+        pagerduty_webhook_secrets: vec![SecretString::from(WEBHOOK_SECRET.to_string())],
+        slack_signing_secret: Some(SecretString::from(SLACK_SECRET.to_string())),
+        ..Default::default()
+    };
+    build_deps(
+        settings,
+        secrets,
+        Arc::new(TableStore::new(MemoryTable::new())),
+        Arc::new(Unconfigured("orchestrator")),
+        Arc::new(SystemClock::real()),
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => panic!("tokio runtime: {e}"),
+    }
+}
+
+/// A correctly signed PagerDuty delivery with any body: answered, never a crash, and a 5xx only as
+/// the retryable "temporary failure" (a dependency is missing), never for bad input.
+pub fn pagerduty_envelope(data: &[u8]) {
+    let deps = parsing_deps();
+    let req = HttpRequest::new(
+        vec![
+            ("x-pagerduty-signature".into(), sign_pagerduty(WEBHOOK_SECRET.as_bytes(), data)),
+            ("x-webhook-id".into(), "fuzz-delivery".into()),
+        ],
+        data.to_vec(),
+    );
+    let resp = block_on(selfheal::stages::intake::handle_webhook(&deps, &req));
+    assert!(
+        resp.status < 500 || (resp.status == 500 && resp.body["message"] == "temporary failure, retry"),
+        "{resp:?}"
+    );
+    assert!(resp.status != 202 || resp.body.get("status").is_some(), "{resp:?}");
+}
+
+/// Any signature header text against any body: never a panic, and never accepted unless it
+/// carries the right HMAC.
+pub fn signature_header(data: &[u8]) {
+    let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let header = String::from_utf8_lossy(&data[..split]);
+    let body = data.get(split + 1..).unwrap_or_default();
+    let genuine = sign_pagerduty(WEBHOOK_SECRET.as_bytes(), body);
+    if verify_pagerduty(&[WEBHOOK_SECRET], Some(&header), body).is_ok() {
+        let mac_hex = genuine.trim_start_matches("v1=");
+        assert!(header.to_ascii_lowercase().contains(mac_hex), "accepted a header without the right HMAC: {header}");
+    }
+    assert!(verify_pagerduty(&[WEBHOOK_SECRET], Some(&format!("{header},{genuine}")), body).is_ok());
+    let now = chrono::Utc::now().timestamp();
+    let ts_text = header.split(',').next().unwrap_or_default();
+    if verify_slack(SLACK_SECRET.as_bytes(), Some(ts_text), Some(&header), body, now).is_ok() {
+        let ts = ts_text.trim().parse::<i64>().unwrap_or_default();
+        assert_eq!(header.trim(), sign_slack(SLACK_SECRET.as_bytes(), ts, body), "accepted a forged Slack signature");
+    }
+}
+
+/// A correctly signed Slack interaction with any form body: 200 or 400, nothing else.
+pub fn slack_form(data: &[u8]) {
+    let deps = parsing_deps();
+    let ts = chrono::Utc::now().timestamp();
+    let req = HttpRequest::new(
+        vec![
+            ("x-slack-request-timestamp".into(), ts.to_string()),
+            ("x-slack-signature".into(), sign_slack(SLACK_SECRET.as_bytes(), ts, data)),
+        ],
+        data.to_vec(),
+    );
+    let resp = block_on(selfheal::stages::approvals::handle_interaction(&deps, &req));
+    assert!(resp.status == 200 || resp.status == 400, "{resp:?}");
+}
+
+/// Any note text: parsed into bounded values.
+pub fn note_parser(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let p = selfheal::notes::parse_note(&text);
+    if let Some(c) = p.confidence {
+        assert!((0.0..=1.0).contains(&c), "confidence {c}");
+    }
+    if let Some(r) = &p.root_cause {
+        assert!(r.chars().count() <= 1001, "root cause of {} chars", r.chars().count());
+    }
+    assert!(p.evidence.len() <= 20 && p.alternatives.len() <= 20 && p.services.len() <= 20);
+}
+
+/// Any model output, as tool input (JSON) and as text with the `<execution_block>` fallback.
+pub fn plan_parser(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(input) = serde_json::from_slice::<Value>(data) {
+        let _ = selfheal::adapters::anthropic::plan_from_tool_input(&input);
+    }
+    let _ = selfheal::adapters::anthropic::plan_from_text(&text);
+    let _ = selfheal::adapters::anthropic::plan_from_text(&format!("<execution_block>{text}</execution_block>"));
+}
+
+/// ASL reference paths, payload templates, intrinsic functions and ResultPath writes: line one is
+/// the path or expression, line two a template, line three the input.
+pub fn asl_path(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.splitn(3, '\n');
+    let path = lines.next().unwrap_or_default();
+    let template = lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or(Value::Null);
+    let input =
+        lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or(json!({"a": [1, {"b": "c"}]}));
+    let ctx = json!({"Task": {"Token": "t"}, "Execution": {"Name": "n"}});
+    if let Ok(p) = RefPath::parse(path) {
+        let _ = p.read(&input, &ctx);
+    }
+    let _ = render_template(&template, &input, &ctx);
+    let _ = evaluate_expression(path, &input, &ctx);
+    let _ = merge_result(Some(&Value::String(path.to_string())), &input, json!(1));
+}
