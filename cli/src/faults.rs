@@ -63,6 +63,9 @@ pub enum FaultKind {
     ConnectionRefused,
     /// 200 OK headers, then one body byte every 250 ms.
     SlowTrickle,
+    /// 500 whose body echoes the request head, credentials included (a debugging proxy): the
+    /// probe for secrets leaking through error messages. Not one of the six matrix faults.
+    EchoingServerError,
 }
 
 impl FaultKind {
@@ -82,6 +85,7 @@ impl FaultKind {
             FaultKind::MalformedBody => "malformed-body",
             FaultKind::ConnectionRefused => "connection-refused",
             FaultKind::SlowTrickle => "slow-trickle",
+            FaultKind::EchoingServerError => "echoing-500",
         }
     }
 }
@@ -218,7 +222,7 @@ async fn pipe(mut client: TcpStream, state: &ProxyState) {
 }
 
 /// Read the request head (so the client is past writing it), bounded in size and time.
-async fn read_head(socket: &mut TcpStream) {
+async fn read_head(socket: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     let read = async {
@@ -230,6 +234,7 @@ async fn read_head(socket: &mut TcpStream) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 fn response(status: &str, extra_headers: &str, body: &str) -> String {
@@ -253,9 +258,14 @@ async fn misbehave(mut socket: TcpStream, kind: FaultKind) {
             })
             .await;
         }
-        FaultKind::ServerError | FaultKind::RateLimited | FaultKind::MalformedBody => {
-            read_head(&mut socket).await;
+        FaultKind::ServerError | FaultKind::RateLimited | FaultKind::MalformedBody | FaultKind::EchoingServerError => {
+            let head = read_head(&mut socket).await;
             let text = match kind {
+                FaultKind::EchoingServerError => {
+                    let message = format!("upstream failed for request: {}", head.replace("\r\n", " | "));
+                    let body = serde_json::json!({"message": message, "error": {"message": message}});
+                    response("500 Internal Server Error", "", &body.to_string())
+                }
                 FaultKind::ServerError => response(
                     "500 Internal Server Error",
                     "",

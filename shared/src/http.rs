@@ -40,6 +40,9 @@ pub struct ApiClient {
     client: reqwest::Client,
     retry: RetryPolicy,
     classify: Classifier,
+    /// Credential values scrubbed from every error message this client builds: an upstream (or
+    /// a proxy in between) may echo the request, headers included, into an error body.
+    redact: Vec<secrecy::SecretString>,
 }
 
 #[derive(Debug)]
@@ -130,7 +133,7 @@ impl ApiClient {
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(ClientError::Invalid { service, detail: format!("base URL must be http(s): {base}") });
         }
-        Ok(Self { service, base, client, retry: RetryPolicy::default(), classify })
+        Ok(Self { service, base, client, retry: RetryPolicy::default(), classify, redact: Vec::new() })
     }
 
     /// Replace the per-attempt timeout (operators tune it with `timeouts.api_request_ms`).
@@ -139,6 +142,21 @@ impl ApiClient {
             self.client = http_client(self.service, timeout)?;
         }
         Ok(self)
+    }
+
+    /// Never let `secret` appear in an error message from this client.
+    pub fn redacting(mut self, secret: &secrecy::SecretString) -> Self {
+        self.redact.push(secret.clone());
+        self
+    }
+
+    /// `text` with every registered credential replaced.
+    pub fn scrub(&self, text: String) -> String {
+        use secrecy::ExposeSecret;
+        self.redact.iter().fold(text, |t, s| {
+            let value = s.expose_secret();
+            if value.len() >= 4 && t.contains(value) { t.replace(value, "[redacted]") } else { t }
+        })
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -236,6 +254,7 @@ impl ApiClient {
             return Ok(ApiResponse { status, headers, body });
         }
         let (message, mut retryable) = (self.classify)(status, &headers, &body);
+        let message = self.scrub(message);
         if let Some(v) = headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
             retryable = v == "true";
         }

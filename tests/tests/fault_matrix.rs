@@ -130,7 +130,9 @@ async fn run(dependency: Dependency, kind: FaultKind, connections: u32) -> Obser
         }
     }
     if trigger_statuses.last() == Some(&202) {
-        h.sim.post_note(&id, selfheal_cli::demo::INVESTIGATOR, &note("80%")).await.unwrap();
+        // In the background: while PagerDuty is failing, its redeliveries of the note go on.
+        let (sim, incident) = (h.sim.clone(), id.clone());
+        tokio::spawn(async move { sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &note("80%")).await });
     }
     let execution = format!("inc-{id}-incident");
     let finished = h.stack.engine.wait_for(&execution, Duration::from_secs(120)).await;
@@ -191,7 +193,9 @@ fn assert_escalated_safely(o: &Observed, dependency: Dependency) {
         "{cell}: nothing executed: {:?}",
         o.kinds
     );
-    assert!(o.faulted <= 40, "{cell}: bounded retries, {} faulted connections", o.faulted);
+    // Each call makes at most 4 attempts and each state at most 4 tries; a PagerDuty webhook
+    // redelivery is one more call (11 deliveries × 4 + 16 for the PagerDuty row).
+    assert!(o.faulted <= 64, "{cell}: bounded retries, {} faulted connections", o.faulted);
     if dependency == Dependency::Coder {
         assert!(o.visited("DestroyWorkspaceAfterError"), "{cell}: the error path still deletes: {:?}", o.path);
     }

@@ -1,30 +1,7 @@
 //! Secrets come from AWS Secrets Manager (moto on loopback), and never reach logs or errors.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use selfheal::config::Secrets;
 use selfheal::signature;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 const SECRET_JSON: &str = r#"{
   "pagerduty_webhook_secrets": ["whsec-KNOWN-1", "whsec-KNOWN-2"],
@@ -39,7 +16,7 @@ const SECRET_JSON: &str = r#"{
 
 #[tokio::test]
 async fn secrets_load_from_secrets_manager_and_never_reach_logs() {
-    let captured = Captured::default();
+    let captured = selfheal_tests::CapturedLogs::default();
     selfheal::telemetry::init_with_writer(captured.clone(), |k| match k {
         "AWS_LAMBDA_LOG_LEVEL" => Some("DEBUG".into()),
         _ => None,
@@ -80,7 +57,7 @@ async fn secrets_load_from_secrets_manager_and_never_reach_logs() {
     let broken = Secrets::from_secrets_manager(&client, &broken_name).await.unwrap_err();
     tracing::error!(error = %broken, "broken secret");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("loaded secrets"), "logs were captured: {logs}");
     assert!(logs.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "JSON lines: {logs}");
     for value in &known {

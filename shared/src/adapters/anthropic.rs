@@ -209,6 +209,7 @@ impl crate::http::ApiAdapter for AnthropicPlanner {
 impl AnthropicPlanner {
     pub fn new(api_base: &str, key: SecretString, model: &str, max_tokens: u32) -> Result<Self, ClientError> {
         let api = ApiClient::new(SERVICE, api_base, Duration::from_secs(90), classify)?
+            .redacting(&key)
             .with_retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() });
         Ok(Self { api, key, model: model.to_string(), max_tokens: max_tokens.clamp(256, 8192) })
     }

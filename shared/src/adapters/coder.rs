@@ -86,7 +86,7 @@ impl crate::http::ApiAdapter for CoderApi {
 impl CoderApi {
     pub fn new(api_base: &str, token: SecretString, user: &str, template: TemplateRef) -> Result<Self, ClientError> {
         Ok(Self {
-            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(15), classify)?,
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(15), classify)?.redacting(&token),
             token,
             user: user.to_string(),
             template,

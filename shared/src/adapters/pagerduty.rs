@@ -62,7 +62,7 @@ impl PagerDutyRest {
             });
         }
         Ok(Self {
-            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?,
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?.redacting(&token),
             token,
             from: from_email.to_string(),
         })

@@ -43,7 +43,11 @@ impl crate::http::ApiAdapter for SensoKb {
 
 impl SensoKb {
     pub fn new(api_base: &str, key: SecretString, generation: Generation) -> Result<Self, ClientError> {
-        Ok(Self { api: ApiClient::new(SERVICE, api_base, Duration::from_secs(30), classify)?, key, generation })
+        Ok(Self {
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(30), classify)?.redacting(&key),
+            key,
+            generation,
+        })
     }
 
     fn path(&self, org: &str, legacy: &str) -> String {

@@ -43,18 +43,18 @@ impl SlackApi {
             return Err(ClientError::Invalid { service: SERVICE, detail: "no Slack channel configured".into() });
         }
         Ok(Self {
-            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?,
+            api: ApiClient::new(SERVICE, api_base, Duration::from_secs(10), classify)?.redacting(&token),
             token,
             channel: channel.into(),
         })
     }
 
     /// Slack answers most failures with HTTP 200 and `ok: false`.
-    fn check(reply: SlackReply) -> Result<SlackReply, ClientError> {
+    fn check(&self, reply: SlackReply) -> Result<SlackReply, ClientError> {
         if reply.ok {
             return Ok(reply);
         }
-        let error = reply.error.unwrap_or_else(|| "unknown_error".into());
+        let error = self.api.scrub(reply.error.unwrap_or_else(|| "unknown_error".into()));
         let retryable =
             matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
         Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable })
@@ -71,7 +71,7 @@ impl SlackApi {
                     .json(body)
             })
             .await?;
-        Self::check(resp.json(SERVICE)?)
+        self.check(resp.json(SERVICE)?)
     }
 }
 
