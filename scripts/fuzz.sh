@@ -14,6 +14,9 @@ if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
   exit 2
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# The workspace's release profile is tuned for small Lambda zips (fat LTO, one codegen unit); for
+# fuzz builds that only makes every link take minutes.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 for target in $(cargo "+$toolchain" fuzz list); do
   mkdir -p "target/fuzz-corpus/$target"
   echo "== $target ($secs s)"

@@ -190,12 +190,10 @@ impl ApiClient {
             if !error.is_retryable() || attempt >= self.retry.max_retries {
                 return Err(error);
             }
-            let backoff = self.retry.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.retry.max_delay);
             let wait = match hint {
                 Some(h) if h > self.retry.max_honoured_wait => return Err(error),
                 Some(h) => h,
-                // Full jitter spreads concurrent retries apart.
-                None => backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5),
+                None => self.backoff(attempt),
             };
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -204,6 +202,36 @@ impl ApiClient {
 }
 
 impl ApiClient {
+    /// For calls without side effects (reads, searches, a model's answer): a 2xx whose body does
+    /// not parse — cut off by a proxy, truncated mid-stream — is retried like a 5xx, within the
+    /// same budget. Calls with effects use [`ApiClient::send`] and treat such a body as an
+    /// unexpected response: retrying them blindly could repeat the effect.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let mut attempt = 0u32;
+        loop {
+            let resp = self.send(op, &build).await?;
+            match resp.json::<T>(self.service) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < self.retry.max_retries => {
+                    tracing::warn!(service = self.service, op, attempt, error = %e, "unparseable 2xx body, retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Exponential back-off with jitter (which spreads concurrent retries apart).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let backoff = self.retry.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.retry.max_delay);
+        backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
     /// One attempt's result: the response, or the error with the server's wait hint.
     async fn outcome(
         &self,
@@ -286,6 +314,18 @@ mod tests {
         let date = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         let d = retry_after(&headers(&[("retry-after", &date)])).unwrap();
         assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+    }
+
+    #[test]
+    fn registered_credentials_are_scrubbed_from_messages() {
+        let client = ApiClient::new("svc", "http://127.0.0.1:1", Duration::from_secs(1), default_classifier)
+            .unwrap()
+            .redacting(&secrecy::SecretString::from("tok-123456".to_string()));
+        assert_eq!(
+            client.scrub("401: bad header authorization: Bearer tok-123456 (tok-123456)".into()),
+            "401: bad header authorization: Bearer [redacted] ([redacted])"
+        );
+        assert_eq!(client.scrub("nothing here".into()), "nothing here");
     }
 
     #[test]

@@ -232,9 +232,10 @@ impl Planner for AnthropicPlanner {
     async fn plan(&self, req: &PlanRequest) -> Result<Plan, ClientError> {
         let url = self.api.url("/v1/messages");
         let body = self.request_body(req);
-        let resp = self
+        // A plan request changes nothing on Anthropic's side: a truncated answer is asked again.
+        let v: Value = self
             .api
-            .send("messages", |c| {
+            .read_json("messages", |c| {
                 c.post(&url)
                     .header("x-api-key", self.key.expose_secret())
                     .header("anthropic-version", "2023-06-01")
@@ -242,7 +243,6 @@ impl Planner for AnthropicPlanner {
                     .json(&body)
             })
             .await?;
-        let v: Value = resp.json(SERVICE)?;
         match v.get("stop_reason").and_then(Value::as_str) {
             Some("max_tokens") => return Err(contract("the plan was truncated (stop_reason max_tokens)")),
             Some("refusal") => return Err(contract("the model refused to plan (stop_reason refusal)")),

@@ -196,14 +196,13 @@ impl Workspaces for CoderApi {
 
     async fn progress(&self, handle: &WorkspaceHandle) -> Result<WorkspaceProgress, ClientError> {
         let url = self.api.url(&format!("/api/v2/workspacebuilds/{}", handle.build_id));
-        let resp = self.api.send("get_build", |c| self.auth(c.get(&url))).await?;
-        Ok(build_progress(&resp.json::<Value>(SERVICE)?))
+        let build: Value = self.api.read_json("get_build", |c| self.auth(c.get(&url))).await?;
+        Ok(build_progress(&build))
     }
 
     async fn agent_logs(&self, agent_id: &str, max_bytes: usize) -> Result<String, ClientError> {
         let url = self.api.url(&format!("/api/v2/workspaceagents/{agent_id}/logs"));
-        let resp = self.api.send("agent_logs", |c| self.auth(c.get(&url))).await?;
-        let logs: Vec<Value> = resp.json(SERVICE)?;
+        let logs: Vec<Value> = self.api.read_json("agent_logs", |c| self.auth(c.get(&url))).await?;
         let text: Vec<&str> = logs.iter().filter_map(|l| l.get("output").and_then(Value::as_str)).collect();
         let joined = text.join("\n");
         // Keep the end: that is where scripts print their result.
@@ -217,9 +216,8 @@ impl Workspaces for CoderApi {
             return Ok(None);
         }
         let url = self.api.url(&format!("/api/v2/users/{}/workspace/{name}", self.user));
-        match self.api.send("get_workspace_by_name", |c| self.auth(c.get(&url))).await {
-            Ok(resp) => {
-                let v: Value = resp.json(SERVICE)?;
+        match self.api.read_json::<Value>("get_workspace_by_name", |c| self.auth(c.get(&url))).await {
+            Ok(v) => {
                 let id = v.get("id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no id"))?;
                 let build = v
                     .pointer("/latest_build/id")

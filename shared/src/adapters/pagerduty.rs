@@ -103,8 +103,7 @@ struct NoteResponse {
 impl IncidentSource for PagerDutyRest {
     async fn list_notes(&self, incident: &IncidentId) -> Result<Vec<SourceNote>, ClientError> {
         let url = self.api.url(&format!("/incidents/{incident}/notes"));
-        let resp = self.api.send("list_notes", |c| self.auth(c.get(&url))).await?;
-        let body: NotesResponse = resp.json(SERVICE)?;
+        let body: NotesResponse = self.api.read_json("list_notes", |c| self.auth(c.get(&url))).await?;
         body.notes
             .into_iter()
             .map(|n| {

@@ -67,9 +67,10 @@ impl KnowledgeBase for SensoKb {
     async fn search(&self, query: &str, max_results: u32) -> Result<SearchResults, ClientError> {
         let url = self.path("/org/search", "/search");
         let body = json!({"query": query, "max_results": max_results.clamp(1, 20)});
-        let resp =
-            self.api.send("search", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body)).await?;
-        let v: Value = resp.json(SERVICE)?;
+        let v: Value = self
+            .api
+            .read_json("search", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body))
+            .await?;
         let results =
             v.get("results").and_then(Value::as_array).ok_or_else(|| contract("search response has no results[]"))?;
         let hits = results
@@ -109,9 +110,8 @@ impl KnowledgeBase for SensoKb {
             });
         }
         let url = self.path(&format!("/org/content/{content_id}"), &format!("/content/{content_id}"));
-        let resp =
-            self.api.send("ingest_status", |c| c.get(&url).header("X-API-Key", self.key.expose_secret())).await?;
-        let v: Value = resp.json(SERVICE)?;
+        let v: Value =
+            self.api.read_json("ingest_status", |c| c.get(&url).header("X-API-Key", self.key.expose_secret())).await?;
         // The legacy API says `completed`, the current one `complete`: both mean done.
         match v.get("processing_status").and_then(Value::as_str) {
             Some("queued") => Ok(IngestStatus::Queued),
