@@ -244,19 +244,24 @@ fn response(status: &str, extra_headers: &str, body: &str) -> String {
     )
 }
 
+/// Read and discard until the peer closes (or `limit` passes).
+async fn drain(socket: &mut TcpStream, limit: Duration) {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(limit, async {
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn misbehave(mut socket: TcpStream, kind: FaultKind) {
     match kind {
         FaultKind::Timeout => {
             // Swallow whatever arrives, answer nothing, until the client gives up.
-            let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(300), async {
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            })
-            .await;
+            drain(&mut socket, Duration::from_secs(300)).await;
         }
         FaultKind::ServerError | FaultKind::RateLimited | FaultKind::MalformedBody | FaultKind::EchoingServerError => {
             let head = read_head(&mut socket).await;
@@ -282,15 +287,7 @@ async fn misbehave(mut socket: TcpStream, kind: FaultKind) {
             let _ = socket.shutdown().await;
             // Drain any request body until the client hangs up: closing with unread bytes would
             // turn the answer into a reset.
-            let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            })
-            .await;
+            drain(&mut socket, Duration::from_secs(2)).await;
         }
         FaultKind::SlowTrickle => {
             read_head(&mut socket).await;

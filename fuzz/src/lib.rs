@@ -3,7 +3,8 @@
 //! right class of HTTP answer). `cargo fuzz run <target>` (nightly) feeds them coverage-guided
 //! input; `tests/tests/properties.rs` runs the same oracles on stable in the test command.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -40,25 +41,37 @@ pub fn parsing_deps() -> Deps {
     )
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(f),
-        Err(e) => panic!("tokio runtime: {e}"),
-    }
+/// One runtime and one set of dependencies for the whole fuzzing process: building them per
+/// input (TLS roots, clients) would cost more than the input itself.
+fn shared() -> &'static (tokio::runtime::Runtime, Deps) {
+    static SHARED: OnceLock<(tokio::runtime::Runtime, Deps)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+        (rt, parsing_deps())
+    })
+}
+
+/// A fresh delivery id per input, so dedupe never hides the parsing behind it.
+fn next_delivery_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("fuzz-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A correctly signed PagerDuty delivery with any body: answered, never a crash, and a 5xx only as
 /// the retryable "temporary failure" (a dependency is missing), never for bad input.
 pub fn pagerduty_envelope(data: &[u8]) {
-    let deps = parsing_deps();
+    let (rt, deps) = shared();
     let req = HttpRequest::new(
         vec![
             ("x-pagerduty-signature".into(), sign_pagerduty(WEBHOOK_SECRET.as_bytes(), data)),
-            ("x-webhook-id".into(), "fuzz-delivery".into()),
+            ("x-webhook-id".into(), next_delivery_id()),
         ],
         data.to_vec(),
     );
-    let resp = block_on(selfheal::stages::intake::handle_webhook(&deps, &req));
+    let resp = rt.block_on(selfheal::stages::intake::handle_webhook(deps, &req));
     assert!(
         resp.status < 500 || (resp.status == 500 && resp.body["message"] == "temporary failure, retry"),
         "{resp:?}"
@@ -88,7 +101,7 @@ pub fn signature_header(data: &[u8]) {
 
 /// A correctly signed Slack interaction with any form body: 200 or 400, nothing else.
 pub fn slack_form(data: &[u8]) {
-    let deps = parsing_deps();
+    let (rt, deps) = shared();
     let ts = chrono::Utc::now().timestamp();
     let req = HttpRequest::new(
         vec![
@@ -97,7 +110,7 @@ pub fn slack_form(data: &[u8]) {
         ],
         data.to_vec(),
     );
-    let resp = block_on(selfheal::stages::approvals::handle_interaction(&deps, &req));
+    let resp = rt.block_on(selfheal::stages::approvals::handle_interaction(deps, &req));
     assert!(resp.status == 200 || resp.status == 400, "{resp:?}");
 }
 
