@@ -431,6 +431,19 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         .await
     }
 
+    async fn rebind_approval_token(&self, id: &ApprovalId, token: &TaskToken) -> Result<Approval, StoreError> {
+        let pk = format!("APPROVAL#{id}");
+        self.mutate(&pk, META, Utc::now().timestamp(), |current| {
+            let Some(current) = current else {
+                return Err(StoreError::Corrupt { key: pk.clone(), why: "approval vanished".into() });
+            };
+            let mut approval: Approval = decode(&pk, &current.doc)?;
+            approval.task_token = token.clone();
+            Ok(Step::Write { doc: encode(&approval)?, expires_at: current.expires_at, result: approval })
+        })
+        .await
+    }
+
     async fn record_service_event(&self, event: &ServiceEvent) -> Result<(), StoreError> {
         let pk = format!("SVC#{}", event.service);
         let sk = format!("EVT#{}#{}#{}", ts_key(event.at), event.incident_id, event.kind);

@@ -131,3 +131,55 @@ async fn failure_callbacks_and_execution_names() {
     assert!(engine.start("m", &"x".repeat(81), "{}").await.is_err());
     assert!(engine.start("m", "not-json", "{").await.is_err());
 }
+
+/// A handler that never returns: the process running it dies mid-invocation.
+#[derive(Default)]
+struct DiesMidHandler(std::sync::Mutex<Vec<TaskToken>>);
+
+#[async_trait]
+impl TaskDispatcher for DiesMidHandler {
+    async fn invoke(&self, inv: TaskInvocation) -> Result<TaskOutcome, TaskFailure> {
+        if let Some(t) = inv.token {
+            self.0.lock().unwrap().push(t);
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_handler_cut_off_by_a_crash_is_invoked_again_on_restart() {
+    let path = std::env::temp_dir().join(format!("selfheal-redispatch-{}.sqlite", uuid::Uuid::new_v4().simple()));
+    let first = Engine::new(Arc::new(SqliteTable::open(&path).unwrap()), Arc::new(SystemClock::real()));
+    first.register("m", machine(json!({"TimeoutSeconds": 3600})));
+    let dying = Arc::new(DiesMidHandler::default());
+    first.set_dispatcher(dying.clone());
+    first.start("m", "cut-off", "{}").await.unwrap();
+    for _ in 0..200 {
+        if !dying.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let issued = dying.0.lock().unwrap().first().cloned().expect("the handler was invoked");
+
+    // "Restart": a new engine on the same store, as `selfheal serve` does after a kill.
+    let second = Engine::new(Arc::new(SqliteTable::open(&path).unwrap()), Arc::new(SystemClock::real()));
+    second.register("m", machine(json!({"TimeoutSeconds": 3600})));
+    let d = Arc::new(Remember::default());
+    second.set_dispatcher(d.clone());
+    assert_eq!(second.resume_open_executions().await.unwrap(), 1);
+    let again = token(&d).await;
+    assert_eq!(again.expose(), issued.expose(), "re-invoked with the same token");
+    second.send_task_success(&again, &json!({"status": "approved"})).await.unwrap();
+    let rec = second.wait_for("cut-off", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(rec.path, ["Wait", "Done"]);
+
+    // A handler that did return is not invoked again by a later restart.
+    let third = Engine::new(Arc::new(SqliteTable::open(&path).unwrap()), Arc::new(SystemClock::real()));
+    third.register("m", machine(json!({"TimeoutSeconds": 3600})));
+    let idle = Arc::new(Remember::default());
+    third.set_dispatcher(idle.clone());
+    assert_eq!(third.resume_open_executions().await.unwrap(), 0);
+    assert!(idle.0.lock().unwrap().is_empty());
+    let _ = std::fs::remove_file(&path);
+}

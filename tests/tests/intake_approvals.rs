@@ -519,3 +519,51 @@ async fn a_thousand_deliveries_half_duplicates_at_32_way() {
         assert_eq!(e.rec.executions.lock().unwrap().len(), 500, "{backend}: exactly one execution per incident");
     }
 }
+
+/// The approval step re-invoked for the same plan (the engine died while it ran, or a retry with
+/// a fresh token): one Slack message, one approval, and the click resumes the live token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_invoked_approval_step_posts_once_and_resumes_the_live_token() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        incident(&e.deps, "PREINV1").await;
+        let id = IncidentId::parse("PREINV1").unwrap();
+        let plan = selfheal::adapters::anthropic::plan_from_tool_input(&json!({
+            "analysis": "a", "runbook_correlation": "b", "runbook_sources": [], "risks": ["r"], "rollback": "none",
+            "expected_outcome": "ok", "verification_hints": [], "risk_level": "medium",
+            "script": {"language": "bash", "body": "systemctl restart checkout"}
+        }))
+        .unwrap();
+        stages::update(&e.deps, &id, |i| {
+            i.plan = Some(plan.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let first =
+            approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-first-invocation"})).await.unwrap();
+        let again =
+            approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-second-invocation"})).await.unwrap();
+        assert_eq!(first["approval_id"], again["approval_id"], "{backend}: one approval per plan");
+        let posts =
+            e.sim.slack_messages().iter().filter(|m| m.kind == "post" && Sim::approval_id_of(m).is_some()).count();
+        assert_eq!(posts, 1, "{backend}: the request is posted once");
+
+        let approval = first["approval_id"].as_str().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, approval, "approve", "UALICE", now)).await;
+        assert_eq!(r.body["status"], "decided", "{backend}");
+        let resumed: Vec<String> = e.rec.resumes.lock().unwrap().iter().map(|(t, _)| t.clone()).collect();
+        assert_eq!(resumed, vec!["tok-second-invocation".to_string()], "{backend}: the live token is resumed");
+
+        // Re-invoked once more after the decision: resumes at once with it, posts nothing.
+        let late =
+            approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-third-invocation"})).await.unwrap();
+        assert_eq!(late["already"], "decided");
+        let resumed: Vec<String> = e.rec.resumes.lock().unwrap().iter().map(|(t, _)| t.clone()).collect();
+        assert_eq!(resumed.last().map(String::as_str), Some("tok-third-invocation"), "{backend}");
+        let posts =
+            e.sim.slack_messages().iter().filter(|m| m.kind == "post" && Sim::approval_id_of(m).is_some()).count();
+        assert_eq!(posts, 1, "{backend}");
+    }
+}

@@ -149,6 +149,26 @@ string_newtype!(
 );
 
 impl ApprovalId {
+    /// The approval id of one plan of one incident: the same on every re-invocation of the
+    /// approval step (so it is posted once), keyed with a server secret so that it stays
+    /// unguessable. 16 characters of the same alphabet as [`ApprovalId::generate`].
+    pub fn for_plan(key: &[u8], incident: &IncidentId, plan_hash: &str) -> Self {
+        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let mut material = key.to_vec();
+        material.extend_from_slice(format!("\napproval\n{incident}\n{plan_hash}").as_bytes());
+        let digest = crate::sha256_hex(&material);
+        let id: String = digest
+            .as_bytes()
+            .chunks(2)
+            .take(16)
+            .map(|pair| {
+                let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
+                ALPHABET[usize::from(byte) % ALPHABET.len()] as char
+            })
+            .collect();
+        Self(id)
+    }
+
     /// A fresh random 16-character id (about 95 bits), unguessable enough for a button value
     /// that is also bound to a signed Slack request and an approver allowlist.
     pub fn generate() -> Self {

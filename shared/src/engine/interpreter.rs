@@ -181,6 +181,19 @@ struct TokenRecord {
     output: Option<Value>,
     error: Option<String>,
     cause: Option<String>,
+    /// Set until the task's handler has returned: an engine that dies in between re-invokes it
+    /// on restart (as Step Functions retries a Lambda invocation that died), so the handler must
+    /// be idempotent. Without this, a crash mid-handler leaves the execution waiting for a
+    /// callback nobody was told to send.
+    #[serde(default)]
+    undelivered: Option<PendingInvocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PendingInvocation {
+    resource: String,
+    parameters: Value,
+    invocation: u32,
 }
 
 const EXEC_PK_PREFIX: &str = "EXEC#";
@@ -978,6 +991,11 @@ impl Engine {
                     output: None,
                     error: None,
                     cause: None,
+                    undelivered: Some(PendingInvocation {
+                        resource: task.resource.clone(),
+                        parameters: parameters.clone(),
+                        invocation,
+                    }),
                 };
                 let doc =
                     serde_json::to_value(&record).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
@@ -1029,31 +1047,59 @@ impl Engine {
                 self.task_failed(rec, rev, machine, state, task, cursor, failure).await
             }
             (None, Err(f)) => self.task_failed(rec, rev, machine, state, task, cursor, f).await,
-            (Some(t), result) => {
-                // Reload: the record now says AwaitToken (and was persisted before dispatch).
-                let Some((rec, rev)) = self.load(&rec.name).await? else {
-                    return Ok(Step::Stop);
-                };
-                if !rec.is_open() {
-                    return Ok(Step::Stop);
-                }
-                match result {
-                    // A mocked callback task completes at once (Step Functions Local semantics).
-                    Ok(TaskOutcome::Completed(v)) => {
-                        let _ = self.complete_token(t.expose(), TokenStatus::Succeeded, Some(v), None, None).await;
-                    }
-                    Ok(TaskOutcome::AwaitCallback) => {}
-                    Err(f) => {
-                        let _ = self
-                            .complete_token(t.expose(), TokenStatus::Failed, None, Some(f.error), Some(f.cause))
-                            .await;
-                    }
-                }
-                let cursor =
-                    rec.cursor.clone().ok_or_else(|| EngineError::Corrupt(rec.name.clone(), "no cursor".into()))?;
-                self.resume_callback(rec, rev, machine, state, &cursor, t.expose()).await
+            (Some(t), result) => self.callback_dispatched(&rec.name, machine, state, t.expose(), result).await,
+        }
+    }
+
+    /// A callback task's handler returned: record that, then follow the token.
+    async fn callback_dispatched(
+        &self,
+        execution: &str,
+        machine: &StateMachine,
+        state: &State,
+        token: &str,
+        result: Result<TaskOutcome, TaskFailure>,
+    ) -> Result<Step, EngineError> {
+        self.mark_delivered(token).await?;
+        // Reload: the record says AwaitToken (persisted before dispatch).
+        let Some((rec, rev)) = self.load(execution).await? else {
+            return Ok(Step::Stop);
+        };
+        if !rec.is_open() {
+            return Ok(Step::Stop);
+        }
+        match result {
+            // A mocked callback task completes at once (Step Functions Local semantics).
+            Ok(TaskOutcome::Completed(v)) => {
+                let _ = self.complete_token(token, TokenStatus::Succeeded, Some(v), None, None).await;
+            }
+            Ok(TaskOutcome::AwaitCallback) => {}
+            Err(f) => {
+                let _ = self.complete_token(token, TokenStatus::Failed, None, Some(f.error), Some(f.cause)).await;
             }
         }
+        let cursor = rec.cursor.clone().ok_or_else(|| EngineError::Corrupt(rec.name.clone(), "no cursor".into()))?;
+        self.resume_callback(rec, rev, machine, state, &cursor, token).await
+    }
+
+    /// Clear a token's undelivered invocation (its handler returned).
+    async fn mark_delivered(&self, token: &str) -> Result<(), EngineError> {
+        let pk = token_pk(token);
+        let now = now_of(self.clock.as_ref()).timestamp();
+        for _ in 0..50 {
+            let Some(stored) = self.table.get(&pk, "META", now).await? else { return Ok(()) };
+            let mut rec: TokenRecord =
+                serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(pk.clone(), e.to_string()))?;
+            if rec.undelivered.is_none() {
+                return Ok(());
+            }
+            rec.undelivered = None;
+            let doc = serde_json::to_value(&rec).map_err(|e| EngineError::Corrupt(pk.clone(), e.to_string()))?;
+            if self.table.put_if(&pk, "META", &doc, Some(stored.rev), None, now).await? {
+                return Ok(());
+            }
+        }
+        Err(EngineError::Corrupt(pk, "token record contention".into()))
     }
 
     fn arm_token_timer(&self, token: String, deadline: DateTime<Utc>) {
@@ -1113,6 +1159,24 @@ impl Engine {
         let tok: TokenRecord =
             serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
         match tok.status {
+            TokenStatus::Pending if tok.undelivered.is_some() => {
+                // The engine died while the handler ran: invoke it again, same token.
+                let Some(pending) = tok.undelivered else { return Ok(Step::Stop) };
+                let dispatcher =
+                    self.dispatcher.read().ok().and_then(|d| d.clone()).ok_or(EngineError::NoDispatcher)?;
+                let parsed = TaskToken::parse(token.to_string())
+                    .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+                let invocation = TaskInvocation {
+                    execution: rec.name.clone(),
+                    state: state.name.clone(),
+                    resource: pending.resource,
+                    parameters: pending.parameters,
+                    invocation: pending.invocation,
+                    token: Some(parsed),
+                };
+                let result = dispatcher.invoke(invocation).await;
+                Box::pin(self.callback_dispatched(&rec.name, machine, state, token, result)).await
+            }
             TokenStatus::Pending => {
                 // (Re-)arm the timeout; after a restart this restores the remaining time.
                 if let Some(next) = [tok.deadline, tok.heartbeat_deadline].into_iter().flatten().min() {

@@ -144,6 +144,9 @@ pub trait IncidentStore: Send + Sync {
     ) -> Result<DecideOutcome, StoreError>;
     /// Remember where the approval message lives (after posting it).
     async fn set_approval_message(&self, id: &ApprovalId, channel: &str, ts: &str) -> Result<(), StoreError>;
+    /// Point an approval at the task token of a re-invoked RequestApproval task (the old one is
+    /// dead); returns the approval as it now is.
+    async fn rebind_approval_token(&self, id: &ApprovalId, token: &TaskToken) -> Result<Approval, StoreError>;
 
     async fn record_service_event(&self, event: &ServiceEvent) -> Result<(), StoreError>;
     async fn service_events_since(

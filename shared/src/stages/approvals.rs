@@ -8,8 +8,9 @@ use super::http::{HttpRequest, HttpResponse};
 use super::{Deps, audit, audit_decision, cognition, load, messages, update};
 use crate::domain::*;
 use crate::error::{OrchestratorError, StageError};
-use crate::ports::{Created, DecideOutcome};
+use crate::ports::{Created, DecideOutcome, MessageRef};
 use crate::signature;
+use secrecy::ExposeSecret;
 
 pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
@@ -17,8 +18,9 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
     let token = super::task_token(payload)?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to approve".into()))?;
     let now = deps.clock.now();
+    let key = deps.secrets.slack_signing_secret.as_ref().map(|k| k.expose_secret().as_bytes().to_vec());
     let approval = Approval {
-        id: ApprovalId::generate(),
+        id: ApprovalId::for_plan(key.as_deref().unwrap_or_default(), id, &plan.hash),
         incident_id: id.clone(),
         task_token: token,
         plan_hash: plan.hash.clone(),
@@ -30,13 +32,31 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
         slack_channel: None,
         slack_ts: None,
     };
+    let mut existing = None;
     if deps.store.create_approval(&approval).await? == Created::AlreadyExists {
-        return Err(StageError::Conflict("approval id collision".into()));
+        // The step ran before for this plan (re-invoked after a crash or a retry): the request
+        // goes to Slack once, and the new task token takes over from the dead one.
+        let current = deps.store.rebind_approval_token(&approval.id, &approval.task_token).await?;
+        if matches!(current.status, ApprovalStatus::Approved | ApprovalStatus::Rejected) {
+            // Decided while the step was being re-run: resume with the decision as it stands.
+            match deps.orchestrator.send_task_success(&current.task_token, &resume_output(&current)).await {
+                Ok(()) | Err(OrchestratorError::TaskClosed) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(json!({"posted": false, "approval_id": current.id, "already": "decided"}));
+        }
+        existing = current.slack_channel.clone().zip(current.slack_ts.clone());
     }
-    let script = cognition::planned_script(deps, &incident).await?.and_then(Result::ok);
-    let message = messages::approval_request(&incident, &approval.id, script.as_deref());
-    let posted = deps.chat.post(&message).await?;
-    deps.store.set_approval_message(&approval.id, &posted.channel, &posted.ts).await?;
+    let posted = match existing {
+        Some((channel, ts)) => MessageRef { channel, ts },
+        None => {
+            let script = cognition::planned_script(deps, &incident).await?.and_then(Result::ok);
+            let message = messages::approval_request(&incident, &approval.id, script.as_deref());
+            let posted = deps.chat.post(&message).await?;
+            deps.store.set_approval_message(&approval.id, &posted.channel, &posted.ts).await?;
+            posted
+        }
+    };
     update(deps, id, |i| {
         i.approval = Some(ApprovalDecision {
             approval_id: approval.id.clone(),
