@@ -249,8 +249,11 @@ async fn sigkill_at_random_points_changes_no_outcome_and_repeats_no_side_effect(
     let seed: u64 = std::env::var("SELFHEAL_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash points from seed {seed} (SELFHEAL_CRASH_SEED={seed} replays them)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // An uninterrupted run takes about 2-4 s here: kill anywhere from intake to the stability window.
-    let kills: Vec<Duration> = (0..RUNS).map(|_| Duration::from_millis(rng.random_range(0..3500))).collect();
+    // An uninterrupted run takes about 2-4 s here: kill anywhere from intake to the stability
+    // window, and half the runs in the first 600 ms, where deliveries, the hand-off, planning and
+    // the approval request follow each other within milliseconds.
+    let kills: Vec<Duration> =
+        (0..RUNS).map(|run| Duration::from_millis(rng.random_range(0..if run % 4 < 2 { 600 } else { 3500 }))).collect();
     let results: Vec<RunResult> = futures::stream::iter(kills.into_iter().enumerate())
         .map(|(run, kill)| one_run(run, kill))
         .buffer_unordered(4)
