@@ -245,7 +245,7 @@ impl Sim {
         Router::new()
             .route("/pagerduty/incidents/{id}/notes", get(pd_list_notes).post(pd_add_note))
             .route("/pagerduty/incidents/{id}", axum::routing::put(pd_update_incident))
-            .route("/slack/api/{method}", post(slack_method))
+            .route("/slack/api/{method}", post(slack_method).get(slack_read))
             .route("/slack/response/{id}", post(slack_response))
             .route("/senso/org/search", post(senso_search))
             .route("/senso/org/kb/raw", post(senso_ingest))
@@ -552,6 +552,37 @@ async fn slack_method(State(sim): State<Arc<Sim>>, Path(method): Path<String>, h
         });
     }
     json_response(StatusCode::OK, json!({"ok": true, "channel": channel, "ts": ts}))
+}
+
+/// Read methods: `conversations.history` (newest first, `oldest` inclusive enough for us).
+async fn slack_read(
+    State(sim): State<Arc<Sim>>,
+    Path(method): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<BTreeMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    let path = format!("/api/{method}");
+    sim.record("slack", "GET", &path, 200);
+    if header(&h, "authorization") != Some(&format!("Bearer {}", sim.creds.slack_bot_token)) {
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_auth"}));
+    }
+    if method != "conversations.history" {
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "unknown_method"}));
+    }
+    let Some(channel) = query.get("channel") else {
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "channel_not_found"}));
+    };
+    let oldest = query.get("oldest").and_then(|o| o.parse::<f64>().ok()).unwrap_or(0.0);
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100).clamp(1, 999);
+    let messages: Vec<Value> = lock(&sim.slack)
+        .iter()
+        .rev()
+        .filter(|m| m.kind == "post" && &m.channel == channel)
+        .filter(|m| m.ts.parse::<f64>().is_ok_and(|ts| ts >= oldest))
+        .take(limit)
+        .map(|m| json!({"type": "message", "bot_id": "B0SELFHEAL", "text": m.text, "ts": m.ts, "blocks": m.blocks}))
+        .collect();
+    json_response(StatusCode::OK, json!({"ok": true, "messages": messages, "has_more": false}))
 }
 
 async fn slack_response(State(sim): State<Arc<Sim>>, Path(id): Path<String>, body: Bytes) -> Response {

@@ -567,3 +567,82 @@ async fn a_re_invoked_approval_step_posts_once_and_resumes_the_live_token() {
         assert_eq!(posts, 1, "{backend}");
     }
 }
+
+/// Slack accepts the post, then the process dies before the store records it.
+struct PostsThenDies(Arc<dyn selfheal::ports::ChatOps>);
+
+#[async_trait]
+impl selfheal::ports::ChatOps for PostsThenDies {
+    async fn post(
+        &self,
+        message: &selfheal::ports::ChatMessage,
+    ) -> Result<selfheal::ports::MessageRef, selfheal::error::ClientError> {
+        self.0.post(message).await?;
+        Err(selfheal::error::ClientError::Connect { service: "slack", detail: "the process died".into() })
+    }
+    async fn update(
+        &self,
+        at: &selfheal::ports::MessageRef,
+        message: &selfheal::ports::ChatMessage,
+    ) -> Result<(), selfheal::error::ClientError> {
+        self.0.update(at, message).await
+    }
+    async fn respond(
+        &self,
+        url: &str,
+        message: &selfheal::ports::ChatMessage,
+        replace: bool,
+        ephemeral: bool,
+    ) -> Result<(), selfheal::error::ClientError> {
+        self.0.respond(url, message, replace, ephemeral).await
+    }
+}
+
+/// The narrowest crash window: Slack has the approval request, the store does not know. The
+/// re-invoked step reads the channel back and adopts the message instead of posting again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_posted_just_before_a_crash_is_found_not_posted_again() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        incident(&e.deps, "PREPOST1").await;
+        let id = IncidentId::parse("PREPOST1").unwrap();
+        let plan = selfheal::adapters::anthropic::plan_from_tool_input(&json!({
+            "analysis": "a", "runbook_correlation": "b", "runbook_sources": [], "risks": ["r"], "rollback": "none",
+            "expected_outcome": "ok", "verification_hints": [], "risk_level": "medium",
+            "script": {"language": "bash", "body": "systemctl restart checkout"}
+        }))
+        .unwrap();
+        stages::update(&e.deps, &id, |i| {
+            i.plan = Some(plan.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut dying = selfheal::wiring::build_deps(
+            e.deps.settings.clone(),
+            e.deps.secrets.clone(),
+            e.deps.store.clone(),
+            e.rec.clone(),
+            Arc::new(SystemClock::real()),
+        );
+        dying.chat = Arc::new(PostsThenDies(e.deps.chat.clone()));
+        let first = approvals::request_approval(&dying, &id, &json!({"task_token": "tok-died-after-post"})).await;
+        assert!(first.is_err(), "{backend}: the first run died");
+        let again = approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-re-invoked"})).await.unwrap();
+        let posts: Vec<_> = e
+            .sim
+            .slack_messages()
+            .into_iter()
+            .filter(|m| m.kind == "post" && Sim::approval_id_of(m).is_some())
+            .collect();
+        assert_eq!(posts.len(), 1, "{backend}: found in the channel, not posted again");
+        let approval_id = ApprovalId::parse(again["approval_id"].as_str().unwrap()).unwrap();
+        let approval = e.deps.store.get_approval(&approval_id).await.unwrap().unwrap();
+        assert_eq!(
+            approval.slack_ts.as_deref(),
+            Some(posts[0].ts.as_str()),
+            "{backend}: the found message is recorded"
+        );
+        assert!(e.sim.calls().iter().any(|c| c.path == "/api/conversations.history"), "{backend}");
+    }
+}

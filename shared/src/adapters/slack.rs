@@ -114,4 +114,43 @@ impl ChatOps for SlackApi {
         self.api.send("response_url", |c| c.post(&url).json(&body)).await?;
         Ok(())
     }
+
+    /// `conversations.history` from `since` (needs `channels:history`, or `groups:history` for a
+    /// private channel; without it Slack answers `missing_scope` and this returns the error).
+    async fn find_posted(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        marker: &str,
+    ) -> Result<Option<MessageRef>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct History {
+            ok: bool,
+            error: Option<String>,
+            #[serde(default)]
+            messages: Vec<serde_json::Value>,
+        }
+        let url = self.api.url("/conversations.history");
+        // A second of slack for clock skew between us and Slack.
+        let oldest = format!("{}.000000", since.timestamp() - 1);
+        let history: History = self
+            .api
+            .read_json("conversations.history", |c| {
+                c.get(&url).bearer_auth(self.token.expose_secret()).query(&[
+                    ("channel", self.channel.as_str()),
+                    ("oldest", oldest.as_str()),
+                    ("limit", "100"),
+                ])
+            })
+            .await?;
+        if !history.ok {
+            let error = self.api.scrub(history.error.unwrap_or_else(|| "unknown_error".into()));
+            return Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable: false });
+        }
+        Ok(history
+            .messages
+            .iter()
+            .find(|m| m.get("blocks").is_some_and(|b| b.to_string().contains(marker)))
+            .and_then(|m| m.get("ts").and_then(serde_json::Value::as_str))
+            .map(|ts| MessageRef { channel: self.channel.clone(), ts: ts.to_string() }))
+    }
 }

@@ -467,4 +467,10 @@ pub trait ChatOps: Send + Sync {
         replace_original: bool,
         ephemeral: bool,
     ) -> Result<(), ClientError>;
+    /// A message this app posted since `since` whose blocks carry `marker` (e.g. a block id), for
+    /// a step re-run after a crash to find what it already posted instead of posting it again.
+    /// `Ok(None)` when there is none or the channel cannot be read back.
+    async fn find_posted(&self, _since: DateTime<Utc>, _marker: &str) -> Result<Option<MessageRef>, ClientError> {
+        Ok(None)
+    }
 }

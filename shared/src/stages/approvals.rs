@@ -46,6 +46,19 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
             return Ok(json!({"posted": false, "approval_id": current.id, "already": "decided"}));
         }
         existing = current.slack_channel.clone().zip(current.slack_ts.clone());
+        if existing.is_none() {
+            // The last run may have died between Slack accepting the post and the store
+            // recording it: look before posting again. Reading back needs a history scope; when
+            // it fails, posting again (same approval id, decided once) beats staying silent.
+            match deps.chat.find_posted(current.created_at, &format!("approval-{}", current.id)).await {
+                Ok(Some(found)) => {
+                    deps.store.set_approval_message(&current.id, &found.channel, &found.ts).await?;
+                    existing = Some((found.channel, found.ts));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read back the approval channel; posting again"),
+            }
+        }
     }
     let posted = match existing {
         Some((channel, ts)) => MessageRef { channel, ts },
