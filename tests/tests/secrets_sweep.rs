@@ -91,6 +91,22 @@ async fn no_known_secret_reaches_any_output() {
         outputs.extend(produced);
     }
 
+    // 3. The same webhook id with a different payload: refused, and the refusal is in the log.
+    let mut console = Vec::new();
+    let h = harness_with(Scenario::Auto, HarnessOptions::default(), &mut console).await.unwrap();
+    secrets.extend(secret_values(&h.creds));
+    let ping = |n: u32| {
+        format!(
+            r#"{{"event":{{"id":"01PING{n}","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-28T10:00:00Z","agent":null,"client":null,"data":{{}}}}}}"#
+        )
+    };
+    assert_eq!(h.sim.post_signed_webhook(ping(1).as_bytes(), "whk-reused").await.unwrap(), 202);
+    assert_eq!(h.sim.post_signed_webhook(ping(2).as_bytes(), "whk-reused").await.unwrap(), 409);
+    assert!(
+        logs.text().lines().any(|l| l.contains("different payload") && l.contains("whk-reused")),
+        "the refused replay is logged with its webhook id"
+    );
+
     outputs.push(("logs".into(), logs.text()));
     assert!(outputs.iter().any(|(w, t)| w == "logs" && t.contains("api call")), "logs were captured");
     let mut leaks = Vec::new();
@@ -102,7 +118,7 @@ async fn no_known_secret_reaches_any_output() {
         }
     }
     assert!(leaks.is_empty(), "secret values found in: {leaks:?}");
-    assert_eq!(secrets.len(), 12 * 7, "{} secrets checked", secrets.len());
+    assert_eq!(secrets.len(), 13 * 7, "{} secrets checked", secrets.len());
 }
 
 /// One incident with `dependency` answering every call with an error that echoes the request.
