@@ -287,3 +287,57 @@ async fn browser() {
 async fn store() {
     matrix_row(Dependency::Store).await;
 }
+
+/// The store fails in the middle of a run (after intake accepted the trigger): the run cannot
+/// record anything, yet the humans are told, in both channels, that it stopped and why.
+async fn store_outage_mid_run(kind: FaultKind) {
+    count_panics();
+    let change: selfheal_cli::demo::SettingsChange = std::sync::Arc::new(|s| s.timeouts.hypothesis_secs = 600);
+    let options = HarnessOptions {
+        speedup: Some(50.0),
+        fault_proxies: true,
+        settings: Some(change),
+        dynamodb_endpoint: Some(selfheal_tests::moto_endpoint()),
+        knobs: Some(Knobs {
+            auto_click: Some((Click::Approve, selfheal_cli::demo::APPROVER.into())),
+            ..Knobs::default()
+        }),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let h = harness_with(Scenario::Approval, options, &mut out).await.unwrap();
+    let id = format!("QO{}", uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase());
+    let data = Sim::incident_data(
+        &id,
+        8,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
+    h.inject(Dependency::Store, kind, UNTIL_CLEARED).await.unwrap();
+    let (sim, incident) = (h.sim.clone(), id.clone());
+    tokio::spawn(async move { sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &note("80%")).await });
+    let rec = h.stack.engine.wait_for(&format!("inc-{id}-incident"), Duration::from_secs(120)).await.unwrap();
+    let cell = format!("store outage mid-run × {}", kind.name());
+    assert!(!rec.is_open(), "{cell}: still running in {:?}", rec.current_state());
+    assert!(
+        rec.path.iter().any(|p| p == "Escalated"),
+        "{cell}: ended escalated: {}",
+        serde_json::to_string(&rec).unwrap()
+    );
+    let notes = h.sim.pd.lock().unwrap().notes.get(&id).cloned().unwrap_or_default();
+    assert!(
+        notes.iter().any(|n| n.user_id == "PSELFHEAL" && n.content.contains("store is unavailable")),
+        "{cell}: PagerDuty note says why"
+    );
+    assert!(h.sim.slack_messages().iter().any(|m| m.text.contains("store is unavailable")), "{cell}: Slack too");
+    assert_eq!(h.sim.workspace_counts(), (0, 0), "{cell}");
+    assert!(!h.sim.calls().iter().any(|c| c.api == "pagerduty" && c.method == "PUT"), "{cell}: never resolved");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no panics anywhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_outage_in_the_middle_of_a_run() {
+    futures::future::join_all([FaultKind::ServerError, FaultKind::ConnectionRefused].map(store_outage_mid_run)).await;
+}

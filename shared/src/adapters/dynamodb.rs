@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -20,22 +21,27 @@ pub struct DynamoTable {
 }
 
 /// Map SDK failures to what a caller can act on: retry later, or fix configuration.
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R>(op: &str, e: SdkError<E, R>) -> StoreError {
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(op: &str, e: SdkError<E, HttpResponse>) -> StoreError {
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             StoreError::Unavailable(format!("dynamodb {op}: {}", e_kind(&e)))
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown");
-            let retryable = matches!(
-                code,
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "TransactionConflictException"
-            );
+            // Any 5xx or 429 is the service's trouble, whatever its body says (a gateway in
+            // between may answer with no DynamoDB error code at all).
+            let status = se.raw().status().as_u16();
+            let retryable = status >= 500
+                || status == 429
+                || matches!(
+                    code,
+                    "ProvisionedThroughputExceededException"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                        | "ServiceUnavailable"
+                        | "TransactionConflictException"
+                );
             let msg = format!("dynamodb {op}: {code}: {}", se.err().message().unwrap_or(""));
             if retryable { StoreError::Unavailable(msg) } else { StoreError::Misconfigured(msg) }
         }

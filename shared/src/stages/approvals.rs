@@ -223,7 +223,7 @@ pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse 
 /// An ephemeral answer to the clicker only.
 async fn reply(deps: &Deps, url: Option<&str>, text: String) {
     if let Some(url) = url
-        && let Err(e) = deps.chat.respond(url, &messages::ephemeral(&text), false, true).await
+        && let Err(e) = deps.chat.respond(url, &messages::plain(&text), false, true).await
     {
         tracing::warn!(error = %e, "could not answer through response_url");
     }

@@ -175,6 +175,27 @@ fn escalation_reason(state: &Value) -> String {
     "the run could not continue safely".into()
 }
 
+async fn escalate_without_store(
+    deps: &Deps,
+    id: &IncidentId,
+    reason: &str,
+    store_error: &StageError,
+) -> Result<Value, StageError> {
+    let text = format!(
+        "selfheal escalated {id} to a human: {reason}. Its store is unavailable ({store_error}), so the \
+         incident's record and audit trail may be incomplete; nothing further will run automatically."
+    );
+    tracing::error!(incident_id = %id, error = %store_error, "escalating without the store");
+    let pd = deps.source.add_note(id, &text).await;
+    let message = messages::plain(&text);
+    let slack = deps.chat.post(&message).await;
+    if let (Err(a), Err(b)) = (&pd, &slack) {
+        return Err(StageError::Transient(format!("could not escalate: PagerDuty: {a}; Slack: {b}")));
+    }
+    emit_metric("unknown", &[("Escalated", 1.0, "Count")], &[]);
+    Ok(json!({"outcome": "escalated", "recorded": false}))
+}
+
 /// When the investigator's note arrived but could never be read, say so: "no hypothesis" alone
 /// would send the on-call looking at the investigator instead of at PagerDuty's API.
 fn with_unreadable_note(reason: String, trail: &[AuditEvent]) -> String {
@@ -194,7 +215,13 @@ fn with_unreadable_note(reason: String, trail: &[AuditEvent]) -> String {
 pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let state = payload.get("state").cloned().unwrap_or(Value::Null);
     let reason = escalation_reason(&state);
-    let incident = load(deps, id).await?;
+    let incident = match load(deps, id).await {
+        Ok(incident) => incident,
+        // The store is down (after the SDK's own retries): the humans hear it anyway, from what
+        // the state machine carried. Not retried as a whole, which would repeat the notes.
+        Err(e @ StageError::Transient(_)) => return escalate_without_store(deps, id, &reason, &e).await,
+        Err(e) => return Err(e),
+    };
     if incident.status == IncidentStatus::ResolvedByHuman {
         update(deps, id, |i| {
             i.outcome.get_or_insert(Outcome::ResolvedByHuman);

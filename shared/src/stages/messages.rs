@@ -143,7 +143,8 @@ pub fn approval_decided(i: &Incident, status: ApprovalStatus, by: &str, at: &str
     ChatMessage { text: format!("{line}: {}", clip(&i.title, 200)), blocks: Value::Array(blocks) }
 }
 
-pub fn ephemeral(text: &str) -> ChatMessage {
+/// A message that is just text (replies, degraded notices).
+pub fn plain(text: &str) -> ChatMessage {
     ChatMessage { text: text.to_string(), blocks: json!([section(text.to_string())]) }
 }
 
