@@ -520,26 +520,32 @@ async fn a_thousand_deliveries_half_duplicates_at_32_way() {
     }
 }
 
+/// An incident with a free-form plan, ready for the approval step.
+async fn incident_awaiting_approval(deps: &Deps, id: &str) -> IncidentId {
+    incident(deps, id).await;
+    let id = IncidentId::parse(id).unwrap();
+    let plan = selfheal::adapters::anthropic::plan_from_tool_input(&json!({
+        "analysis": "a", "runbook_correlation": "b", "runbook_sources": [], "risks": ["r"], "rollback": "none",
+        "expected_outcome": "ok", "verification_hints": [], "risk_level": "medium",
+        "script": {"language": "bash", "body": "systemctl restart checkout"}
+    }))
+    .unwrap();
+    stages::update(deps, &id, |i| {
+        i.plan = Some(plan.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    id
+}
+
 /// The approval step re-invoked for the same plan (the engine died while it ran, or a retry with
 /// a fresh token): one Slack message, one approval, and the click resumes the live token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_re_invoked_approval_step_posts_once_and_resumes_the_live_token() {
     for (backend, store) in stores().await {
         let e = env(store).await;
-        incident(&e.deps, "PREINV1").await;
-        let id = IncidentId::parse("PREINV1").unwrap();
-        let plan = selfheal::adapters::anthropic::plan_from_tool_input(&json!({
-            "analysis": "a", "runbook_correlation": "b", "runbook_sources": [], "risks": ["r"], "rollback": "none",
-            "expected_outcome": "ok", "verification_hints": [], "risk_level": "medium",
-            "script": {"language": "bash", "body": "systemctl restart checkout"}
-        }))
-        .unwrap();
-        stages::update(&e.deps, &id, |i| {
-            i.plan = Some(plan.clone());
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let id = incident_awaiting_approval(&e.deps, "PREINV1").await;
         let first =
             approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-first-invocation"})).await.unwrap();
         let again =
@@ -604,20 +610,7 @@ impl selfheal::ports::ChatOps for PostsThenDies {
 async fn a_request_posted_just_before_a_crash_is_found_not_posted_again() {
     for (backend, store) in stores().await {
         let e = env(store).await;
-        incident(&e.deps, "PREPOST1").await;
-        let id = IncidentId::parse("PREPOST1").unwrap();
-        let plan = selfheal::adapters::anthropic::plan_from_tool_input(&json!({
-            "analysis": "a", "runbook_correlation": "b", "runbook_sources": [], "risks": ["r"], "rollback": "none",
-            "expected_outcome": "ok", "verification_hints": [], "risk_level": "medium",
-            "script": {"language": "bash", "body": "systemctl restart checkout"}
-        }))
-        .unwrap();
-        stages::update(&e.deps, &id, |i| {
-            i.plan = Some(plan.clone());
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let id = incident_awaiting_approval(&e.deps, "PREPOST1").await;
         let mut dying = selfheal::wiring::build_deps(
             e.deps.settings.clone(),
             e.deps.secrets.clone(),
