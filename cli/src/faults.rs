@@ -183,6 +183,8 @@ impl Drop for FaultProxy {
 async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>) {
     loop {
         let Ok((socket, _)) = listener.accept().await else {
+            // Out of descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let fault = {

@@ -114,14 +114,6 @@ async fn wait_listening(port: u16) {
     }
 }
 
-fn note(confidence: &str) -> String {
-    format!(
-        "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
-         **Confidence:** {confidence}\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
-         - the upstream fault flag is set while the dependency is healthy again"
-    )
-}
-
 struct RunResult {
     label: String,
     outcome: String,
@@ -174,7 +166,9 @@ async fn one_run(run: usize, kill_after: Duration) -> RunResult {
         let data =
             Sim::incident_data(&incident, 9, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
         let trigger = sim_for_incident.deliver_webhook("incident.triggered", data, None).await;
-        let annotated = sim_for_incident.post_note(&incident, INVESTIGATOR, &note(confidence)).await;
+        let annotated = sim_for_incident
+            .post_note(&incident, INVESTIGATOR, &selfheal_cli::demo::investigator_note(confidence))
+            .await;
         (trigger, annotated)
     });
 

@@ -38,6 +38,8 @@ pub struct ApiClient {
     pub service: &'static str,
     pub base: String,
     client: reqwest::Client,
+    /// Per attempt, applied to each request (so tuning it never rebuilds the client).
+    timeout: Duration,
     retry: RetryPolicy,
     classify: Classifier,
     /// Credential values scrubbed from every error message this client builds: an upstream (or
@@ -105,20 +107,12 @@ pub trait ApiAdapter: Sized {
     fn api_mut(&mut self) -> &mut ApiClient;
 
     /// Override the per-attempt timeout of every call this adapter makes.
-    fn with_request_timeout(mut self, timeout: Option<Duration>) -> Result<Self, ClientError> {
-        let api = self.api_mut();
-        *api = api.clone().with_timeout(timeout)?;
-        Ok(self)
+    fn with_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        if let Some(timeout) = timeout {
+            self.api_mut().timeout = timeout;
+        }
+        self
     }
-}
-
-fn http_client(service: &'static str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5).min(timeout))
-        .user_agent(concat!("selfheal/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ClientError::Invalid { service, detail: format!("cannot build HTTP client: {e}") })
 }
 
 impl ApiClient {
@@ -128,20 +122,16 @@ impl ApiClient {
         timeout: Duration,
         classify: Classifier,
     ) -> Result<Self, ClientError> {
-        let client = http_client(service, timeout)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("selfheal/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Invalid { service, detail: format!("cannot build HTTP client: {e}") })?;
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(ClientError::Invalid { service, detail: format!("base URL must be http(s): {base}") });
         }
-        Ok(Self { service, base, client, retry: RetryPolicy::default(), classify, redact: Vec::new() })
-    }
-
-    /// Replace the per-attempt timeout (operators tune it with `timeouts.api_request_ms`).
-    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Result<Self, ClientError> {
-        if let Some(timeout) = timeout {
-            self.client = http_client(self.service, timeout)?;
-        }
-        Ok(self)
+        Ok(Self { service, base, client, timeout, retry: RetryPolicy::default(), classify, redact: Vec::new() })
     }
 
     /// Never let `secret` appear in an error message from this client.
@@ -168,10 +158,6 @@ impl ApiClient {
         format!("{}{}", self.base, path)
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// Send the request built by `build` (called once per attempt) until it succeeds or the
     /// retry budget is spent. `op` names the operation in logs and errors.
     pub async fn send(
@@ -182,7 +168,8 @@ impl ApiClient {
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
-            let result = build(&self.client).send().await;
+            // The connection phase is bounded by the smaller of this and the client's 5 s.
+            let result = build(&self.client).timeout(self.timeout).send().await;
             let (error, hint) = match self.outcome(op, attempt, started, result).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,

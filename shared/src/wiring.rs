@@ -138,12 +138,12 @@ pub fn build_deps(
             token,
             secrets.pagerduty_from_email.as_deref().unwrap_or(""),
         )
-        .and_then(|a| a.with_request_timeout(timeout))
+        .map(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn IncidentSource>)
     });
     let kb = secret(&secrets.senso_api_key).map(|key| {
         senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
-            .and_then(|a| a.with_request_timeout(timeout))
+            .map(|a| a.with_request_timeout(timeout))
             .map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
     });
     let planner = secret(&secrets.anthropic_api_key).map(|key| {
@@ -153,7 +153,7 @@ pub fn build_deps(
             &settings.anthropic.model,
             settings.anthropic.max_tokens,
         )
-        .and_then(|a| a.with_request_timeout(timeout))
+        .map(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn Planner>)
     });
     let template = settings
@@ -165,7 +165,7 @@ pub fn build_deps(
     let workspaces = match (secret(&secrets.coder_session_token), &settings.coder.api_base, template) {
         (Some(token), Some(base), Some(template)) => Some(
             coder::CoderApi::new(base, token, &settings.coder.user, template)
-                .and_then(|a| a.with_request_timeout(timeout))
+                .map(|a| a.with_request_timeout(timeout))
                 .map(|a| Arc::new(a) as Arc<dyn Workspaces>),
         ),
         _ => None,
@@ -173,7 +173,7 @@ pub fn build_deps(
     let chat = match (secret(&secrets.slack_bot_token), &settings.slack.channel) {
         (Some(token), Some(channel)) => Some(
             slack::SlackApi::new(&settings.slack.api_base, token, channel)
-                .and_then(|a| a.with_request_timeout(timeout))
+                .map(|a| a.with_request_timeout(timeout))
                 .map(|a| Arc::new(a) as Arc<dyn ChatOps>),
         ),
         _ => None,

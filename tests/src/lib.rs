@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use selfheal::adapters::dynamodb::DynamoTable;
 use selfheal::adapters::sqlite::SqliteTable;
 use selfheal::ports::IncidentStore;
 use selfheal::store::TableStore;
@@ -20,17 +19,9 @@ pub fn moto_endpoint() -> String {
     })
 }
 
-pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
-    let config = selfheal::aws::emulator_config(&moto_endpoint()).await;
-    aws_sdk_dynamodb::Client::new(&config)
-}
-
 /// A fresh DynamoDB table (unique name, so tests never share state) behind the store.
 pub async fn dynamodb_store() -> Arc<dyn IncidentStore> {
-    let client = dynamodb_client().await;
-    let table = format!("selfheal-test-{}", uuid::Uuid::new_v4().simple());
-    DynamoTable::create_table(&client, &table).await.expect("create table on moto");
-    Arc::new(TableStore::new(DynamoTable::new(client, table)))
+    selfheal_cli::demo::dynamodb_store(&moto_endpoint()).await.expect("create table on moto")
 }
 
 /// A fresh embedded store (a file, so WAL and locking behave as in `selfheal serve`).
@@ -51,10 +42,8 @@ pub async fn start_demo_incident(h: &selfheal_cli::demo::Harness, id: &str) {
         "checkout",
     );
     assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
-    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
-                **Confidence:** 94%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
-                - the upstream fault flag is set while the dependency is healthy again";
-    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, note).await.unwrap();
+    let note = selfheal_cli::demo::investigator_note("94%");
+    h.sim.post_note(id, selfheal_cli::demo::INVESTIGATOR, &note).await.unwrap();
 }
 
 /// `--name value` from a command line, or `default` (for the benchmark binaries).

@@ -60,14 +60,6 @@ impl Observed {
     }
 }
 
-fn note(confidence: &str) -> String {
-    format!(
-        "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout (upstream timed out)\n\
-         **Confidence:** {confidence}\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
-         - the upstream fault flag is set while the dependency is healthy again"
-    )
-}
-
 /// Run one incident with `dependency` faulted for `connections` connections. The approval
 /// scenario is used so that every dependency, Slack included, is on the path.
 async fn run(dependency: Dependency, kind: FaultKind, connections: u32) -> Observed {
@@ -132,7 +124,10 @@ async fn run(dependency: Dependency, kind: FaultKind, connections: u32) -> Obser
     if trigger_statuses.last() == Some(&202) {
         // In the background: while PagerDuty is failing, its redeliveries of the note go on.
         let (sim, incident) = (h.sim.clone(), id.clone());
-        tokio::spawn(async move { sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &note("80%")).await });
+        tokio::spawn(async move {
+            sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &selfheal_cli::demo::investigator_note("80%"))
+                .await
+        });
     }
     let execution = format!("inc-{id}-incident");
     let finished = h.stack.engine.wait_for(&execution, Duration::from_secs(120)).await;
@@ -317,7 +312,9 @@ async fn store_outage_mid_run(kind: FaultKind) {
     assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
     h.inject(Dependency::Store, kind, UNTIL_CLEARED).await.unwrap();
     let (sim, incident) = (h.sim.clone(), id.clone());
-    tokio::spawn(async move { sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &note("80%")).await });
+    tokio::spawn(async move {
+        sim.post_note(&incident, selfheal_cli::demo::INVESTIGATOR, &selfheal_cli::demo::investigator_note("80%")).await
+    });
     let rec = h.stack.engine.wait_for(&format!("inc-{id}-incident"), Duration::from_secs(120)).await.unwrap();
     let cell = format!("store outage mid-run × {}", kind.name());
     assert!(!rec.is_open(), "{cell}: still running in {:?}", rec.current_state());

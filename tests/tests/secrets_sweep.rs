@@ -136,12 +136,10 @@ async fn echo_run(dependency: Dependency) -> (Vec<String>, Vec<(String, String)>
     let id = format!("QS{}", uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase());
     let data = Sim::incident_data(&id, 3, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
     assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202);
-    let note = "**Root cause:** Upstream fault flag left set on checkout: /health returns 504 Gateway Timeout\n\
-                **Confidence:** 80%\n### Evidence\n- /health answers 504 gateway timeout since the alert\n\
-                - the upstream fault flag is set while the dependency is healthy again";
+    let note = selfheal_cli::demo::investigator_note("80%");
     // Delivered in the background: with PagerDuty failing, its redeliveries go on for a while.
     let (sim, incident) = (h.sim.clone(), id.clone());
-    tokio::spawn(async move { sim.post_note(&incident, INVESTIGATOR, note).await });
+    tokio::spawn(async move { sim.post_note(&incident, INVESTIGATOR, &note).await });
     let execution = format!("inc-{id}-incident");
     let record = h.stack.engine.wait_for(&execution, Duration::from_secs(120)).await.unwrap();
     let iid = IncidentId::parse(&id).unwrap();

@@ -29,6 +29,9 @@ struct SlackReply {
     error: Option<String>,
     channel: Option<String>,
     ts: Option<String>,
+    /// `conversations.history`.
+    #[serde(default)]
+    messages: Vec<serde_json::Value>,
 }
 
 impl crate::http::ApiAdapter for SlackApi {
@@ -122,17 +125,10 @@ impl ChatOps for SlackApi {
         since: chrono::DateTime<chrono::Utc>,
         marker: &str,
     ) -> Result<Option<MessageRef>, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct History {
-            ok: bool,
-            error: Option<String>,
-            #[serde(default)]
-            messages: Vec<serde_json::Value>,
-        }
         let url = self.api.url("/conversations.history");
         // A second of slack for clock skew between us and Slack.
         let oldest = format!("{}.000000", since.timestamp() - 1);
-        let history: History = self
+        let history = self
             .api
             .read_json("conversations.history", |c| {
                 c.get(&url).bearer_auth(self.token.expose_secret()).query(&[
@@ -142,10 +138,7 @@ impl ChatOps for SlackApi {
                 ])
             })
             .await?;
-        if !history.ok {
-            let error = self.api.scrub(history.error.unwrap_or_else(|| "unknown_error".into()));
-            return Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable: false });
-        }
+        let history = self.check(history)?;
         Ok(history
             .messages
             .iter()

@@ -148,35 +148,37 @@ string_newtype!(
     }
 );
 
+/// Approval ids avoid look-alike characters (l/1, O/0) people might read out.
+const APPROVAL_ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
 impl ApprovalId {
     /// The approval id of one plan of one incident: the same on every re-invocation of the
-    /// approval step (so it is posted once), keyed with a server secret so that it stays
+    /// approval step (so it is posted once), and an HMAC under a server secret so that it stays
     /// unguessable. 16 characters of the same alphabet as [`ApprovalId::generate`].
     pub fn for_plan(key: &[u8], incident: &IncidentId, plan_hash: &str) -> Self {
-        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        let mut material = key.to_vec();
-        material.extend_from_slice(format!("\napproval\n{incident}\n{plan_hash}").as_bytes());
-        let digest = crate::sha256_hex(&material);
-        let id: String = digest
-            .as_bytes()
-            .chunks(2)
-            .take(16)
-            .map(|pair| {
-                let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
-                ALPHABET[usize::from(byte) % ALPHABET.len()] as char
-            })
-            .collect();
-        Self(id)
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(key) {
+            Ok(mac) => mac,
+            // HMAC takes keys of any length; this arm cannot be reached.
+            Err(_) => return Self::generate(),
+        };
+        mac.update(format!("approval\n{incident}\n{plan_hash}").as_bytes());
+        let digest = mac.finalize().into_bytes();
+        Self(
+            digest
+                .iter()
+                .take(16)
+                .map(|b| APPROVAL_ALPHABET[usize::from(*b) % APPROVAL_ALPHABET.len()] as char)
+                .collect(),
+        )
     }
 
     /// A fresh random 16-character id (about 95 bits), unguessable enough for a button value
     /// that is also bound to a signed Slack request and an approver allowlist.
     pub fn generate() -> Self {
         use rand::Rng;
-        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut rng = rand::rng();
-        let id: String = (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-        Self(id)
+        Self((0..16).map(|_| APPROVAL_ALPHABET[rng.random_range(0..APPROVAL_ALPHABET.len())] as char).collect())
     }
 }
 
@@ -295,6 +297,17 @@ mod tests {
         assert_ne!(a, b);
         assert!(ApprovalId::parse(a.as_str()).is_ok());
         assert!(ApprovalId::parse("short").is_err());
+    }
+
+    #[test]
+    fn plan_approval_ids_are_stable_per_plan_and_keyed() {
+        let inc = IncidentId::parse("Q2J7BKL3D5XKZ9").unwrap();
+        let a = ApprovalId::for_plan(b"signing-secret", &inc, "plan-1");
+        assert_eq!(a, ApprovalId::for_plan(b"signing-secret", &inc, "plan-1"), "stable across re-runs");
+        assert_ne!(a, ApprovalId::for_plan(b"signing-secret", &inc, "plan-2"), "another plan, another approval");
+        assert_ne!(a, ApprovalId::for_plan(b"other-secret", &inc, "plan-1"), "not derivable without the key");
+        assert!(ApprovalId::parse(a.as_str()).is_ok());
+        assert_eq!(a.as_str().len(), 16);
     }
 
     #[test]
