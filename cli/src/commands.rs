@@ -10,6 +10,12 @@ use selfheal::adapters::sqlite::SqliteTable;
 use selfheal::engine::{Engine, run_mock_case};
 use selfheal::ports::SystemClock;
 
+// Declared here rather than in lib.rs so the operator plane stays one self-contained change.
+#[path = "operator.rs"]
+pub mod operator;
+
+use operator::{Backend, StoreArgs};
+
 /// Execution input used by `run-state-machine` when `--input` is not given: what intake starts
 /// executions with.
 const SAMPLE_INPUT: &str = include_str!("../../statemachine/test/input.json");
@@ -107,18 +113,26 @@ pub enum Command {
     },
     /// Show an incident and its timeline from the audit trail.
     Status {
+        /// The PagerDuty incident id.
         incident: String,
-        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print {"incident", "timeline"} as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stop (on) or allow (off) autonomous execution; `status` shows it.
     Killswitch {
+        /// on: nothing executes, decisions route to approval; off: the policy decides; status: show it.
         #[arg(value_enum)]
         state: SwitchState,
-        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Per-service settings in the store: browser checks, fix target, auto-execution, approvers.
+    Services {
+        #[command(subcommand)]
+        verb: ServicesVerb,
     },
     /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it.
     ReplayWebhook {
@@ -131,13 +145,18 @@ pub enum Command {
         #[arg(long)]
         webhook_id: Option<String>,
     },
-    /// Outcome, route and time-to-resolve figures from the embedded store.
+    /// Outcome, route and time-to-resolve figures from the store (and execution counts from
+    /// Step Functions when a state machine is known).
     Stats {
         /// Only incidents created within this long ago (e.g. 24h, 7d, 90m).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// With --table: also count this state machine's executions (--stack reads it from the
+        /// stack's StateMachineArn output).
+        #[arg(long, value_name = "ARN", conflicts_with = "db")]
+        state_machine_arn: Option<String>,
     },
     /// Print an execution's event history from the embedded store.
     History {
@@ -152,16 +171,49 @@ pub enum Command {
 pub enum RunbooksVerb {
     /// Ingest every runbook in DIR into Senso and write its actions to the store.
     Push {
+        /// Directory of runbook Markdown files (e.g. infra/runbooks).
         dir: PathBuf,
+        /// Settings (TOML; see selfheal.example.toml) for the Senso endpoint; SELFHEAL_*
+        /// variables override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Secrets (TOML with the keys of the Secrets Manager JSON) holding senso_api_key
+        /// [default with --stack: the stack's secret].
         #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
         secrets: Option<PathBuf>,
-        #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Parse and check every runbook in DIR without pushing.
-    Check { dir: PathBuf },
+    Check {
+        /// Directory of runbook Markdown files.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServicesVerb {
+    /// Validate FILE and store every service in it, replacing what each had; prints one JSON
+    /// line per service. FILE is TOML: [[service]] tables with [[service.check]] tables (see
+    /// infra/services.example.toml). Nothing is stored unless the whole file is valid.
+    Push {
+        /// The services file.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One JSON line per service with stored settings.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The stored settings of one service, as JSON.
+    Show {
+        /// PagerDuty service id or name, exactly as pushed.
+        service: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -180,12 +232,6 @@ fn load_secrets(path: Option<&Path>) -> Result<selfheal::config::Secrets, String
         Some(p) => selfheal::config::Secrets::from_toml(&read_file(p)?).map_err(|e| e.to_string()),
         None => Ok(selfheal::config::Secrets::default()),
     }
-}
-
-fn store_at(db: &Path) -> Result<Arc<dyn selfheal::ports::IncidentStore>, String> {
-    Ok(Arc::new(selfheal::store::TableStore::new(
-        SqliteTable::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?,
-    )))
 }
 
 /// `24h`, `7d`, `90m`, `30s`.
@@ -208,6 +254,40 @@ fn read_file(path: &Path) -> Result<String, String> {
 
 fn open_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
     SqliteTable::open(db).map(Arc::new).map_err(|e| format!("cannot open {}: {e}", db.display()))
+}
+
+/// `selfheal services push|list|show`.
+async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
+    match verb {
+        ServicesVerb::Push { file, store } => {
+            // Validate the whole file before opening the store: a bad file changes nothing.
+            let all = operator::parse_services(&file, &operator::operator_name(), chrono::Utc::now())
+                .map_err(|e| e.to_string())?;
+            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            for settings in &all {
+                store.put_service_settings(settings).await.map_err(|e| e.to_string())?;
+                println!("{}", operator::service_summary(settings));
+            }
+        }
+        ServicesVerb::List { store } => {
+            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            for settings in store.list_service_settings().await.map_err(|e| e.to_string())? {
+                println!("{}", operator::service_summary(&settings));
+            }
+        }
+        ServicesVerb::Show { service, store } => {
+            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let settings =
+                opened.store.get_service_settings(&service).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+                    format!(
+                        "no settings for service {service:?} in {}; push them with `selfheal services push FILE`",
+                        opened.location()
+                    )
+                })?;
+            println!("{}", serde_json::to_string_pretty(&settings).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -259,11 +339,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, db } } => {
+        Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, store } } => {
             let settings = load_settings(config.as_deref())?;
-            let secrets = load_secrets(secrets.as_deref())?;
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
-            let store = store_at(&db)?;
+            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let secrets = opened.secrets(secrets.as_deref()).await.map_err(|e| e.to_string())?;
+            let store = opened.store.clone();
             let deps = selfheal::wiring::build_deps(
                 settings,
                 secrets,
@@ -284,14 +365,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { incident, db, json } => {
-            let store = store_at(&db)?;
+        Command::Status { incident, store, json } => {
             let id = selfheal::domain::IncidentId::parse(&incident).map_err(|e| e.to_string())?;
+            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let store = opened.store.clone();
             let inc = store
                 .get_incident(&id)
                 .await
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no incident {id} in {}", db.display()))?;
+                .ok_or_else(|| format!("no incident {id} in {}", opened.location()))?;
             let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::json!({"incident": inc, "timeline": trail}));
@@ -311,9 +393,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Killswitch { state, db } => {
-            let store = store_at(&db)?;
-            let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        Command::Killswitch { state, store } => {
+            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            let who = operator::operator_name();
             match state {
                 SwitchState::On => {
                     store.set_kill_switch(true, &who, chrono::Utc::now()).await.map_err(|e| e.to_string())?
@@ -346,15 +428,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{status} {text}");
             Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Stats { since, db } => {
+        Command::Stats { since, store, state_machine_arn } => {
             let since = since.as_deref().map(parse_duration).transpose()?.map(|d| chrono::Utc::now() - d);
-            let table = open_table(&db)?;
-            let engine = Engine::new(table.clone(), Arc::new(SystemClock::real()));
-            let store = store_at(&db)?;
-            let stats = crate::stats::collect(&engine, store.as_ref(), since).await?;
+            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let stats = match &opened.backend {
+                Backend::Sqlite { table, .. } => {
+                    if state_machine_arn.is_some() {
+                        return Err("--state-machine-arn counts Step Functions executions: use it with --table".into());
+                    }
+                    let engine = Engine::new(table.clone(), Arc::new(SystemClock::real()));
+                    crate::stats::collect(&engine, opened.store.as_ref(), since).await?
+                }
+                Backend::Dynamo { table, client, sdk } => {
+                    let arn =
+                        state_machine_arn.or_else(|| opened.stack.as_ref().and_then(|s| s.state_machine_arn.clone()));
+                    let sfn = arn.map(|arn| (aws_sdk_sfn::Client::new(sdk), arn));
+                    let executions = sfn.as_ref().map(|(client, arn)| (client, arn.as_str()));
+                    crate::stats::collect_table(client, table, opened.store.as_ref(), since, executions).await?
+                }
+            };
             println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Services { verb } => services(verb).await,
         Command::ParseNote => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the note from stdin: {e}"))?;

@@ -60,7 +60,7 @@ pub const SERVICE_ID: &str = "PDEMOCHK";
 pub const INVESTIGATOR: &str = "PCLERIC01";
 pub const APPROVER: &str = "UAPPROVER1";
 
-const RUNBOOKS: &[(&str, &str)] = &[
+pub(crate) const RUNBOOKS: &[(&str, &str)] = &[
     ("demo-service-fault.md", include_str!("../../infra/runbooks/demo-service-fault.md")),
     ("disk-full.md", include_str!("../../infra/runbooks/disk-full.md")),
     ("expired-certificate.md", include_str!("../../infra/runbooks/expired-certificate.md")),
@@ -70,7 +70,7 @@ const RUNBOOKS: &[(&str, &str)] = &[
 ];
 
 /// A runbook that carries a prompt injection, for the `injection` scenario.
-const POISONED_RUNBOOK: &str = r#"+++
+pub(crate) const POISONED_RUNBOOK: &str = r#"+++
 id = "checkout-upstream-notes"
 title = "Checkout upstream timeout notes (community wiki)"
 services = ["checkout"]
@@ -106,7 +106,7 @@ pub fn investigator_note(confidence: &str) -> String {
     )
 }
 
-fn knobs_for(scenario: Scenario) -> Knobs {
+pub(crate) fn knobs_for(scenario: Scenario) -> Knobs {
     let mut k = Knobs::default();
     match scenario {
         Scenario::Approval => k.auto_click = Some((Click::Approve, APPROVER.into())),
@@ -168,7 +168,7 @@ pub async fn browser(out: &mut dyn Write) -> Browser {
     Browser { endpoint: "plain-http".into(), real: false, _child: None }
 }
 
-fn settings_for(sim_base: &str, demo_base: &str, browser: &str, scenario: Scenario) -> Result<Settings, String> {
+pub(crate) fn settings_for(sim_base: &str, demo_base: &str, browser: &str, scenario: Scenario) -> Result<Settings, String> {
     let mut s = Settings::from_sources(None, |_| None).map_err(|e| e.to_string())?;
     s.pagerduty.api_base = format!("{sim_base}/pagerduty");
     s.pagerduty.investigator_ids = vec![INVESTIGATOR.into()];
@@ -203,7 +203,7 @@ fn settings_for(sim_base: &str, demo_base: &str, browser: &str, scenario: Scenar
     Ok(s)
 }
 
-fn secrets_for(c: &SimCredentials) -> Secrets {
+pub(crate) fn secrets_for(c: &SimCredentials) -> Secrets {
     let s = |v: &str| Some(SecretString::from(v.to_string()));
     Secrets {
         pagerduty_webhook_secrets: vec![SecretString::from(c.webhook_secret.clone())],
@@ -430,11 +430,54 @@ impl Harness {
     }
 }
 
-/// Run one scenario; prints the live timeline to `out`.
+/// Run one scenario in the local shape; prints the live timeline to `out`.
 pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
     let started = Instant::now();
     let h = harness(scenario, out).await?;
-    let (sim, stack, demo, browser) = (h.sim.clone(), &h.stack, h.demo.clone(), &h.browser);
+    let running = Running {
+        store: h.stack.store.clone(),
+        engine: h.stack.engine.clone(),
+        sim: h.sim.clone(),
+        demo: h.demo.clone(),
+        browser_real: h.browser.real,
+    };
+    let mut run = drive(scenario, &running, out, started).await?;
+    run.record["shape"] = json!("local");
+    finish(run, report_dir, out)
+}
+
+/// Run one scenario in the deployed shape (`selfheal stack`: one process per Lambda function,
+/// the template's environment and IAM, the Step Functions API); prints the live timeline.
+pub async fn run_deployed(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
+    let started = Instant::now();
+    let h = crate::demo_deployed::harness(scenario, out).await?;
+    let running = Running {
+        store: h.store.clone(),
+        engine: h.stack.engine.clone(),
+        sim: h.sim.clone(),
+        demo: h.demo.clone(),
+        browser_real: h.browser.real,
+    };
+    let mut run = drive(scenario, &running, out, started).await?;
+    run.record["shape"] = json!("deployed");
+    run.record["invocations"] = json!(h.stack.invocations());
+    h.stack.shutdown().await;
+    finish(run, report_dir, out)
+}
+
+/// What a running shape offers the scenario driver.
+pub struct Running {
+    pub store: Arc<dyn selfheal::ports::IncidentStore>,
+    pub engine: Arc<selfheal::engine::Engine>,
+    pub sim: Arc<Sim>,
+    pub demo: Arc<DemoService>,
+    pub browser_real: bool,
+}
+
+/// Trigger the incident, play Cleric (and the re-fire), follow the audit trail until the
+/// execution ends, and build the `--json` record.
+async fn drive(scenario: Scenario, r: &Running, out: &mut dyn Write, started: Instant) -> Result<DemoRun, String> {
+    let (sim, store, demo) = (r.sim.clone(), r.store.clone(), r.demo.clone());
     let incident_id = format!("Q{}", uuid::Uuid::new_v4().simple().to_string()[..11].to_uppercase());
     let id = IncidentId::parse(&incident_id).map_err(|e| e.to_string())?;
     let data =
@@ -458,15 +501,15 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     let execution = selfheal::domain::execution_name(&id, "incident");
     let mut shown = 0usize;
     let mut refired = false;
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let trail = stack.store.audit_trail(&id).await.map_err(|e| e.to_string())?;
-        for e in &trail[shown..] {
+        let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
+        for e in &trail[shown.min(trail.len())..] {
             let t = (e.at - trail[0].at).num_milliseconds() as f64 / 1000.0;
             let _ = writeln!(out, "  {t:>6.2}s {:<14} {:<22} {}", e.actor, e.kind, describe(e));
         }
         shown = trail.len();
-        let incident = stack.store.get_incident(&id).await.map_err(|e| e.to_string())?;
+        let incident = store.get_incident(&id).await.map_err(|e| e.to_string())?;
         if scenario == Scenario::Refire && !refired && incident.as_ref().is_some_and(|i| i.resolved_at.is_some()) {
             // The alert fires again for the same service inside the stability window.
             refired = true;
@@ -479,15 +522,15 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
                 "  ------  pagerduty      alert fired again       (new incident {again} on the same service)"
             );
         }
-        let open = stack.engine.describe(&execution).await.map_err(|e| e.to_string())?.is_none_or(|r| r.is_open());
+        let open = r.engine.describe(&execution).await.map_err(|e| e.to_string())?.is_none_or(|r| r.is_open());
         if !open || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let incident = stack.store.get_incident(&id).await.map_err(|e| e.to_string())?.ok_or("incident vanished")?;
-    let trail = stack.store.audit_trail(&id).await.map_err(|e| e.to_string())?;
-    let exec = stack.engine.describe(&execution).await.map_err(|e| e.to_string())?;
+    let incident = store.get_incident(&id).await.map_err(|e| e.to_string())?.ok_or("incident vanished")?;
+    let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
+    let exec = r.engine.describe(&execution).await.map_err(|e| e.to_string())?;
     let (created, deleted) = sim.workspace_counts();
     let outcome = incident.outcome.map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
     let route = incident.decision.as_ref().map(|d| d.route.as_str());
@@ -500,24 +543,36 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
         "rule": incident.decision.as_ref().map(|d| d.rule.clone()),
         "effectiveness": incident.effectiveness,
         "time_to_resolve_ms": ttr_ms,
-        "execution": exec.as_ref().map(|e| json!({"status": e.status, "transitions": e.transitions, "path": e.path, "max_payload_bytes": e.max_payload_bytes})),
+        "execution": exec.as_ref().map(|e| json!({"status": e.status, "transitions": e.transitions, "path": e.path, "max_payload_bytes": e.max_payload_bytes, "error": e.error, "cause": e.cause})),
         "workspaces": {"created": created, "deleted": deleted},
-        "browser": if browser.real { "lightpanda" } else { "plain-http" },
+        "browser": if r.browser_real { "lightpanda" } else { "plain-http" },
         "wall_ms": started.elapsed().as_millis() as u64,
         "timeline": trail.iter().map(|e| json!({"at": e.at, "actor": e.actor, "kind": e.kind, "detail": e.detail})).collect::<Vec<_>>(),
     });
+    Ok(DemoRun { incident, trail, sim, record, report_md: PathBuf::new() })
+}
+
+/// Print the summary line and write the report.
+fn finish(mut run: DemoRun, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
+    let (record, incident) = (&run.record, &run.incident);
+    let ttr_ms = incident.resolved_at.map(|r| (r - incident.created_at).num_milliseconds());
+    let (created, deleted) = run.sim.workspace_counts();
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "  outcome {}  route {}  effectiveness {}  time to resolve {}  workspaces created/deleted {created}/{deleted}",
         record["outcome"].as_str().unwrap_or("none"),
-        route.unwrap_or("none"),
+        record["route"].as_str().unwrap_or("none"),
         record["effectiveness"].as_str().unwrap_or("n/a"),
         ttr_ms.map_or("n/a".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
     );
-    let report_md = crate::report::write(report_dir, &incident, &trail, &record)?;
-    let _ = writeln!(out, "  report {} (and .html)", report_md.display());
-    Ok(DemoRun { incident, trail, sim, record, report_md })
+    if let Some(inv) = record.get("invocations").and_then(Value::as_object) {
+        let list: Vec<String> = inv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  invocations {}", list.join(" "));
+    }
+    run.report_md = crate::report::write(report_dir, &run.incident, &run.trail, &run.record)?;
+    let _ = writeln!(out, "  report {} (and .html)", run.report_md.display());
+    Ok(run)
 }
 
 /// Did the run reach what the scenario promises?

@@ -211,7 +211,16 @@ fn d_stab() -> u64 {
 pub struct Settings {
     pub table_name: Option<String>,
     pub state_machine_arn: Option<String>,
+    /// The one secret of stacks deployed before the per-integration split (`SELFHEAL_SECRET_ID`);
+    /// still read, together with `secret_ids`.
     pub secret_id: Option<String>,
+    /// The Secrets Manager secrets this process may read (`SELFHEAL_SECRET_IDS`, comma-separated
+    /// ARNs or names): one per integration, and only those the function's work needs.
+    #[serde(default)]
+    pub secret_ids: Vec<String>,
+    /// How long secrets read from Secrets Manager are used before being read again
+    /// (`SELFHEAL_SECRETS_TTL_SECS`; default 300, 0 = on every invocation).
+    pub secrets_ttl_secs: Option<u64>,
     #[serde(default = "empty_table")]
     pub pagerduty: PagerDutySettings,
     #[serde(default = "empty_table")]
@@ -243,6 +252,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SELFHEAL_TABLE_NAME", "table_name"),
     ("SELFHEAL_STATE_MACHINE_ARN", "state_machine_arn"),
     ("SELFHEAL_SECRET_ID", "secret_id"),
+    ("SELFHEAL_SECRET_IDS", "secret_ids[]"),
+    ("SELFHEAL_SECRETS_TTL_SECS", "secrets_ttl_secs#"),
     ("SELFHEAL_PAGERDUTY_API_BASE", "pagerduty.api_base"),
     ("SELFHEAL_INVESTIGATOR_IDS", "pagerduty.investigator_ids[]"),
     ("SELFHEAL_SLACK_API_BASE", "slack.api_base"),
@@ -391,10 +402,43 @@ impl Settings {
     }
 }
 
-/// Every secret, in one JSON document (Secrets Manager) or TOML table (local). Values are
-/// wrapped so `Debug` prints `[REDACTED]` and nothing can log them by accident.
-/// Unknown keys are ignored (not refused), so a secret can carry extra keys such as the one
-/// CloudFormation's GenerateSecretString adds.
+/// Which secret keys belong to which integration. On AWS every integration has its own Secrets
+/// Manager secret (template.yaml `<Integration>Secret`, a JSON object with these keys), so each
+/// function is granted only the integrations its work calls; whoever fills the secrets reads this
+/// table (or the README) to know which key goes where. Locally, one TOML file holds them all.
+pub const SECRET_KEYS: &[(&str, &[&str])] = &[
+    ("pagerduty", &["pagerduty_webhook_secrets", "pagerduty_api_token", "pagerduty_from_email"]),
+    ("slack", &["slack_bot_token", "slack_signing_secret"]),
+    ("senso", &["senso_api_key"]),
+    ("anthropic", &["anthropic_api_key"]),
+    ("coder", &["coder_session_token"]),
+    ("lightpanda", &["lightpanda_token"]),
+];
+
+/// The integration a secret key belongs to (`None` for keys selfheal does not read).
+pub fn integration_of(key: &str) -> Option<&'static str> {
+    SECRET_KEYS.iter().find(|(_, keys)| keys.contains(&key)).map(|(integration, _)| *integration)
+}
+
+/// The JSON document an integration's secret starts with: every key present and empty, so the
+/// person filling it sees what belongs there (empty values count as not configured).
+pub fn placeholder_json(integration: &str) -> Option<String> {
+    let (_, keys) = SECRET_KEYS.iter().find(|(i, _)| *i == integration)?;
+    let object: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            let empty = if *k == "pagerduty_webhook_secrets" { serde_json::json!([]) } else { serde_json::json!("") };
+            ((*k).to_string(), empty)
+        })
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
+}
+
+/// Every secret, merged from the integration secrets (Secrets Manager) or one TOML table
+/// (local). Values are wrapped so `Debug` prints `[REDACTED]` and nothing can log them by
+/// accident. Unknown keys are ignored (not refused), so a secret can carry extra keys such as the
+/// one CloudFormation's GenerateSecretString adds. Empty values count as absent: the placeholder
+/// documents start that way. [`SECRET_KEYS`] says which integration each field belongs to.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Secrets {
     /// Every valid webhook subscription secret (several during rotation).
@@ -411,10 +455,16 @@ pub struct Secrets {
     pub lightpanda_token: Option<SecretString>,
 }
 
+fn blank_to_none(s: &mut Option<SecretString>) {
+    if s.as_ref().is_some_and(|v| v.expose_secret().trim().is_empty()) {
+        *s = None;
+    }
+}
+
 impl Secrets {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         // serde_json errors quote input fragments; report only the position, never the text.
-        serde_json::from_str(text).map_err(|e| {
+        serde_json::from_str::<Self>(text).map(Self::normalized).map_err(|e| {
             ConfigError::Secrets(format!(
                 "secret is not the expected JSON object (line {}, column {})",
                 e.line(),
@@ -423,26 +473,67 @@ impl Secrets {
         })
     }
 
+    /// From an already parsed JSON object (several secrets merged into one). A value of the wrong
+    /// type is reported by its key, never by its content.
+    pub fn from_json_object(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, ConfigError> {
+        let bad_key = |object: &serde_json::Map<String, serde_json::Value>| {
+            object
+                .iter()
+                .find(|(k, v)| {
+                    let one = serde_json::Map::from_iter([((*k).clone(), (*v).clone())]);
+                    serde_json::from_value::<Self>(serde_json::Value::Object(one)).is_err()
+                })
+                .map(|(k, _)| k.clone())
+        };
+        match serde_json::from_value::<Self>(serde_json::Value::Object(object.clone())) {
+            Ok(s) => Ok(s.normalized()),
+            Err(_) => Err(ConfigError::Secrets(match bad_key(&object) {
+                Some(key) if key == "pagerduty_webhook_secrets" => {
+                    "pagerduty_webhook_secrets must be a list of strings".to_string()
+                }
+                Some(key) => format!("{key} must be a string"),
+                None => "secrets do not have the expected shape (see README)".to_string(),
+            })),
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let table: toml::Table =
             text.parse().map_err(|_| ConfigError::Secrets("secrets file is not valid TOML".into()))?;
         Self::deserialize(toml::Value::Table(table))
+            .map(Self::normalized)
             .map_err(|_| ConfigError::Secrets("secrets file does not have the expected keys (see README)".into()))
     }
 
-    /// Fetch once from AWS Secrets Manager (call at init; the value is cached for the container).
+    /// Fetch one secret from AWS Secrets Manager, once (no cache; Lambda functions read theirs
+    /// through [`crate::secrets::SecretsCache`]).
     pub async fn from_secrets_manager(
         client: &aws_sdk_secretsmanager::Client,
         secret_id: &str,
     ) -> Result<Self, ConfigError> {
-        use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-        let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
-            let code = e.code().unwrap_or("request failed").to_string();
-            ConfigError::Secrets(format!("GetSecretValue {secret_id}: {code}"))
-        })?;
-        let text =
-            out.secret_string().ok_or_else(|| ConfigError::Secrets(format!("{secret_id} has no SecretString")))?;
-        Self::from_json(text)
+        use crate::secrets::SecretSource;
+        let text = client.secret_string(secret_id).await.map_err(|e| ConfigError::Secrets(e.to_string()))?;
+        Self::from_json(text.expose_secret())
+    }
+
+    /// Empty strings (the placeholder documents) and blank list entries mean "not configured".
+    fn normalized(mut self) -> Self {
+        self.pagerduty_webhook_secrets.retain(|s| !s.expose_secret().trim().is_empty());
+        for s in [
+            &mut self.pagerduty_api_token,
+            &mut self.senso_api_key,
+            &mut self.anthropic_api_key,
+            &mut self.coder_session_token,
+            &mut self.slack_bot_token,
+            &mut self.slack_signing_secret,
+            &mut self.lightpanda_token,
+        ] {
+            blank_to_none(s);
+        }
+        if self.pagerduty_from_email.as_deref().is_some_and(|e| e.trim().is_empty()) {
+            self.pagerduty_from_email = None;
+        }
+        self
     }
 
     /// Every configured secret value, for redaction checks.
@@ -466,8 +557,14 @@ impl Secrets {
         v
     }
 
+    /// The webhook secrets to verify with; blank entries are not secrets and are left out.
     pub fn webhook_secret_bytes(&self) -> Vec<&[u8]> {
-        self.pagerduty_webhook_secrets.iter().map(|s| s.expose_secret().as_bytes()).collect()
+        self.pagerduty_webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .filter(|s| !s.trim().is_empty())
+            .map(str::as_bytes)
+            .collect()
     }
 }
 
@@ -518,6 +615,38 @@ mod tests {
         assert!(err.to_string().contains("policy.auto_min_match"), "{err}");
         let file: toml::Table = "unknown_key = 1".parse().unwrap();
         assert!(Settings::from_sources(Some(file), env_map(&[])).is_err());
+    }
+
+    #[test]
+    fn every_secret_key_belongs_to_exactly_one_integration() {
+        let keys: Vec<&str> = SECRET_KEYS.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "a key listed twice");
+        // Every key of the table fills a field, and every field has a key in the table.
+        let doc: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                let v =
+                    if *k == "pagerduty_webhook_secrets" { serde_json::json!(["v"]) } else { serde_json::json!("v") };
+                ((*k).to_string(), v)
+            })
+            .collect();
+        let s = Secrets::from_json_object(doc).unwrap();
+        assert_eq!(s.all_values().len(), 8);
+        assert!(s.pagerduty_from_email.is_some());
+        assert_eq!(integration_of("slack_signing_secret"), Some("slack"));
+        assert_eq!(integration_of("placeholder"), None);
+        for (integration, keys) in SECRET_KEYS {
+            let placeholder: serde_json::Value = serde_json::from_str(&placeholder_json(integration).unwrap()).unwrap();
+            assert_eq!(placeholder.as_object().unwrap().len(), keys.len());
+            let s = Secrets::from_json(&placeholder.to_string()).unwrap();
+            assert!(
+                s.all_values().is_empty() && s.pagerduty_from_email.is_none(),
+                "{integration}: placeholders are empty"
+            );
+        }
     }
 
     #[test]

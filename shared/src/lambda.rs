@@ -6,31 +6,63 @@ use std::sync::Arc;
 
 use crate::adapters::dynamodb::DynamoTable;
 use crate::adapters::sfn::StepFunctions;
-use crate::config::{Secrets, Settings};
+use crate::config::Settings;
 use crate::ports::{Orchestrator, SystemClock};
 use crate::stages::{self, Deps, Function};
 use crate::store::TableStore;
-use crate::wiring::{Unconfigured, build_deps};
+use crate::wiring::{Unconfigured, build_deps_for};
 
-/// Read configuration and secrets once per container and wire the clients.
-pub async fn init() -> Result<Arc<Deps>, lambda_runtime::Error> {
+/// Initialise `function` once per container. A function that lacks anything its work needs
+/// (see [`Function::needs`]) does not start: one ERROR line names what to set, and the error
+/// goes to the Runtime API, so invocations fail with it instead of degrading mid-incident.
+pub async fn init(function: Function) -> Result<Arc<Deps>, lambda_runtime::Error> {
     crate::telemetry::init();
+    match wire(function).await {
+        Ok(deps) => Ok(deps),
+        Err(e) => {
+            tracing::error!(function = function.binary(), error = %e, "init failed");
+            report_init_error(&e.to_string()).await;
+            Err(e)
+        }
+    }
+}
+
+/// `lambda_runtime` (1.5) only reports SnapStart init failures itself; without this report
+/// Lambda would only say that the runtime exited.
+async fn report_init_error(message: &str) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else { return };
+    let body = serde_json::json!({"errorType": "Misconfigured", "errorMessage": message});
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .timeout(std::time::Duration::from_secs(2))
+        .json(&body)
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not report the init error to the Runtime API");
+    }
+}
+
+/// Read configuration, load the secrets into their cache and wire the clients.
+async fn wire(function: Function) -> Result<Arc<Deps>, lambda_runtime::Error> {
     let settings = Settings::from_env()?;
     let sdk = crate::aws::sdk_config(None).await;
-    let secret_id = Settings::require(&settings.secret_id, "SELFHEAL_SECRET_ID")?.to_string();
     let table = Settings::require(&settings.table_name, "SELFHEAL_TABLE_NAME")?.to_string();
-    let secrets = Secrets::from_secrets_manager(&aws_sdk_secretsmanager::Client::new(&sdk), &secret_id).await?;
+    // This function's secrets (SELFHEAL_SECRET_IDS), cached with a TTL and refreshed on use.
+    let secrets = crate::secrets::for_lambda(&settings, &sdk).await?;
     let store = Arc::new(TableStore::new(DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk), table)));
     let orchestrator: Arc<dyn Orchestrator> = match &settings.state_machine_arn {
         Some(arn) if !arn.is_empty() => Arc::new(StepFunctions::new(aws_sdk_sfn::Client::new(&sdk), arn.clone())),
         _ => Arc::new(Unconfigured("Step Functions (SELFHEAL_STATE_MACHINE_ARN)")),
     };
-    Ok(Arc::new(build_deps(settings, secrets, store, orchestrator, Arc::new(SystemClock::real()))))
+    let clock = Arc::new(SystemClock::real());
+    Ok(Arc::new(build_deps_for(function, settings, secrets, store, orchestrator, clock)?))
 }
 
 /// A state-machine task function.
 pub async fn run_stage(function: Function) -> Result<(), lambda_runtime::Error> {
-    let deps = init().await?;
+    let deps = init(function).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deps = deps.clone();
         async move { stages::handle(&deps, function, event.payload).await }
@@ -44,9 +76,19 @@ pub enum HttpEntry {
     SlackInteraction,
 }
 
+impl HttpEntry {
+    /// The function serving this entry point.
+    pub fn function(self) -> Function {
+        match self {
+            HttpEntry::PagerDutyWebhook => Function::Intake,
+            HttpEntry::SlackInteraction => Function::SlackCallback,
+        }
+    }
+}
+
 /// An API Gateway (HTTP API) function.
 pub async fn run_http(entry: HttpEntry) -> Result<(), lambda_runtime::Error> {
-    let deps = init().await?;
+    let deps = init(entry.function()).await?;
     // Slack gives us 3 s and PagerDuty 5 s, cold start included: open the DynamoDB connection
     // (TLS handshake) during init instead of on the first request. Failure here is harmless.
     let _ = deps.store.kill_switch().await;

@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod domain;
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod notes;
 pub mod policy;
 pub mod ports;
 pub mod runbooks;
+pub mod secrets;
 pub mod signature;
 pub mod stages;
 pub mod store;

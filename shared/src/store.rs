@@ -139,10 +139,36 @@ fn ts_key(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-pub(crate) fn incident_pk(id: &IncidentId) -> String {
-    format!("INC#{id}")
-}
+/// Partition-key prefix of an incident's items. Public for operator tools that enumerate
+/// incidents with a table scan: [`DocTable`] has no scan, because no stage ever needs one.
+pub const INCIDENT_PK_PREFIX: &str = "INC#";
 const META: &str = "META";
+/// Sort key of an incident's record (see [`INCIDENT_PK_PREFIX`]).
+pub const INCIDENT_SK: &str = META;
+
+pub(crate) fn incident_pk(id: &IncidentId) -> String {
+    format!("{INCIDENT_PK_PREFIX}{id}")
+}
+/// All services' settings share one partition so that listing them is a single query; there
+/// are tens of services, not millions, and they change at operator speed.
+const SERVICES_PK: &str = "SERVICES";
+const SERVICE_SK_PREFIX: &str = "SETTINGS#";
+
+/// Sort key of a service's settings. A service name may contain any printable character, but
+/// prefix queries rely on every sort key staying below `~`, so everything outside a plain ASCII
+/// set is percent-encoded (injective, so two services never share a key).
+fn service_sk(service: &str) -> String {
+    let mut sk = String::with_capacity(SERVICE_SK_PREFIX.len() + service.len());
+    sk.push_str(SERVICE_SK_PREFIX);
+    for b in service.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            sk.push(char::from(b));
+        } else {
+            sk.push_str(&format!("%{b:02X}"));
+        }
+    }
+    sk
+}
 const WAIT_HYPOTHESIS: &str = "WAIT#hypothesis";
 
 /// The hypothesis hand-off item.
@@ -535,6 +561,37 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
             Some(stored) => Ok(decode::<KillSwitchDoc>("CONTROL/KILLSWITCH", &stored.doc)?.on),
             None => Ok(false),
         }
+    }
+
+    async fn put_service_settings(&self, settings: &ServiceSettings) -> Result<(), StoreError> {
+        settings.validate().map_err(|e| StoreError::Misconfigured(format!("invalid service settings: {e}")))?;
+        let sk = service_sk(&settings.service);
+        let doc = encode(settings)?;
+        // Last push wins: the file the operator pushed is the whole truth for the service.
+        self.mutate(SERVICES_PK, &sk, Utc::now().timestamp(), |_| {
+            Ok(Step::Write { doc: doc.clone(), expires_at: None, result: () })
+        })
+        .await
+    }
+
+    async fn get_service_settings(&self, service: &str) -> Result<Option<ServiceSettings>, StoreError> {
+        let sk = service_sk(service);
+        match self.table.get(SERVICES_PK, &sk, Utc::now().timestamp()).await? {
+            Some(stored) => Ok(Some(decode(&sk, &stored.doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_service_settings(&self) -> Result<Vec<ServiceSettings>, StoreError> {
+        let rows = self
+            .table
+            .query(SERVICES_PK, SERVICE_SK_PREFIX, &format!("{SERVICE_SK_PREFIX}{PREFIX_END}"), Utc::now().timestamp())
+            .await?;
+        let mut all =
+            rows.iter().map(|(sk, d)| decode::<ServiceSettings>(sk, &d.doc)).collect::<Result<Vec<_>, _>>()?;
+        // Key order is the encoded order; operators read services in their own spelling.
+        all.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(all)
     }
 
     async fn take_autonomy_budget(

@@ -13,7 +13,8 @@ use crate::config::{Secrets, Settings};
 use crate::domain::*;
 use crate::error::{ClientError, OrchestratorError};
 use crate::ports::*;
-use crate::stages::Deps;
+use crate::secrets::{Rebuilt, SecretsHandle};
+use crate::stages::{Capability, Deps, Function};
 
 /// Stands in for a capability that is not configured in this process.
 pub struct Unconfigured(pub &'static str);
@@ -123,15 +124,15 @@ fn secret(s: &Option<SecretString>) -> Option<SecretString> {
     s.clone()
 }
 
-/// Wire every SaaS adapter from settings and secrets.
-pub fn build_deps(
-    settings: Settings,
-    secrets: Secrets,
-    store: Arc<dyn IncidentStore>,
-    orchestrator: Arc<dyn Orchestrator>,
-    clock: Arc<dyn Clock>,
-) -> Deps {
-    let timeout = settings.timeouts.api_request_ms.map(std::time::Duration::from_millis);
+fn request_timeout(settings: &Settings) -> Option<std::time::Duration> {
+    settings.timeouts.api_request_ms.map(std::time::Duration::from_millis)
+}
+
+// One builder per capability that holds a credential: called once with fixed secrets, and again
+// by [`Rebuilt`] whenever refreshed secrets change.
+
+fn incident_source(settings: &Settings, secrets: &Secrets) -> Arc<dyn IncidentSource> {
+    let timeout = request_timeout(settings);
     let pd = secret(&secrets.pagerduty_api_token).map(|token| {
         pagerduty::PagerDutyRest::new(
             &settings.pagerduty.api_base,
@@ -141,11 +142,21 @@ pub fn build_deps(
         .map(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn IncidentSource>)
     });
+    or_unconfigured(pd, Arc::new(Unconfigured("PagerDuty (pagerduty_api_token, pagerduty_from_email)")), "pagerduty")
+}
+
+fn knowledge_base(settings: &Settings, secrets: &Secrets) -> Arc<dyn KnowledgeBase> {
+    let timeout = request_timeout(settings);
     let kb = secret(&secrets.senso_api_key).map(|key| {
         senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
             .map(|a| a.with_request_timeout(timeout))
             .map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
     });
+    or_unconfigured(kb, Arc::new(Unconfigured("Senso (senso_api_key)")), "senso")
+}
+
+fn planner(settings: &Settings, secrets: &Secrets) -> Arc<dyn Planner> {
+    let timeout = request_timeout(settings);
     let planner = secret(&secrets.anthropic_api_key).map(|key| {
         anthropic::AnthropicPlanner::new(
             &settings.anthropic.api_base,
@@ -156,6 +167,11 @@ pub fn build_deps(
         .map(|a| a.with_request_timeout(timeout))
         .map(|a| Arc::new(a) as Arc<dyn Planner>)
     });
+    or_unconfigured(planner, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
+}
+
+fn workspaces(settings: &Settings, secrets: &Secrets) -> Arc<dyn Workspaces> {
+    let timeout = request_timeout(settings);
     let template = settings
         .coder
         .template_version_id
@@ -170,6 +186,15 @@ pub fn build_deps(
         ),
         _ => None,
     };
+    or_unconfigured(
+        workspaces,
+        Arc::new(Unconfigured("Coder (coder_session_token, coder.api_base, coder.template_version_id)")),
+        "coder",
+    )
+}
+
+fn chat(settings: &Settings, secrets: &Secrets) -> Arc<dyn ChatOps> {
+    let timeout = request_timeout(settings);
     let chat = match (secret(&secrets.slack_bot_token), &settings.slack.channel) {
         (Some(token), Some(channel)) => Some(
             slack::SlackApi::new(&settings.slack.api_base, token, channel)
@@ -178,32 +203,52 @@ pub fn build_deps(
         ),
         _ => None,
     };
-    let browser: Arc<dyn Browser> =
-        match lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, secret(&secrets.lightpanda_token)) {
-            Ok(b) => Arc::new(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "browser endpoint invalid; falling back to plain HTTP checks");
-                match lightpanda::HttpChecker::new() {
-                    Ok(h) => Arc::new(h),
-                    Err(_) => Arc::new(NoBrowser),
-                }
+    or_unconfigured(chat, Arc::new(Unconfigured("Slack (slack_bot_token, slack.channel)")), "slack")
+}
+
+fn browser(settings: &Settings, secrets: &Secrets) -> Arc<dyn Browser> {
+    match lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, secret(&secrets.lightpanda_token)) {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "browser endpoint invalid; falling back to plain HTTP checks");
+            match lightpanda::HttpChecker::new() {
+                Ok(h) => Arc::new(h),
+                Err(_) => Arc::new(NoBrowser),
+            }
+        }
+    }
+}
+
+/// Wire every SaaS adapter from settings and secrets: fixed [`Secrets`] (tests, the local
+/// engine) or a refreshing [`SecretsHandle`] (Lambda), whose adapters follow the values.
+pub fn build_deps(
+    settings: Settings,
+    secrets: impl Into<SecretsHandle>,
+    store: Arc<dyn IncidentStore>,
+    orchestrator: Arc<dyn Orchestrator>,
+    clock: Arc<dyn Clock>,
+) -> Deps {
+    let secrets: SecretsHandle = secrets.into();
+    let shared = Arc::new(settings.clone());
+    let snapshot = secrets.snapshot();
+    // Fixed secrets build each adapter once; refreshing ones wrap it in `Rebuilt`.
+    macro_rules! adapter {
+        ($build:ident) => {
+            if secrets.refreshes() {
+                let settings = shared.clone();
+                Arc::new(Rebuilt::new(secrets.clone(), move |s| $build(&settings, s)))
+            } else {
+                $build(&settings, &snapshot)
             }
         };
+    }
     Deps {
-        source: or_unconfigured(
-            pd,
-            Arc::new(Unconfigured("PagerDuty (pagerduty_api_token, pagerduty_from_email)")),
-            "pagerduty",
-        ),
-        kb: or_unconfigured(kb, Arc::new(Unconfigured("Senso (senso_api_key)")), "senso"),
-        planner: or_unconfigured(planner, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic"),
-        workspaces: or_unconfigured(
-            workspaces,
-            Arc::new(Unconfigured("Coder (coder_session_token, coder.api_base, coder.template_version_id)")),
-            "coder",
-        ),
-        chat: or_unconfigured(chat, Arc::new(Unconfigured("Slack (slack_bot_token, slack.channel)")), "slack"),
-        browser,
+        source: adapter!(incident_source),
+        kb: adapter!(knowledge_base),
+        planner: adapter!(planner),
+        workspaces: adapter!(workspaces),
+        chat: adapter!(chat),
+        browser: adapter!(browser),
         settings,
         secrets,
         store,
@@ -219,5 +264,274 @@ struct NoBrowser;
 impl Browser for NoBrowser {
     async fn check(&self, _: &CheckSpec) -> Result<CheckResult, ClientError> {
         Err(ClientError::Invalid { service: "browser", detail: "no browser available".into() })
+    }
+}
+
+// ---------------------------------------------------------------- strict wiring (Lambda init)
+//
+// `build_deps` degrades quietly (an `Unconfigured` adapter, plain HTTP instead of the browser)
+// because the local engine and tests run with whatever they have. A deployed function must not:
+// a missing credential would only surface mid-incident, as an escalation. `build_deps_for`
+// checks everything the function's work needs first and refuses to start without it.
+
+/// What a deployed function lacks; the message names the variable or secret key to set.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("the {function} function needs {capability}: set {variable}")]
+    MissingSetting { function: &'static str, capability: Capability, variable: &'static str },
+    #[error("the {function} function needs {capability}: the secret key {key} is missing or empty")]
+    MissingSecret { function: &'static str, capability: Capability, key: &'static str },
+    #[error("the {function} function needs {capability}: {name} is invalid: {detail}")]
+    Invalid { function: &'static str, capability: Capability, name: &'static str, detail: String },
+}
+
+impl WiringError {
+    /// The environment variable or secret key to fix.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WiringError::MissingSetting { variable, .. } => variable,
+            WiringError::MissingSecret { key, .. } => key,
+            WiringError::Invalid { name, .. } => name,
+        }
+    }
+}
+
+fn present(s: &Option<SecretString>) -> Option<SecretString> {
+    use secrecy::ExposeSecret;
+    s.as_ref().filter(|v| !v.expose_secret().trim().is_empty()).cloned()
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Check that `function` has every setting and secret its [`Function::needs`] require, and that
+/// the adapters build from them (URLs, the browser endpoint, the `From` address).
+pub fn check_needs(function: Function, settings: &Settings, secrets: &Secrets) -> Result<(), WiringError> {
+    function.needs().iter().try_for_each(|capability| check_capability(function, *capability, settings, secrets))
+}
+
+fn check_capability(
+    function: Function,
+    capability: Capability,
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<(), WiringError> {
+    let f = function.binary();
+    let setting = |variable| WiringError::MissingSetting { function: f, capability, variable };
+    let secret_key = |key| WiringError::MissingSecret { function: f, capability, key };
+    let invalid = |name, e: ClientError| WiringError::Invalid { function: f, capability, name, detail: e.to_string() };
+    match capability {
+        Capability::Store => {
+            non_empty(&settings.table_name).ok_or_else(|| setting("SELFHEAL_TABLE_NAME"))?;
+        }
+        Capability::StateMachine | Capability::StartExecution => {
+            non_empty(&settings.state_machine_arn).ok_or_else(|| setting("SELFHEAL_STATE_MACHINE_ARN"))?;
+        }
+        Capability::PagerDuty => {
+            let token = present(&secrets.pagerduty_api_token).ok_or_else(|| secret_key("pagerduty_api_token"))?;
+            let from = non_empty(&secrets.pagerduty_from_email).ok_or_else(|| secret_key("pagerduty_from_email"))?;
+            if !from.contains('@') {
+                return Err(WiringError::Invalid {
+                    function: f,
+                    capability,
+                    name: "pagerduty_from_email",
+                    detail: "must be a PagerDuty user's email".into(),
+                });
+            }
+            pagerduty::PagerDutyRest::new(&settings.pagerduty.api_base, token, from)
+                .map_err(|e| invalid("SELFHEAL_PAGERDUTY_API_BASE", e))?;
+        }
+        Capability::PagerDutyWebhook => {
+            use secrecy::ExposeSecret;
+            if !secrets.pagerduty_webhook_secrets.iter().any(|s| !s.expose_secret().trim().is_empty()) {
+                return Err(secret_key("pagerduty_webhook_secrets"));
+            }
+            // Without investigator ids no note ever counts as a hypothesis.
+            if settings.pagerduty.investigator_ids.iter().all(|id| id.trim().is_empty()) {
+                return Err(setting("SELFHEAL_INVESTIGATOR_IDS"));
+            }
+        }
+        Capability::Slack => {
+            let token = present(&secrets.slack_bot_token).ok_or_else(|| secret_key("slack_bot_token"))?;
+            let channel = non_empty(&settings.slack.channel).ok_or_else(|| setting("SELFHEAL_SLACK_CHANNEL"))?;
+            slack::SlackApi::new(&settings.slack.api_base, token, channel)
+                .map_err(|e| invalid("SELFHEAL_SLACK_API_BASE", e))?;
+        }
+        Capability::SlackApprovals => {
+            // Approvers may come from each service's stored settings, so an empty global list is
+            // not a misconfiguration by itself.
+            present(&secrets.slack_signing_secret).ok_or_else(|| secret_key("slack_signing_secret"))?;
+        }
+        Capability::Senso => {
+            let key = present(&secrets.senso_api_key).ok_or_else(|| secret_key("senso_api_key"))?;
+            senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
+                .map_err(|e| invalid("SELFHEAL_SENSO_API_BASE", e))?;
+        }
+        Capability::Anthropic => {
+            let key = present(&secrets.anthropic_api_key).ok_or_else(|| secret_key("anthropic_api_key"))?;
+            let a = &settings.anthropic;
+            anthropic::AnthropicPlanner::new(&a.api_base, key, &a.model, a.max_tokens)
+                .map_err(|e| invalid("SELFHEAL_ANTHROPIC_API_BASE", e))?;
+        }
+        Capability::Coder => {
+            let token = present(&secrets.coder_session_token).ok_or_else(|| secret_key("coder_session_token"))?;
+            let base = non_empty(&settings.coder.api_base).ok_or_else(|| setting("SELFHEAL_CODER_API_BASE"))?;
+            let template = non_empty(&settings.coder.template_version_id)
+                .map(|v| coder::TemplateRef::Version(v.to_string()))
+                .or_else(|| non_empty(&settings.coder.template_id).map(|t| coder::TemplateRef::Template(t.to_string())))
+                .ok_or_else(|| setting("SELFHEAL_CODER_TEMPLATE_VERSION_ID"))?;
+            coder::CoderApi::new(base, token, &settings.coder.user, template)
+                .map_err(|e| invalid("SELFHEAL_CODER_API_BASE", e))?;
+        }
+        Capability::Browser => {
+            lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, present(&secrets.lightpanda_token))
+                .map_err(|e| invalid("SELFHEAL_BROWSER_ENDPOINT", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`build_deps`] for a deployed function: fails, naming what to set, when the settings or the
+/// secrets lack anything [`Function::needs`] requires.
+pub fn build_deps_for(
+    function: Function,
+    settings: Settings,
+    secrets: impl Into<SecretsHandle>,
+    store: Arc<dyn IncidentStore>,
+    orchestrator: Arc<dyn Orchestrator>,
+    clock: Arc<dyn Clock>,
+) -> Result<Deps, WiringError> {
+    let secrets: SecretsHandle = secrets.into();
+    check_needs(function, &settings, &secrets.snapshot())?;
+    Ok(build_deps(settings, secrets, store, orchestrator, clock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env_map;
+
+    const ENV: &[(&str, &str)] = &[
+        ("SELFHEAL_TABLE_NAME", "incidents"),
+        ("SELFHEAL_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:selfheal-incident"),
+        ("SELFHEAL_INVESTIGATOR_IDS", "PCLERIC"),
+        ("SELFHEAL_SLACK_CHANNEL", "C123"),
+        ("SELFHEAL_SLACK_APPROVERS", "U1"),
+        ("SELFHEAL_CODER_API_BASE", "https://coder.example.com"),
+        ("SELFHEAL_CODER_TEMPLATE_VERSION_ID", "tv-1"),
+        ("SELFHEAL_BROWSER_ENDPOINT", "ws://127.0.0.1:9222/"),
+    ];
+
+    fn settings(overrides: &[(&'static str, &'static str)]) -> Settings {
+        let mut env: Vec<(&str, &str)> =
+            ENV.iter().filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)).copied().collect();
+        env.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
+        Settings::from_sources(None, env_map(&env)).unwrap()
+    }
+
+    fn secrets() -> Secrets {
+        Secrets::from_json(
+            r#"{"pagerduty_webhook_secrets": ["whsec"], "pagerduty_api_token": "pd", "pagerduty_from_email": "sh@example.com",
+                "senso_api_key": "senso", "anthropic_api_key": "sk-ant", "coder_session_token": "coder",
+                "slack_bot_token": "xoxb", "slack_signing_secret": "sign"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_complete_deployment_passes_for_every_function() {
+        for f in Function::ALL {
+            check_needs(f, &settings(&[]), &secrets()).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_is_named() {
+        let mut s = secrets();
+        s.anthropic_api_key = None;
+        let err = check_needs(Function::Planner, &settings(&[]), &s).unwrap_err();
+        assert_eq!(err.name(), "anthropic_api_key");
+        assert_eq!(
+            err.to_string(),
+            "the planner function needs Anthropic: the secret key anthropic_api_key is missing or empty"
+        );
+        // Only the functions whose work calls Anthropic care.
+        check_needs(Function::Cleric, &settings(&[]), &s).unwrap();
+        // An empty value counts as missing.
+        s.slack_signing_secret = Some(SecretString::from(" ".to_string()));
+        assert_eq!(
+            check_needs(Function::SlackCallback, &settings(&[]), &s).unwrap_err().name(),
+            "slack_signing_secret"
+        );
+        let mut s = secrets();
+        s.pagerduty_webhook_secrets.clear();
+        assert_eq!(check_needs(Function::Intake, &settings(&[]), &s).unwrap_err().name(), "pagerduty_webhook_secrets");
+        let mut s = secrets();
+        s.pagerduty_from_email = Some("not-an-email".into());
+        assert_eq!(check_needs(Function::PagerDuty, &settings(&[]), &s).unwrap_err().name(), "pagerduty_from_email");
+    }
+
+    #[test]
+    fn an_invalid_browser_endpoint_fails_only_where_the_browser_is_needed() {
+        let s = settings(&[("SELFHEAL_BROWSER_ENDPOINT", "lightpanda:9222")]);
+        let err = check_needs(Function::Verify, &s, &secrets()).unwrap_err();
+        assert!(matches!(err, WiringError::Invalid { name: "SELFHEAL_BROWSER_ENDPOINT", .. }), "{err}");
+        assert!(err.to_string().contains("unsupported endpoint lightpanda:9222"), "{err}");
+        check_needs(Function::Remediate, &s, &secrets()).unwrap();
+    }
+
+    #[test]
+    fn missing_settings_are_named() {
+        let cases: &[(Function, &'static str)] = &[
+            (Function::Approval, "SELFHEAL_STATE_MACHINE_ARN"),
+            (Function::Intake, "SELFHEAL_STATE_MACHINE_ARN"),
+            (Function::Cleric, "SELFHEAL_TABLE_NAME"),
+            (Function::Remediate, "SELFHEAL_CODER_TEMPLATE_VERSION_ID"),
+            (Function::Remediate, "SELFHEAL_CODER_API_BASE"),
+            (Function::PagerDuty, "SELFHEAL_SLACK_CHANNEL"),
+            (Function::Intake, "SELFHEAL_INVESTIGATOR_IDS"),
+        ];
+        for (f, var) in cases {
+            let err = check_needs(*f, &settings(&[(*var, "")]), &secrets()).unwrap_err();
+            assert_eq!(err.name(), *var, "{f:?}: {err}");
+            assert!(err.to_string().ends_with(&format!("set {var}")), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_wiring_refuses_and_lenient_wiring_degrades() {
+        let store: Arc<dyn IncidentStore> =
+            Arc::new(crate::store::TableStore::new(crate::adapters::sqlite::SqliteTable::in_memory().unwrap()));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::real());
+        let orchestrator: Arc<dyn Orchestrator> = Arc::new(Unconfigured("orchestrator"));
+        let mut s = secrets();
+        s.anthropic_api_key = None;
+        let strict = build_deps_for(
+            Function::Planner,
+            settings(&[]),
+            s.clone(),
+            store.clone(),
+            orchestrator.clone(),
+            clock.clone(),
+        );
+        assert_eq!(strict.err().map(|e| e.name()), Some("anthropic_api_key"));
+        // The local engine keeps running and says what is missing when the planner is called.
+        let deps = build_deps(settings(&[]), s, store, orchestrator, clock);
+        let request = PlanRequest {
+            incident_title: "t".into(),
+            service: "s".into(),
+            hypothesis: Hypothesis {
+                root_cause: "r".into(),
+                confidence: None,
+                evidence: vec![],
+                alternatives: vec![],
+                services: vec![],
+            },
+            runbooks: vec![],
+            catalog: vec![],
+        };
+        let err = deps.planner.plan(&request).await.unwrap_err();
+        assert!(err.to_string().contains("anthropic_api_key"), "{err}");
     }
 }

@@ -213,7 +213,7 @@ async fn duplicates_sequential_and_concurrent_start_one_execution() {
 }
 
 async fn incident(deps: &Deps, id: &str) {
-    let s = deps.secrets.pagerduty_webhook_secrets[0].clone();
+    let s = deps.secrets.snapshot().pagerduty_webhook_secrets[0].clone();
     let r = intake::handle_webhook(
         deps,
         &signed(secrecy::ExposeSecret::expose_secret(&s), trigger(id), &format!("t-{id}")),
@@ -638,4 +638,89 @@ async fn a_request_posted_just_before_a_crash_is_found_not_posted_again() {
         );
         assert!(e.sim.calls().iter().any(|c| c.path == "/api/conversations.history"), "{backend}");
     }
+}
+
+/// JSON log lines of everything the current thread logs while the guard lives.
+fn capture_logs() -> (selfheal_tests::CapturedLogs, tracing::subscriber::DefaultGuard) {
+    let captured = selfheal_tests::CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(captured.clone()).finish();
+    (captured.clone(), tracing::subscriber::set_default(subscriber))
+}
+
+fn errors_naming(logs: &str, key: &str) -> usize {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["level"] == "ERROR" && l["fields"]["missing_secret_key"] == key)
+        .count()
+}
+
+/// A fresh stack: the PagerDuty and Slack secrets still hold their empty placeholders. That is
+/// our misconfiguration, so it must be a 5xx, which PagerDuty retries for 48 h. A 4xx counts as a
+/// dropped delivery, and three drops disable the subscription for 24 h. The answer is 503 with
+/// an ERROR that names the missing key. Once the secrets are configured, a forged signature is 401.
+#[tokio::test]
+async fn missing_webhook_or_signing_secrets_are_503_never_4xx() {
+    let (logs, _guard) = capture_logs();
+    let store = selfheal_tests::sqlite_store().await;
+    let placeholders: Vec<(String, SecretString)> = ["pagerduty", "slack"]
+        .into_iter()
+        .map(|i| (i.to_string(), SecretString::from(selfheal::config::placeholder_json(i).unwrap())))
+        .collect();
+    let docs: Vec<(&str, &SecretString)> = placeholders.iter().map(|(i, d)| (i.as_str(), d)).collect();
+    let unconfigured = selfheal::secrets::merge_documents(&docs).unwrap();
+    let mut settings = Settings::from_sources(None, |_| None).unwrap();
+    settings.slack.approvers = vec!["UALICE".into()];
+    let rec = Arc::new(Recorder::default());
+    let deps = selfheal::wiring::build_deps(
+        settings.clone(),
+        unconfigured,
+        store.clone(),
+        rec.clone(),
+        Arc::new(SystemClock::real()),
+    );
+    let creds = SimCredentials::default();
+
+    let signed_delivery = intake::handle_webhook(&deps, &signed(&creds.webhook_secret, trigger("PCFG1"), "c1")).await;
+    assert_eq!(signed_delivery.status, 503, "{signed_delivery:?}");
+    assert!(signed_delivery.body["message"].as_str().unwrap().contains("pagerduty_webhook_secrets"));
+    let unsigned = HttpRequest::new(vec![("x-webhook-id".into(), "c2".into())], trigger("PCFG2"));
+    assert_eq!(intake::handle_webhook(&deps, &unsigned).await.status, 503);
+    let forged = intake::handle_webhook(&deps, &signed("whsec-forged", trigger("PCFG3"), "c3")).await;
+    assert_eq!(forged.status, 503, "nothing can be verified, so nothing is called forged");
+    assert!(store.get_incident(&IncidentId::parse("PCFG1").unwrap()).await.unwrap().is_none());
+    assert!(rec.executions.lock().unwrap().is_empty());
+
+    let now = chrono::Utc::now().timestamp();
+    let slack =
+        approvals::handle_interaction(&deps, &click(&creds, "abcdefgh12345678", "approve", "UALICE", now)).await;
+    assert_eq!(slack.status, 503, "{slack:?}");
+    assert!(slack.body["message"].as_str().unwrap().contains("slack_signing_secret"));
+
+    // Secrets set in code with blank entries are not configured either.
+    let blank = Secrets { pagerduty_webhook_secrets: vec![SecretString::from(" ".to_string())], ..Default::default() };
+    let blank = selfheal::wiring::build_deps(
+        settings.clone(),
+        blank,
+        store.clone(),
+        rec.clone(),
+        Arc::new(SystemClock::real()),
+    );
+    assert_eq!(intake::handle_webhook(&blank, &signed(" ", trigger("PCFG4"), "c4")).await.status, 503);
+
+    let text = logs.text();
+    assert_eq!(errors_naming(&text, "pagerduty_webhook_secrets"), 4, "{text}");
+    assert_eq!(errors_naming(&text, "slack_signing_secret"), 1, "{text}");
+
+    // Configured: a forged signature is refused as before (401), a valid one accepted.
+    let configured = Secrets {
+        pagerduty_webhook_secrets: vec![SecretString::from(creds.webhook_secret.clone())],
+        slack_signing_secret: Some(SecretString::from(creds.slack_signing_secret.clone())),
+        ..Default::default()
+    };
+    let deps = selfheal::wiring::build_deps(settings, configured, store, rec, Arc::new(SystemClock::real()));
+    assert_eq!(intake::handle_webhook(&deps, &signed("whsec-forged", trigger("PCFG5"), "c5")).await.status, 401);
+    assert_eq!(intake::handle_webhook(&deps, &signed(&creds.webhook_secret, trigger("PCFG6"), "c6")).await.status, 202);
+    let mut forged_click = click(&creds, "abcdefgh12345678", "approve", "UALICE", now);
+    forged_click.body.extend_from_slice(b"&x=1");
+    assert_eq!(approvals::handle_interaction(&deps, &forged_click).await.status, 401);
 }

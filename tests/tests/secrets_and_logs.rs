@@ -1,6 +1,6 @@
 //! Secrets come from AWS Secrets Manager (moto on loopback), and never reach logs or errors.
 
-use selfheal::config::Secrets;
+use selfheal::config::{Secrets, Settings};
 use selfheal::signature;
 
 const SECRET_JSON: &str = r#"{
@@ -66,4 +66,168 @@ async fn secrets_load_from_secrets_manager_and_never_reach_logs() {
             assert!(!err.contains(value.as_str()), "secret leaked into an error message");
         }
     }
+}
+
+/// JSON log lines of everything the current thread logs while the guard lives.
+fn capture_logs() -> (selfheal_tests::CapturedLogs, tracing::subscriber::DefaultGuard) {
+    let captured = selfheal_tests::CapturedLogs::default();
+    let subscriber =
+        tracing_subscriber::fmt().json().with_max_level(tracing::Level::DEBUG).with_writer(captured.clone()).finish();
+    (captured.clone(), tracing::subscriber::set_default(subscriber))
+}
+
+fn pagerduty_doc(webhook_secrets: &[&str]) -> String {
+    serde_json::json!({
+        "pagerduty_webhook_secrets": webhook_secrets,
+        "pagerduty_api_token": "pd-token-KNOWN-R0",
+        "pagerduty_from_email": "selfheal@example.com"
+    })
+    .to_string()
+}
+
+fn ping(secret: &str, webhook_id: &str) -> selfheal::stages::http::HttpRequest {
+    let body = serde_json::json!({"event": {"id": webhook_id, "event_type": "pagey.ping", "resource_type": "pagey",
+        "occurred_at": "2026-12-01T10:00:00Z", "agent": null, "client": null, "data": {}}})
+    .to_string()
+    .into_bytes();
+    selfheal::stages::http::HttpRequest::new(
+        vec![
+            ("x-pagerduty-signature".into(), signature::sign_pagerduty(secret.as_bytes(), &body)),
+            ("x-webhook-id".into(), webhook_id.into()),
+        ],
+        body,
+    )
+}
+
+/// The cache against Secrets Manager (moto): values are re-read once the TTL has run out (on an
+/// injected clock), a webhook-secret rotation goes through the real intake handler end to end,
+/// and a secret that can no longer be read leaves the last good values in use, with a warning
+/// that names no value.
+#[tokio::test]
+async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured() {
+    use selfheal::ports::Clock;
+    use selfheal::secrets::{DEFAULT_TTL, SecretsCache, SecretsHandle};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (logs, _guard) = capture_logs();
+    let config = selfheal::aws::emulator_config(&selfheal_tests::moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (pd, slack) = (format!("selfheal/test/pd-{run}"), format!("selfheal/test/slack-{run}"));
+    // As the template creates them: placeholders with every key empty.
+    for (name, integration) in [(&pd, "pagerduty"), (&slack, "slack")] {
+        let doc = selfheal::config::placeholder_json(integration).unwrap();
+        client.create_secret().name(name).secret_string(doc).send().await.unwrap();
+    }
+    let clock = Arc::new(selfheal::ports::VirtualClock::starting_at(chrono::Utc::now()));
+    let cache =
+        SecretsCache::load(vec![pd.clone(), slack.clone()], Arc::new(client.clone()), clock.clone(), DEFAULT_TTL)
+            .await
+            .unwrap();
+    let deps = selfheal::wiring::build_deps(
+        Settings::from_sources(None, |_| None).unwrap(),
+        SecretsHandle::cached(cache.clone()),
+        selfheal_tests::sqlite_store().await,
+        Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
+        Arc::new(selfheal::ports::SystemClock::real()),
+    );
+    let deps = &deps;
+    let deliver = move |secret: &'static str, id: &'static str| async move {
+        selfheal::stages::intake::handle_webhook(deps, &ping(secret, id)).await.status
+    };
+    let put = |name: String, doc: String| {
+        let client = client.clone();
+        async move { client.put_secret_value().secret_id(name).secret_string(doc).send().await.unwrap() }
+    };
+    const R1: &str = "whsec-KNOWN-R1";
+    const R2: &str = "whsec-KNOWN-R2";
+
+    // A fresh stack: nothing to verify with, so PagerDuty is asked to retry.
+    assert_eq!(deliver(R1, "rot-1").await, 503);
+    assert!(cache.current().await.1.slack_bot_token.is_none());
+
+    // Filled in after deploying: not read again within the TTL…
+    put(pd.clone(), pagerduty_doc(&[R1])).await;
+    put(slack.clone(), r#"{"slack_bot_token": "xoxb-KNOWN-R3", "slack_signing_secret": "sign-KNOWN-R4"}"#.into()).await;
+    clock.sleep(DEFAULT_TTL - Duration::from_secs(1)).await;
+    assert_eq!(deliver(R1, "rot-2").await, 503);
+    // …and in use once it has run out, without a restart.
+    clock.sleep(Duration::from_secs(2)).await;
+    assert_eq!(deliver(R1, "rot-3").await, 202);
+    let (generation, now) = cache.current().await;
+    assert!(now.slack_bot_token.is_some() && now.slack_signing_secret.is_some());
+
+    // Rotation: the new secret first, the old one kept for deliveries signed before the switch.
+    put(pd.clone(), pagerduty_doc(&[R2, R1])).await;
+    clock.sleep(DEFAULT_TTL).await;
+    assert_eq!(deliver(R2, "rot-4").await, 202);
+    assert_eq!(deliver(R1, "rot-5").await, 202);
+    assert!(cache.current().await.0 > generation);
+
+    // Rotation done: the old secret is refused like any forged signature.
+    put(pd.clone(), pagerduty_doc(&[R2])).await;
+    clock.sleep(DEFAULT_TTL).await;
+    assert_eq!(deliver(R1, "rot-6").await, 401);
+    assert_eq!(deliver(R2, "rot-7").await, 202);
+
+    // The secret can no longer be read: the last good values stay in use.
+    client.delete_secret().secret_id(&pd).force_delete_without_recovery(true).send().await.unwrap();
+    clock.sleep(DEFAULT_TTL).await;
+    assert_eq!(deliver(R2, "rot-8").await, 202);
+
+    let text = logs.text();
+    assert!(
+        text.lines().any(|l| l.contains("secrets refresh failed") && l.contains("ResourceNotFoundException")),
+        "{text}"
+    );
+    for value in [R1, R2, "pd-token-KNOWN-R0", "xoxb-KNOWN-R3", "sign-KNOWN-R4"] {
+        assert!(!text.contains(value), "a secret value reached the logs");
+    }
+}
+
+/// What Lambda init does: every secret in `SELFHEAL_SECRET_IDS` is read and merged, and the
+/// single `SELFHEAL_SECRET_ID` of stacks deployed before the split still works.
+#[tokio::test]
+async fn a_function_reads_the_secrets_it_lists_and_old_stacks_still_load() {
+    let config = selfheal::aws::emulator_config(&selfheal_tests::moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (pd, slack, old) =
+        (format!("selfheal/test/pd-{run}"), format!("selfheal/test/slack-{run}"), format!("selfheal/test/all-{run}"));
+    client.create_secret().name(&pd).secret_string(pagerduty_doc(&["whsec-KNOWN-L1"])).send().await.unwrap();
+    client
+        .create_secret()
+        .name(&slack)
+        .secret_string(r#"{"slack_bot_token": "xoxb-KNOWN-L2", "slack_signing_secret": ""}"#)
+        .send()
+        .await
+        .unwrap();
+    client.create_secret().name(&old).secret_string(SECRET_JSON).send().await.unwrap();
+
+    let ids = format!("{pd},{slack}");
+    let settings = Settings::from_sources(None, selfheal::config::env_map(&[("SELFHEAL_SECRET_IDS", &ids)])).unwrap();
+    let handle = selfheal::secrets::for_lambda(&settings, &config).await.unwrap();
+    assert!(handle.refreshes());
+    let s = handle.current().await;
+    assert_eq!(s.webhook_secret_bytes(), vec![b"whsec-KNOWN-L1".as_slice()]);
+    assert!(s.slack_bot_token.is_some());
+    assert!(s.slack_signing_secret.is_none(), "an empty placeholder is not a secret");
+    assert!(s.anthropic_api_key.is_none(), "not listed, not read");
+
+    let settings = Settings::from_sources(None, selfheal::config::env_map(&[("SELFHEAL_SECRET_ID", &old)])).unwrap();
+    let s = selfheal::secrets::for_lambda(&settings, &config).await.unwrap().current().await;
+    assert_eq!(s.all_values().len(), 8);
+
+    // A listed secret that does not exist fails init, naming the secret and the AWS error only.
+    let missing = format!("{pd},selfheal/test/missing-{run}");
+    let settings =
+        Settings::from_sources(None, selfheal::config::env_map(&[("SELFHEAL_SECRET_IDS", &missing)])).unwrap();
+    let err = selfheal::secrets::for_lambda(&settings, &config).await.unwrap_err().to_string();
+    assert!(err.contains("ResourceNotFoundException") && err.contains("missing"), "{err}");
+    assert!(!err.contains("KNOWN"), "{err}");
+
+    // A function that lists no secret (the cleric function) reads none.
+    let settings = Settings::from_sources(None, selfheal::config::env_map(&[])).unwrap();
+    let none = selfheal::secrets::for_lambda(&settings, &config).await.unwrap();
+    assert!(!none.refreshes() && none.snapshot().all_values().is_empty());
 }

@@ -248,6 +248,73 @@ async fn kill_switch_and_budget(store: Arc<dyn IncidentStore>) {
     assert!(!store.take_autonomy_budget(&svc, hour, 0).await.unwrap());
 }
 
+fn service_settings(service: &str, url: &str) -> ServiceSettings {
+    ServiceSettings {
+        service: service.into(),
+        checks: vec![CheckSpec {
+            name: "health".into(),
+            url: url.into(),
+            expect_status: 200,
+            expect_text: Some("healthy".into()),
+            expect_selector: None,
+            steps: vec![JourneyStep::Navigate { url: url.into() }],
+            max_latency_ms: Some(2000),
+            deadline_ms: 8000,
+        }],
+        target: None,
+        auto_execute: false,
+        approvers: vec!["U123".into()],
+        // Whole microseconds: what survives the JSON round trip on every backend.
+        updated_at: Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap(),
+        updated_by: "tester".into(),
+    }
+}
+
+async fn service_settings_are_replaced_listed_and_validated(store: Arc<dyn IncidentStore>) {
+    assert!(store.get_service_settings("PSVC001").await.unwrap().is_none());
+    assert!(store.list_service_settings().await.unwrap().is_empty());
+
+    let first = service_settings("PSVC001", "http://127.0.0.1:8081/health");
+    store.put_service_settings(&first).await.unwrap();
+    assert_eq!(store.get_service_settings("PSVC001").await.unwrap().as_ref(), Some(&first));
+    // Keys are exact: an id is not found by another spelling.
+    assert!(store.get_service_settings("psvc001").await.unwrap().is_none());
+
+    // A second push replaces the whole record.
+    let mut second = service_settings("PSVC001", "https://checkout.example.com/health");
+    second.auto_execute = true;
+    second.target = Some("https://checkout.example.com".into());
+    second.approvers.clear();
+    store.put_service_settings(&second).await.unwrap();
+    assert_eq!(store.get_service_settings("PSVC001").await.unwrap().as_ref(), Some(&second));
+
+    // Names with spaces, punctuation and non-ASCII characters are keys of their own.
+    let names = ["checkout api", "checkout/api", "~tilde", "Caisse épicerie ✓"];
+    for name in names {
+        store.put_service_settings(&service_settings(name, "http://127.0.0.1:8081/health")).await.unwrap();
+    }
+    for name in names {
+        assert_eq!(store.get_service_settings(name).await.unwrap().map(|s| s.service).as_deref(), Some(name));
+    }
+    let listed: Vec<String> = store.list_service_settings().await.unwrap().into_iter().map(|s| s.service).collect();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).chain(["PSVC001".to_string()]).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // Invalid settings never reach the table.
+    let mut no_checks = service_settings("PBROKEN", "http://127.0.0.1/");
+    no_checks.checks.clear();
+    let mut bad_url = service_settings("PBROKEN", "file:///etc/passwd");
+    bad_url.target = Some("http://127.0.0.1/".into());
+    let mut dup = service_settings("PBROKEN", "http://127.0.0.1/");
+    dup.checks.push(dup.checks[0].clone());
+    for bad in [no_checks, bad_url, dup] {
+        let err = store.put_service_settings(&bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::Misconfigured(_)), "{err:?}");
+    }
+    assert!(store.get_service_settings("PBROKEN").await.unwrap().is_none());
+}
+
 const RACERS: usize = 32;
 
 async fn race_create_incident(store: Arc<dyn IncidentStore>) {
@@ -346,6 +413,7 @@ macro_rules! contract_suite {
                 approvals_are_decided_once,
                 service_history_and_catalog,
                 kill_switch_and_budget,
+                service_settings_are_replaced_listed_and_validated,
                 race_create_incident,
                 race_webhook_dedupe,
                 race_approval_decisions,

@@ -321,3 +321,146 @@ impl AuditEvent {
         self
     }
 }
+
+/// What an operator configures per service (`selfheal services push`): the browser checks that
+/// confirm the failure and the fix, the fix target, and whether the service may auto-execute.
+/// Stored in the table, so the deployed functions read the current value at run time and a
+/// change needs no redeploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    /// PagerDuty service id or name, matched exactly (id first) against the incident's service.
+    pub service: String,
+    #[serde(default)]
+    pub checks: Vec<crate::ports::CheckSpec>,
+    /// The fix target the remediation workspace receives; default: the first check's URL.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// May this service auto-execute (in addition to `policy.auto_services`)?
+    #[serde(default)]
+    pub auto_execute: bool,
+    /// Slack user ids allowed to approve this service's fixes; empty = the global approvers.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+/// Why a [`ServiceSettings`] was refused. Messages name the service and the check, never more
+/// of the value than needed to find it in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceSettingsError {
+    #[error("service {0:?} is neither a PagerDuty service id nor a service name (1 to 255 printable characters)")]
+    BadService(String),
+    #[error("service {0}: at least one [[service.check]] is required (nothing could confirm the failure or the fix)")]
+    NoChecks(String),
+    #[error("service {service}: a check has an empty name")]
+    EmptyCheckName { service: String },
+    #[error("service {service}: two checks are named {name:?}; names identify checks in results and must be unique")]
+    DuplicateCheck { service: String, name: String },
+    #[error("service {service}, check {check:?}: {what} {url:?} is not usable: {why}")]
+    BadUrl { service: String, check: String, what: &'static str, url: String, why: String },
+    #[error("service {service}, check {check:?}: {why}")]
+    BadCheck { service: String, check: String, why: String },
+    #[error("service {service}: fix target {target:?} is not usable: {why}")]
+    BadTarget { service: String, target: String, why: String },
+    #[error("service {service}: approver {approver:?} is not a Slack user id")]
+    BadApprover { service: String, approver: String },
+}
+
+/// Longest accepted check name, URL or target: far above any real one, small enough that a
+/// stored item stays well inside DynamoDB's item limit.
+const MAX_SETTING_LEN: usize = 2048;
+
+fn http_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_SETTING_LEN {
+        return Err(format!("longer than {MAX_SETTING_LEN} bytes"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", parsed.scheme()));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
+    }
+    Ok(())
+}
+
+impl ServiceSettings {
+    /// The target the remediation workspace receives: the explicit target, else the first
+    /// check's URL.
+    pub fn fix_target(&self) -> Option<&str> {
+        self.target.as_deref().or_else(|| self.checks.first().map(|c| c.url.as_str()))
+    }
+
+    /// Everything `selfheal services push` promises: a service key an incident can match, at
+    /// least one check, unique check names, http(s) URLs, a shell-safe target, Slack user ids.
+    pub fn validate(&self) -> Result<(), ServiceSettingsError> {
+        let service = self.service.clone();
+        if ServiceId::parse(&self.service).is_err() && ServiceName::parse(&self.service).is_err() {
+            return Err(ServiceSettingsError::BadService(self.service.chars().take(80).collect()));
+        }
+        if self.checks.is_empty() {
+            return Err(ServiceSettingsError::NoChecks(service));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for check in &self.checks {
+            let name = check.name.trim();
+            if name.is_empty() {
+                return Err(ServiceSettingsError::EmptyCheckName { service });
+            }
+            if name.len() > MAX_SETTING_LEN {
+                return Err(ServiceSettingsError::BadCheck {
+                    service,
+                    check: name.chars().take(80).collect(),
+                    why: format!("the name is longer than {MAX_SETTING_LEN} bytes"),
+                });
+            }
+            if !names.insert(name) {
+                return Err(ServiceSettingsError::DuplicateCheck { service, name: name.to_string() });
+            }
+            let bad_url = |what: &'static str, url: &str, why: String| ServiceSettingsError::BadUrl {
+                service: service.clone(),
+                check: name.to_string(),
+                what,
+                url: url.chars().take(200).collect(),
+                why,
+            };
+            http_url(&check.url).map_err(|why| bad_url("url", &check.url, why))?;
+            for step in &check.steps {
+                if let crate::ports::JourneyStep::Navigate { url } = step {
+                    http_url(url).map_err(|why| bad_url("navigate step url", url, why))?;
+                }
+            }
+            let bad_check =
+                |why: String| ServiceSettingsError::BadCheck { service: service.clone(), check: name.to_string(), why };
+            if !(100..=599).contains(&check.expect_status) {
+                return Err(bad_check(format!("expect_status {} is not an HTTP status", check.expect_status)));
+            }
+            if check.deadline_ms == 0 {
+                return Err(bad_check("deadline_ms must be above 0".into()));
+            }
+        }
+        if let Some(target) = self.fix_target() {
+            let bad = |why: String| ServiceSettingsError::BadTarget {
+                service: service.clone(),
+                target: target.chars().take(200).collect(),
+                why,
+            };
+            http_url(target).map_err(bad)?;
+            // The Coder template hands the target to the fix script as a single-quoted shell
+            // value; characters that could end the quoting or expand have no place in it.
+            if let Some(c) = target.chars().find(|c| c.is_whitespace() || c.is_control() || "'\"`$\\".contains(*c)) {
+                return Err(bad(format!("it contains {c:?}, which the workspace's shell quoting cannot carry")));
+            }
+        }
+        for approver in &self.approvers {
+            if UserId::parse(approver).is_err() {
+                return Err(ServiceSettingsError::BadApprover {
+                    service: service.clone(),
+                    approver: approver.chars().take(80).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

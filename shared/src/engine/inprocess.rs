@@ -8,16 +8,9 @@ use std::sync::Arc;
 use super::interpreter::{TaskDispatcher, TaskFailure, TaskInvocation, TaskOutcome};
 use crate::stages::{self, Deps, Function};
 
-/// `DefinitionSubstitutions` for the local engine: each function ARN becomes `local:<name>`.
-pub const LOCAL_SUBSTITUTIONS: &[(&str, &str)] = &[
-    ("ClericFunctionArn", "local:cleric"),
-    ("SensoFunctionArn", "local:senso"),
-    ("PlannerFunctionArn", "local:planner"),
-    ("ApprovalFunctionArn", "local:approval"),
-    ("VerifyFunctionArn", "local:verify"),
-    ("RemediateFunctionArn", "local:remediate"),
-    ("PagerDutyFunctionArn", "local:pagerduty"),
-];
+/// `DefinitionSubstitutions` for the local engine: each function ARN becomes `local:<name>`
+/// (generated from the table in [`crate::stages::ops`]).
+pub const LOCAL_SUBSTITUTIONS: &[(&str, &str)] = stages::ops::LOCAL_SUBSTITUTIONS;
 
 /// Replace `${Name}` placeholders, as SAM's DefinitionSubstitutions do.
 pub fn substitute(definition: &str, substitutions: &[(&str, &str)]) -> String {
@@ -25,16 +18,8 @@ pub fn substitute(definition: &str, substitutions: &[(&str, &str)]) -> String {
 }
 
 fn function_named(name: &str) -> Option<Function> {
-    Some(match name.strip_prefix("local:")? {
-        "cleric" => Function::Cleric,
-        "senso" => Function::Senso,
-        "planner" => Function::Planner,
-        "approval" => Function::Approval,
-        "verify" => Function::Verify,
-        "remediate" => Function::Remediate,
-        "pagerduty" => Function::PagerDuty,
-        _ => return None,
-    })
+    // Only state-machine functions have a local ARN the definition can name.
+    Function::ALL.into_iter().find(|f| !f.is_http() && f.local_arn() == name)
 }
 
 pub struct InProcessDispatcher {

@@ -308,6 +308,18 @@ impl Engine {
         &self.clock
     }
 
+    /// Names of the registered state machines, sorted (the Step Functions API lists them).
+    pub fn machine_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.machines.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The state machine registered under `name`, if any.
+    pub fn state_machine(&self, name: &str) -> Option<Arc<StateMachine>> {
+        self.machine(name).ok()
+    }
+
     fn machine(&self, name: &str) -> Result<Arc<StateMachine>, EngineError> {
         self.machines
             .read()
@@ -384,6 +396,17 @@ impl Engine {
 
     pub async fn describe(&self, name: &str) -> Result<Option<ExecutionRecord>, EngineError> {
         Ok(self.load(name).await?.map(|(r, _)| r))
+    }
+
+    /// The execution a task token was issued to (None: not a token of this engine), so the
+    /// Step Functions API can authorise `SendTask*` against that execution's state machine.
+    pub async fn token_execution(&self, token: &TaskToken) -> Result<Option<String>, EngineError> {
+        let pk = token_pk(token.expose());
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let Some(stored) = self.table.get(&pk, "META", now).await? else { return Ok(None) };
+        let rec: TokenRecord =
+            serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(pk, e.to_string()))?;
+        Ok(Some(rec.execution))
     }
 
     /// Every execution the store knows, open or not (most recent last).

@@ -173,6 +173,14 @@ pub trait IncidentStore: Send + Sync {
     async fn set_kill_switch(&self, on: bool, by: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn kill_switch(&self) -> Result<bool, StoreError>;
 
+    /// Store (replace) a service's settings. Refuses settings that fail
+    /// [`ServiceSettings::validate`], so nothing invalid reaches the stages.
+    async fn put_service_settings(&self, settings: &ServiceSettings) -> Result<(), StoreError>;
+    /// The settings stored under exactly this service id or name.
+    async fn get_service_settings(&self, service: &str) -> Result<Option<ServiceSettings>, StoreError>;
+    /// Every service's settings, ordered by service.
+    async fn list_service_settings(&self) -> Result<Vec<ServiceSettings>, StoreError>;
+
     /// Take one unit of the service's autonomous-action budget for the hour containing `now`.
     /// Returns false (and takes nothing) when `limit` actions already ran that hour.
     async fn take_autonomy_budget(

@@ -14,17 +14,44 @@ use crate::ports::{CheckSpec, WorkspaceHandle, WorkspaceProgress, WorkspaceReque
 
 const LOG_BYTES: usize = 4000;
 
-fn checks_for(deps: &Deps, incident: &Incident) -> Vec<CheckSpec> {
-    let c = &deps.settings.checks;
-    c.get(incident.service.id.as_str()).or_else(|| c.get(incident.service.name.as_str())).cloned().unwrap_or_default()
+/// The operator's settings for the incident's service (`selfheal services push`), looked up by
+/// service id, then by name: the same order as the config file's `[checks]` map. Read at run
+/// time, so a push takes effect on the next stage without a redeploy.
+pub(crate) async fn stored_settings(deps: &Deps, incident: &Incident) -> Result<Option<ServiceSettings>, StageError> {
+    if let Some(found) = deps.store.get_service_settings(incident.service.id.as_str()).await? {
+        return Ok(Some(found));
+    }
+    Ok(deps.store.get_service_settings(incident.service.name.as_str()).await?)
+}
+
+/// The checks that judge the incident's service and the target its fix receives. Stored
+/// settings win; the config file's `checks` stay the fallback so local set-ups keep working.
+/// The target is the stored one, else the first check's URL (empty when there are no checks:
+/// the pre-flight has already escalated such an incident).
+async fn checks_for(deps: &Deps, incident: &Incident) -> Result<(Vec<CheckSpec>, String), StageError> {
+    let stored = stored_settings(deps, incident).await?;
+    let checks = match stored.as_ref().filter(|s| !s.checks.is_empty()) {
+        Some(s) => s.checks.clone(),
+        None => {
+            let c = &deps.settings.checks;
+            c.get(incident.service.id.as_str())
+                .or_else(|| c.get(incident.service.name.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let target = stored.and_then(|s| s.target).or_else(|| checks.first().map(|c| c.url.clone())).unwrap_or_default();
+    Ok((checks, target))
 }
 
 async fn verify(deps: &Deps, incident: &Incident, phase: VerificationPhase) -> Result<Verification, StageError> {
-    let specs = checks_for(deps, incident);
+    let (specs, _) = checks_for(deps, incident).await?;
     if specs.is_empty() {
         return Err(StageError::InvalidInput(format!(
-            "no browser checks are configured for service {} ({}): the baseline cannot be confirmed",
-            incident.service.name, incident.service.id
+            "no browser checks are configured for service {name} ({id}): the baseline cannot be confirmed; \
+             push them with `selfheal services push FILE` (or list them under [[checks.{id}]] in the config file)",
+            name = incident.service.name,
+            id = incident.service.id
         )));
     }
     let results = run_checks(deps.browser.as_ref(), &specs, deps.settings.browser.max_concurrent_checks).await;
@@ -147,7 +174,7 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
         }
     };
     let plan_hash = incident.plan.as_ref().map(|p| p.hash.clone()).unwrap_or_default();
-    let target = checks_for(deps, &incident).first().map(|c| c.url.clone()).unwrap_or_default();
+    let (_, target) = checks_for(deps, &incident).await?;
     let request = WorkspaceRequest {
         name: workspace_name(id.as_str(), &plan_hash),
         incident_id: id.clone(),
@@ -269,4 +296,128 @@ pub async fn destroy_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, St
     .await?;
     audit(deps, id, "remediate", "workspace_deleted", json!({"workspace": r.workspace_name})).await?;
     Ok(json!({"deleted": true}))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{Secrets, Settings};
+    use crate::ports::{Browser, IncidentStore, SystemClock};
+    use crate::store::{MemoryTable, TableStore};
+    use crate::wiring::{Unconfigured, build_deps};
+    use std::sync::{Arc, Mutex};
+
+    /// A browser that records what it was asked to check and sees every page failing.
+    #[derive(Default)]
+    pub(crate) struct SeenBrowser(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Browser for SeenBrowser {
+        async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, crate::error::ClientError> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(spec.url.clone());
+            Ok(CheckResult {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                status: Some(504),
+                latency_ms: 1,
+                ok: false,
+                failing_step: Some("status 504".into()),
+                excerpt: String::new(),
+            })
+        }
+    }
+
+    pub(crate) fn check(name: &str, url: &str) -> CheckSpec {
+        CheckSpec {
+            name: name.into(),
+            url: url.into(),
+            expect_status: 200,
+            expect_text: None,
+            expect_selector: None,
+            steps: Vec::new(),
+            max_latency_ms: None,
+            deadline_ms: 1000,
+        }
+    }
+
+    pub(crate) fn settings_for(service: &str, url: &str, auto_execute: bool) -> ServiceSettings {
+        ServiceSettings {
+            service: service.into(),
+            checks: vec![check("health", url)],
+            target: None,
+            auto_execute,
+            approvers: Vec::new(),
+            updated_at: chrono::Utc::now(),
+            updated_by: "test".into(),
+        }
+    }
+
+    /// Deps over an in-memory store holding one incident of service `PSVC1` / `checkout`.
+    pub(crate) async fn deps_with(config_checks: &[(&str, &str)]) -> (Deps, Arc<SeenBrowser>, IncidentId) {
+        let mut settings = Settings::from_sources(None, |_| None).unwrap();
+        for (service, url) in config_checks {
+            settings.checks.insert(service.to_string(), vec![check("config check", url)]);
+        }
+        let store: Arc<dyn IncidentStore> = Arc::new(TableStore::new(MemoryTable::new()));
+        let mut deps = build_deps(
+            settings,
+            Secrets::default(),
+            store,
+            Arc::new(Unconfigured("orchestrator")),
+            Arc::new(SystemClock::real()),
+        );
+        let browser = Arc::new(SeenBrowser::default());
+        deps.browser = browser.clone();
+        let id = IncidentId::parse("QSETTINGS1").unwrap();
+        let incident = Incident::new(
+            id.clone(),
+            "checkout 504".into(),
+            ServiceRef { id: ServiceId::parse("PSVC1").unwrap(), name: ServiceName::parse("checkout").unwrap() },
+            Urgency::High,
+            chrono::Utc::now(),
+        );
+        deps.store.create_incident(&incident).await.unwrap();
+        (deps, browser, id)
+    }
+
+    fn seen(b: &SeenBrowser) -> Vec<String> {
+        b.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[tokio::test]
+    async fn no_checks_anywhere_escalates_naming_the_fix() {
+        let (deps, browser, id) = deps_with(&[]).await;
+        let err = preflight(&deps, &id).await.unwrap_err();
+        assert!(matches!(err, StageError::InvalidInput(_)), "{err:?}");
+        assert!(err.to_string().contains("selfheal services push"), "{err}");
+        assert!(seen(&browser).is_empty());
+    }
+
+    #[tokio::test]
+    async fn config_checks_are_the_fallback() {
+        let (deps, browser, id) = deps_with(&[("checkout", "http://config.test/health")]).await;
+        assert_eq!(preflight(&deps, &id).await.unwrap()["healthy"], false);
+        assert_eq!(seen(&browser), ["http://config.test/health"]);
+        let incident = load(&deps, &id).await.unwrap();
+        assert_eq!(checks_for(&deps, &incident).await.unwrap().1, "http://config.test/health");
+    }
+
+    #[tokio::test]
+    async fn stored_settings_win_by_id_then_name() {
+        let (deps, browser, id) = deps_with(&[("PSVC1", "http://config.test/health")]).await;
+        // By name: wins over the config file's entry for the id.
+        deps.store.put_service_settings(&settings_for("checkout", "http://by-name.test/health", false)).await.unwrap();
+        preflight(&deps, &id).await.unwrap();
+        assert_eq!(seen(&browser), ["http://by-name.test/health"]);
+        // By id: wins over the name.
+        let mut by_id = settings_for("PSVC1", "http://by-id.test/health", false);
+        by_id.target = Some("http://fix-target.test".into());
+        deps.store.put_service_settings(&by_id).await.unwrap();
+        preflight(&deps, &id).await.unwrap();
+        assert_eq!(seen(&browser)[1], "http://by-id.test/health");
+        let incident = load(&deps, &id).await.unwrap();
+        let (checks, target) = checks_for(&deps, &incident).await.unwrap();
+        assert_eq!(checks.len(), 1);
+        assert_eq!(target, "http://fix-target.test");
+    }
 }

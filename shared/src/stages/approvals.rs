@@ -18,7 +18,8 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
     let token = super::task_token(payload)?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to approve".into()))?;
     let now = deps.clock.now();
-    let key = deps.secrets.slack_signing_secret.as_ref().map(|k| k.expose_secret().as_bytes().to_vec());
+    let secrets = deps.secrets.current().await;
+    let key = secrets.slack_signing_secret.as_ref().map(|k| k.expose_secret().as_bytes().to_vec());
     let approval = Approval {
         id: ApprovalId::for_plan(key.as_deref().unwrap_or_default(), id, &plan.hash),
         incident_id: id.clone(),
@@ -138,12 +139,22 @@ struct SlackAction {
 /// `POST /slack/interactions`. Always answers 200 to a valid, signed request (Slack shows an
 /// error otherwise); the outcome goes back to the clicker through `response_url`.
 pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse {
-    let secret =
-        deps.secrets.slack_signing_secret.as_ref().map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
+    let secrets = deps.secrets.current().await;
+    let Some(secret) = secrets.slack_signing_secret.as_ref().map(|s| s.expose_secret().as_bytes()) else {
+        // Our misconfiguration, not a bad request: 5xx, never 401 (which reads as "forged").
+        tracing::error!(
+            missing_secret_key = "slack_signing_secret",
+            "no Slack signing secret is configured: put the app's signing secret in the Slack secret; clicks are answered 503"
+        );
+        return HttpResponse::message(
+            503,
+            "selfheal cannot verify Slack requests yet: slack_signing_secret is not configured",
+        );
+    };
     // Slack's replay window is about real time, whatever the engine's clock does.
     let now = chrono::Utc::now().timestamp();
     if let Err(e) = signature::verify_slack(
-        secret.as_deref().unwrap_or_default(),
+        secret,
         req.header("x-slack-request-timestamp"),
         req.header("x-slack-signature"),
         &req.body,

@@ -217,12 +217,19 @@ pub async fn planned_script(deps: &Deps, incident: &Incident) -> Result<Option<R
     Ok(Some(script_of(plan, &catalog)))
 }
 
-fn service_allowed(deps: &Deps, incident: &Incident) -> bool {
-    deps.settings
+/// The policy's `service_allowed` input: on the `policy.auto_services` list, or opted in by the
+/// operator with `auto_execute = true` in the service's stored settings.
+async fn service_allowed(deps: &Deps, incident: &Incident) -> Result<bool, StageError> {
+    let listed = deps
+        .settings
         .policy
         .auto_services
         .iter()
-        .any(|s| s == incident.service.id.as_str() || s.eq_ignore_ascii_case(incident.service.name.as_str()))
+        .any(|s| s == incident.service.id.as_str() || s.eq_ignore_ascii_case(incident.service.name.as_str()));
+    if listed {
+        return Ok(true);
+    }
+    Ok(super::action::stored_settings(deps, incident).await?.is_some_and(|s| s.auto_execute))
 }
 
 pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
@@ -244,7 +251,7 @@ pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
             (PlannedAction::Script { .. }, None) => PlanKind::Script,
         },
         plan_problem: incident.plan_problem.clone(),
-        service_allowed: service_allowed(deps, &incident),
+        service_allowed: service_allowed(deps, &incident).await?,
         budget_left: true,
         kill_switch: deps.store.kill_switch().await?,
         shadow_mode: deps.settings.policy.shadow_mode,
@@ -341,5 +348,17 @@ mod tests {
         assert_eq!(runbook_of(&hit("redis-maxmemory: Redis full", "")).unwrap().as_str(), "redis-maxmemory");
         assert_eq!(runbook_of(&hit("Redis", "x\nrunbook-id: redis-maxmemory\n")).unwrap().as_str(), "redis-maxmemory");
         assert!(runbook_of(&hit("Some doc", "no id")).is_none());
+    }
+
+    #[tokio::test]
+    async fn stored_auto_execute_allows_the_service() {
+        use crate::stages::action::tests::{deps_with, settings_for};
+        let (deps, _, id) = deps_with(&[]).await;
+        let incident = load(&deps, &id).await.unwrap();
+        assert!(!service_allowed(&deps, &incident).await.unwrap());
+        deps.store.put_service_settings(&settings_for("checkout", "http://x.test/", false)).await.unwrap();
+        assert!(!service_allowed(&deps, &incident).await.unwrap(), "settings alone do not opt in");
+        deps.store.put_service_settings(&settings_for("PSVC1", "http://x.test/", true)).await.unwrap();
+        assert!(service_allowed(&deps, &incident).await.unwrap());
     }
 }

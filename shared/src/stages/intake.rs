@@ -48,14 +48,37 @@ fn accepted(what: &str) -> HttpResponse {
     HttpResponse::json(202, json!({ "status": what }))
 }
 
+/// 503 for a delivery that cannot be verified because no webhook secret is configured.
+fn not_configured() -> HttpResponse {
+    tracing::error!(
+        missing_secret_key = "pagerduty_webhook_secrets",
+        "no PagerDuty webhook secret is configured: put the subscription's secret in the PagerDuty secret; deliveries are answered 503 so PagerDuty retries them"
+    );
+    HttpResponse::message(
+        503,
+        "selfheal cannot verify webhooks yet: pagerduty_webhook_secrets is not configured; retry later",
+    )
+}
+
 pub async fn handle_webhook(deps: &Deps, req: &HttpRequest) -> HttpResponse {
     if req.body.len() > MAX_BODY {
         return HttpResponse::message(413, "payload too large");
     }
-    let secrets = deps.secrets.webhook_secret_bytes();
-    if let Err(e) = signature::verify_pagerduty(&secrets, req.header("x-pagerduty-signature"), &req.body) {
-        tracing::warn!(reason = %e, "webhook signature refused");
-        return HttpResponse::message(401, &format!("invalid signature: {e}"));
+    let secrets = deps.secrets.current().await;
+    let keys = secrets.webhook_secret_bytes();
+    // Our own misconfiguration (e.g. a fresh stack whose secret is still the placeholder) must
+    // never be answered 4xx: PagerDuty drops 4xx deliveries and disables the subscription after
+    // three. A 5xx is retried for 48 h, long enough for someone to fill in the secret.
+    if keys.is_empty() {
+        return not_configured();
+    }
+    match signature::verify_pagerduty(&keys, req.header("x-pagerduty-signature"), &req.body) {
+        Ok(()) => {}
+        Err(signature::SignatureError::NoSecret) => return not_configured(),
+        Err(e) => {
+            tracing::warn!(reason = %e, "webhook signature refused");
+            return HttpResponse::message(401, &format!("invalid signature: {e}"));
+        }
     }
     let envelope: Envelope = match serde_json::from_slice(&req.body) {
         Ok(e) => e,

@@ -2,8 +2,8 @@
 //! Lambda functions (behind `lambda_runtime`/`lambda_http`) and inside the local engine.
 //!
 //! State-machine tasks call [`handle`] with `{"op": …, "incident_id": …, …}`; each Lambda only
-//! accepts the operations of its [`Function`]. HTTP entry points are [`intake::handle_webhook`]
-//! and [`approvals::handle_interaction`].
+//! accepts the operations of its [`Function`] (the table is in [`ops`]). HTTP entry points are
+//! [`intake::handle_webhook`] and [`approvals::handle_interaction`].
 
 pub mod action;
 pub mod approvals;
@@ -12,11 +12,14 @@ pub mod cognition;
 pub mod http;
 pub mod intake;
 pub mod messages;
+pub mod ops;
+
+pub use ops::{Capability, Function, Op};
 
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::config::{Secrets, Settings};
+use crate::config::Settings;
 use crate::domain::{AuditEvent, Incident, IncidentId};
 use crate::error::{StageError, StoreError};
 use crate::ports::*;
@@ -24,7 +27,8 @@ use crate::ports::*;
 /// Everything a stage may touch. Built once per process (Lambda init or the local engine).
 pub struct Deps {
     pub settings: Settings,
-    pub secrets: Secrets,
+    /// Read with `current().await` at the point of use: on Lambda the values refresh (TTL).
+    pub secrets: crate::secrets::SecretsHandle,
     pub store: Arc<dyn IncidentStore>,
     pub orchestrator: Arc<dyn Orchestrator>,
     pub source: Arc<dyn IncidentSource>,
@@ -36,82 +40,50 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
 }
 
-/// The Lambda functions that run state-machine tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    Cleric,
-    Senso,
-    Planner,
-    Approval,
-    Verify,
-    Remediate,
-    PagerDuty,
-}
-
-impl Function {
-    pub fn ops(self) -> &'static [&'static str] {
-        match self {
-            Function::Cleric => &["await_hypothesis", "parse_hypothesis"],
-            Function::Senso => &["lookup_runbooks", "ingest_resolution"],
-            Function::Planner => &["plan_remediation", "decide"],
-            Function::Approval => &["request_approval", "shadow_report"],
-            Function::Verify => &["preflight", "postflight"],
-            Function::Remediate => &["provision_workspace", "poll_workspace", "collect_result", "destroy_workspace"],
-            Function::PagerDuty => &["resolve_incident", "check_refire", "record_rejection", "escalate"],
-        }
-    }
-
-    /// Which function owns `op` (the local engine routes by op name).
-    pub fn for_op(op: &str) -> Option<Function> {
-        use Function::*;
-        [Cleric, Senso, Planner, Approval, Verify, Remediate, PagerDuty].into_iter().find(|f| f.ops().contains(&op))
-    }
-}
-
 /// Run the operation named in `payload["op"]`, if `function` owns it.
 pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<Value, StageError> {
-    let op = payload
+    let name = payload
         .get("op")
         .and_then(Value::as_str)
         .ok_or_else(|| StageError::InvalidInput("payload has no op".into()))?;
-    if !function.ops().contains(&op) {
-        return Err(StageError::InvalidInput(format!("operation {op} does not belong to the {function:?} function")));
-    }
+    // An unknown name and another function's op get the same answer: not this function's.
+    let op = Op::parse(name).filter(|op| function.ops().contains(op)).ok_or_else(|| {
+        StageError::InvalidInput(format!("operation {name} does not belong to the {function:?} function"))
+    })?;
     let id = incident_id(&payload)?;
-    let span = tracing::info_span!("stage", op, incident_id = %id);
+    let span = tracing::info_span!("stage", op = op.as_str(), incident_id = %id);
     let started = std::time::Instant::now();
     let result = tracing::Instrument::instrument(dispatch(deps, op, &id, &payload), span.clone()).await;
     let _enter = span.enter();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok(_) => tracing::info!(op, elapsed_ms, "stage done"),
-        Err(e) => tracing::warn!(op, elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
+        Ok(_) => tracing::info!(op = op.as_str(), elapsed_ms, "stage done"),
+        Err(e) => tracing::warn!(op = op.as_str(), elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
     }
     result
 }
 
-async fn dispatch(deps: &Deps, op: &str, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
+async fn dispatch(deps: &Deps, op: Op, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let (id, payload) = (id.clone(), payload.clone());
     match op {
-        "await_hypothesis" => cognition::await_hypothesis(deps, &id, &payload).await,
-        "parse_hypothesis" => cognition::parse_hypothesis(deps, &id).await,
-        "lookup_runbooks" => cognition::lookup_runbooks(deps, &id).await,
-        "plan_remediation" => cognition::plan_remediation(deps, &id).await,
-        "decide" => cognition::decide(deps, &id).await,
-        "request_approval" => approvals::request_approval(deps, &id, &payload).await,
-        "shadow_report" => approvals::shadow_report(deps, &id).await,
-        "preflight" => action::preflight(deps, &id).await,
-        "postflight" => action::postflight(deps, &id).await,
-        "provision_workspace" => action::provision_workspace(deps, &id).await,
-        "poll_workspace" => action::poll_workspace(deps, &id, &payload).await,
-        "collect_result" => action::collect_result(deps, &id, &payload).await,
-        "destroy_workspace" => action::destroy_workspace(deps, &id).await,
-        "resolve_incident" => closing::resolve_incident(deps, &id).await,
-        "check_refire" => closing::check_refire(deps, &id).await,
-        "ingest_resolution" => closing::ingest_resolution(deps, &id).await,
-        "record_rejection" => closing::record_rejection(deps, &id).await,
-        "escalate" => closing::escalate(deps, &id, &payload).await,
-        other => Err(StageError::InvalidInput(format!("unknown operation {other}"))),
+        Op::AwaitHypothesis => cognition::await_hypothesis(deps, &id, &payload).await,
+        Op::ParseHypothesis => cognition::parse_hypothesis(deps, &id).await,
+        Op::LookupRunbooks => cognition::lookup_runbooks(deps, &id).await,
+        Op::PlanRemediation => cognition::plan_remediation(deps, &id).await,
+        Op::Decide => cognition::decide(deps, &id).await,
+        Op::RequestApproval => approvals::request_approval(deps, &id, &payload).await,
+        Op::ShadowReport => approvals::shadow_report(deps, &id).await,
+        Op::Preflight => action::preflight(deps, &id).await,
+        Op::Postflight => action::postflight(deps, &id).await,
+        Op::ProvisionWorkspace => action::provision_workspace(deps, &id).await,
+        Op::PollWorkspace => action::poll_workspace(deps, &id, &payload).await,
+        Op::CollectResult => action::collect_result(deps, &id, &payload).await,
+        Op::DestroyWorkspace => action::destroy_workspace(deps, &id).await,
+        Op::ResolveIncident => closing::resolve_incident(deps, &id).await,
+        Op::CheckRefire => closing::check_refire(deps, &id).await,
+        Op::IngestResolution => closing::ingest_resolution(deps, &id).await,
+        Op::RecordRejection => closing::record_rejection(deps, &id).await,
+        Op::Escalate => closing::escalate(deps, &id, &payload).await,
     }
 }
 
@@ -220,27 +192,14 @@ pub fn set_metrics_to_stdout(on: bool) {
 }
 
 /// CloudWatch embedded-metric-format record (one JSON line on stdout; CloudWatch turns it into
-/// metrics, `selfheal stats` reads the same figures from the store).
+/// metrics, `selfheal stats` reads the same figures from the store). The record carries a
+/// `level` and `timestamp` so Lambda's log-level filter keeps it at any `LogLevel`
+/// (see [`crate::telemetry::metric_level`]).
 pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(&str, &str)]) {
-    let mut root = serde_json::Map::new();
-    let names: Vec<Value> = metrics.iter().map(|(n, _, unit)| json!({"Name": n, "Unit": unit})).collect();
-    let mut dims: Vec<&str> = vec!["Service"];
-    dims.extend(dimensions.iter().map(|(k, _)| *k));
-    root.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": chrono::Utc::now().timestamp_millis(),
-            "CloudWatchMetrics": [{"Namespace": "selfheal", "Dimensions": [dims], "Metrics": names}]
-        }),
-    );
-    root.insert("Service".into(), json!(service));
-    for (k, v) in dimensions {
-        root.insert((*k).into(), json!(v));
-    }
-    for (n, v, _) in metrics {
-        root.insert((*n).into(), json!(v));
-    }
-    let record = Value::Object(root);
+    // The Lambda level is fixed for the life of the execution environment: read it once.
+    static LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    let level = *LEVEL.get_or_init(|| crate::telemetry::metric_level(|k| std::env::var(k).ok()));
+    let record = crate::telemetry::emf_record("selfheal", service, metrics, dimensions, chrono::Utc::now(), level);
     if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
         println!("{record}");
     } else {

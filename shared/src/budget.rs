@@ -1,0 +1,376 @@
+//! Worst-case running time of each Lambda function's handler, from the clients' real retry
+//! settings, so the template's `Timeout`s can be checked against what the code may take.
+//!
+//! The model: a function's budget is its slowest path, the sum of the calls that path makes in
+//! sequence (read from the stage code in `stages/`):
+//! - an AWS SDK call (DynamoDB, Step Functions) is bounded by the SDK's operation timeout, which
+//!   includes the SDK's own retries (`aws::sdk_config`);
+//! - a SaaS call through [`ApiClient::send`](crate::http::ApiClient::send) makes `retries + 1`
+//!   attempts of at most the per-attempt timeout, each retry after at most the longest wait it
+//!   honours (a server hint up to `max_honoured_wait`, else back-off capped at `max_delay`);
+//! - [`ApiClient::read_json`](crate::http::ApiClient::read_json) re-sends a 2xx whose body does
+//!   not parse, each time with a full `send` budget: `(retries + 1) × send + retries × max_delay`;
+//! - one pass of browser checks: each check is bounded by its own deadline, at most
+//!   `max_concurrent_checks` at a time;
+//! - with refreshing secrets, a call may first refresh them (bounded by
+//!   [`REFRESH_TIMEOUT`](crate::secrets::REFRESH_TIMEOUT)).
+//!
+//! Not counted: lost optimistic-concurrency races (each extra round only happens after another
+//! writer succeeded, so it is bounded by contention, not by timeouts), more than one page per
+//! DynamoDB query (incident partitions are far below 1 MB), and CPU time.
+
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::http::RetryPolicy;
+use crate::ports::CheckSpec;
+use crate::stages::{Function, Op};
+
+/// Bound of one AWS SDK operation, retries included (`operation_timeout` in `aws::sdk_config`).
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lambda's maximum function timeout.
+pub const LAMBDA_MAX_SECS: u64 = 900;
+
+/// API Gateway HTTP APIs stop waiting for a Lambda integration after 30 s; the template keeps
+/// the HTTP functions at 29 s.
+pub const HTTP_API_MAX_SECS: u64 = 29;
+
+/// Runbooks a lookup keeps (the search asks for 5 hits; each may name a runbook whose catalog
+/// is read, and planning reads the catalog of each distinct one).
+const MAX_RUNBOOKS: u32 = 5;
+
+/// A SaaS client, with the per-attempt timeout and retry count its adapter constructs it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    PagerDuty,
+    Slack,
+    Senso,
+    Anthropic,
+    Coder,
+}
+
+impl Client {
+    pub const ALL: [Client; 5] = [Client::PagerDuty, Client::Slack, Client::Senso, Client::Anthropic, Client::Coder];
+
+    /// The adapter's per-attempt timeout (`ApiClient::new` in `adapters/<client>.rs`; a unit test
+    /// reads it from there).
+    pub fn default_timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            Client::PagerDuty | Client::Slack => 10,
+            Client::Coder => 15,
+            Client::Senso => 30,
+            Client::Anthropic => 90,
+        })
+    }
+
+    /// Retries after the first attempt: the default policy, except Anthropic (`max_retries: 2`).
+    pub fn retry_policy(self) -> RetryPolicy {
+        match self {
+            Client::Anthropic => RetryPolicy { max_retries: 2, ..RetryPolicy::default() },
+            _ => RetryPolicy::default(),
+        }
+    }
+
+    /// `SELFHEAL_API_REQUEST_TIMEOUT_MS` overrides every client's per-attempt timeout.
+    pub fn timeout(self, settings: &Settings) -> Duration {
+        settings.timeouts.api_request_ms.map_or(self.default_timeout(), Duration::from_millis)
+    }
+
+    /// Worst case of one `ApiClient::send`.
+    pub fn send_worst(self, settings: &Settings) -> Duration {
+        let p = self.retry_policy();
+        let wait = p.max_honoured_wait.max(p.max_delay);
+        self.timeout(settings) * (p.max_retries + 1) + wait * p.max_retries
+    }
+
+    /// Worst case of one `ApiClient::read_json`: every parse retry starts a fresh `send`.
+    pub fn read_worst(self, settings: &Settings) -> Duration {
+        let p = self.retry_policy();
+        self.send_worst(settings) * (p.max_retries + 1) + p.max_delay * p.max_retries
+    }
+}
+
+/// How a SaaS call goes through `ApiClient`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// `send`: calls with effects (posts, creates, deletes).
+    Send,
+    /// `read_json`: reads, searches, the model's answer.
+    Read,
+}
+
+/// One step of a handler's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many AWS SDK operations in sequence (DynamoDB reads and writes, Step Functions).
+    Aws(u32),
+    Api(Client, Call),
+    /// One pass of the incident's service checks.
+    Checks,
+}
+
+/// A handler's path through the code, as the calls it makes in sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Path {
+    pub label: &'static str,
+    pub steps: &'static [Step],
+}
+
+use Call::{Read, Send};
+use Client::{Anthropic, Coder, PagerDuty, Senso, Slack};
+use Step::{Api, Aws, Checks};
+
+/// A struct literal (not a call), so the tables below are promoted to `'static`.
+macro_rules! path {
+    ($label:expr, $steps:expr) => {
+        Path { label: $label, steps: $steps }
+    };
+}
+
+/// The slowest paths of an operation (alternatives where it is not obvious which is slowest).
+/// Counts: `load` = 1 get; `update` = get + conditional put; `audit` = 1 put; a store `mutate`
+/// (hand-offs, approvals, counters) = get + put; catalogs = 1 query per runbook.
+pub fn op_paths(op: Op) -> &'static [Path] {
+    const R: u32 = MAX_RUNBOOKS;
+    match op {
+        // load, offer_wait_token (mutate), audit
+        Op::AwaitHypothesis => &[path!("await_hypothesis", &[Aws(4)])],
+        // investigator_note, update, audit
+        Op::ParseHypothesis => &[path!("parse_hypothesis", &[Aws(4)])],
+        // load, search, a catalog per hit, update, audit
+        Op::LookupRunbooks => &[path!("lookup_runbooks", &[Aws(1), Api(Senso, Read), Aws(R + 3)])],
+        // load, ingest, audit
+        Op::IngestResolution => &[path!("ingest_resolution", &[Aws(1), Api(Senso, Send), Aws(1)])],
+        // load, catalogs, the plan, update, audit
+        Op::PlanRemediation => &[path!("plan_remediation", &[Aws(1 + R), Api(Anthropic, Read), Aws(3)])],
+        // load, catalogs (script for tripwires), the service's stored settings (by id, then
+        // name), kill switch, autonomy budget (mutate), update, audit
+        Op::Decide => &[path!("decide", &[Aws(1 + R + 2 + 1 + 2 + 3)])],
+        Op::RequestApproval => &[
+            // load, create_approval, then post, record the message, update, audit
+            path!("request_approval (first run)", &[Aws(2 + R), Api(Slack, Send), Aws(2 + 3)]),
+            // re-run: rebind the token, read the channel back (not found), then post as above
+            path!(
+                "request_approval (re-run, message not found)",
+                &[Aws(2 + 2), Api(Slack, Read), Aws(R), Api(Slack, Send), Aws(2 + 3),]
+            ),
+            // re-run after a decision: rebind, SendTaskSuccess
+            path!("request_approval (already decided)", &[Aws(4 + 1)]),
+        ],
+        // load, catalogs, post, update, audit
+        Op::ShadowReport => &[path!("shadow_report", &[Aws(1 + R), Api(Slack, Send), Aws(3)])],
+        // load, the service's stored settings (by id, then name), the checks, update, audit
+        Op::Preflight => &[path!("preflight", &[Aws(3), Checks, Aws(3)])],
+        Op::Postflight => &[path!("postflight", &[Aws(3), Checks, Aws(3)])],
+        // load, kill switch, catalogs, stored settings (the target), find (adopt), create,
+        // update, audit
+        Op::ProvisionWorkspace => {
+            &[path!("provision_workspace", &[Aws(2 + R + 2), Api(Coder, Read), Api(Coder, Send), Aws(3)])]
+        }
+        Op::PollWorkspace => &[path!("poll_workspace", &[Api(Coder, Read)])],
+        // agent logs, update, audit
+        Op::CollectResult => &[path!("collect_result", &[Api(Coder, Read), Aws(3)])],
+        // load, delete, update, audit
+        Op::DestroyWorkspace => &[path!("destroy_workspace", &[Aws(1), Api(Coder, Send), Aws(3)])],
+        // update, audit trail, note, resolve, service event, audit
+        Op::ResolveIncident => {
+            &[path!("resolve_incident", &[Aws(3), Api(PagerDuty, Send), Api(PagerDuty, Send), Aws(2)])]
+        }
+        // load, service events, update, action outcome (mutate), audit
+        Op::CheckRefire => &[path!("check_refire", &[Aws(7)])],
+        // update, audit trail, note, audit
+        Op::RecordRejection => &[path!("record_rejection", &[Aws(3), Api(PagerDuty, Send), Aws(1)])],
+        Op::Escalate => &[
+            // load, update, audit trail, note, Slack post, audit
+            path!("escalate", &[Aws(4), Api(PagerDuty, Send), Api(Slack, Send), Aws(1)]),
+            // the store is down: the load times out, then both channels anyway
+            path!("escalate (store down)", &[Aws(1), Api(PagerDuty, Send), Api(Slack, Send)]),
+        ],
+    }
+}
+
+/// The HTTP entry points' slowest paths. Every delivery is deduplicated first (put, get, put
+/// at worst) and settled last (mutate).
+fn http_paths(function: Function) -> &'static [Path] {
+    match function {
+        Function::Intake => &[
+            // get_incident, list_notes (a trimmed note), audit, offer_note, SendTaskSuccess
+            path!("incident.annotated (trimmed note)", &[Aws(3 + 1), Api(PagerDuty, Read), Aws(1 + 2 + 1 + 2)]),
+            // get, update, audit, waiting token, SendTaskFailure, decide approval, SendTaskFailure
+            path!("incident.resolved", &[Aws(3 + 1 + 2 + 1 + 1 + 1 + 2 + 1 + 2)]),
+            // create, audit, service event, load, StartExecution, update, audit
+            path!("incident.triggered", &[Aws(3 + 4 + 1 + 3 + 2)]),
+        ],
+        Function::SlackCallback => &[
+            // decide (mutate), update, audit, SendTaskSuccess, respond
+            path!("approver's click", &[Aws(2 + 2 + 1 + 1), Api(Slack, Send)]),
+        ],
+        _ => &[],
+    }
+}
+
+/// Every path a function's handler can take.
+pub fn paths(function: Function) -> Vec<Path> {
+    if function.is_http() {
+        return http_paths(function).to_vec();
+    }
+    function.ops().iter().flat_map(|op| op_paths(*op).iter().copied()).collect()
+}
+
+/// One pass of checks for the service with the slowest configuration in `settings.checks`.
+/// Deployed functions read each service's checks from the store at run time (`selfheal services
+/// push`), so to size a deployment put the largest check set it should handle there. Each check is bounded by
+/// its deadline (`LightpandaBrowser::check` and `HttpChecker` enforce at least 100 ms), at most
+/// `max_concurrent_checks` at a time (greedy scheduling: at most sum / c + longest).
+pub fn checks_worst(settings: &Settings) -> Duration {
+    let concurrency = settings.browser.max_concurrent_checks.max(1) as u32;
+    settings
+        .checks
+        .values()
+        .map(|specs| {
+            let deadline = |s: &CheckSpec| Duration::from_millis(s.deadline_ms.max(100));
+            let longest = specs.iter().map(deadline).max().unwrap_or_default();
+            let sum: Duration = specs.iter().map(deadline).sum();
+            if specs.len() as u32 <= concurrency { longest } else { sum / concurrency + longest }
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// The worst case of one path.
+pub fn path_worst(function: Function, p: &Path, settings: &Settings) -> Duration {
+    let refresh = if function.secret_keys().is_empty() { Duration::ZERO } else { crate::secrets::REFRESH_TIMEOUT };
+    let mut total = Duration::ZERO;
+    let mut saas_calls = 0u32;
+    for step in p.steps {
+        total += match *step {
+            Aws(n) => AWS_OPERATION_TIMEOUT * n,
+            Api(client, Send) => client.send_worst(settings),
+            Api(client, Read) => client.read_worst(settings),
+            Checks => checks_worst(settings),
+        };
+        if matches!(step, Api(..)) {
+            saas_calls += 1;
+        }
+    }
+    // Each SaaS call, and the handler's own first read, may find the cached secrets stale.
+    total + refresh * (saas_calls + 1)
+}
+
+/// A function's worst case, with the path that reaches it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub function: Function,
+    pub path: &'static str,
+    pub worst: Duration,
+}
+
+impl Budget {
+    /// Whole seconds, rounded up.
+    pub fn secs(&self) -> u64 {
+        self.worst.as_secs() + u64::from(self.worst.subsec_nanos() > 0)
+    }
+
+    /// Whether any Timeout the platform allows can hold it.
+    pub fn fits(&self) -> bool {
+        self.secs() <= limit_secs(self.function)
+    }
+}
+
+/// The longest `Timeout` that is useful for `function`.
+pub fn limit_secs(function: Function) -> u64 {
+    if function.is_http() { HTTP_API_MAX_SECS } else { LAMBDA_MAX_SECS }
+}
+
+pub fn worst_case(function: Function, settings: &Settings) -> Budget {
+    paths(function)
+        .iter()
+        .map(|p| Budget { function, path: p.label, worst: path_worst(function, p, settings) })
+        .max_by_key(|b| b.worst)
+        .unwrap_or(Budget { function, path: "(no paths)", worst: Duration::ZERO })
+}
+
+/// Worst-case seconds of `function`'s handler (see the module documentation for the model).
+pub fn worst_case_secs(function: Function, settings: &Settings) -> u64 {
+    worst_case(function, settings).secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, env_map};
+
+    fn defaults() -> Settings {
+        Settings::from_sources(None, env_map(&[])).unwrap()
+    }
+
+    /// The figures above restate constructor arguments that live in other files (the clients'
+    /// fields are private): read them back from the source so a change there fails here.
+    #[test]
+    fn client_settings_match_the_adapters() {
+        let sources = [
+            (Client::PagerDuty, include_str!("adapters/pagerduty.rs")),
+            (Client::Slack, include_str!("adapters/slack.rs")),
+            (Client::Senso, include_str!("adapters/senso.rs")),
+            (Client::Anthropic, include_str!("adapters/anthropic.rs")),
+            (Client::Coder, include_str!("adapters/coder.rs")),
+        ];
+        for (client, source) in sources {
+            let marker = "ApiClient::new(SERVICE, api_base, Duration::from_secs(";
+            let at = source.find(marker).unwrap_or_else(|| panic!("{client:?}: constructor not found")) + marker.len();
+            let secs: u64 = source[at..].split(')').next().unwrap().parse().unwrap();
+            assert_eq!(Duration::from_secs(secs), client.default_timeout(), "{client:?}");
+            let custom = source.contains(".with_retry(");
+            assert_eq!(custom, client == Client::Anthropic, "{client:?}: retry policy changed");
+        }
+        assert!(
+            include_str!("adapters/anthropic.rs").contains("RetryPolicy { max_retries: 2, ..RetryPolicy::default() }")
+        );
+        assert!(include_str!("aws.rs").contains(".operation_timeout(Duration::from_secs(10))"));
+        assert_eq!(AWS_OPERATION_TIMEOUT, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn saas_call_bounds() {
+        let s = defaults();
+        // Anthropic: 3 attempts of 90 s, two waits of up to 20 s.
+        assert_eq!(Client::Anthropic.send_worst(&s), Duration::from_secs(310));
+        assert_eq!(Client::Anthropic.read_worst(&s), Duration::from_secs(3 * 310 + 2 * 8));
+        assert_eq!(Client::PagerDuty.send_worst(&s), Duration::from_secs(4 * 10 + 3 * 20));
+        let fast = Settings::from_sources(None, env_map(&[("SELFHEAL_API_REQUEST_TIMEOUT_MS", "2000")])).unwrap();
+        assert_eq!(Client::Anthropic.send_worst(&fast), Duration::from_secs(3 * 2 + 2 * 20));
+    }
+
+    #[test]
+    fn every_function_has_a_budget() {
+        let s = defaults();
+        for f in Function::ALL {
+            let b = worst_case(f, &s);
+            assert!(b.secs() > 0, "{f:?}");
+        }
+        // The store-only function is small; the planner is dominated by Anthropic.
+        assert_eq!(worst_case_secs(Function::Cleric, &s), 40);
+        assert_eq!(worst_case(Function::Planner, &s).path, "plan_remediation");
+    }
+
+    #[test]
+    fn checks_are_bounded_by_deadlines_and_concurrency() {
+        let mut s = defaults();
+        assert_eq!(checks_worst(&s), Duration::ZERO);
+        let spec = |ms: u64| CheckSpec {
+            name: "c".into(),
+            url: "https://example.com".into(),
+            expect_status: 200,
+            expect_text: None,
+            expect_selector: None,
+            max_latency_ms: None,
+            steps: vec![],
+            deadline_ms: ms,
+        };
+        s.checks.insert("svc".into(), vec![spec(10_000), spec(5_000)]);
+        assert_eq!(checks_worst(&s), Duration::from_secs(10));
+        s.browser.max_concurrent_checks = 1;
+        assert_eq!(checks_worst(&s), Duration::from_secs(15 + 10));
+    }
+}

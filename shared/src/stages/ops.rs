@@ -1,0 +1,486 @@
+//! The one table of what runs where: every state-machine operation ([`Op`]), the Lambda
+//! function that runs it ([`Function`]), and what each needs from its environment
+//! ([`Capability`]). The template, the local engine, Lambda init and the budget all derive from
+//! here, and `tests/tests/template_ops.rs` checks `template.yaml` and the state machine against it.
+
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+
+/// An operation a state-machine task asks for in `Payload.op`. The serde names (and
+/// [`Op::as_str`]) are the names `statemachine/incident.asl.json` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    AwaitHypothesis,
+    ParseHypothesis,
+    LookupRunbooks,
+    IngestResolution,
+    PlanRemediation,
+    Decide,
+    RequestApproval,
+    ShadowReport,
+    Preflight,
+    Postflight,
+    ProvisionWorkspace,
+    PollWorkspace,
+    CollectResult,
+    DestroyWorkspace,
+    ResolveIncident,
+    CheckRefire,
+    RecordRejection,
+    Escalate,
+}
+
+/// What a function's code touches outside itself. Each capability names the settings, secret
+/// keys and IAM actions it requires, so a deployment can be checked before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// The incident table (DynamoDB GetItem/PutItem/Query through `DocTable`).
+    Store,
+    /// Task-token callbacks: `SendTaskSuccess` / `SendTaskFailure`.
+    StateMachine,
+    /// Starting executions (`StartExecution`); only intake starts them.
+    StartExecution,
+    /// PagerDuty REST: notes and resolutions.
+    PagerDuty,
+    /// Verifying PagerDuty webhook signatures and recognising the investigator's notes.
+    PagerDutyWebhook,
+    /// The Slack bot: posting and reading back messages, `response_url` replies.
+    Slack,
+    /// Approval buttons: the signing secret keys approval ids and verifies clicks; the
+    /// approvers (global, or per service in the store) decide.
+    SlackApprovals,
+    /// The Senso knowledge base.
+    Senso,
+    /// Anthropic Messages (the planner).
+    Anthropic,
+    /// Coder workspaces.
+    Coder,
+    /// Lightpanda over CDP, for the checks configured per service.
+    Browser,
+}
+
+/// The Lambda functions: the seven the state machine invokes and the two HTTP entry points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Function {
+    Intake,
+    SlackCallback,
+    Cleric,
+    Senso,
+    Planner,
+    Approval,
+    Verify,
+    Remediate,
+    PagerDuty,
+}
+
+/// One row of the table.
+struct Spec {
+    function: Function,
+    /// Cargo binary (`functions/<binary>`) and `BuildProperties.Binary`.
+    binary: &'static str,
+    /// Logical id of the `AWS::Serverless::Function` in template.yaml.
+    logical_id: &'static str,
+    /// `DefinitionSubstitutions` key of the function's ARN (`<logical id>Arn`).
+    substitution: &'static str,
+    /// The function's name for the local engine (`local:<binary>`).
+    local_arn: &'static str,
+    /// State-machine operations it runs (none for the HTTP functions).
+    ops: &'static [Op],
+    /// What its HTTP entry point needs (state-machine functions: see [`Op::needs`]).
+    http_needs: &'static [Capability],
+}
+
+/// `concat!` derives the substitution key and local name, so a row states each fact once.
+macro_rules! spec {
+    ($function:ident, $binary:literal, $logical_id:literal, ops [$($op:ident),*], http [$($cap:ident),*]) => {
+        Spec {
+            function: Function::$function,
+            binary: $binary,
+            logical_id: $logical_id,
+            substitution: concat!($logical_id, "Arn"),
+            local_arn: concat!("local:", $binary),
+            ops: &[$(Op::$op),*],
+            http_needs: &[$(Capability::$cap),*],
+        }
+    };
+}
+
+/// In [`Function`] declaration order (a unit test holds it to that).
+const TABLE: [Spec; 9] = [
+    spec!(Intake, "intake", "IntakeFunction", ops [],
+        http [Store, StateMachine, StartExecution, PagerDuty, PagerDutyWebhook]),
+    spec!(SlackCallback, "slack-callback", "SlackCallbackFunction", ops [],
+        http [Store, StateMachine, Slack, SlackApprovals]),
+    spec!(Cleric, "cleric", "ClericFunction", ops [AwaitHypothesis, ParseHypothesis], http []),
+    spec!(Senso, "senso", "SensoFunction", ops [LookupRunbooks, IngestResolution], http []),
+    spec!(Planner, "planner", "PlannerFunction", ops [PlanRemediation, Decide], http []),
+    spec!(Approval, "approval", "ApprovalFunction", ops [RequestApproval, ShadowReport], http []),
+    spec!(Verify, "verify", "VerifyFunction", ops [Preflight, Postflight], http []),
+    spec!(Remediate, "remediate", "RemediateFunction",
+        ops [ProvisionWorkspace, PollWorkspace, CollectResult, DestroyWorkspace], http []),
+    spec!(PagerDuty, "pagerduty", "PagerDutyFunction",
+        ops [ResolveIncident, CheckRefire, RecordRejection, Escalate], http []),
+];
+
+impl Op {
+    pub const ALL: [Op; 18] = [
+        Op::AwaitHypothesis,
+        Op::ParseHypothesis,
+        Op::LookupRunbooks,
+        Op::IngestResolution,
+        Op::PlanRemediation,
+        Op::Decide,
+        Op::RequestApproval,
+        Op::ShadowReport,
+        Op::Preflight,
+        Op::Postflight,
+        Op::ProvisionWorkspace,
+        Op::PollWorkspace,
+        Op::CollectResult,
+        Op::DestroyWorkspace,
+        Op::ResolveIncident,
+        Op::CheckRefire,
+        Op::RecordRejection,
+        Op::Escalate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::AwaitHypothesis => "await_hypothesis",
+            Op::ParseHypothesis => "parse_hypothesis",
+            Op::LookupRunbooks => "lookup_runbooks",
+            Op::IngestResolution => "ingest_resolution",
+            Op::PlanRemediation => "plan_remediation",
+            Op::Decide => "decide",
+            Op::RequestApproval => "request_approval",
+            Op::ShadowReport => "shadow_report",
+            Op::Preflight => "preflight",
+            Op::Postflight => "postflight",
+            Op::ProvisionWorkspace => "provision_workspace",
+            Op::PollWorkspace => "poll_workspace",
+            Op::CollectResult => "collect_result",
+            Op::DestroyWorkspace => "destroy_workspace",
+            Op::ResolveIncident => "resolve_incident",
+            Op::CheckRefire => "check_refire",
+            Op::RecordRejection => "record_rejection",
+            Op::Escalate => "escalate",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// The function that runs this operation.
+    pub fn function(self) -> Function {
+        Function::ALL
+            .into_iter()
+            .find(|f| f.ops().contains(&self))
+            .unwrap_or_else(|| unreachable!("every op is in exactly one row (unit-tested)"))
+    }
+
+    /// What the operation's code uses (read from the stage functions; `budget` walks the same
+    /// calls). Every op loads or writes the incident, so all need the store.
+    pub fn needs(self) -> &'static [Capability] {
+        use Capability::*;
+        match self {
+            // The hand-off goes through the store; the state machine skips the wait itself
+            // (NoteAlreadyArrived), so no Step Functions call.
+            Op::AwaitHypothesis | Op::ParseHypothesis => &[Store],
+            Op::LookupRunbooks | Op::IngestResolution => &[Store, Senso],
+            Op::PlanRemediation => &[Store, Anthropic],
+            Op::Decide | Op::CheckRefire => &[Store],
+            // Resumes a plan decided while the step re-ran (SendTaskSuccess); the signing secret
+            // keys the approval id.
+            Op::RequestApproval => &[Store, StateMachine, Slack, SlackApprovals],
+            Op::ShadowReport => &[Store, Slack],
+            Op::Preflight | Op::Postflight => &[Store, Browser],
+            Op::ProvisionWorkspace | Op::CollectResult | Op::DestroyWorkspace => &[Store, Coder],
+            // Polling only reads the build from Coder.
+            Op::PollWorkspace => &[Coder],
+            Op::ResolveIncident | Op::RecordRejection => &[Store, PagerDuty],
+            Op::Escalate => &[Store, PagerDuty, Slack],
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An op name that is not in the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown operation {0}")]
+pub struct UnknownOp(pub String);
+
+impl TryFrom<&str> for Op {
+    type Error = UnknownOp;
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        Op::parse(name).ok_or_else(|| UnknownOp(name.to_string()))
+    }
+}
+
+impl std::str::FromStr for Op {
+    type Err = UnknownOp;
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Op::try_from(name)
+    }
+}
+
+impl Capability {
+    /// Environment variables the deployment must provide for it (values are checked at init).
+    pub fn env_vars(self) -> &'static [&'static str] {
+        match self {
+            Capability::Store => &["SELFHEAL_TABLE_NAME"],
+            Capability::StateMachine | Capability::StartExecution => &["SELFHEAL_STATE_MACHINE_ARN"],
+            Capability::PagerDutyWebhook => &["SELFHEAL_INVESTIGATOR_IDS"],
+            Capability::Slack => &["SELFHEAL_SLACK_CHANNEL"],
+            Capability::SlackApprovals => &["SELFHEAL_SLACK_APPROVERS"],
+            Capability::Coder => &["SELFHEAL_CODER_API_BASE", "SELFHEAL_CODER_TEMPLATE_VERSION_ID"],
+            // The checks themselves are per service in the store (`selfheal services push`).
+            Capability::Browser => &["SELFHEAL_BROWSER_ENDPOINT"],
+            // API bases and the model have working defaults.
+            Capability::PagerDuty | Capability::Senso | Capability::Anthropic => &[],
+        }
+    }
+
+    /// Keys of the secrets document it reads (`lightpanda_token` is optional: self-hosted
+    /// Lightpanda needs none).
+    pub fn secret_keys(self) -> &'static [&'static str] {
+        match self {
+            Capability::PagerDuty => &["pagerduty_api_token", "pagerduty_from_email"],
+            Capability::PagerDutyWebhook => &["pagerduty_webhook_secrets"],
+            Capability::Slack => &["slack_bot_token"],
+            Capability::SlackApprovals => &["slack_signing_secret"],
+            Capability::Senso => &["senso_api_key"],
+            Capability::Anthropic => &["anthropic_api_key"],
+            Capability::Coder => &["coder_session_token"],
+            Capability::Store | Capability::StateMachine | Capability::StartExecution | Capability::Browser => &[],
+        }
+    }
+
+    /// IAM actions its calls make (SaaS capabilities make none).
+    pub fn iam_actions(self) -> &'static [&'static str] {
+        match self {
+            Capability::Store => &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+            Capability::StateMachine => &["states:SendTaskSuccess", "states:SendTaskFailure"],
+            Capability::StartExecution => &["states:StartExecution"],
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Function {
+    pub const ALL: [Function; 9] = [
+        Function::Intake,
+        Function::SlackCallback,
+        Function::Cleric,
+        Function::Senso,
+        Function::Planner,
+        Function::Approval,
+        Function::Verify,
+        Function::Remediate,
+        Function::PagerDuty,
+    ];
+
+    fn spec(self) -> &'static Spec {
+        let spec = &TABLE[self as usize];
+        debug_assert_eq!(spec.function, self, "TABLE is out of order");
+        spec
+    }
+
+    /// The state-machine operations this function runs (none for the HTTP functions).
+    pub fn ops(self) -> &'static [Op] {
+        self.spec().ops
+    }
+
+    /// Which function runs `op`; takes an [`Op`] or its name (the local engine routes by name).
+    pub fn for_op<O: TryInto<Op>>(op: O) -> Option<Function> {
+        op.try_into().ok().map(Op::function)
+    }
+
+    /// Served through API Gateway instead of invoked by the state machine.
+    pub fn is_http(self) -> bool {
+        self.ops().is_empty()
+    }
+
+    /// Cargo binary name, e.g. `cleric`.
+    pub fn binary(self) -> &'static str {
+        self.spec().binary
+    }
+
+    /// Logical id in template.yaml, e.g. `ClericFunction`.
+    pub fn logical_id(self) -> &'static str {
+        self.spec().logical_id
+    }
+
+    /// `DefinitionSubstitutions` key of its ARN, e.g. `ClericFunctionArn`.
+    pub fn substitution(self) -> &'static str {
+        self.spec().substitution
+    }
+
+    /// Its name in the local engine, e.g. `local:cleric`.
+    pub fn local_arn(self) -> &'static str {
+        self.spec().local_arn
+    }
+
+    /// Everything its code uses: the union of its ops' needs, or its HTTP entry point's.
+    pub fn needs(self) -> &'static [Capability] {
+        static NEEDS: LazyLock<Vec<Vec<Capability>>> = LazyLock::new(|| {
+            Function::ALL
+                .iter()
+                .map(|f| {
+                    let mut caps: Vec<Capability> = f.spec().http_needs.to_vec();
+                    caps.extend(f.ops().iter().flat_map(|op| op.needs().iter().copied()));
+                    caps.sort();
+                    caps.dedup();
+                    caps
+                })
+                .collect()
+        });
+        &NEEDS[self as usize]
+    }
+
+    pub fn needs_capability(self, capability: Capability) -> bool {
+        self.needs().contains(&capability)
+    }
+
+    /// Environment variables its needs require.
+    pub fn env_vars(self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.env_vars().iter().copied()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Secret keys its needs require.
+    pub fn secret_keys(self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.secret_keys().iter().copied()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// IAM actions its needs require (`secretsmanager:GetSecretValue` when it reads a secret).
+    pub fn iam_actions(self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.iam_actions().iter().copied()).collect();
+        if !self.secret_keys().is_empty() {
+            v.push("secretsmanager:GetSecretValue");
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+const fn stage_count() -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < TABLE.len() {
+        if !TABLE[i].ops.is_empty() {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Built at compile time so it stays a plain `&[(&str, &str)]` constant for its users.
+const fn local_substitutions() -> [(&'static str, &'static str); stage_count()] {
+    let mut out = [("", ""); stage_count()];
+    let (mut i, mut j) = (0, 0);
+    while i < TABLE.len() {
+        if !TABLE[i].ops.is_empty() {
+            out[j] = (TABLE[i].substitution, TABLE[i].local_arn);
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `DefinitionSubstitutions` for the local engine: each state-machine function's ARN becomes
+/// `local:<binary>`.
+pub const LOCAL_SUBSTITUTIONS: &[(&str, &str)] = &local_substitutions();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_rows_follow_the_enum() {
+        for (i, f) in Function::ALL.iter().enumerate() {
+            assert_eq!(TABLE[i].function, *f);
+            assert_eq!(*f as usize, i);
+        }
+    }
+
+    #[test]
+    fn every_op_belongs_to_exactly_one_function() {
+        for op in Op::ALL {
+            let owners: Vec<Function> = Function::ALL.into_iter().filter(|f| f.ops().contains(&op)).collect();
+            assert_eq!(owners.len(), 1, "{op}: {owners:?}");
+            assert_eq!(Function::for_op(op), Some(owners[0]));
+            assert_eq!(Function::for_op(op.as_str()), Some(owners[0]));
+        }
+        let listed: usize = Function::ALL.iter().map(|f| f.ops().len()).sum();
+        assert_eq!(listed, Op::ALL.len());
+        assert_eq!(Function::for_op("no_such_op"), None);
+    }
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for op in Op::ALL {
+            assert_eq!(serde_json::to_value(op).unwrap(), serde_json::json!(op.as_str()));
+            assert_eq!(serde_json::from_value::<Op>(serde_json::json!(op.as_str())).unwrap(), op);
+            assert_eq!(op.as_str().parse::<Op>(), Ok(op));
+        }
+        assert_eq!("Decide".parse::<Op>(), Err(UnknownOp("Decide".into())));
+    }
+
+    #[test]
+    fn derived_names() {
+        assert_eq!(Function::Cleric.logical_id(), "ClericFunction");
+        assert_eq!(Function::Cleric.substitution(), "ClericFunctionArn");
+        assert_eq!(Function::Cleric.binary(), "cleric");
+        assert_eq!(Function::SlackCallback.binary(), "slack-callback");
+        assert_eq!(Function::PagerDuty.local_arn(), "local:pagerduty");
+        assert_eq!(LOCAL_SUBSTITUTIONS.len(), 7);
+        assert!(LOCAL_SUBSTITUTIONS.contains(&("RemediateFunctionArn", "local:remediate")));
+        assert!(Function::Intake.is_http() && Function::SlackCallback.is_http() && !Function::Verify.is_http());
+    }
+
+    #[test]
+    fn needs_are_the_union_of_the_ops() {
+        use Capability::*;
+        assert_eq!(Function::Cleric.needs(), &[Store]);
+        assert_eq!(Function::Planner.needs(), &[Store, Anthropic]);
+        assert_eq!(Function::Approval.needs(), &[Store, StateMachine, Slack, SlackApprovals]);
+        assert_eq!(Function::PagerDuty.needs(), &[Store, PagerDuty, Slack]);
+        assert_eq!(Function::Remediate.needs(), &[Store, Coder]);
+        assert!(Function::Intake.needs_capability(StartExecution));
+        assert_eq!(
+            Function::Approval.iam_actions(),
+            vec![
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "secretsmanager:GetSecretValue",
+                "states:SendTaskFailure",
+                "states:SendTaskSuccess",
+            ]
+        );
+        // The investigator hand-off needs no secret at all.
+        assert!(Function::Cleric.secret_keys().is_empty());
+        assert_eq!(Function::Planner.secret_keys(), vec!["anthropic_api_key"]);
+    }
+}
