@@ -53,6 +53,9 @@ export SELFHEAL_LIGHTPANDA_PID=$!
 wait_http "$SELFHEAL_MOTO_ENDPOINT/moto-api/" moto
 wait_http "http://127.0.0.1:$lp_port/json/version" lightpanda
 
+echo "== cargo build --workspace --bins (the Lambda function binaries the deployed-shape tests run)"
+cargo build --workspace --bins --quiet
+
 echo "== cargo test (moto at $SELFHEAL_MOTO_ENDPOINT, lightpanda at $SELFHEAL_LIGHTPANDA_WS)"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
 status=${PIPESTATUS[0]}

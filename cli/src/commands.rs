@@ -11,8 +11,7 @@ use selfheal::engine::{Engine, run_mock_case};
 use selfheal::ports::SystemClock;
 
 // Declared here rather than in lib.rs so the operator plane stays one self-contained change.
-#[path = "operator.rs"]
-pub mod operator;
+pub use crate::operator;
 
 use operator::{Backend, StoreArgs};
 
@@ -89,6 +88,36 @@ pub enum Command {
         /// Where to write the incident report (Markdown and HTML).
         #[arg(long, default_value = "reports")]
         report_dir: PathBuf,
+        /// Run through `selfheal stack` (template.yaml as deployed: one process per Lambda
+        /// function, IAM enforced, the Step Functions API) instead of the local engine. Needs
+        /// the function binaries: `cargo build --workspace --bins`.
+        #[arg(long)]
+        deployed: bool,
+    },
+    /// Run template.yaml as written on loopback: the SAM translator's expansion, one process per
+    /// Lambda function behind a Runtime API emulator with only its template environment and IAM
+    /// identity, DynamoDB and Secrets Manager on moto (IAM enforced), the Step Functions API
+    /// served by the local engine, and the HTTP API. Prints the endpoints; runs until Ctrl-C.
+    Stack {
+        /// The SAM template.
+        #[arg(long, default_value = "template.yaml")]
+        template: PathBuf,
+        /// Parameter overrides, in samconfig.toml's `parameter_overrides` syntax (Key=Value).
+        #[arg(long)]
+        parameters: Option<PathBuf>,
+        #[arg(long, default_value = "selfheal")]
+        stack_name: String,
+        /// Where the function binaries are (default: next to this binary).
+        #[arg(long)]
+        functions_dir: Option<PathBuf>,
+        /// Function logs, moto's log, the engine's store, stack.json and the operator's
+        /// credentials file.
+        #[arg(long, default_value = ".selfheal/stack")]
+        work_dir: PathBuf,
+        /// A JSON object of secret values (the keys of the secrets JSON) to put into the
+        /// stack's secrets after creating them.
+        #[arg(long)]
+        secrets_json: Option<PathBuf>,
     },
     /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives, services}.
     ParseNote,
@@ -292,10 +321,30 @@ async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
 
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Demo { scenario, json, report_dir } => {
+        Command::Stack { template, parameters, stack_name, functions_dir, work_dir, secrets_json } => {
+            selfheal::telemetry::init();
+            let mut options = crate::stack::StackOptions::new(template, work_dir);
+            options.parameters = parameters;
+            options.stack_name = stack_name;
+            if let Some(dir) = functions_dir {
+                options.bin_dir = dir;
+            }
+            if let Some(path) = secrets_json {
+                let values: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&read_file(&path)?)
+                    .map_err(|e| format!("{} is not a JSON object: {e}", path.display()))?;
+                options.secrets = values.into_iter().collect();
+            }
+            crate::stack::serve(options, &mut std::io::stdout()).await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { scenario, json, report_dir, deployed } => {
             selfheal::stages::set_metrics_to_stdout(false);
             let mut stdout = std::io::stdout();
-            let run = crate::demo::run(scenario, &report_dir, &mut stdout).await?;
+            let run = if deployed {
+                crate::demo::run_deployed(scenario, &report_dir, &mut stdout).await?
+            } else {
+                crate::demo::run(scenario, &report_dir, &mut stdout).await?
+            };
             let verdict = crate::demo::check(scenario, &run.record);
             if json {
                 println!("{}", run.record);

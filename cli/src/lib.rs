@@ -6,6 +6,7 @@ pub mod demo_deployed;
 pub mod demo_service;
 pub mod faults;
 pub mod local;
+pub mod operator;
 pub mod report;
 pub mod server;
 pub mod sim;

@@ -386,6 +386,15 @@ deadline_ms = 8000
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/services.example.toml"));
+        let all = parse_services(path, "tester", Utc::now()).unwrap();
+        let names: Vec<&str> = all.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, ["PDEMOCHK", "payments"]);
+        assert_eq!(all[1].checks[1].steps.len(), 4);
+    }
+
+    #[test]
     fn store_flags_resolve_to_one_target() {
         let t = StoreArgs { table: Some("T".into()), ..Default::default() }.target();
         assert_eq!(t, StoreTarget::Table("T".into()));

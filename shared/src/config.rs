@@ -219,7 +219,7 @@ pub struct Settings {
     #[serde(default)]
     pub secret_ids: Vec<String>,
     /// How long secrets read from Secrets Manager are used before being read again
-    /// (`SELFHEAL_SECRETS_TTL_SECS`; default 300, 0 = on every invocation).
+    /// (`SELFHEAL_SECRETS_TTL_SECS`; default 300; 0 reads them on every use, for tests only).
     pub secrets_ttl_secs: Option<u64>,
     #[serde(default = "empty_table")]
     pub pagerduty: PagerDutySettings,
@@ -413,6 +413,17 @@ pub const SECRET_KEYS: &[(&str, &[&str])] = &[
     ("anthropic", &["anthropic_api_key"]),
     ("coder", &["coder_session_token"]),
     ("lightpanda", &["lightpanda_token"]),
+];
+
+/// The template.yaml output naming each integration's secret (`<Integration>SecretArn`), for
+/// tools that find a deployed stack's secrets.
+pub const SECRET_OUTPUTS: &[(&str, &str)] = &[
+    ("pagerduty", "PagerDutySecretArn"),
+    ("slack", "SlackSecretArn"),
+    ("senso", "SensoSecretArn"),
+    ("anthropic", "AnthropicSecretArn"),
+    ("coder", "CoderSecretArn"),
+    ("lightpanda", "LightpandaSecretArn"),
 ];
 
 /// The integration a secret key belongs to (`None` for keys selfheal does not read).

@@ -223,8 +223,9 @@ impl SecretsCache {
                 state.refresh_at = after(now, self.ttl);
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_secs = RETRY_AFTER_FAILURE.as_secs(), "secrets refresh failed; keeping the last good values");
-                state.refresh_at = after(now, RETRY_AFTER_FAILURE.min(self.ttl));
+                let retry = RETRY_AFTER_FAILURE.min(self.ttl);
+                tracing::warn!(error = %e, retry_in_secs = retry.as_secs(), "secrets refresh failed; keeping the last good values");
+                state.refresh_at = after(now, retry);
             }
         }
         (state.generation, state.secrets.clone())
@@ -249,6 +250,11 @@ impl SecretsCache {
             now < state.refresh_at && ahead <= chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
         fresh.then(|| (state.generation, state.secrets.clone()))
     }
+}
+
+/// Read and merge `ids` once, without a cache (operator commands that run once).
+pub async fn read_all(source: &dyn SecretSource, ids: &[String]) -> Result<Secrets, SecretsError> {
+    Ok(fetch_all(ids, source).await?.0)
 }
 
 async fn fetch_all(ids: &[String], source: &dyn SecretSource) -> Result<(Secrets, String), SecretsError> {

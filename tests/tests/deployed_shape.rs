@@ -51,3 +51,56 @@ async fn every_scenario_reaches_its_outcome_in_the_deployed_shape() {
         }
     }
 }
+
+/// Each function's identity can do what its role policy says and nothing else: moto enforces
+/// the table and secret statements, the Step Functions API the `states:` ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_function_holds_only_its_role_policy() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use selfheal_cli::stack::sdk_config;
+
+    let mut out = Vec::new();
+    let h = selfheal_cli::demo_deployed::harness(Scenario::Auto, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out)));
+    let table = h.stack.table_name().expect("table").to_string();
+    let key = |pk: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_string(), AttributeValue::S(pk.to_string())),
+            ("sk".to_string(), AttributeValue::S("META".to_string())),
+        ])
+    };
+    for spec in h.stack.lambda.functions() {
+        let creds = spec.credentials.clone().expect("every function has an identity");
+        let aws = sdk_config(&h.stack.moto.endpoint, &creds).await;
+        let ddb = aws_sdk_dynamodb::Client::new(&aws);
+        let got = ddb.get_item().table_name(&table).set_key(Some(key("KILLSWITCH"))).send().await;
+        assert!(got.is_ok(), "{}: GetItem on its table must be allowed: {got:?}", spec.logical_id);
+        let deleted = ddb.delete_item().table_name(&table).set_key(Some(key("KILLSWITCH"))).send().await;
+        assert!(deleted.is_err(), "{}: DeleteItem is not in any role policy", spec.logical_id);
+        let other = ddb.get_item().table_name("someone-elses-table").set_key(Some(key("X"))).send().await;
+        assert!(other.is_err(), "{}: another table must be denied", spec.logical_id);
+
+        // Step Functions: only intake starts executions.
+        let sfn_config = sdk_config(&h.stack.sfn_endpoint, &creds).await;
+        let sfn = aws_sdk_sfn::Client::new(&sfn_config);
+        let started = sfn
+            .start_execution()
+            .state_machine_arn(&h.stack.model.state_machine.arn)
+            .name(format!("iam-probe-{}", spec.logical_id))
+            .input("{}")
+            .send()
+            .await;
+        if spec.logical_id == "IntakeFunction" {
+            // Allowed, so it runs; stop it again.
+            let arn = started.expect("intake may start executions").execution_arn().to_string();
+            let admin = aws_sdk_sfn::Client::new(&sdk_config(&h.stack.sfn_endpoint, &h.stack.admin).await);
+            admin.stop_execution().execution_arn(arn).send().await.expect("operator stops it");
+        } else {
+            let err = started.expect_err("only intake may start executions");
+            let code = aws_sdk_sfn::error::ProvideErrorMetadata::code(&err).map(str::to_string);
+            assert_eq!(code.as_deref(), Some("AccessDeniedException"), "{}: {err:?}", spec.logical_id);
+        }
+    }
+    h.stack.shutdown().await;
+}

@@ -124,8 +124,15 @@ async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured(
         SecretsCache::load(vec![pd.clone(), slack.clone()], Arc::new(client.clone()), clock.clone(), DEFAULT_TTL)
             .await
             .unwrap();
+    // The Slack simulator accepts only its own bot token: it shows which token the adapter holds.
+    let creds = selfheal_cli::sim::SimCredentials::default();
+    let sim = selfheal_cli::sim::Sim::new(creds.clone(), selfheal_cli::sim::Knobs::default());
+    let (sim_base, _server) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let mut settings = Settings::from_sources(None, |_| None).unwrap();
+    settings.slack.api_base = format!("{sim_base}/slack/api");
+    settings.slack.channel = Some("C1".into());
     let deps = selfheal::wiring::build_deps(
-        Settings::from_sources(None, |_| None).unwrap(),
+        settings,
         SecretsHandle::cached(cache.clone()),
         selfheal_tests::sqlite_store().await,
         Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
@@ -142,13 +149,19 @@ async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured(
     const R1: &str = "whsec-KNOWN-R1";
     const R2: &str = "whsec-KNOWN-R2";
 
+    let message = selfheal::ports::ChatMessage { text: "hello".into(), blocks: serde_json::json!([]) };
+
     // A fresh stack: nothing to verify with, so PagerDuty is asked to retry.
     assert_eq!(deliver(R1, "rot-1").await, 503);
     assert!(cache.current().await.1.slack_bot_token.is_none());
+    let unconfigured = deps.chat.post(&message).await.unwrap_err().to_string();
+    assert!(unconfigured.contains("slack_bot_token"), "{unconfigured}");
 
     // Filled in after deploying: not read again within the TTL…
     put(pd.clone(), pagerduty_doc(&[R1])).await;
-    put(slack.clone(), r#"{"slack_bot_token": "xoxb-KNOWN-R3", "slack_signing_secret": "sign-KNOWN-R4"}"#.into()).await;
+    let slack_doc =
+        serde_json::json!({"slack_bot_token": creds.slack_bot_token, "slack_signing_secret": "sign-KNOWN-R4"});
+    put(slack.clone(), slack_doc.to_string()).await;
     clock.sleep(DEFAULT_TTL - Duration::from_secs(1)).await;
     assert_eq!(deliver(R1, "rot-2").await, 503);
     // …and in use once it has run out, without a restart.
@@ -156,6 +169,8 @@ async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured(
     assert_eq!(deliver(R1, "rot-3").await, 202);
     let (generation, now) = cache.current().await;
     assert!(now.slack_bot_token.is_some() && now.slack_signing_secret.is_some());
+    // The Slack adapter was built again with the token that is now in the secret.
+    deps.chat.post(&message).await.unwrap();
 
     // Rotation: the new secret first, the old one kept for deliveries signed before the switch.
     put(pd.clone(), pagerduty_doc(&[R2, R1])).await;
@@ -180,7 +195,7 @@ async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured(
         text.lines().any(|l| l.contains("secrets refresh failed") && l.contains("ResourceNotFoundException")),
         "{text}"
     );
-    for value in [R1, R2, "pd-token-KNOWN-R0", "xoxb-KNOWN-R3", "sign-KNOWN-R4"] {
+    for value in [R1, R2, "pd-token-KNOWN-R0", creds.slack_bot_token.as_str(), "sign-KNOWN-R4"] {
         assert!(!text.contains(value), "a secret value reached the logs");
     }
 }
@@ -230,4 +245,32 @@ async fn a_function_reads_the_secrets_it_lists_and_old_stacks_still_load() {
     let settings = Settings::from_sources(None, selfheal::config::env_map(&[])).unwrap();
     let none = selfheal::secrets::for_lambda(&settings, &config).await.unwrap();
     assert!(!none.refreshes() && none.snapshot().all_values().is_empty());
+}
+
+/// template.yaml creates one secret per integration, each starting as exactly the placeholder of
+/// `SECRET_KEYS`, and names each in an output (`SECRET_OUTPUTS`). The one all-in-one `SecretArn`
+/// is gone.
+#[test]
+fn the_template_has_one_placeholder_secret_and_output_per_integration() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    let mut documents: Vec<serde_json::Value> = template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SecretString: '")?.strip_suffix('\''))
+        .map(|doc| serde_json::from_str(doc).unwrap())
+        .collect();
+    let mut expected: Vec<serde_json::Value> = selfheal::config::SECRET_KEYS
+        .iter()
+        .map(|(integration, _)| {
+            serde_json::from_str(&selfheal::config::placeholder_json(integration).unwrap()).unwrap()
+        })
+        .collect();
+    let key = |v: &serde_json::Value| v.to_string();
+    documents.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(documents, expected);
+    for (_, output) in selfheal::config::SECRET_OUTPUTS {
+        assert!(template.contains(&format!("\n  {output}:\n")), "output {output}");
+    }
+    assert!(!template.contains("\n  SecretArn:"));
+    assert!(!template.contains("SELFHEAL_SECRET_ID:"), "functions list their secrets in SELFHEAL_SECRET_IDS");
 }

@@ -108,6 +108,10 @@ struct CompiledRoute {
     function: String,
 }
 
+/// How specific a match is: (exact path 2 / greedy 1 / `$default` 0, literal segments, method
+/// named rather than `ANY`); the highest wins.
+type Rank = (u8, usize, bool);
+
 /// A route that matched, with its path parameters.
 #[derive(Debug)]
 struct Matched<'a> {
@@ -145,7 +149,7 @@ impl CompiledRoute {
     /// Path parameters if `method path` matches, and how specific the match is (API Gateway
     /// prefers the most specific route: literals over variables over greedy, and `$default`
     /// last).
-    fn matches(&self, method: &str, path: &str) -> Option<((u8, usize, bool), BTreeMap<String, String>)> {
+    fn matches(&self, method: &str, path: &str) -> Option<(Rank, BTreeMap<String, String>)> {
         if self.method != "ANY" && self.method != method {
             return None;
         }

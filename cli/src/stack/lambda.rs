@@ -419,7 +419,7 @@ impl RuntimeApi {
 }
 
 impl Slot {
-    fn name(&self) -> &str {
+    fn logical_id(&self) -> &str {
         &self.spec.logical_id
     }
 
@@ -556,7 +556,7 @@ impl Slot {
             return;
         }
         if let Err(e) = self.ensure_process() {
-            tracing::error!(function = %self.name(), error = %e, "cannot restart function process");
+            tracing::error!(function = %self.logical_id(), error = %e, "cannot restart function process");
         }
     }
 
@@ -607,7 +607,7 @@ impl Slot {
                 Err(_) => return Ok(self.crashed(live, request_id, "the runtime lost the event").await),
             },
             (error_type, error_message) = init_error(&mut init_reports) => {
-                tracing::warn!(function = %self.name(), %error_type, %error_message, "function init failed");
+                tracing::warn!(function = %self.logical_id(), %error_type, %error_message, "function init failed");
                 log_line(&self.log_path, &format!("INIT_REPORT Status: error Error Type: {error_type}"));
                 // Lambda tears a failed environment down; the next invocation starts afresh.
                 self.retire(live.generation).await;
@@ -618,7 +618,7 @@ impl Slot {
                     // Initialised earlier, died while idle: a crash like any other.
                     return Ok(self.crashed(live, request_id, &status).await);
                 }
-                tracing::warn!(function = %self.name(), %status, log = %self.log_path.display(),
+                tracing::warn!(function = %self.logical_id(), %status, log = %self.log_path.display(),
                     "function process exited during init");
                 log_line(&self.log_path, &format!("INIT_REPORT Status: error Error Type: Runtime.InitError ({status})"));
                 self.retire(live.generation).await;
@@ -628,7 +628,7 @@ impl Slot {
                 ));
             }
             _ = tokio::time::sleep(INIT_TIMEOUT + timeout) => {
-                tracing::warn!(function = %self.name(), "function did not finish init in time");
+                tracing::warn!(function = %self.logical_id(), "function did not finish init in time");
                 return Ok(self.timed_out(live, request_id).await);
             }
         };
@@ -661,7 +661,7 @@ impl Slot {
             Invoked::Ok(_) => None,
         };
         self.report(request_id, started, error_type);
-        tracing::debug!(function = %self.name(), request_id, ok = error_type.is_none(), "invocation finished");
+        tracing::debug!(function = %self.logical_id(), request_id, ok = error_type.is_none(), "invocation finished");
         Ok(outcome)
     }
 
@@ -683,7 +683,7 @@ impl Slot {
     /// The function ran past its timeout: kill the process and start a fresh one.
     async fn timed_out(&self, live: &Live, request_id: &str) -> Invoked {
         let secs = self.spec.timeout_secs;
-        tracing::warn!(function = %self.name(), request_id, timeout_secs = secs, "function timed out; killing its process");
+        tracing::warn!(function = %self.logical_id(), request_id, timeout_secs = secs, "function timed out; killing its process");
         log_line(
             &self.log_path,
             &format!("{} {request_id} Task timed out after {secs}.00 seconds", chrono::Utc::now().to_rfc3339()),
@@ -697,7 +697,7 @@ impl Slot {
 
     /// The process died with the invocation in flight (or while idle): replace it.
     async fn crashed(&self, live: &Live, request_id: &str, status: &str) -> Invoked {
-        tracing::warn!(function = %self.name(), request_id, %status, log = %self.log_path.display(),
+        tracing::warn!(function = %self.logical_id(), request_id, %status, log = %self.log_path.display(),
             "function process exited during an invocation; restarting it");
         log_line(&self.log_path, &format!("END RequestId: {request_id}"));
         log_line(
@@ -1091,11 +1091,13 @@ impl LambdaTaskDispatcher {
             Invoked::Ok(payload) => {
                 Ok(TaskOutcome::Completed(integration_output(&record.request_id, &record.trace_id, payload)))
             }
-            // Step Functions matches Retry/Catch on the errorType the runtime reported
-            // (timeouts and crashes included: `Sandbox.Timedout`, `Runtime.ExitError`).
+            // Step Functions matches Retry/Catch on the errorType the function reported; a
+            // timeout, crash or failed init is an unhandled error it names `Lambda.Unknown`
+            // (AWS Step Functions guide, "Handling Lambda errors"), the runtime's type in the cause.
             Invoked::FunctionError { error_type, error_message } => {
                 let cause = json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
-                Err(TaskFailure::new(error_type, cause))
+                let unhandled = matches!(error_type.as_str(), "Sandbox.Timedout" | "Runtime.ExitError" | "Runtime.InitError");
+                Err(TaskFailure::new(if unhandled { "Lambda.Unknown".to_string() } else { error_type }, cause))
             }
         }
     }

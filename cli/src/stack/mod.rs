@@ -242,6 +242,13 @@ impl Stack {
         policies.admin_keys.push(admin.access_key_id.clone());
         let mut specs = Vec::new();
         for f in &model.functions {
+            let binary = options.bin_dir.join(&f.binary);
+            if !binary.exists() {
+                return Err(setup(format!("function {}", f.logical_id))(format!(
+                    "no binary {} (build the functions first: cargo build --workspace --bins)",
+                    binary.display()
+                )));
+            }
             let credentials = create_identity(&iam, &f.name, &f.statements, &f.managed_policy_arns).await?;
             policies
                 .by_access_key
@@ -250,7 +257,7 @@ impl Stack {
                 logical_id: f.logical_id.clone(),
                 name: f.name.clone(),
                 arn: f.arn.clone(),
-                binary: options.bin_dir.join(&f.binary),
+                binary,
                 env: f.env.clone(),
                 timeout_secs: f.timeout_secs,
                 memory_mb: f.memory_mb,
