@@ -63,7 +63,7 @@ pub struct StoreArgs {
     /// AWS_REGION, AWS_ENDPOINT_URL).
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
-    /// A deployed selfheal CloudFormation stack: its TableName output (and SecretArn,
+    /// A deployed selfheal CloudFormation stack: its TableName output (and SensoSecretArn,
     /// StateMachineArn where a verb needs them), with the usual AWS environment.
     #[arg(long, value_name = "NAME")]
     pub stack: Option<String>,
@@ -151,7 +151,7 @@ impl OperatorStore {
                 let arn = stack
                     .secret_arn
                     .as_deref()
-                    .ok_or_else(|| OperatorError::MissingOutput { stack: stack.stack.clone(), output: "SecretArn" })?;
+                    .ok_or_else(|| OperatorError::MissingOutput { stack: stack.stack.clone(), output: "SensoSecretArn" })?;
                 let client = aws_sdk_secretsmanager::Client::new(sdk);
                 Secrets::from_secrets_manager(&client, arn).await.map_err(|e| OperatorError::Secrets(e.to_string()))
             }
@@ -204,7 +204,8 @@ fn dynamo(sdk: SdkConfig, table: String, stack: Option<StackOutputs>) -> Operato
     }
 }
 
-/// The stack's `TableName` (required), `SecretArn` and `StateMachineArn` outputs.
+/// The stack's `TableName` (required), `SensoSecretArn` (or an older stack's `SecretArn`) and
+/// `StateMachineArn` outputs.
 pub async fn stack_outputs(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> Result<StackOutputs, OperatorError> {
     use aws_sdk_cloudformation::error::ProvideErrorMetadata;
     let err = |why: String| OperatorError::Stack { stack: stack.to_string(), why };
@@ -226,7 +227,9 @@ pub async fn stack_outputs(cfn: &aws_sdk_cloudformation::Client, stack: &str) ->
         stack: stack.to_string(),
         table_name: output("TableName")
             .ok_or(OperatorError::MissingOutput { stack: stack.to_string(), output: "TableName" })?,
-        secret_arn: output("SecretArn"),
+        // `runbooks push` needs only Senso's key; stacks before the per-integration split had
+        // one `SecretArn` holding everything.
+        secret_arn: output("SensoSecretArn").or_else(|| output("SecretArn")),
         state_machine_arn: output("StateMachineArn"),
     })
 }

@@ -236,7 +236,7 @@ async fn create_stack(senso_key: &str) -> (String, String) {
     let table = unique("selfheal-op-table");
     // moto's CloudFormation cannot create AWS::SecretsManager::Secret (it drops the resource and
     // every output that refers to it), so the secret is created first and handed to the stack
-    // as a parameter; the SecretArn output looks the same to the operator plane.
+    // as a parameter; the SensoSecretArn output looks the same to the operator plane.
     let secret_arn = aws_sdk_secretsmanager::Client::new(&sdk)
         .create_secret()
         .name(format!("{stack}-secret"))
@@ -277,7 +277,7 @@ async fn create_stack(senso_key: &str) -> (String, String) {
         },
         "Outputs": {
             "TableName": {"Value": {"Ref": "IncidentTable"}},
-            "SecretArn": {"Value": {"Ref": "SelfhealSecretArn"}},
+            "SensoSecretArn": {"Value": {"Ref": "SelfhealSecretArn"}},
             "StateMachineArn": {"Value": {"Ref": "IncidentStateMachine"}}
         }
     });

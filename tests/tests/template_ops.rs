@@ -48,9 +48,11 @@ fn expanded() -> Option<&'static Value> {
                 eprintln!("SKIPPED: {} is missing (run scripts/setup-test-tools.sh)", python.display());
                 return None;
             }
+            // Another template (a mutated copy, say) can be checked the same way.
+            let template = std::env::var("SELFHEAL_TEMPLATE_UNDER_TEST").unwrap_or_else(|_| "template.yaml".into());
             let out = std::process::Command::new(&python)
                 .current_dir(root())
-                .args(["scripts/sam_expand.py", "template.yaml"])
+                .args(["scripts/sam_expand.py", &template])
                 .output()
                 .expect("run scripts/sam_expand.py");
             assert!(out.status.success(), "sam_expand.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -414,6 +416,28 @@ fn timeouts_hold_the_worst_case_retry_budgets() {
                 if timeout != limit {
                     problems
                         .push(format!("{}: over budget, so its Timeout must be the {limit} s limit", f.logical_id()));
+                }
+            }
+        }
+    }
+    // API Gateway must wait as long as the HTTP functions may run.
+    for (id, r) in t["Resources"].as_object().into_iter().flatten() {
+        if r["Type"] != "AWS::ApiGatewayV2::Api" {
+            continue;
+        }
+        for (path, methods) in r["Properties"]["Body"]["paths"].as_object().into_iter().flatten() {
+            for (_, op) in methods.as_object().into_iter().flatten() {
+                let integration = &op["x-amazon-apigateway-integration"];
+                let Some(f) = Function::ALL.into_iter().find(|f| mentions(&integration["uri"], f.logical_id())) else {
+                    continue;
+                };
+                let waits = integration["timeoutInMillis"].as_u64().unwrap_or(30_000);
+                if waits < timeout_of(t, f) * 1000 {
+                    problems.push(format!(
+                        "{id} {path}: waits {waits} ms for {} ({} s)",
+                        f.logical_id(),
+                        timeout_of(t, f)
+                    ));
                 }
             }
         }

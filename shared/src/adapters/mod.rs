@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod coder;
 pub mod dynamodb;
+pub mod embedded_browser;
 pub mod lightpanda;
 pub mod pagerduty;
 pub mod senso;
