@@ -58,7 +58,12 @@ def localise(template, base_dir):
     for logical_id, resource in template.get("Resources", {}).items():
         props = resource.get("Properties") or {}
         kind = resource.get("Type")
-        if kind == "AWS::Serverless::Function":
+        if kind == "AWS::Serverless::Function" and props.get("PackageType") == "Image":
+            # `sam build` builds the image and sets ImageUri; a placeholder stands in for it.
+            tag = (resource.get("Metadata") or {}).get("DockerTag", "latest")
+            props.setdefault("ImageUri", f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{logical_id.lower()}:{tag}")
+            resource["Properties"] = props
+        elif kind == "AWS::Serverless::Function":
             uri = props.get("CodeUri", (template.get("Globals", {}).get("Function") or {}).get("CodeUri"))
             if uri is None or isinstance(uri, str) and not uri.startswith("s3://"):
                 props["CodeUri"] = f"s3://selfheal-local-artifacts/{logical_id}.zip"

@@ -456,7 +456,8 @@ pub async fn run_deployed(scenario: Scenario, report_dir: &Path, out: &mut dyn W
         engine: h.stack.engine.clone(),
         sim: h.sim.clone(),
         demo: h.demo.clone(),
-        browser_real: h.browser.real,
+        // The verify function's own Lightpanda (the stack refuses to start without it).
+        browser_real: true,
     };
     let mut run = drive(scenario, &running, out, started).await?;
     run.record["shape"] = json!("deployed");

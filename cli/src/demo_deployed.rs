@@ -13,7 +13,7 @@ use selfheal::adapters::dynamodb::DynamoTable;
 use selfheal::ports::{IncidentStore, SystemClock};
 use selfheal::store::TableStore;
 
-use crate::demo::{self, Browser, Scenario};
+use crate::demo::{self, Scenario};
 use crate::demo_service::{DemoService, Mode};
 use crate::sim::{Sim, SimCredentials};
 use crate::stack::{Stack, StackOptions};
@@ -21,7 +21,6 @@ use crate::stack::{Stack, StackOptions};
 pub struct DeployedHarness {
     pub demo: Arc<DemoService>,
     pub sim: Arc<Sim>,
-    pub browser: Browser,
     pub creds: SimCredentials,
     pub stack: Stack,
     /// The incident store as an operator reads it (DynamoDB, operator identity).
@@ -48,7 +47,7 @@ pub fn template_path() -> PathBuf {
 }
 
 /// The parameter overrides a user would give `sam deploy`, pointed at the simulators.
-fn parameters(sim_base: &str, browser: &str, scenario: Scenario) -> String {
+fn parameters(sim_base: &str, scenario: Scenario) -> String {
     let stability = if scenario == Scenario::Refire { 3 } else { 1 };
     [
         format!("InvestigatorIds={}", demo::INVESTIGATOR),
@@ -60,7 +59,8 @@ fn parameters(sim_base: &str, browser: &str, scenario: Scenario) -> String {
         format!("AnthropicApiBase={sim_base}/anthropic"),
         format!("CoderApiBase={sim_base}/coder"),
         "CoderTemplateVersionId=0b5c3c7e-selfheal-runner".to_string(),
-        format!("BrowserEndpoint={browser}"),
+        // BrowserEndpoint stays empty, its default: the verify function runs the Lightpanda
+        // its container image ships (here: the same PyPI wheel's binary).
         format!("AutoServices={}", demo::SERVICE_ID),
         "HypothesisTimeoutSeconds=60".to_string(),
         "ApprovalTimeoutSeconds=120".to_string(),
@@ -92,15 +92,11 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
     let sim = Sim::new(creds.clone(), demo::knobs_for(scenario));
     let (sim_base, sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
-    let browser = demo::browser(out).await;
-    if !browser.real {
-        return Err("the deployed shape needs Lightpanda (bash scripts/setup-test-tools.sh installs it)".into());
-    }
 
     let work_dir = std::env::temp_dir().join(format!("selfheal-stack-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
     let params = work_dir.join("parameters.env");
-    std::fs::write(&params, parameters(&sim_base, &browser.endpoint, scenario)).map_err(|e| e.to_string())?;
+    std::fs::write(&params, parameters(&sim_base, scenario)).map_err(|e| e.to_string())?;
     let mut options = StackOptions::new(template_path(), &work_dir);
     options.parameters = Some(params);
     options.secrets = secret_values(&creds);
@@ -113,7 +109,7 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
     let table = stack.table_name().ok_or("the stack has no table")?.to_string();
     let store: Arc<dyn IncidentStore> =
         Arc::new(TableStore::new(DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), table)));
-    let settings = demo::settings_for(&sim_base, &demo_base, &browser.endpoint, scenario)?;
+    let settings = demo::settings_for(&sim_base, &demo_base, selfheal::adapters::embedded_browser::EMBEDDED, scenario)?;
     let checks = settings.checks.get(demo::SERVICE_ID).cloned().unwrap_or_default();
     let deps = selfheal::wiring::build_deps(
         settings,
@@ -152,7 +148,7 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
     );
     let _ = writeln!(
         out,
-        "  {} functions, one process each (logs in {})  simulators {sim_base}  browser Lightpanda (CDP)",
+        "  {} functions, one process each (logs in {})  simulators {sim_base}  browser: Lightpanda inside the verify function",
         stack.model.functions.len(),
         work_dir.display()
     );
@@ -163,6 +159,6 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
         pushed.iter().map(|p| p.actions).sum::<usize>(),
         demo::SERVICE_ID
     );
-    Ok(DeployedHarness { demo, sim, browser, creds, stack, store, tasks: vec![demo_task, sim_task] })
+    Ok(DeployedHarness { demo, sim, creds, stack, store, tasks: vec![demo_task, sim_task] })
 }
 

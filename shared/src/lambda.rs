@@ -63,6 +63,13 @@ async fn wire(function: Function) -> Result<Arc<Deps>, lambda_runtime::Error> {
 /// A state-machine task function.
 pub async fn run_stage(function: Function) -> Result<(), lambda_runtime::Error> {
     let deps = init(function).await?;
+    if function.needs().contains(&stages::Capability::Browser) {
+        // A browser the function runs itself starts during init (once per execution
+        // environment); a failure here shows in the checks, which then escalate.
+        if let Err(e) = deps.browser.warm().await {
+            tracing::error!(error = %e, "the browser did not start");
+        }
+    }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deps = deps.clone();
         async move { stages::handle(&deps, function, event.payload).await }

@@ -415,6 +415,9 @@ impl Browser for Rebuilt<dyn Browser> {
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         self.get().await.check(spec).await
     }
+    async fn warm(&self) -> Result<(), ClientError> {
+        self.get().await.warm().await
+    }
 }
 
 #[async_trait]

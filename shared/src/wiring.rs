@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::adapters::{anthropic, coder, lightpanda, pagerduty, senso, slack};
+use crate::adapters::{anthropic, coder, embedded_browser, lightpanda, pagerduty, senso, slack};
 use crate::config::{Secrets, Settings};
 use crate::domain::*;
 use crate::error::{ClientError, OrchestratorError};
@@ -206,7 +206,25 @@ fn chat(settings: &Settings, secrets: &Secrets) -> Arc<dyn ChatOps> {
     or_unconfigured(chat, Arc::new(Unconfigured("Slack (slack_bot_token, slack.channel)")), "slack")
 }
 
+/// Is the browser the function's own (`browser.endpoint` empty or "embedded")?
+pub fn embedded_browser(settings: &Settings) -> bool {
+    let endpoint = settings.browser.endpoint.trim();
+    endpoint.is_empty() || endpoint == embedded_browser::EMBEDDED
+}
+
 fn browser(settings: &Settings, secrets: &Secrets) -> Arc<dyn Browser> {
+    if embedded_browser(settings) {
+        let bin = embedded_browser::configured_bin();
+        // Twice the check concurrency: a connection per check, with room for a straggler.
+        match embedded_browser::EmbeddedLightpanda::new(&bin, settings.browser.max_concurrent_checks * 2) {
+            Ok(b) => return Arc::new(b),
+            Err(e) => tracing::warn!(error = %e, "embedded browser unavailable; falling back to plain HTTP checks"),
+        }
+        return match lightpanda::HttpChecker::new() {
+            Ok(h) => Arc::new(h),
+            Err(_) => Arc::new(NoBrowser),
+        };
+    }
     match lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, secret(&secrets.lightpanda_token)) {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -345,7 +363,14 @@ fn check_capability(
         Capability::PagerDutyWebhook => {
             use secrecy::ExposeSecret;
             if !secrets.pagerduty_webhook_secrets.iter().any(|s| !s.expose_secret().trim().is_empty()) {
-                return Err(secret_key("pagerduty_webhook_secrets"));
+                // Not fatal: intake answers every delivery 503 (PagerDuty retries for 48 h)
+                // and the secrets cache picks the value up once someone fills it in. A failed
+                // init would only trade that clear answer for API Gateway's bare 500.
+                tracing::error!(
+                    function = f,
+                    missing_secret_key = "pagerduty_webhook_secrets",
+                    "no webhook secret yet: deliveries are answered 503 until it is set"
+                );
             }
             // Without investigator ids no note ever counts as a hypothesis.
             if settings.pagerduty.investigator_ids.iter().all(|id| id.trim().is_empty()) {
@@ -361,7 +386,18 @@ fn check_capability(
         Capability::SlackApprovals => {
             // Approvers may come from each service's stored settings, so an empty global list is
             // not a misconfiguration by itself.
-            present(&secrets.slack_signing_secret).ok_or_else(|| secret_key("slack_signing_secret"))?;
+            if present(&secrets.slack_signing_secret).is_none() {
+                // The callback has a 503 answer for this (see PagerDutyWebhook); the approval
+                // step cannot work without it (the secret keys approval ids).
+                if function != Function::SlackCallback {
+                    return Err(secret_key("slack_signing_secret"));
+                }
+                tracing::error!(
+                    function = f,
+                    missing_secret_key = "slack_signing_secret",
+                    "no signing secret yet: clicks are answered 503 until it is set"
+                );
+            }
         }
         Capability::Senso => {
             let key = present(&secrets.senso_api_key).ok_or_else(|| secret_key("senso_api_key"))?;
@@ -383,6 +419,10 @@ fn check_capability(
                 .ok_or_else(|| setting("SELFHEAL_CODER_TEMPLATE_VERSION_ID"))?;
             coder::CoderApi::new(base, token, &settings.coder.user, template)
                 .map_err(|e| invalid("SELFHEAL_CODER_API_BASE", e))?;
+        }
+        Capability::Browser if embedded_browser(settings) => {
+            embedded_browser::EmbeddedLightpanda::new(&embedded_browser::configured_bin(), 1)
+                .map_err(|e| invalid("SELFHEAL_LIGHTPANDA_BIN", e))?;
         }
         Capability::Browser => {
             lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, present(&secrets.lightpanda_token))

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use selfheal::adapters::embedded_browser;
 use selfheal::adapters::sqlite::SqliteTable;
 use selfheal::engine::Engine;
 use selfheal::ports::SystemClock;
@@ -76,6 +77,9 @@ pub struct StackOptions {
     pub secrets: BTreeMap<String, Value>,
     /// The Python with moto and the SAM translator (default: the project's `.venv`).
     pub python: Option<PathBuf>,
+    /// Files a container image ships, by their path in the image, as found on this machine
+    /// (default: `/opt/lightpanda/lightpanda` → the lightpanda wheel's binary in `.venv`).
+    pub image_paths: BTreeMap<String, PathBuf>,
 }
 
 impl StackOptions {
@@ -89,6 +93,7 @@ impl StackOptions {
             work_dir: work_dir.into(),
             secrets: BTreeMap::new(),
             python: None,
+            image_paths: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +110,12 @@ pub fn default_bin_dir() -> PathBuf {
         .into_iter()
         .find(|d| d.join("intake").exists())
         .unwrap_or(exe_dir)
+}
+
+/// The Lightpanda binary of the project's `.venv` (the PyPI wheel the image installs too).
+fn local_lightpanda(template: &Path) -> Option<PathBuf> {
+    let venv = template.parent()?.join(".venv/lib");
+    std::fs::read_dir(&venv).ok()?.filter_map(Result::ok).map(|d| d.path().join("site-packages/lightpanda/lightpanda")).find(|p| p.exists())
 }
 
 /// A moto server of the stack's own: IAM enforcement is switched on for the whole process, so
@@ -208,6 +219,12 @@ impl Stack {
         std::fs::create_dir_all(&options.work_dir).map_err(|e| setup("work dir")(e.to_string()))?;
         let expanded = template::expand(&options.template, options.parameters.as_deref(), &options.stack_name).await?;
         let python = options.python.clone().unwrap_or_else(|| template::python_for(&options.template));
+        let mut options = options;
+        if !options.image_paths.contains_key(embedded_browser::DEFAULT_BIN)
+            && let Some(bin) = local_lightpanda(&options.template)
+        {
+            options.image_paths.insert(embedded_browser::DEFAULT_BIN.to_string(), bin);
+        }
         let moto = Moto::start(&python, &options.work_dir).await?;
         // Set-up runs as moto's default (unauthenticated) caller, before IAM is enforced.
         let bootstrap = AwsCredentials { access_key_id: "testing".into(), secret_access_key: "testing".into() };
@@ -227,7 +244,8 @@ impl Stack {
                 .map_err(|e| setup(format!("secret {}", secret.name))(format!("{e:?}")))?;
             secret_arns.insert(secret.logical_id.clone(), out.arn().unwrap_or_default().to_string());
         }
-        let resolver = template::Resolver::new(&expanded, &options.stack_name, &secret_arns)?;
+        let project_dir = options.template.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolver = template::Resolver::new(&expanded, &options.stack_name, &secret_arns)?.in_project(&project_dir);
         let model = resolver.model()?;
 
         let dynamodb = aws_sdk_dynamodb::Client::new(&boot);
@@ -253,12 +271,25 @@ impl Stack {
             policies
                 .by_access_key
                 .insert(credentials.access_key_id.clone(), iam::Identity { name: f.name.clone(), statements: f.statements.clone() });
+            if let Some(missing) = f.image_env.values().find(|v| v.starts_with("/opt/") && !options.image_paths.contains_key(*v)) {
+                return Err(setup(format!("function {}", f.logical_id))(format!(
+                    "its image ships {missing}, which this machine lacks (bash scripts/setup-test-tools.sh installs Lightpanda)"
+                )));
+            }
+            // A container image's ENV is part of its environment; paths inside the image map
+            // to this machine's copy of what the image ships.
+            let mut env: BTreeMap<String, String> = f
+                .image_env
+                .iter()
+                .map(|(k, v)| (k.clone(), options.image_paths.get(v).map_or_else(|| v.clone(), |p| p.display().to_string())))
+                .collect();
+            env.extend(f.env.clone());
             specs.push(FunctionSpec {
                 logical_id: f.logical_id.clone(),
                 name: f.name.clone(),
                 arn: f.arn.clone(),
                 binary,
-                env: f.env.clone(),
+                env,
                 timeout_secs: f.timeout_secs,
                 memory_mb: f.memory_mb,
                 credentials: Some(credentials),

@@ -81,6 +81,8 @@ pub struct FunctionModel {
     pub managed_policy_arns: Vec<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    /// A container-image function's `ENV` (from its Dockerfile's last stage).
+    pub image_env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +149,8 @@ struct Physical {
 /// Resolves intrinsics in an expanded template.
 pub struct Resolver<'a> {
     template: &'a Value,
+    /// Where the template lives: Dockerfiles are relative to it.
+    project_dir: PathBuf,
     stack_name: String,
     parameters: BTreeMap<String, String>,
     physical: BTreeMap<String, Physical>,
@@ -182,6 +186,7 @@ impl<'a> Resolver<'a> {
         }
         let mut r = Self {
             template,
+            project_dir: PathBuf::from("."),
             stack_name: stack_name.to_string(),
             parameters,
             physical: BTreeMap::new(),
@@ -190,6 +195,12 @@ impl<'a> Resolver<'a> {
         r.assign_physical_ids(secret_arns)?;
         r.evaluate_conditions()?;
         Ok(r)
+    }
+
+    /// Resolve Dockerfiles relative to `dir` (the template's folder).
+    pub fn in_project(mut self, dir: &Path) -> Self {
+        self.project_dir = dir.to_path_buf();
+        self
     }
 
     pub fn parameters(&self) -> &BTreeMap<String, String> {
@@ -508,6 +519,16 @@ impl<'a> Resolver<'a> {
                         managed_policy_arns,
                         log_level: props.pointer("/LoggingConfig/ApplicationLogLevel").map(scalar),
                         log_format: props.pointer("/LoggingConfig/LogFormat").map(scalar),
+                        image_env: match res.pointer("/Metadata/Dockerfile").and_then(Value::as_str) {
+                            Some(dockerfile) if props.get("PackageType").and_then(Value::as_str) == Some("Image") => {
+                                let context = res.pointer("/Metadata/DockerContext").and_then(Value::as_str).unwrap_or(".");
+                                let path = self.project_dir.join(context).join(dockerfile);
+                                let text = std::fs::read_to_string(&path)
+                                    .map_err(|e| invalid(format!("{id}: cannot read {}: {e}", path.display())))?;
+                                dockerfile_env(&text)
+                            }
+                            _ => BTreeMap::new(),
+                        },
                     });
                 }
                 "AWS::DynamoDB::Table" => {
@@ -625,6 +646,22 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// The `ENV` of a Dockerfile's final stage (`ENV K=V [K2=V2 …]`, `\` continuations).
+pub fn dockerfile_env(text: &str) -> BTreeMap<String, String> {
+    let joined = text.replace("\\\n", " ");
+    let final_stage = joined.rsplit_once("\nFROM ").map_or(joined.as_str(), |(_, last)| last);
+    let mut env = BTreeMap::new();
+    for line in final_stage.lines() {
+        let Some(rest) = line.trim().strip_prefix("ENV ") else { continue };
+        for pair in rest.split_whitespace() {
+            if let Some((k, v)) = pair.split_once('=') {
+                env.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+        }
+    }
+    env
+}
+
 /// CloudFormation's own parameter checks (what `sam deploy` would refuse).
 fn check_parameter(name: &str, decl: &Value, value: &str) -> Result<(), TemplateError> {
     let bad = |why: String| invalid(format!("parameter {name}={value:?}: {why}"));
@@ -705,6 +742,15 @@ mod tests {
         assert_eq!(r.resolve(&json!({"k": {"Fn::If": ["NotProd", 1, {"Ref": "AWS::NoValue"}]}, "l": [{"Fn::If": ["IsProd", "y", "n"]}]})).unwrap(),
             json!({"l": ["y"]}));
         assert!(r.resolve(&json!({"Ref": "Missing"})).is_err());
+    }
+
+    #[test]
+    fn dockerfile_env_reads_the_final_stage() {
+        let text = "FROM a AS b\nENV X=1\nFROM c\nENV A=/opt/x \\\n    B=\"two\"\nENTRYPOINT [\"/x\"]\n";
+        let env = dockerfile_env(text);
+        assert_eq!(env.get("A").map(String::as_str), Some("/opt/x"));
+        assert_eq!(env.get("B").map(String::as_str), Some("two"));
+        assert!(!env.contains_key("X"));
     }
 
     #[test]

@@ -60,11 +60,6 @@ impl EmbeddedLightpanda {
         Ok(Self { bin: bin.to_path_buf(), max_connections: max_connections.max(1), running: tokio::sync::Mutex::new(None) })
     }
 
-    /// Start the browser now (Lambda init), so the first check does not pay for it.
-    pub async fn warm(&self) -> Result<(), ClientError> {
-        self.browser().await.map(|_| ())
-    }
-
     /// The running browser, started (again) if needed.
     async fn browser(&self) -> Result<Arc<LightpandaBrowser>, ClientError> {
         let mut guard = self.running.lock().await;
@@ -113,5 +108,9 @@ impl EmbeddedLightpanda {
 impl Browser for EmbeddedLightpanda {
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         self.browser().await?.check(spec).await
+    }
+    /// Start the browser now (Lambda init), so the first check does not pay for it.
+    async fn warm(&self) -> Result<(), ClientError> {
+        self.browser().await.map(|_| ())
     }
 }

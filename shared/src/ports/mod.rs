@@ -405,6 +405,11 @@ pub trait Browser: Send + Sync {
     /// Run one check. Failures of the page are a `CheckResult` with `ok: false`; only a failure
     /// of the browser itself is an error.
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError>;
+    /// Get ready before the first check (a browser the function runs itself starts here, during
+    /// Lambda init, instead of inside the first check's deadline).
+    async fn warm(&self) -> Result<(), ClientError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
