@@ -607,7 +607,6 @@ fn every_function_logs_to_its_own_retained_group() {
 /// The state machine gives up on a task at its TimeoutSeconds; a Lambda Timeout above it only
 /// lets the function keep working after the run has moved on (to Escalate).
 #[test]
-#[ignore = "statemachine/incident.asl.json gives every lambda:invoke task 120 s; its owner has to raise them to the functions' Timeouts"]
 fn task_timeouts_cover_the_function_timeouts() {
     let Some(t) = expanded() else { return };
     let mut problems = Vec::new();
