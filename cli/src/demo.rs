@@ -168,7 +168,12 @@ pub async fn browser(out: &mut dyn Write) -> Browser {
     Browser { endpoint: "plain-http".into(), real: false, _child: None }
 }
 
-pub(crate) fn settings_for(sim_base: &str, demo_base: &str, browser: &str, scenario: Scenario) -> Result<Settings, String> {
+pub(crate) fn settings_for(
+    sim_base: &str,
+    demo_base: &str,
+    browser: &str,
+    scenario: Scenario,
+) -> Result<Settings, String> {
     let mut s = Settings::from_sources(None, |_| None).map_err(|e| e.to_string())?;
     s.pagerduty.api_base = format!("{sim_base}/pagerduty");
     s.pagerduty.investigator_ids = vec![INVESTIGATOR.into()];

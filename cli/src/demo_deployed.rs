@@ -123,7 +123,8 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
         runbooks.push(selfheal::runbooks::parse_runbook(file, text).map_err(|e| e.to_string())?);
     }
     if scenario == Scenario::Injection {
-        runbooks.push(selfheal::runbooks::parse_runbook("poisoned.md", demo::POISONED_RUNBOOK).map_err(|e| e.to_string())?);
+        runbooks
+            .push(selfheal::runbooks::parse_runbook("poisoned.md", demo::POISONED_RUNBOOK).map_err(|e| e.to_string())?);
     }
     let pushed = selfheal::runbooks::push(deps.kb.as_ref(), store.as_ref(), &runbooks, Duration::from_secs(5))
         .await
@@ -161,4 +162,3 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
     );
     Ok(DeployedHarness { demo, sim, creds, stack, store, tasks: vec![demo_task, sim_task] })
 }
-

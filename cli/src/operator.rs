@@ -148,10 +148,10 @@ impl OperatorStore {
             (Backend::Dynamo { sdk, .. }, Some(stack)) => {
                 // Asked for the stack's secret and it names none: say so, rather than failing
                 // later with a "not configured" that hides where the key was expected.
-                let arn = stack
-                    .secret_arn
-                    .as_deref()
-                    .ok_or_else(|| OperatorError::MissingOutput { stack: stack.stack.clone(), output: "SensoSecretArn" })?;
+                let arn = stack.secret_arn.as_deref().ok_or_else(|| OperatorError::MissingOutput {
+                    stack: stack.stack.clone(),
+                    output: "SensoSecretArn",
+                })?;
                 let client = aws_sdk_secretsmanager::Client::new(sdk);
                 Secrets::from_secrets_manager(&client, arn).await.map_err(|e| OperatorError::Secrets(e.to_string()))
             }

@@ -13,7 +13,11 @@ async fn run(scenario: Scenario) -> demo::DemoRun {
     let printed = String::from_utf8_lossy(&out).to_string();
     let run = result.unwrap_or_else(|e| panic!("{}: {e}\n{printed}", scenario.name()));
     if let Err(e) = demo::check(scenario, &run.record) {
-        panic!("{}: {e}\n{printed}\n{}", scenario.name(), serde_json::to_string_pretty(&run.record).unwrap_or_default());
+        panic!(
+            "{}: {e}\n{printed}\n{}",
+            scenario.name(),
+            serde_json::to_string_pretty(&run.record).unwrap_or_default()
+        );
     }
     assert_eq!(run.record["shape"], "deployed");
     run

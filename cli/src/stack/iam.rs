@@ -48,8 +48,10 @@ impl Authorizer for Policies {
 
 /// IAM evaluation of identity statements (no conditions are used by the template).
 pub fn evaluate(statements: &[Value], action: &str, resource: &str) -> bool {
-    let matching = |s: &Value| list(s.get("Action")).iter().any(|a| glob(a, action, true))
-        && list(s.get("Resource")).iter().any(|r| glob(r, resource, false));
+    let matching = |s: &Value| {
+        list(s.get("Action")).iter().any(|a| glob(a, action, true))
+            && list(s.get("Resource")).iter().any(|r| glob(r, resource, false))
+    };
     fn effect(s: &Value) -> &str {
         s.get("Effect").and_then(Value::as_str).unwrap_or("")
     }
@@ -110,7 +112,9 @@ mod tests {
 
     #[test]
     fn statements_allow_only_what_they_name() {
-        let s = vec![json!({"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": "arn:aws:states:us-east-1:123456789012:stateMachine:sm-*"})];
+        let s = vec![
+            json!({"Effect": "Allow", "Action": ["states:StartExecution"], "Resource": "arn:aws:states:us-east-1:123456789012:stateMachine:sm-*"}),
+        ];
         assert!(evaluate(&s, "states:StartExecution", "arn:aws:states:us-east-1:123456789012:stateMachine:sm-1"));
         assert!(evaluate(&s, "States:startexecution", "arn:aws:states:us-east-1:123456789012:stateMachine:sm-1"));
         assert!(!evaluate(&s, "states:SendTaskSuccess", "arn:aws:states:us-east-1:123456789012:stateMachine:sm-1"));

@@ -1096,7 +1096,8 @@ impl LambdaTaskDispatcher {
             // (AWS Step Functions guide, "Handling Lambda errors"), the runtime's type in the cause.
             Invoked::FunctionError { error_type, error_message } => {
                 let cause = json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
-                let unhandled = matches!(error_type.as_str(), "Sandbox.Timedout" | "Runtime.ExitError" | "Runtime.InitError");
+                let unhandled =
+                    matches!(error_type.as_str(), "Sandbox.Timedout" | "Runtime.ExitError" | "Runtime.InitError");
                 Err(TaskFailure::new(if unhandled { "Lambda.Unknown".to_string() } else { error_type }, cause))
             }
         }

@@ -115,7 +115,11 @@ pub fn default_bin_dir() -> PathBuf {
 /// The Lightpanda binary of the project's `.venv` (the PyPI wheel the image installs too).
 fn local_lightpanda(template: &Path) -> Option<PathBuf> {
     let venv = template.parent()?.join(".venv/lib");
-    std::fs::read_dir(&venv).ok()?.filter_map(Result::ok).map(|d| d.path().join("site-packages/lightpanda/lightpanda")).find(|p| p.exists())
+    std::fs::read_dir(&venv)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("site-packages/lightpanda/lightpanda"))
+        .find(|p| p.exists())
 }
 
 /// A moto server of the stack's own: IAM enforcement is switched on for the whole process, so
@@ -145,7 +149,10 @@ impl Moto {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                StackError::Moto(format!("cannot start moto with {}: {e} (bash scripts/setup-test-tools.sh installs it)", python.display()))
+                StackError::Moto(format!(
+                    "cannot start moto with {}: {e} (bash scripts/setup-test-tools.sh installs it)",
+                    python.display()
+                ))
             })?;
         let endpoint = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
@@ -255,8 +262,13 @@ impl Stack {
 
         let iam = aws_sdk_iam::Client::new(&boot);
         let mut policies = iam::Policies::default();
-        let admin = create_identity(&iam, "selfheal-operator", &[json!({"Effect": "Allow", "Action": "*", "Resource": "*"})], &[])
-            .await?;
+        let admin = create_identity(
+            &iam,
+            "selfheal-operator",
+            &[json!({"Effect": "Allow", "Action": "*", "Resource": "*"})],
+            &[],
+        )
+        .await?;
         policies.admin_keys.push(admin.access_key_id.clone());
         let mut specs = Vec::new();
         for f in &model.functions {
@@ -268,10 +280,13 @@ impl Stack {
                 )));
             }
             let credentials = create_identity(&iam, &f.name, &f.statements, &f.managed_policy_arns).await?;
-            policies
-                .by_access_key
-                .insert(credentials.access_key_id.clone(), iam::Identity { name: f.name.clone(), statements: f.statements.clone() });
-            if let Some(missing) = f.image_env.values().find(|v| v.starts_with("/opt/") && !options.image_paths.contains_key(*v)) {
+            policies.by_access_key.insert(
+                credentials.access_key_id.clone(),
+                iam::Identity { name: f.name.clone(), statements: f.statements.clone() },
+            );
+            if let Some(missing) =
+                f.image_env.values().find(|v| v.starts_with("/opt/") && !options.image_paths.contains_key(*v))
+            {
                 return Err(setup(format!("function {}", f.logical_id))(format!(
                     "its image ships {missing}, which this machine lacks (bash scripts/setup-test-tools.sh installs Lightpanda)"
                 )));
@@ -281,7 +296,9 @@ impl Stack {
             let mut env: BTreeMap<String, String> = f
                 .image_env
                 .iter()
-                .map(|(k, v)| (k.clone(), options.image_paths.get(v).map_or_else(|| v.clone(), |p| p.display().to_string())))
+                .map(|(k, v)| {
+                    (k.clone(), options.image_paths.get(v).map_or_else(|| v.clone(), |p| p.display().to_string()))
+                })
                 .collect();
             env.extend(f.env.clone());
             specs.push(FunctionSpec {
@@ -297,7 +314,8 @@ impl Stack {
         }
         moto.enforce_iam().await?;
 
-        let table = SqliteTable::open(&options.work_dir.join("engine.sqlite")).map_err(|e| setup("engine store")(e.to_string()))?;
+        let table = SqliteTable::open(options.work_dir.join("engine.sqlite"))
+            .map_err(|e| setup("engine store")(e.to_string()))?;
         let engine = Engine::new(Arc::new(table), Arc::new(SystemClock::real()));
         let sfn = sfn_api::SfnApi::new(engine.clone(), Arc::new(policies));
         let (sfn_endpoint, sfn_task) =
@@ -309,8 +327,11 @@ impl Stack {
         // The AWS APIs a Lambda reaches: DynamoDB, Secrets Manager (moto) and Step Functions (ours).
         platform.insert("AWS_ENDPOINT_URL".to_string(), moto.endpoint.clone());
         platform.insert("AWS_ENDPOINT_URL_SFN".to_string(), sfn_endpoint.clone());
-        let log_settings: BTreeMap<String, (Option<String>, Option<String>)> =
-            model.functions.iter().map(|f| (f.logical_id.clone(), (f.log_format.clone(), f.log_level.clone()))).collect();
+        let log_settings: BTreeMap<String, (Option<String>, Option<String>)> = model
+            .functions
+            .iter()
+            .map(|f| (f.logical_id.clone(), (f.log_format.clone(), f.log_level.clone())))
+            .collect();
         for spec in &mut specs {
             // LoggingConfig becomes the runtime's log variables, as Lambda sets them.
             if let Some((format, level)) = log_settings.get(&spec.logical_id) {
@@ -340,7 +361,11 @@ impl Stack {
         let routes = model
             .routes
             .iter()
-            .map(|r| apigw::HttpRoute { method: r.method.clone(), path: r.path.clone(), function: r.function_arn.clone() })
+            .map(|r| apigw::HttpRoute {
+                method: r.method.clone(),
+                path: r.path.clone(),
+                function: r.function_arn.clone(),
+            })
             .collect();
         let (api_base, api_task) = apigw::serve(routes, host.clone()).await?;
         Ok(Stack {
@@ -362,7 +387,11 @@ impl Stack {
     }
 
     pub fn table_name(&self) -> Option<&str> {
-        self.model.outputs.get("TableName").map(String::as_str).or_else(|| self.model.tables.first().map(|t| t.name.as_str()))
+        self.model
+            .outputs
+            .get("TableName")
+            .map(String::as_str)
+            .or_else(|| self.model.tables.first().map(|t| t.name.as_str()))
     }
 
     /// Invocations per function (logical id).
@@ -401,11 +430,7 @@ fn fill_secrets<'m>(
 ) -> Result<Vec<(&'m template::SecretModel, Value)>, StackError> {
     let mut out: Vec<(&template::SecretModel, Value)> = models.iter().map(|m| (m, m.initial.clone())).collect();
     for (key, value) in values {
-        let slot = if out.len() == 1 {
-            Some(0)
-        } else {
-            out.iter().position(|(m, _)| m.initial.get(key).is_some())
-        };
+        let slot = if out.len() == 1 { Some(0) } else { out.iter().position(|(m, _)| m.initial.get(key).is_some()) };
         let i = slot.ok_or_else(|| setup("secrets")(format!("no secret in the template has a key {key}")))?;
         if let Some(obj) = out[i].1.as_object_mut() {
             obj.insert(key.clone(), value.clone());
@@ -423,13 +448,19 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &template::Table
         let name = a.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
         let kind = ScalarAttributeType::from(a.get("AttributeType").and_then(Value::as_str).unwrap_or("S"));
         req = req.attribute_definitions(
-            AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().map_err(|e| err(e.to_string()))?,
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+                .map_err(|e| err(e.to_string()))?,
         );
     }
     for k in p.get("KeySchema").and_then(Value::as_array).into_iter().flatten() {
         let name = k.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
         let kind = KeyType::from(k.get("KeyType").and_then(Value::as_str).unwrap_or("HASH"));
-        req = req.key_schema(KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| err(e.to_string()))?);
+        req = req.key_schema(
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| err(e.to_string()))?,
+        );
     }
     req.send().await.map_err(|e| err(format!("{e:?}")))?;
     if let Some(attr) = p.pointer("/TimeToLiveSpecification/AttributeName").and_then(Value::as_str) {
@@ -438,7 +469,13 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &template::Table
             .enabled(true)
             .build()
             .map_err(|e| err(e.to_string()))?;
-        client.update_time_to_live().table_name(&table.name).time_to_live_specification(spec).send().await.map_err(|e| err(format!("{e:?}")))?;
+        client
+            .update_time_to_live()
+            .table_name(&table.name)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| err(format!("{e:?}")))?;
     }
     Ok(())
 }
@@ -495,7 +532,8 @@ pub async fn serve(options: StackOptions, out: &mut dyn std::io::Write) -> Resul
         "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION={REGION}\nAWS_ENDPOINT_URL={}\nAWS_ENDPOINT_URL_SFN={}\n",
         stack.admin.access_key_id, stack.admin.secret_access_key, stack.moto.endpoint, stack.sfn_endpoint
     );
-    write_private(&stack.work_dir.join("operator-credentials.env"), &creds).map_err(|e| setup("credentials file")(e.to_string()))?;
+    write_private(&stack.work_dir.join("operator-credentials.env"), &creds)
+        .map_err(|e| setup("credentials file")(e.to_string()))?;
     let _ = tokio::signal::ctrl_c().await;
     stack.shutdown().await;
     Ok(())

@@ -47,8 +47,7 @@ pub fn python_for(template: &Path) -> PathBuf {
 /// syntax) and return the expanded CloudFormation template.
 pub async fn expand(template: &Path, parameters: Option<&Path>, stack_name: &str) -> Result<Value, TemplateError> {
     let python = python_for(template);
-    let translator_err =
-        |detail: String| TemplateError::Translator { python: python.display().to_string(), detail };
+    let translator_err = |detail: String| TemplateError::Translator { python: python.display().to_string(), detail };
     let script = std::env::temp_dir().join(format!("selfheal-sam-expand-{}.py", std::process::id()));
     std::fs::write(&script, SAM_EXPAND_PY).map_err(|e| translator_err(e.to_string()))?;
     let mut cmd = tokio::process::Command::new(&python);
@@ -293,7 +292,9 @@ impl<'a> Resolver<'a> {
             }
         }
         match conds.keys().find(|k| !self.conditions.contains_key(*k)) {
-            Some(k) => Err(TemplateError::Unresolved { what: format!("condition {k}"), why: "cyclic or invalid".into() }),
+            Some(k) => {
+                Err(TemplateError::Unresolved { what: format!("condition {k}"), why: "cyclic or invalid".into() })
+            }
             None => Ok(()),
         }
     }
@@ -311,8 +312,12 @@ impl<'a> Resolver<'a> {
                 Ok(scalar(&self.resolve(&a[0])?) == scalar(&self.resolve(&a[1])?))
             }
             "Fn::Not" => Ok(!self.condition(list.and_then(|l| l.first()).ok_or_else(|| invalid("Fn::Not"))?)?),
-            "Fn::And" => list.ok_or_else(|| invalid("Fn::And"))?.iter().try_fold(true, |acc, c| Ok(acc & self.condition(c)?)),
-            "Fn::Or" => list.ok_or_else(|| invalid("Fn::Or"))?.iter().try_fold(false, |acc, c| Ok(acc | self.condition(c)?)),
+            "Fn::And" => {
+                list.ok_or_else(|| invalid("Fn::And"))?.iter().try_fold(true, |acc, c| Ok(acc & self.condition(c)?))
+            }
+            "Fn::Or" => {
+                list.ok_or_else(|| invalid("Fn::Or"))?.iter().try_fold(false, |acc, c| Ok(acc | self.condition(c)?))
+            }
             other => Err(invalid(format!("unsupported condition function {other}"))),
         }
     }
@@ -324,16 +329,18 @@ impl<'a> Resolver<'a> {
             "AWS::Partition" => Some("aws".to_string()),
             "AWS::URLSuffix" => Some("amazonaws.com".to_string()),
             "AWS::StackName" => Some(self.stack_name.clone()),
-            "AWS::StackId" => Some(format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/local", self.stack_name)),
+            "AWS::StackId" => {
+                Some(format!("arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{}/local", self.stack_name))
+            }
             _ => None,
         };
         if let Some(v) = pseudo.or_else(|| self.parameters.get(name).cloned()) {
             return Ok(v);
         }
-        self.physical
-            .get(name)
-            .map(|p| p.reference.clone())
-            .ok_or_else(|| TemplateError::Unresolved { what: format!("Ref {name}"), why: "no such parameter or resource".into() })
+        self.physical.get(name).map(|p| p.reference.clone()).ok_or_else(|| TemplateError::Unresolved {
+            what: format!("Ref {name}"),
+            why: "no such parameter or resource".into(),
+        })
     }
 
     fn attribute(&self, resource: &str, attr: &str) -> Result<String, TemplateError> {
@@ -449,13 +456,17 @@ impl<'a> Resolver<'a> {
     }
 
     fn resource_props(&self, id: &str) -> Result<Value, TemplateError> {
-        let res = self.template.pointer(&format!("/Resources/{id}")).ok_or_else(|| invalid(format!("no resource {id}")))?;
+        let res =
+            self.template.pointer(&format!("/Resources/{id}")).ok_or_else(|| invalid(format!("no resource {id}")))?;
         self.resolve(res.get("Properties").unwrap_or(&Value::Null))
     }
 
     fn role_statements(&self, role_arn: &str) -> Result<(Vec<Value>, Vec<String>), TemplateError> {
-        let Some((role_id, _)) =
-            self.physical.iter().find(|(_, p)| p.attrs.get("Arn").is_some_and(|a| a == role_arn)).map(|(k, p)| (k.clone(), p))
+        let Some((role_id, _)) = self
+            .physical
+            .iter()
+            .find(|(_, p)| p.attrs.get("Arn").is_some_and(|a| a == role_arn))
+            .map(|(k, p)| (k.clone(), p))
         else {
             return Err(invalid(format!("role {role_arn} is not defined in the template")));
         };
@@ -521,7 +532,8 @@ impl<'a> Resolver<'a> {
                         log_format: props.pointer("/LoggingConfig/LogFormat").map(scalar),
                         image_env: match res.pointer("/Metadata/Dockerfile").and_then(Value::as_str) {
                             Some(dockerfile) if props.get("PackageType").and_then(Value::as_str) == Some("Image") => {
-                                let context = res.pointer("/Metadata/DockerContext").and_then(Value::as_str).unwrap_or(".");
+                                let context =
+                                    res.pointer("/Metadata/DockerContext").and_then(Value::as_str).unwrap_or(".");
                                 let path = self.project_dir.join(context).join(dockerfile);
                                 let text = std::fs::read_to_string(&path)
                                     .map_err(|e| invalid(format!("{id}: cannot read {}: {e}", path.display())))?;
@@ -531,16 +543,22 @@ impl<'a> Resolver<'a> {
                         },
                     });
                 }
-                "AWS::DynamoDB::Table" => {
-                    tables.push(TableModel { logical_id: id.clone(), name: self.reference(id)?, properties: self.resource_props(id)? })
-                }
+                "AWS::DynamoDB::Table" => tables.push(TableModel {
+                    logical_id: id.clone(),
+                    name: self.reference(id)?,
+                    properties: self.resource_props(id)?,
+                }),
                 "AWS::SecretsManager::Secret" => secrets.push(self.secret_model(id)?),
                 "AWS::StepFunctions::StateMachine" => {
                     let props = self.resource_props(id)?;
                     let mut definition = match (props.get("DefinitionString"), props.get("Definition")) {
                         (Some(Value::String(s)), _) => s.clone(),
                         (_, Some(d)) => d.to_string(),
-                        _ => return Err(invalid(format!("{id}: no inline definition (DefinitionS3Location is not supported)"))),
+                        _ => {
+                            return Err(invalid(format!(
+                                "{id}: no inline definition (DefinitionS3Location is not supported)"
+                            )));
+                        }
                     };
                     if let Some(subs) = props.get("DefinitionSubstitutions").and_then(Value::as_object) {
                         for (k, v) in subs {
@@ -559,11 +577,13 @@ impl<'a> Resolver<'a> {
                 }
                 "AWS::ApiGatewayV2::Api" => {
                     let props = self.resource_props(id)?;
-                    for (path, methods) in props.pointer("/Body/paths").and_then(Value::as_object).into_iter().flatten() {
+                    for (path, methods) in props.pointer("/Body/paths").and_then(Value::as_object).into_iter().flatten()
+                    {
                         for (method, op) in methods.as_object().into_iter().flatten() {
                             let uri = op.pointer("/x-amazon-apigateway-integration/uri").and_then(Value::as_str);
-                            let version =
-                                op.pointer("/x-amazon-apigateway-integration/payloadFormatVersion").and_then(Value::as_str);
+                            let version = op
+                                .pointer("/x-amazon-apigateway-integration/payloadFormatVersion")
+                                .and_then(Value::as_str);
                             let Some(uri) = uri else { continue };
                             if version != Some("2.0") {
                                 return Err(invalid(format!("{method} {path}: only payload format 2.0 is emulated")));
@@ -573,7 +593,9 @@ impl<'a> Resolver<'a> {
                                 .split("/functions/")
                                 .nth(1)
                                 .and_then(|s| s.strip_suffix("/invocations"))
-                                .ok_or_else(|| invalid(format!("{method} {path}: integration {uri} is not a Lambda proxy")))?;
+                                .ok_or_else(|| {
+                                    invalid(format!("{method} {path}: integration {uri} is not a Lambda proxy"))
+                                })?;
                             routes.push(RouteModel {
                                 method: method.to_ascii_uppercase(),
                                 path: path.clone(),
@@ -708,7 +730,9 @@ fn as_string(v: &Value, what: &str) -> Result<String, TemplateError> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(TemplateError::Unresolved { what: what.to_string(), why: format!("expected a string, got {other}") }),
+        other => {
+            Err(TemplateError::Unresolved { what: what.to_string(), why: format!("expected a string, got {other}") })
+        }
     }
 }
 
@@ -734,9 +758,14 @@ mod tests {
         let arns = BTreeMap::from([("S".to_string(), "arn:s-abc".to_string())]);
         let r = Resolver::new(&t, "st", &arns).unwrap();
         assert_eq!(r.resolve(&json!({"Ref": "T"})).unwrap(), json!("st-T"));
-        assert_eq!(r.resolve(&json!({"Fn::GetAtt": ["T", "Arn"]})).unwrap(), json!("arn:aws:dynamodb:us-east-1:123456789012:table/st-T"));
-        assert_eq!(r.resolve(&json!({"Fn::Sub": "${AWS::StackName}-${N}-${T.Arn}-${!Keep}"})).unwrap(),
-            json!("st-7-arn:aws:dynamodb:us-east-1:123456789012:table/st-T-${Keep}"));
+        assert_eq!(
+            r.resolve(&json!({"Fn::GetAtt": ["T", "Arn"]})).unwrap(),
+            json!("arn:aws:dynamodb:us-east-1:123456789012:table/st-T")
+        );
+        assert_eq!(
+            r.resolve(&json!({"Fn::Sub": "${AWS::StackName}-${N}-${T.Arn}-${!Keep}"})).unwrap(),
+            json!("st-7-arn:aws:dynamodb:us-east-1:123456789012:table/st-T-${Keep}")
+        );
         assert_eq!(r.resolve(&json!({"Fn::Sub": ["${x}", {"x": {"Ref": "S"}}]})).unwrap(), json!("arn:s-abc"));
         assert_eq!(r.resolve(&json!({"Fn::Join": ["/", ["a", {"Ref": "Env"}]]})).unwrap(), json!("a/prod"));
         assert_eq!(r.resolve(&json!({"k": {"Fn::If": ["NotProd", 1, {"Ref": "AWS::NoValue"}]}, "l": [{"Fn::If": ["IsProd", "y", "n"]}]})).unwrap(),

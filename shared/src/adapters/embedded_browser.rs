@@ -49,7 +49,10 @@ impl EmbeddedLightpanda {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(bin).map_err(|e| ClientError::Invalid {
             service: SERVICE,
-            detail: format!("embedded browser {} is missing: {e} (set SELFHEAL_LIGHTPANDA_BIN or BrowserEndpoint)", bin.display()),
+            detail: format!(
+                "embedded browser {} is missing: {e} (set SELFHEAL_LIGHTPANDA_BIN or BrowserEndpoint)",
+                bin.display()
+            ),
         })?;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             return Err(ClientError::Invalid {
@@ -57,7 +60,11 @@ impl EmbeddedLightpanda {
                 detail: format!("embedded browser {} is not an executable file", bin.display()),
             });
         }
-        Ok(Self { bin: bin.to_path_buf(), max_connections: max_connections.max(1), running: tokio::sync::Mutex::new(None) })
+        Ok(Self {
+            bin: bin.to_path_buf(),
+            max_connections: max_connections.max(1),
+            running: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// The running browser, started (again) if needed.
@@ -66,8 +73,12 @@ impl EmbeddedLightpanda {
         if let Some(r) = guard.as_mut() {
             match r.child.try_wait() {
                 Ok(None) => return Ok(r.browser.clone()),
-                Ok(Some(status)) => tracing::warn!(service = SERVICE, %status, "embedded browser exited; starting it again"),
-                Err(e) => tracing::warn!(service = SERVICE, error = %e, "embedded browser state unknown; starting it again"),
+                Ok(Some(status)) => {
+                    tracing::warn!(service = SERVICE, %status, "embedded browser exited; starting it again")
+                }
+                Err(e) => {
+                    tracing::warn!(service = SERVICE, error = %e, "embedded browser state unknown; starting it again")
+                }
             }
         }
         *guard = None;
@@ -94,7 +105,12 @@ impl EmbeddedLightpanda {
         while started.elapsed() < START_TIMEOUT {
             if http.get(&version).send().await.is_ok_and(|r| r.status().is_success()) {
                 let browser = Arc::new(LightpandaBrowser::new(&format!("ws://127.0.0.1:{port}/"), None)?);
-                tracing::info!(service = SERVICE, port, start_ms = started.elapsed().as_millis() as u64, "embedded browser started");
+                tracing::info!(
+                    service = SERVICE,
+                    port,
+                    start_ms = started.elapsed().as_millis() as u64,
+                    "embedded browser started"
+                );
                 *guard = Some(Running { child, browser: browser.clone() });
                 return Ok(browser);
             }
