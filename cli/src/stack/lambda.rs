@@ -265,6 +265,14 @@ impl LambdaHost {
         &self.functions
     }
 
+    /// How long the current process of `function` took to initialise (spawn to its first
+    /// `GET …/invocation/next`), once it has: the cold start, less the first invocation.
+    pub fn init_duration(&self, function: &str) -> Option<Duration> {
+        let slot = self.slot(function)?;
+        let current = lock(&slot.process);
+        current.as_ref().and_then(|p| p.api.init.get().copied())
+    }
+
     /// Whether `function` (name, ARN or logical id) is one of ours.
     pub fn has_function(&self, function: &str) -> bool {
         self.slot(function).is_some()
@@ -407,6 +415,9 @@ struct RuntimeApi {
     in_flight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     /// The runtime has polled `/next` at least once: init is over.
     polled: AtomicBool,
+    /// When the process was started, and how long its init took (spawn to first `/next`).
+    spawned: std::time::Instant,
+    init: std::sync::OnceLock<Duration>,
     /// `POST /runtime/init/error`: (errorType, errorMessage).
     init_error: watch::Sender<Option<(String, String)>>,
     closed: watch::Sender<bool>,
@@ -458,6 +469,8 @@ impl Slot {
             events: tokio::sync::Mutex::new(events_rx),
             in_flight: Mutex::new(HashMap::new()),
             polled: AtomicBool::new(false),
+            spawned: std::time::Instant::now(),
+            init: std::sync::OnceLock::new(),
             init_error: watch::Sender::new(None),
             closed: watch::Sender::new(false),
         });
@@ -807,6 +820,7 @@ fn accepted() -> Response {
 /// `GET /2018-06-01/runtime/invocation/next`: long-poll until the next event.
 async fn next_invocation(State(api): State<Arc<RuntimeApi>>) -> Response {
     api.polled.store(true, Ordering::SeqCst);
+    let _ = api.init.set(api.spawned.elapsed());
     let mut closed = api.closed.subscribe();
     let gone = || runtime_error(StatusCode::GONE, "RuntimeClosed", "this execution environment is shutting down");
     // One long poll at a time: a second concurrent poll waits for the first to be answered.
