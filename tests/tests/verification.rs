@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selfheal::adapters::lightpanda::{LightpandaBrowser, run_checks};
+use selfheal::adapters::lightpanda::LightpandaBrowser;
+use selfheal::stages::action::run_checks;
 use selfheal::ports::{Browser, CheckSpec, JourneyStep};
 use selfheal_cli::demo_service::{DemoService, Mode};
 

@@ -53,25 +53,9 @@ fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
     (body_excerpt(msg.as_bytes(), 300), retryable)
 }
 
-/// Coder workspace names: 1–32 chars, `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`, not `new`/`create`.
-pub fn valid_workspace_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && name != "new"
-        && name != "create"
-        && name.split('-').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()))
-}
-
-/// A unique, valid name for an incident's workspace: `fix-<incident>-<suffix>`, shortened.
-pub fn workspace_name(incident: &str, suffix: &str) -> String {
-    let clean =
-        |s: &str| -> String { s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase() };
-    let suffix: String = clean(suffix).chars().take(8).collect();
-    let budget = 32 - "fix--".len() - suffix.len();
-    let inc: String = clean(incident).chars().take(budget).collect();
-    let name = format!("fix-{inc}-{suffix}");
-    if valid_workspace_name(&name) { name } else { format!("fix-{suffix}") }
-}
+// Workspace naming is a domain rule (the name is deterministic per incident and plan, so a
+// crashed provisioning step can find its workspace again); re-exported for callers here.
+pub use crate::domain::{valid_workspace_name, workspace_name};
 
 fn contract(detail: impl Into<String>) -> ClientError {
     ClientError::Contract { service: SERVICE, detail: detail.into() }

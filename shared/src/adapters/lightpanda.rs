@@ -290,22 +290,6 @@ impl Browser for LightpandaBrowser {
     }
 }
 
-/// Run many checks at once (the swarm), at most `max_concurrent` connections at a time. A
-/// check whose browser failed is reported as a failing check with the reason.
-pub async fn run_checks(browser: &dyn Browser, specs: &[CheckSpec], max_concurrent: usize) -> Vec<CheckResult> {
-    let gate = tokio::sync::Semaphore::new(max_concurrent.max(1));
-    let checks: Vec<_> = specs.iter().map(|spec| check_one(browser, spec, &gate)).collect();
-    futures::future::join_all(checks).await
-}
-
-async fn check_one(browser: &dyn Browser, spec: &CheckSpec, gate: &tokio::sync::Semaphore) -> CheckResult {
-    let _permit = gate.acquire().await;
-    match browser.check(spec).await {
-        Ok(r) => r,
-        Err(e) => failing(spec, 0, format!("browser: {e}")),
-    }
-}
-
 /// Plain HTTP checks for machines without a browser (status, text, latency; no journeys).
 pub struct HttpChecker {
     http: reqwest::Client,

@@ -464,3 +464,23 @@ impl ServiceSettings {
         Ok(())
     }
 }
+
+/// Coder workspace names: 1–32 chars, `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`, not `new`/`create`.
+pub fn valid_workspace_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name != "new"
+        && name != "create"
+        && name.split('-').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// A unique, valid name for an incident's workspace: `fix-<incident>-<suffix>`, shortened.
+pub fn workspace_name(incident: &str, suffix: &str) -> String {
+    let clean =
+        |s: &str| -> String { s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase() };
+    let suffix: String = clean(suffix).chars().take(8).collect();
+    let budget = 32 - "fix--".len() - suffix.len();
+    let inc: String = clean(incident).chars().take(budget).collect();
+    let name = format!("fix-{inc}-{suffix}");
+    if valid_workspace_name(&name) { name } else { format!("fix-{suffix}") }
+}

@@ -6,11 +6,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{Deps, audit, cognition, load, update};
-use crate::adapters::coder::workspace_name;
-use crate::adapters::lightpanda::run_checks;
 use crate::domain::*;
 use crate::error::StageError;
-use crate::ports::{CheckSpec, WorkspaceHandle, WorkspaceProgress, WorkspaceRequest};
+use crate::ports::{Browser, CheckSpec, WorkspaceHandle, WorkspaceProgress, WorkspaceRequest};
 
 const LOG_BYTES: usize = 4000;
 
@@ -108,6 +106,30 @@ pub async fn postflight(deps: &Deps, id: &IncidentId) -> Result<Value, StageErro
         return Err(StageError::StillFailing(failing.join("; ")));
     }
     Ok(json!({"healthy": true}))
+}
+
+/// Run many checks at once (the swarm), at most `max_concurrent` connections at a time. A
+/// check whose browser failed is reported as a failing check with the reason.
+pub async fn run_checks(browser: &dyn Browser, specs: &[CheckSpec], max_concurrent: usize) -> Vec<CheckResult> {
+    let gate = tokio::sync::Semaphore::new(max_concurrent.max(1));
+    let checks: Vec<_> = specs.iter().map(|spec| check_one(browser, spec, &gate)).collect();
+    futures::future::join_all(checks).await
+}
+
+async fn check_one(browser: &dyn Browser, spec: &CheckSpec, gate: &tokio::sync::Semaphore) -> CheckResult {
+    let _permit = gate.acquire().await;
+    match browser.check(spec).await {
+        Ok(r) => r,
+        Err(e) => CheckResult {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            status: None,
+            latency_ms: 0,
+            ok: false,
+            failing_step: Some(format!("browser: {e}")),
+            excerpt: String::new(),
+        },
+    }
 }
 
 /// The execution gate: only an auto decision on a valid catalog action, or a human approval

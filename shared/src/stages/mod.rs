@@ -183,26 +183,5 @@ pub fn execution_input(settings: &Settings, incident: &Incident) -> String {
     .to_string()
 }
 
-static EMF_TO_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Lambda prints EMF records on stdout (CloudWatch turns them into metrics); interactive
-/// commands switch that off so the records do not interleave with their output.
-pub fn set_metrics_to_stdout(on: bool) {
-    EMF_TO_STDOUT.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// CloudWatch embedded-metric-format record (one JSON line on stdout; CloudWatch turns it into
-/// metrics, `selfheal stats` reads the same figures from the store). The record carries a
-/// `level` and `timestamp` so Lambda's log-level filter keeps it at any `LogLevel`
-/// (see [`crate::telemetry::metric_level`]).
-pub fn emit_metric(service: &str, metrics: &[(&str, f64, &str)], dimensions: &[(&str, &str)]) {
-    // The Lambda level is fixed for the life of the execution environment: read it once.
-    static LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    let level = *LEVEL.get_or_init(|| crate::telemetry::metric_level(|k| std::env::var(k).ok()));
-    let record = crate::telemetry::emf_record("selfheal", service, metrics, dimensions, chrono::Utc::now(), level);
-    if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
-        println!("{record}");
-    } else {
-        tracing::debug!(emf = %record, "metric");
-    }
-}
+// The metrics emitter lives in telemetry; stages keep calling it by these names.
+pub use crate::telemetry::{emit_metric, set_metrics_to_stdout};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use selfheal::adapters::lightpanda::{LightpandaBrowser, run_checks};
+use selfheal::adapters::lightpanda::LightpandaBrowser;
+use selfheal::stages::action::run_checks;
 use selfheal::ports::CheckSpec;
 use selfheal_cli::demo_service::{DemoService, Mode};
 
