@@ -5,7 +5,6 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use crate::adapters::dynamodb::DynamoTable;
-use crate::adapters::sfn::StepFunctions;
 use crate::config::Settings;
 use crate::ports::{Orchestrator, SystemClock};
 use crate::stages::{self, Deps, Function};
@@ -53,7 +52,10 @@ async fn wire(function: Function) -> Result<Arc<Deps>, lambda_runtime::Error> {
     let secrets = crate::secrets::for_lambda(&settings, &sdk).await?;
     let store = Arc::new(TableStore::new(DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk), table)));
     let orchestrator: Arc<dyn Orchestrator> = match &settings.state_machine_arn {
-        Some(arn) if !arn.is_empty() => Arc::new(StepFunctions::new(aws_sdk_sfn::Client::new(&sdk), arn.clone())),
+        #[cfg(feature = "orchestrator")]
+        Some(arn) if !arn.is_empty() => {
+            Arc::new(crate::adapters::sfn::StepFunctions::new(aws_sdk_sfn::Client::new(&sdk), arn.clone()))
+        }
         _ => Arc::new(Unconfigured("Step Functions (SELFHEAL_STATE_MACHINE_ARN)")),
     };
     let clock = Arc::new(SystemClock::real());

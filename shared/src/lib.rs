@@ -10,6 +10,7 @@ pub mod aws;
 pub mod budget;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "local")]
 pub mod engine;
 pub mod error;
 pub mod http;

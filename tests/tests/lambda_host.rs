@@ -23,7 +23,11 @@ fn setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // SAFETY: see above; no other thread of this test binary is reading the environment.
-        unsafe { std::env::set_var(MARKER, "must-not-leak") };
+        // The test's own environment must carry a marker the functions must not see.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(MARKER, "must-not-leak")
+        };
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("selfheal_cli=debug").try_init();
     });
 }

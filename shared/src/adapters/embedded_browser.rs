@@ -18,7 +18,7 @@ const SERVICE: &str = "lightpanda";
 /// Where the image puts the binary (`SELFHEAL_LIGHTPANDA_BIN` overrides it).
 pub const DEFAULT_BIN: &str = "/opt/lightpanda/lightpanda";
 /// The `browser.endpoint` value that selects this adapter.
-pub const EMBEDDED: &str = "embedded";
+pub const EMBEDDED: &str = crate::wiring::EMBEDDED_BROWSER;
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Running {

@@ -3,10 +3,14 @@
 pub mod anthropic;
 pub mod coder;
 pub mod dynamodb;
+#[cfg(feature = "browser")]
 pub mod embedded_browser;
+#[cfg(feature = "browser")]
 pub mod lightpanda;
 pub mod pagerduty;
 pub mod senso;
+#[cfg(feature = "orchestrator")]
 pub mod sfn;
 pub mod slack;
+#[cfg(feature = "local")]
 pub mod sqlite;

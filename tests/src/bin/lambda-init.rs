@@ -43,7 +43,15 @@ async fn main() {
     aws_sdk_secretsmanager::Client::new(&config)
         .create_secret()
         .name(&secret)
-        .secret_string(r#"{"pagerduty_webhook_secrets":["x"],"slack_signing_secret":"y"}"#)
+        // Every integration's keys: init refuses to start a function that lacks what it needs.
+        .secret_string(
+            serde_json::json!({
+                "pagerduty_webhook_secrets": ["x"], "pagerduty_api_token": "t", "pagerduty_from_email": "selfheal@example.com",
+                "slack_bot_token": "xoxb-bench", "slack_signing_secret": "y", "senso_api_key": "k",
+                "anthropic_api_key": "k", "coder_session_token": "k", "lightpanda_token": ""
+            })
+            .to_string(),
+        )
         .send()
         .await
         .expect("secret");
@@ -88,7 +96,13 @@ async fn main() {
                 .env("AWS_SECRET_ACCESS_KEY", "testing")
                 .env("AWS_ENDPOINT_URL", &moto)
                 .env("SELFHEAL_TABLE_NAME", &table)
-                .env("SELFHEAL_SECRET_ID", &secret)
+                .env("SELFHEAL_SECRET_IDS", &secret)
+                // The settings strict init asks for (a deployed function gets them from the template).
+                .env("SELFHEAL_INVESTIGATOR_IDS", "PCLERIC01")
+                .env("SELFHEAL_SLACK_CHANNEL", "C0INCIDENTS")
+                .env("SELFHEAL_CODER_API_BASE", "http://127.0.0.1:9")
+                .env("SELFHEAL_CODER_TEMPLATE_VERSION_ID", "bench")
+                .env("SELFHEAL_BROWSER_ENDPOINT", "ws://127.0.0.1:9/")
                 .env("SELFHEAL_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:bench")
                 .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
                 .stdout(std::process::Stdio::null())
