@@ -8,7 +8,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::adapters::{anthropic, coder, embedded_browser, lightpanda, pagerduty, senso, slack};
+use crate::adapters::{anthropic, coder, pagerduty, senso, slack};
+#[cfg(feature = "browser")]
+use crate::adapters::{embedded_browser, lightpanda};
 use crate::config::{Secrets, Settings};
 use crate::domain::*;
 use crate::error::{ClientError, OrchestratorError};
@@ -206,12 +208,22 @@ fn chat(settings: &Settings, secrets: &Secrets) -> Arc<dyn ChatOps> {
     or_unconfigured(chat, Arc::new(Unconfigured("Slack (slack_bot_token, slack.channel)")), "slack")
 }
 
+/// The `browser.endpoint` value that selects the browser the function runs itself.
+pub const EMBEDDED_BROWSER: &str = "embedded";
+
 /// Is the browser the function's own (`browser.endpoint` empty or "embedded")?
 pub fn embedded_browser(settings: &Settings) -> bool {
     let endpoint = settings.browser.endpoint.trim();
-    endpoint.is_empty() || endpoint == embedded_browser::EMBEDDED
+    endpoint.is_empty() || endpoint == EMBEDDED_BROWSER
 }
 
+#[cfg(not(feature = "browser"))]
+fn browser(_: &Settings, _: &Secrets) -> Arc<dyn Browser> {
+    // Built without the `browser` feature: only functions that run no checks are.
+    Arc::new(NoBrowser)
+}
+
+#[cfg(feature = "browser")]
 fn browser(settings: &Settings, secrets: &Secrets) -> Arc<dyn Browser> {
     if embedded_browser(settings) {
         let bin = embedded_browser::configured_bin();
@@ -420,13 +432,22 @@ fn check_capability(
             coder::CoderApi::new(base, token, &settings.coder.user, template)
                 .map_err(|e| invalid("SELFHEAL_CODER_API_BASE", e))?;
         }
+        #[cfg(feature = "browser")]
         Capability::Browser if embedded_browser(settings) => {
             embedded_browser::EmbeddedLightpanda::new(&embedded_browser::configured_bin(), 1)
                 .map_err(|e| invalid("SELFHEAL_LIGHTPANDA_BIN", e))?;
         }
+        #[cfg(feature = "browser")]
         Capability::Browser => {
             lightpanda::LightpandaBrowser::new(&settings.browser.endpoint, present(&secrets.lightpanda_token))
                 .map_err(|e| invalid("SELFHEAL_BROWSER_ENDPOINT", e))?;
+        }
+        #[cfg(not(feature = "browser"))]
+        Capability::Browser => {
+            return Err(invalid(
+                "SELFHEAL_BROWSER_ENDPOINT",
+                ClientError::Invalid { service: "browser", detail: "this binary was built without the browser feature".into() },
+            ));
         }
     }
     Ok(())
@@ -542,7 +563,7 @@ mod tests {
     #[tokio::test]
     async fn strict_wiring_refuses_and_lenient_wiring_degrades() {
         let store: Arc<dyn IncidentStore> =
-            Arc::new(crate::store::TableStore::new(crate::adapters::sqlite::SqliteTable::in_memory().unwrap()));
+            Arc::new(crate::store::TableStore::new(crate::store::MemoryTable::new()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::real());
         let orchestrator: Arc<dyn Orchestrator> = Arc::new(Unconfigured("orchestrator"));
         let mut s = secrets();
