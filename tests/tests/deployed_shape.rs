@@ -85,6 +85,25 @@ async fn each_function_holds_only_its_role_policy() {
         let other = ddb.get_item().table_name("someone-elses-table").set_key(Some(key("X"))).send().await;
         assert!(other.is_err(), "{}: another table must be denied", spec.logical_id);
 
+        // Secrets: exactly the ones the template lists for the function (least privilege).
+        let own: Vec<&str> = spec.env.get("SELFHEAL_SECRET_IDS").map(|v| v.split(',').collect()).unwrap_or_default();
+        let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+        let admin = aws_sdk_secretsmanager::Client::new(&h.stack.admin_config().await);
+        let all = admin.list_secrets().send().await.expect("operator lists secrets");
+        assert!(all.secret_list().len() >= 6, "one secret per integration");
+        for secret in all.secret_list() {
+            let arn = secret.arn().unwrap_or_default();
+            let read = secrets.get_secret_value().secret_id(arn).send().await;
+            assert_eq!(
+                read.is_ok(),
+                own.contains(&arn),
+                "{} reading {}: {:?}",
+                spec.logical_id,
+                secret.name().unwrap_or_default(),
+                read.err()
+            );
+        }
+
         // Step Functions: only intake starts executions.
         let sfn_config = sdk_config(&h.stack.sfn_endpoint, &creds).await;
         let sfn = aws_sdk_sfn::Client::new(&sfn_config);
