@@ -388,6 +388,15 @@ async fn the_task_dispatcher_wraps_results_as_step_functions_does() {
         .expect_err("unknown function");
     assert_eq!(failure.error, "Lambda.ResourceNotFoundException");
 
+    // A timeout or a crash is an unhandled error: Step Functions names it Lambda.Unknown (which
+    // the state machine retries), with the runtime's own type in the cause.
+    let failure = dispatcher
+        .invoke(task("arn:aws:states:::lambda:invoke", json!({"FunctionName": arn, "Payload": {"exit": 3}})))
+        .await
+        .expect_err("crash");
+    assert_eq!(failure.error, "Lambda.Unknown");
+    assert!(failure.cause.contains("Runtime.ExitError"), "{}", failure.cause);
+
     let failure = dispatcher
         .invoke(task("arn:aws:states:::sqs:sendMessage", json!({"QueueUrl": "q"})))
         .await

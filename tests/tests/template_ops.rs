@@ -618,3 +618,24 @@ fn task_timeouts_cover_the_function_timeouts() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A Lambda timeout, crash or failed init reaches the state machine as `Lambda.Unknown`; every
+/// task that invokes a function retries it like the other transient Lambda errors (the stages
+/// are idempotent per incident: provisioning adopts its workspace by name, approvals by plan).
+#[test]
+fn every_lambda_task_retries_unhandled_function_errors() {
+    let mut missing = Vec::new();
+    for (name, s) in states(&asl()) {
+        if task_target(&s).is_none() {
+            continue;
+        }
+        let retried = s["Retry"].as_array().into_iter().flatten().any(|r| {
+            r["ErrorEquals"].as_array().into_iter().flatten().any(|e| e == "Lambda.Unknown")
+                && r["MaxAttempts"].as_u64().unwrap_or(3) > 0
+        });
+        if !retried {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "tasks that do not retry Lambda.Unknown: {missing:?}");
+}

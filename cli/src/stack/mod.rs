@@ -120,6 +120,8 @@ fn local_lightpanda(template: &Path) -> Option<PathBuf> {
         .filter_map(Result::ok)
         .map(|d| d.path().join("site-packages/lightpanda/lightpanda"))
         .find(|p| p.exists())
+        // The function runs in its own directory: a relative path would not reach the binary.
+        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 /// A moto server of the stack's own: IAM enforcement is switched on for the whole process, so
