@@ -39,11 +39,17 @@ pub enum Provider {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check a webhook signature over the body read from stdin. Exit 0 when valid, 1 when not.
+    /// The secret comes from --secret-file, else SELFHEAL_WEBHOOK_SECRET (PagerDuty; several
+    /// comma-separated during a rotation) or SELFHEAL_SLACK_SIGNING_SECRET (Slack).
     VerifySignature {
         #[arg(long, value_enum)]
         provider: Provider,
-        /// Signing secret; repeat for PagerDuty secret rotation.
-        #[arg(long = "secret", required = true)]
+        /// A file holding the signing secret, one per line (PagerDuty: several during a rotation).
+        #[arg(long, value_name = "FILE", conflicts_with = "secrets")]
+        secret_file: Option<PathBuf>,
+        /// Deprecated: a secret on the command line is visible to every user of the machine (the
+        /// process list) and stays in shell history. Repeat for PagerDuty secret rotation.
+        #[arg(long = "secret")]
         secrets: Vec<String>,
         /// The signature header value (`v1=…[,v1=…]` or `v0=…`).
         #[arg(long)]
@@ -163,11 +169,17 @@ pub enum Command {
         #[command(subcommand)]
         verb: ServicesVerb,
     },
-    /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it.
+    /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it. The secret comes
+    /// from --secret-file, else SELFHEAL_WEBHOOK_SECRET.
     ReplayWebhook {
         file: PathBuf,
+        /// A file holding the webhook secret (its first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+        secret_file: Option<PathBuf>,
+        /// Deprecated: a secret on the command line is visible to every user of the machine (the
+        /// process list) and stays in shell history.
         #[arg(long)]
-        secret: String,
+        secret: Option<String>,
         #[arg(long)]
         to: String,
         /// X-Webhook-Id to send (default: a fresh one).
@@ -295,13 +307,13 @@ async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
             let store = store.target().open().await.map_err(|e| e.to_string())?.store;
             for settings in &all {
                 store.put_service_settings(settings).await.map_err(|e| e.to_string())?;
-                println!("{}", operator::service_summary(settings));
+                println!("{}", operator::term_json(&operator::service_summary(settings), false));
             }
         }
         ServicesVerb::List { store } => {
             let store = store.target().open().await.map_err(|e| e.to_string())?.store;
             for settings in store.list_service_settings().await.map_err(|e| e.to_string())? {
-                println!("{}", operator::service_summary(&settings));
+                println!("{}", operator::term_json(&operator::service_summary(&settings), false));
             }
         }
         ServicesVerb::Show { service, store } => {
@@ -313,13 +325,60 @@ async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
                         opened.location()
                     )
                 })?;
-            println!("{}", serde_json::to_string_pretty(&settings).map_err(|e| e.to_string())?);
+            let value = serde_json::to_value(&settings).map_err(|e| e.to_string())?;
+            println!("{}", operator::term_json(&value, true));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a verb's signing secret comes from, in order: `--secret-file`, the deprecated
+/// `--secret` (with a warning), the environment variable `env`. Secrets never need to be on
+/// the command line, where every user of the machine can read them.
+fn signing_secrets(file: Option<&Path>, flags: Vec<String>, env: &str) -> Result<Vec<String>, String> {
+    let secrets = if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        warn_if_readable_by_others(path);
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+    } else if !flags.is_empty() {
+        eprintln!(
+            "selfheal: warning: --secret puts the secret in the process list and your shell history; \
+             use --secret-file FILE or {env} instead"
+        );
+        flags
+    } else {
+        std::env::var(env)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    if secrets.is_empty() {
+        return Err(format!("no signing secret: give --secret-file FILE or set {env}"));
+    }
+    Ok(secrets)
+}
+
+/// A secrets file others can read is a leak waiting to happen; say so (it still works).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            eprintln!("selfheal: warning: {} is readable by other users; chmod 600 it", path.display());
+        }
+    }
+}
+
+/// Run a verb. Errors may quote outside text (a remote API's message, a stored title), so they
+/// reach the terminal with their control characters escaped.
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
+    run_verb(cli).await.map_err(|e| operator::term_text(&e))
+}
+
+async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Stack { template, parameters, stack_name, functions_dir, work_dir, secrets_json } => {
             selfheal::telemetry::init();
@@ -347,12 +406,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let verdict = crate::demo::check(scenario, &run.record);
             if json {
-                println!("{}", run.record);
+                println!("{}", operator::term_json(&run.record, false));
             }
             match verdict {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
-                    eprintln!("selfheal demo: scenario {} did not reach its outcome: {e}", scenario.name());
+                    eprintln!(
+                        "selfheal demo: scenario {} did not reach its outcome: {}",
+                        scenario.name(),
+                        operator::term_line(&e)
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
@@ -369,22 +432,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 "selfheal serving on http://{addr} (POST /webhooks/pagerduty, POST /slack/interactions), store {}",
                 db.display()
             );
-            axum::serve(listener, crate::server::router(stack.deps.clone()))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                    eprintln!("selfheal: shutting down; open executions resume on the next start");
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            let limits = stack.deps.settings.server.clone();
+            crate::server::serve(listener, crate::server::router(stack.deps.clone()), limits, async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("selfheal: shutting down; open executions resume on the next start");
+            })
+            .await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Runbooks { verb: RunbooksVerb::Check { dir } } => {
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
             for rb in &runbooks {
-                println!(
-                    "{}",
-                    serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()})
-                );
+                let line = serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()});
+                println!("{}", operator::term_json(&line, false));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -410,7 +470,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             .await
             .map_err(|e| e.to_string())?;
             for p in pushed {
-                println!("{}", serde_json::to_string(&p).map_err(|e| e.to_string())?);
+                println!("{}", operator::term_json(&serde_json::to_value(&p).map_err(|e| e.to_string())?, false));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -424,20 +484,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no incident {id} in {}", opened.location()))?;
             let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
+            // The title, service name and actors come from PagerDuty and Slack: escaped.
             if json {
-                println!("{}", serde_json::json!({"incident": inc, "timeline": trail}));
+                println!("{}", operator::term_json(&serde_json::json!({"incident": inc, "timeline": trail}), false));
             } else {
-                println!("{} — {}", inc.id, inc.title);
+                println!("{} — {}", inc.id, operator::term_line(&inc.title));
                 println!(
                     "service {} · status {:?} · outcome {:?} · route {} · effectiveness {:?}",
-                    inc.service.name,
+                    operator::term_line(inc.service.name.as_str()),
                     inc.status,
                     inc.outcome,
                     inc.decision.as_ref().map_or("none", |d| d.route.as_str()),
                     inc.effectiveness
                 );
                 for e in &trail {
-                    println!("  {} {:<14} {}", e.at.format("%Y-%m-%d %H:%M:%S%.3f"), e.actor, e.kind);
+                    println!(
+                        "  {} {:<14} {}",
+                        e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                        operator::term_line(&e.actor),
+                        operator::term_line(&e.kind)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -458,7 +524,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReplayWebhook { file, secret, to, webhook_id } => {
+        Command::ReplayWebhook { file, secret_file, secret, to, webhook_id } => {
+            let secrets =
+                signing_secrets(secret_file.as_deref(), secret.into_iter().collect(), "SELFHEAL_WEBHOOK_SECRET")?;
+            let [secret] = secrets.as_slice() else {
+                return Err("replay-webhook signs with one secret; the source holds several".into());
+            };
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let signature = selfheal::signature::sign_pagerduty(secret.as_bytes(), &body);
             let id = webhook_id.unwrap_or_else(|| format!("replay-{}", uuid::Uuid::new_v4().simple()));
@@ -473,8 +544,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(|e| format!("POST {to} failed: {e}"))?;
             let status = resp.status().as_u16();
+            // The endpoint's answer is outside text.
             let text = resp.text().await.unwrap_or_default();
-            println!("{status} {text}");
+            println!("{status} {}", operator::term_line(&text));
             Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Stats { since, store, state_machine_arn } => {
@@ -496,7 +568,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                     crate::stats::collect_table(client, table, opened.store.as_ref(), since, executions).await?
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
+            println!("{}", operator::term_json(&stats, true));
             Ok(ExitCode::SUCCESS)
         }
         Command::Services { verb } => services(verb).await,
@@ -504,7 +576,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the note from stdin: {e}"))?;
             let parsed = selfheal::notes::parse_note(&text);
-            println!("{}", serde_json::to_string(&parsed).map_err(|e| e.to_string())?);
+            println!("{}", operator::term_json(&serde_json::to_value(&parsed).map_err(|e| e.to_string())?, false));
             Ok(ExitCode::SUCCESS)
         }
         Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db } => {
@@ -536,7 +608,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 out["error"] = error.into();
                 out["cause"] = report.cause.unwrap_or_default().into();
             }
-            println!("{out}");
+            println!("{}", operator::term_json(&out, false));
             Ok(ExitCode::SUCCESS)
         }
         Command::History { execution_id, db } => {
@@ -550,10 +622,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .ok_or_else(|| format!("no execution {name} in {}", db.display()))?;
             let events = engine.history(name).await.map_err(|e| e.to_string())?;
             let out = serde_json::json!({ "execution": record.name, "status": record.status, "events": events });
-            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+            println!("{}", operator::term_json(&out, true));
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifySignature { provider, secrets, signature, timestamp, at } => {
+        Command::VerifySignature { provider, secret_file, secrets, signature, timestamp, at } => {
+            let env = match provider {
+                Provider::Pagerduty => "SELFHEAL_WEBHOOK_SECRET",
+                Provider::Slack => "SELFHEAL_SLACK_SIGNING_SECRET",
+            };
+            let secrets = signing_secrets(secret_file.as_deref(), secrets, env)?;
             let mut body = Vec::new();
             std::io::stdin().read_to_end(&mut body).map_err(|e| format!("cannot read body from stdin: {e}"))?;
             let result = match provider {
@@ -565,7 +642,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 Provider::Slack => {
                     if secrets.len() != 1 {
-                        return Err("--provider slack takes exactly one --secret".into());
+                        return Err("--provider slack takes exactly one secret".into());
                     }
                     let now = at.unwrap_or_else(|| chrono::Utc::now().timestamp());
                     selfheal::signature::verify_slack(

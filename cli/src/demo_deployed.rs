@@ -135,6 +135,7 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
         target: None,
         auto_execute: false,
         approvers: Vec::new(),
+        parameters: Default::default(),
         updated_at: chrono::Utc::now(),
         updated_by: "selfheal-demo".to_string(),
     };

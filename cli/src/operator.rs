@@ -249,6 +249,9 @@ struct ServiceEntry {
     target: Option<String>,
     #[serde(default)]
     approvers: Vec<String>,
+    /// Values for runbook parameters declared `source = "service"` (`[service.parameters]`).
+    #[serde(default)]
+    parameters: std::collections::BTreeMap<String, String>,
     /// Kept raw so unknown keys can be reported: `CheckSpec` itself ignores them, and a
     /// misspelt `expect_text` must not silently weaken a check.
     #[serde(default)]
@@ -305,6 +308,7 @@ pub fn parse_services(path: &Path, by: &str, now: DateTime<Utc>) -> Result<Vec<S
             target: entry.target,
             auto_execute: entry.auto_execute,
             approvers: entry.approvers,
+            parameters: entry.parameters,
             updated_at: now,
             updated_by: by.to_string(),
         };
@@ -332,6 +336,79 @@ pub fn service_summary(s: &ServiceSettings) -> serde_json::Value {
         "updated_at": s.updated_at,
         "updated_by": s.updated_by,
     })
+}
+
+// ------------------------------------------------------------------ terminal output
+//
+// Text from outside (PagerDuty titles and notes, Slack ids, remote error messages) reaches the
+// operator's terminal through these verbs. A raw ESC starts an escape sequence (retitle the
+// window, rewrite earlier lines, on some terminals write files), CR overwrites what was printed,
+// BEL and NUL annoy or truncate, and bidirectional overrides reorder what is read. Every such
+// character is printed as a visible escape instead.
+
+/// Characters a terminal acts on rather than shows: every Unicode control (C0, DEL, C1), the
+/// bidirectional controls, and the line and paragraph separators.
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+fn escape_into(out: &mut String, c: char) {
+    use std::fmt::Write;
+    let _ = match c {
+        '\n' => write!(out, "\\n"),
+        '\r' => write!(out, "\\r"),
+        '\t' => write!(out, "\\t"),
+        c if (c as u32) < 0x80 => write!(out, "\\x{:02x}", c as u32),
+        c => write!(out, "\\u{{{:04x}}}", c as u32),
+    };
+}
+
+/// One line of outside text, safe to print: controls, newlines included, shown as escapes
+/// (`\x1b`, `\r`, `\n`, `\u{202e}`).
+pub fn term_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if acts_on_terminal(c) {
+            escape_into(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Several lines of outside text (an error with context, a note): as [`term_line`], but line
+/// feeds and tabs are kept.
+pub fn term_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c != '\n' && c != '\t' && acts_on_terminal(c) {
+            escape_into(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// JSON for the terminal. serde_json already escapes C0 controls inside strings; DEL, the C1
+/// controls and the bidirectional controls it leaves raw become `\uXXXX` escapes too, which is
+/// the same JSON value. (Outside strings JSON is ASCII, so every such character is in a string.)
+pub fn term_json(value: &serde_json::Value, pretty: bool) -> String {
+    let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    // Serialising a `Value` cannot fail (its keys are strings); an empty object is the fallback.
+    let text = text.unwrap_or_else(|_| "{}".to_string());
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if acts_on_terminal(c) {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -405,5 +482,21 @@ deadline_ms = 8000
         assert_eq!(s, StoreTarget::Stack("S".into()));
         let d = StoreArgs { db: Some("x.sqlite".into()), ..Default::default() }.target();
         assert_eq!(d, StoreTarget::Sqlite("x.sqlite".into()));
+    }
+
+    #[test]
+    fn terminal_output_shows_controls_as_escapes() {
+        let title = "db down\x1b]0;pwned\x07\r\0ok\u{9b}31m\u{202e}txt.exe\nnext\x7f";
+        let line = term_line(title);
+        assert!(!line.chars().any(acts_on_terminal), "{line:?}");
+        assert_eq!(line, "db down\\x1b]0;pwned\\x07\\r\\x00ok\\u{009b}31m\\u{202e}txt.exe\\nnext\\x7f");
+        let text = term_text(title);
+        assert!(text.contains("txt.exe\nnext") && !text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        // Plain text, accents and emoji pass unchanged.
+        assert_eq!(term_line("Café ☕ 504 — checkout"), "Café ☕ 504 — checkout");
+        let json = term_json(&serde_json::json!({ "title": title }), false);
+        assert!(!json.chars().any(acts_on_terminal), "{json:?}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["title"], title, "the escaped JSON is the same value");
     }
 }

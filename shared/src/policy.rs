@@ -9,12 +9,18 @@
 //! | 4 | `shadow_mode` | shadow |
 //! | 5 | `kill_switch`: autonomous execution is switched off | approval |
 //! | 6 | `free_form_script`: not a catalog action | approval |
-//! | 7 | `high_risk` | approval |
+//! | 7 | `high_risk`: the effective risk is high | approval |
 //! | 8 | `denylist_tripwire`: the rendered script matched a destructive pattern | approval |
-//! | 9 | `low_runbook_match`: m < low_match (0.50), including the seed rule c > 0.90 ∧ m < 0.50 | approval |
-//! | 10 | `auto_high_confidence_catalog`: c > 0.90 ∧ m > 0.85, allowed service, budget left | auto |
-//! | 11 | `service_not_allowed` / `budget_exhausted`: would be auto otherwise | approval |
-//! | 12 | `between_thresholds` | approval |
+//! | 9 | `model_chosen_parameters`: a parameter's value is free text the model chose | approval |
+//! | 10 | `fix_in_stability_window`: the same action fixed this service and its window is open | approval |
+//! | 11 | `low_runbook_match`: m < low_match (0.50), including the seed rule c > 0.90 ∧ m < 0.50 | approval |
+//! | 12 | `auto_high_confidence_catalog`: c > 0.90 ∧ m > 0.85, allowed service, budget left | auto |
+//! | 13 | `service_not_allowed` / `budget_exhausted`: would be auto otherwise | approval |
+//! | 14 | `between_thresholds` | approval |
+//!
+//! The effective risk is the higher of the risk the runbook declares for the action and the
+//! model's own rating: the model can raise it, never lower it. Every explanation that depends
+//! on the risk says which of the two ruled.
 //!
 //! Comparisons with the auto thresholds are strict (exactly 0.90 is not above 0.90); exactly
 //! 0.50 is not below the low-match threshold.
@@ -40,7 +46,14 @@ pub struct PolicyInputs {
     pub confidence: Option<f64>,
     pub has_root_cause: bool,
     pub match_score: f64,
+    /// The effective risk: the higher of `declared_risk` and `model_risk`.
     pub risk: RiskLevel,
+    /// What the runbook declares for the catalog action (none for a free-form script).
+    #[serde(default)]
+    pub declared_risk: Option<RiskLevel>,
+    /// What the model said.
+    #[serde(default)]
+    pub model_risk: Option<RiskLevel>,
     pub plan_kind: PlanKind,
     /// Why the plan is invalid (for the explanation).
     pub plan_problem: Option<String>,
@@ -51,6 +64,27 @@ pub struct PolicyInputs {
     /// Denylist patterns the rendered script matched (a tripwire, never the only defence).
     #[serde(default)]
     pub tripwires: Vec<String>,
+    /// Parameters whose value is free text the model chose.
+    #[serde(default)]
+    pub model_chosen: Vec<String>,
+    /// The incident an identical action fixed on this service whose stability window is still
+    /// open.
+    #[serde(default)]
+    pub fix_in_window: Option<String>,
+}
+
+impl PolicyInputs {
+    /// Which risk ruled, in words: "high (declared by the runbook; the model said low)".
+    pub fn risk_ruling(&self) -> String {
+        let r = risk_name(self.risk);
+        match (self.declared_risk, self.model_risk) {
+            (Some(d), Some(m)) if d == m => format!("{r} (declared by the runbook and the model's rating)"),
+            (Some(d), Some(m)) if d > m => format!("{r} (declared by the runbook; the model said {})", risk_name(m)),
+            (Some(d), Some(_)) => format!("{r} (the model's rating; the runbook declares {})", risk_name(d)),
+            (Some(_), None) => format!("{r} (declared by the runbook)"),
+            (None, _) => format!("{r} (the model's rating; a free-form script declares none)"),
+        }
+    }
 }
 
 fn decision(route: Route, rule: &str, explanation: String, inputs: &PolicyInputs) -> Decision {
@@ -98,13 +132,40 @@ pub fn decide(policy: &PolicySettings, i: &PolicyInputs) -> Decision {
         );
     }
     if i.risk == RiskLevel::High {
-        return decision(Route::Approval, "high_risk", "The plan's risk is high: a person must approve it.".into(), i);
+        return decision(
+            Route::Approval,
+            "high_risk",
+            format!("The plan's risk is {}: a person must approve it.", i.risk_ruling()),
+            i,
+        );
     }
     if !i.tripwires.is_empty() {
         return decision(
             Route::Approval,
             "denylist_tripwire",
             format!("The script matched destructive patterns ({}): a person must approve it.", i.tripwires.join(", ")),
+            i,
+        );
+    }
+    if !i.model_chosen.is_empty() {
+        return decision(
+            Route::Approval,
+            "model_chosen_parameters",
+            format!(
+                "The model chose the value of {} itself (free text the runbook does not fix): a person must confirm it.",
+                i.model_chosen.join(", ")
+            ),
+            i,
+        );
+    }
+    if let Some(earlier) = &i.fix_in_window {
+        return decision(
+            Route::Approval,
+            "fix_in_stability_window",
+            format!(
+                "The same action fixed incident {earlier} on this service and its stability window is still open: \
+                 running it again needs a person."
+            ),
             i,
         );
     }
@@ -122,10 +183,10 @@ pub fn decide(policy: &PolicySettings, i: &PolicyInputs) -> Decision {
             Route::Auto,
             "auto_high_confidence_catalog",
             format!(
-                "Confidence {c:.2} > {:.2} and runbook match {m:.2} > {:.2} for a {} risk runbook action.",
+                "Confidence {c:.2} > {:.2} and runbook match {m:.2} > {:.2} for a runbook action of risk {}.",
                 policy.auto_min_confidence,
                 policy.auto_min_match,
-                risk_name(i.risk)
+                i.risk_ruling()
             ),
             i,
         );
@@ -184,6 +245,8 @@ mod tests {
             has_root_cause: true,
             match_score: m,
             risk: RiskLevel::Low,
+            declared_risk: Some(RiskLevel::Low),
+            model_risk: Some(RiskLevel::Low),
             plan_kind: PlanKind::Catalog,
             plan_problem: None,
             service_allowed: true,
@@ -191,6 +254,8 @@ mod tests {
             kill_switch: false,
             shadow_mode: false,
             tripwires: Vec::new(),
+            model_chosen: Vec::new(),
+            fix_in_window: None,
         }
     }
 
@@ -260,6 +325,40 @@ mod tests {
         let mut i = inputs(0.99, 0.99);
         i.confidence = None;
         assert_eq!(route(&i).0, Route::Escalate);
+    }
+
+    #[test]
+    fn the_declared_risk_is_a_floor_and_the_explanation_says_which_ruled() {
+        // The runbook says high, the model says low: high rules.
+        let mut i = inputs(0.99, 0.99);
+        (i.declared_risk, i.model_risk, i.risk) = (Some(RiskLevel::High), Some(RiskLevel::Low), RiskLevel::High);
+        let d = decide(&PolicySettings::default(), &i);
+        assert_eq!((d.route, d.rule.as_str()), (Route::Approval, "high_risk"));
+        assert!(d.explanation.contains("declared by the runbook; the model said low"), "{}", d.explanation);
+        // The model raises it: its rating rules.
+        (i.declared_risk, i.model_risk) = (Some(RiskLevel::Low), Some(RiskLevel::High));
+        let d = decide(&PolicySettings::default(), &i);
+        assert!(d.explanation.contains("the model's rating; the runbook declares low"), "{}", d.explanation);
+        // An auto decision says which risk it saw.
+        let mut i = inputs(0.99, 0.99);
+        (i.declared_risk, i.model_risk, i.risk) = (Some(RiskLevel::Medium), Some(RiskLevel::Low), RiskLevel::Medium);
+        let d = decide(&PolicySettings::default(), &i);
+        assert_eq!(d.route, Route::Auto);
+        assert!(d.explanation.contains("medium (declared by the runbook; the model said low)"), "{}", d.explanation);
+    }
+
+    #[test]
+    fn model_chosen_values_and_an_open_window_need_a_person() {
+        let mut i = inputs(0.99, 0.99);
+        i.model_chosen = vec!["pid".into()];
+        let d = decide(&PolicySettings::default(), &i);
+        assert_eq!((d.route, d.rule.as_str()), (Route::Approval, "model_chosen_parameters"));
+        assert!(d.explanation.contains("pid"));
+        let mut i = inputs(0.99, 0.99);
+        i.fix_in_window = Some("QEARLIER".into());
+        let d = decide(&PolicySettings::default(), &i);
+        assert_eq!((d.route, d.rule.as_str()), (Route::Approval, "fix_in_stability_window"));
+        assert!(d.explanation.contains("QEARLIER"));
     }
 
     #[test]

@@ -4,32 +4,47 @@
 //!
 //! ```text
 //! +++
-//! id = "postgres-blocking-query"
-//! title = "Postgres: a blocking query holds locks"
-//! services = ["checkout-db"]
-//! error_tags = ["lock_timeout"]
+//! id = "k8s-rollback"
+//! title = "Kubernetes: roll back a bad deploy"
+//! services = ["checkout"]
+//! error_tags = ["OOMKilled"]
 //!
 //! [[actions]]
-//! name = "postgres.terminate_backend"
-//! description = "Terminate the backend that holds the lock"
-//! risk = "low"
-//! script = "psql \"$TARGET_DSN\" -c 'SELECT pg_terminate_backend({{pid}})'"
-//! [actions.parameters.pid]
-//! type = "integer"
-//! minimum = 1
+//! name = "k8s.rollout_undo"
+//! description = "Roll the deployment back"
+//! risk = "medium"
+//! script = "kubectl -n {{namespace}} rollout undo deployment/{{deployment}}"
+//! [actions.parameters.namespace]
+//! type = "string"
+//! source = "service"          # from the service's settings: parameters.namespace
+//! key = "namespace"
+//! [actions.parameters.deployment]
+//! type = "string"
+//! source = "service"
+//! key = "deployment"
 //! +++
 //! # Markdown body …
 //! ```
 //!
-//! Scripts are rendered from the template with parameters that passed their schema; string
-//! values are restricted to a safe character set *and* single-quoted, so model output never
-//! becomes shell syntax.
+//! Every parameter declares where its value comes from (`source`):
+//! - `choice`: the model picks from a closed set the runbook declares (a string `enum`, an
+//!   integer between `minimum` and `maximum`, a boolean);
+//! - `service`: the operator's value in the service's settings (`parameters.<key>`);
+//! - `incident`: the incident's PagerDuty metadata (`key` is one of [`INCIDENT_FIELDS`]);
+//! - `model`: free text (or an integer) the model chose. Text the model read can steer it, so a
+//!   plan with such a value only ever goes to a person, who sees it highlighted.
+//!
+//! The script is rendered once, at planning, from the template and the resolved values
+//! ([`resolve_and_render`]); string values are restricted to a safe character set *and*
+//! single-quoted, so no value ever becomes shell syntax. The execution gate renders again from
+//! the catalog as it is then and refuses any difference.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::domain::{ActionName, RiskLevel, RunbookId};
+use crate::domain::{ActionName, Incident, RiskLevel, RunbookId, Urgency, canonical_json, shell_safe_value};
 use crate::ports::CatalogAction;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -60,14 +75,43 @@ struct ActionSpec {
     risk: RiskLevel,
     script: String,
     #[serde(default)]
-    parameters: std::collections::BTreeMap<String, ParamSpec>,
+    parameters: BTreeMap<String, ParamSpec>,
 }
 
 fn medium() -> RiskLevel {
     RiskLevel::Medium
 }
 
-/// Parameter schema (a JSON Schema subset).
+/// Where a parameter's value comes from.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamSource {
+    /// The model picks from the closed set the runbook declares.
+    Choice,
+    /// The service's settings, `parameters.<key>`.
+    Service,
+    /// The incident's PagerDuty metadata, field `<key>`.
+    Incident,
+    /// Free text (or a number) the model chose: approval only.
+    Model,
+}
+
+impl ParamSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamSource::Choice => "choice",
+            ParamSource::Service => "service",
+            ParamSource::Incident => "incident",
+            ParamSource::Model => "model",
+        }
+    }
+}
+
+/// The incident metadata a parameter may take (`source = "incident"`, `key = …`). The title is
+/// not among them: it is free text from the alert.
+pub const INCIDENT_FIELDS: &[&str] = &["incident_id", "incident_number", "service_id", "service_name", "urgency"];
+
+/// Parameter schema (a JSON Schema subset plus where the value comes from).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSpec {
@@ -83,6 +127,61 @@ pub struct ParamSpec {
     pub allowed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Where the value comes from. A schema stored without one (written before sources
+    /// existed) counts as `model`, the least trusted; runbook files must declare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ParamSource>,
+    /// The setting (`service`) or incident field (`incident`) the value is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl ParamSpec {
+    pub fn source(&self) -> ParamSource {
+        self.source.unwrap_or(ParamSource::Model)
+    }
+
+    /// Why this declaration cannot be used, if it cannot.
+    fn check(&self, name: &str) -> Result<(), String> {
+        let source = self
+            .source
+            .ok_or_else(|| format!("parameter {name} declares no source (choice, service, incident or model)"))?;
+        let key_ok = |k: &Option<String>| {
+            k.as_deref().is_some_and(|k| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+        };
+        match source {
+            ParamSource::Choice => match self.kind {
+                ParamType::String if self.allowed.as_ref().is_none_or(Vec::is_empty) => {
+                    return Err(format!("parameter {name}: a string choice needs an enum of allowed values"));
+                }
+                ParamType::Integer if self.minimum.is_none() || self.maximum.is_none() => {
+                    return Err(format!("parameter {name}: an integer choice needs a minimum and a maximum"));
+                }
+                _ => {}
+            },
+            ParamSource::Service if !key_ok(&self.key) => {
+                return Err(format!("parameter {name}: source service needs key = \"<setting name>\" (snake_case)"));
+            }
+            ParamSource::Incident if !self.key.as_deref().is_some_and(|k| INCIDENT_FIELDS.contains(&k)) => {
+                return Err(format!(
+                    "parameter {name}: source incident needs key = one of {}",
+                    INCIDENT_FIELDS.join(", ")
+                ));
+            }
+            ParamSource::Model | ParamSource::Service | ParamSource::Incident => {}
+        }
+        if source != ParamSource::Choice && self.allowed.is_some() {
+            return Err(format!("parameter {name}: an enum makes it source = \"choice\""));
+        }
+        if let Some(allowed) = &self.allowed
+            && let Some(bad) = allowed.iter().find(|a| !shell_safe_value(a))
+        {
+            return Err(format!("parameter {name}: enum value {bad:?} has characters a script must not receive"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -138,13 +237,14 @@ pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, RunbookError> {
                 return Err(invalid(format!("action {name}: {{{{{p}}}}} is not a declared parameter")));
             }
         }
-        for p in a.parameters.keys() {
+        for (p, spec) in &a.parameters {
             if !placeholders.contains(p) {
                 return Err(invalid(format!("action {name}: parameter {p} is not used by the script")));
             }
             if !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
                 return Err(invalid(format!("action {name}: parameter name {p} must be lowercase snake_case")));
             }
+            spec.check(p).map_err(|why| invalid(format!("action {name}: {why}")))?;
         }
         let mut properties = Map::new();
         for (k, spec) in &a.parameters {
@@ -199,60 +299,227 @@ fn placeholders(template: &str) -> Vec<String> {
     out
 }
 
-/// Characters allowed in string parameters (identifiers, hosts, paths, versions).
-fn safe_string(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/@=+,".contains(c))
+/// The version of a catalog action: a hash of everything that decides what its script does
+/// (template, parameter declarations, declared risk). Outcome counters are not part of it.
+pub fn catalog_version(action: &CatalogAction) -> String {
+    let versioned = json!({
+        "runbook": action.runbook_id,
+        "action": action.name,
+        "script": action.script_template,
+        "parameters": action.parameters,
+        "risk": action.risk,
+    });
+    crate::sha256_hex(canonical_json(&versioned).as_bytes())
 }
 
-/// Check `parameters` against the action's schema; returns the values to render.
-pub fn validate_parameters(action: &CatalogAction, parameters: &Value) -> Result<Map<String, Value>, String> {
-    let given = parameters.as_object().ok_or("parameters must be an object")?;
-    let props = action.parameters["properties"].as_object().cloned().unwrap_or_default();
-    for k in given.keys() {
-        if !props.contains_key(k) {
-            return Err(format!("unknown parameter {k}"));
-        }
-    }
-    let mut out = Map::new();
-    for (name, spec) in &props {
-        let spec: ParamSpec =
-            serde_json::from_value(spec.clone()).map_err(|e| format!("bad schema for {name}: {e}"))?;
-        let v = given.get(name).ok_or_else(|| format!("missing parameter {name}"))?;
-        match spec.kind {
-            ParamType::Integer => {
-                let n = v.as_i64().ok_or_else(|| format!("{name} must be an integer"))?;
-                if spec.minimum.is_some_and(|m| n < m) || spec.maximum.is_some_and(|m| n > m) {
-                    return Err(format!("{name}={n} is outside its allowed range"));
-                }
-            }
-            ParamType::Boolean => {
-                v.as_bool().ok_or_else(|| format!("{name} must be true or false"))?;
-            }
-            ParamType::String => {
-                let s = v.as_str().ok_or_else(|| format!("{name} must be a string"))?;
-                if let Some(allowed) = &spec.allowed
-                    && !allowed.iter().any(|a| a == s)
-                {
-                    return Err(format!("{name} must be one of {}", allowed.join(", ")));
-                }
-                if s.chars().count() > spec.max_length.unwrap_or(128) {
-                    return Err(format!("{name} is too long"));
-                }
-                if !safe_string(s) {
-                    return Err(format!("{name} contains characters that are not allowed"));
-                }
-            }
-        }
-        out.insert(name.clone(), v.clone());
-    }
-    Ok(out)
+/// The parameter declarations of an action, by name.
+pub fn param_specs(action: &CatalogAction) -> Result<BTreeMap<String, ParamSpec>, ParamError> {
+    let props = action.parameters.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    props
+        .into_iter()
+        .map(|(name, spec)| {
+            let parsed: ParamSpec = serde_json::from_value(spec)
+                .map_err(|e| ParamError::BadSchema { name: name.clone(), why: e.to_string() })?;
+            Ok((name, parsed))
+        })
+        .collect()
 }
 
-/// Render the action's script with validated parameters (strings single-quoted).
-pub fn render_script(action: &CatalogAction, parameters: &Value) -> Result<String, String> {
-    let values = validate_parameters(action, parameters)?;
-    let mut script = action.script_template.clone();
-    for (name, v) in &values {
+/// The parameters the model is asked for (choice and model ones), as the JSON Schema the
+/// planner sees: values read from the service or the incident are ours to fill in.
+pub fn model_parameters_schema(action: &CatalogAction) -> Value {
+    let mut properties = Map::new();
+    for (name, spec) in param_specs(action).unwrap_or_default() {
+        if matches!(spec.source(), ParamSource::Choice | ParamSource::Model) {
+            let mut shown = serde_json::to_value(&spec).unwrap_or(Value::Null);
+            if let Some(o) = shown.as_object_mut() {
+                o.remove("key");
+            }
+            properties.insert(name, shown);
+        }
+    }
+    let required: Vec<String> = properties.keys().cloned().collect();
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// The values of `parameters` the model chose (`choice` and `model` sources): what a resolved
+/// plan's proposal was, so it can be resolved again against the settings as they are now.
+pub fn model_values(action: &CatalogAction, parameters: &Value) -> Value {
+    let specs = param_specs(action).unwrap_or_default();
+    let Some(given) = parameters.as_object() else { return parameters.clone() };
+    let kept: Map<String, Value> = given
+        .iter()
+        .filter(|(k, _)| specs.get(*k).is_none_or(|s| matches!(s.source(), ParamSource::Choice | ParamSource::Model)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Value::Object(kept)
+}
+
+/// Why parameters cannot be resolved. Names are the runbook's (or the model's, clipped);
+/// values never appear, since they may be hostile text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameters must be a JSON object")]
+    NotAnObject,
+    #[error("unknown parameter {0:?}")]
+    Unknown(String),
+    #[error("missing parameter {0}")]
+    Missing(String),
+    #[error("{name} must be {expected}")]
+    WrongType { name: String, expected: &'static str },
+    #[error("{name} is outside its allowed range")]
+    OutOfRange { name: String },
+    #[error("{name} must be one of {allowed}")]
+    NotAllowed { name: String, allowed: String },
+    #[error("{name} is empty, longer than {max} characters, or has characters a script must not receive")]
+    Unsafe { name: String, max: usize },
+    #[error(
+        "{name} comes from the service's settings (parameters.{key}), which service {service} does not have: add it \
+         with `selfheal services push`"
+    )]
+    NoServiceSetting { name: String, key: String, service: String },
+    #[error("{name} comes from the {origin} and may not be chosen by the model (it proposed another value)")]
+    NotTheModels { name: String, origin: &'static str },
+    #[error("bad schema for {name}: {why}")]
+    BadSchema { name: String, why: String },
+}
+
+/// What a parameter of `source = "service"` or `"incident"` is read from.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamContext<'a> {
+    pub incident: &'a Incident,
+    /// The service's `parameters` (empty when it has no stored settings).
+    pub service_parameters: &'a BTreeMap<String, String>,
+}
+
+/// A catalog action ready to run: the resolved values, the exact script and what it was
+/// rendered from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub parameters: Map<String, Value>,
+    pub script: String,
+    pub catalog_version: String,
+    /// Parameters whose value is free text the model chose.
+    pub model_chosen: Vec<String>,
+}
+
+fn clip_name(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+fn incident_field(incident: &Incident, field: &str) -> Option<Value> {
+    match field {
+        "incident_id" => Some(json!(incident.id.as_str())),
+        "incident_number" => incident.number.map(|n| json!(n)),
+        "service_id" => Some(json!(incident.service.id.as_str())),
+        "service_name" => Some(json!(incident.service.name.as_str())),
+        "urgency" => Some(json!(match incident.urgency {
+            Urgency::High => "high",
+            Urgency::Low => "low",
+        })),
+        _ => None,
+    }
+}
+
+/// Check one value against its declaration.
+fn check_value(name: &str, spec: &ParamSpec, v: &Value) -> Result<(), ParamError> {
+    match spec.kind {
+        ParamType::Integer => {
+            let n = v.as_i64().ok_or_else(|| ParamError::WrongType { name: name.into(), expected: "an integer" })?;
+            if spec.minimum.is_some_and(|m| n < m) || spec.maximum.is_some_and(|m| n > m) {
+                return Err(ParamError::OutOfRange { name: name.into() });
+            }
+        }
+        ParamType::Boolean => {
+            v.as_bool().ok_or_else(|| ParamError::WrongType { name: name.into(), expected: "true or false" })?;
+        }
+        ParamType::String => {
+            let s = v.as_str().ok_or_else(|| ParamError::WrongType { name: name.into(), expected: "a string" })?;
+            if let Some(allowed) = &spec.allowed
+                && !allowed.iter().any(|a| a == s)
+            {
+                return Err(ParamError::NotAllowed { name: name.into(), allowed: allowed.join(", ") });
+            }
+            let max = spec.max_length.unwrap_or(128).min(128);
+            if s.chars().count() > max || !shell_safe_value(s) {
+                return Err(ParamError::Unsafe { name: name.into(), max });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolve every parameter from where its declaration says it comes from, check it, and render
+/// the script. `proposed` is what the model proposed; it may only supply `choice` and `model`
+/// values (repeating a service or incident value exactly is tolerated, anything else refused).
+pub fn resolve_and_render(
+    action: &CatalogAction,
+    proposed: &Value,
+    ctx: &ParamContext<'_>,
+) -> Result<Rendered, ParamError> {
+    let given = proposed.as_object().ok_or(ParamError::NotAnObject)?;
+    let specs = param_specs(action)?;
+    if let Some(unknown) = given.keys().find(|k| !specs.contains_key(*k)) {
+        return Err(ParamError::Unknown(clip_name(unknown)));
+    }
+    let mut values = Map::new();
+    let mut model_chosen = Vec::new();
+    for (name, spec) in &specs {
+        let source = spec.source();
+        let value = match source {
+            ParamSource::Choice | ParamSource::Model => {
+                given.get(name).cloned().ok_or_else(|| ParamError::Missing(name.clone()))?
+            }
+            ParamSource::Service => {
+                let key = spec.key.clone().unwrap_or_default();
+                let raw = ctx.service_parameters.get(&key).ok_or_else(|| ParamError::NoServiceSetting {
+                    name: name.clone(),
+                    key: key.clone(),
+                    service: ctx.incident.service.name.to_string(),
+                })?;
+                match spec.kind {
+                    ParamType::Integer => raw
+                        .parse::<i64>()
+                        .map(|n| json!(n))
+                        .map_err(|_| ParamError::WrongType { name: name.clone(), expected: "an integer" })?,
+                    ParamType::Boolean => raw
+                        .parse::<bool>()
+                        .map(|b| json!(b))
+                        .map_err(|_| ParamError::WrongType { name: name.clone(), expected: "true or false" })?,
+                    ParamType::String => json!(raw),
+                }
+            }
+            ParamSource::Incident => {
+                let key = spec.key.clone().unwrap_or_default();
+                incident_field(ctx.incident, &key).ok_or_else(|| ParamError::Missing(name.clone()))?
+            }
+        };
+        if matches!(source, ParamSource::Service | ParamSource::Incident)
+            && let Some(said) = given.get(name)
+            && *said != value
+        {
+            // The model asked for another target than the one the operator configured: the
+            // text it read tried to steer it. Refused, never quietly replaced.
+            return Err(ParamError::NotTheModels {
+                name: name.clone(),
+                origin: if source == ParamSource::Service { "service's settings" } else { "incident" },
+            });
+        }
+        check_value(name, spec, &value)?;
+        if source == ParamSource::Model {
+            model_chosen.push(name.clone());
+        }
+        values.insert(name.clone(), value);
+    }
+    let script = render(&action.script_template, &values);
+    Ok(Rendered { parameters: values, script, catalog_version: catalog_version(action), model_chosen })
+}
+
+/// Substitute checked values into a template (strings single-quoted). The one place a script
+/// is put together.
+fn render(template: &str, values: &Map<String, Value>) -> String {
+    let mut script = template.to_string();
+    for (name, v) in values {
         let rendered = match v {
             Value::String(s) => format!("'{}'", s.replace('\'', "'\\''")),
             other => other.to_string(),
@@ -260,7 +527,31 @@ pub fn render_script(action: &CatalogAction, parameters: &Value) -> Result<Strin
         // Tolerate `{{ name }}` as well as `{{name}}`.
         script = script.replace(&format!("{{{{{name}}}}}"), &rendered).replace(&format!("{{{{ {name} }}}}"), &rendered);
     }
-    Ok(script)
+    script
+}
+
+/// Check `parameters` against the action's schema (types, ranges, enums, the safe charset),
+/// whatever their declared source; returns the values to render.
+pub fn validate_parameters(action: &CatalogAction, parameters: &Value) -> Result<Map<String, Value>, String> {
+    let given = parameters.as_object().ok_or_else(|| ParamError::NotAnObject.to_string())?;
+    let specs = param_specs(action).map_err(|e| e.to_string())?;
+    if let Some(unknown) = given.keys().find(|k| !specs.contains_key(*k)) {
+        return Err(ParamError::Unknown(clip_name(unknown)).to_string());
+    }
+    let mut out = Map::new();
+    for (name, spec) in &specs {
+        let v = given.get(name).ok_or_else(|| ParamError::Missing(name.clone()).to_string())?;
+        check_value(name, spec, v).map_err(|e| e.to_string())?;
+        out.insert(name.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+/// Render the action's script with the given values, checked against the schema (strings
+/// single-quoted). For tools and tests; the loop uses [`resolve_and_render`].
+pub fn render_script(action: &CatalogAction, parameters: &Value) -> Result<String, String> {
+    let values = validate_parameters(action, parameters)?;
+    Ok(render(&action.script_template, &values))
 }
 
 /// A tripwire for destructive or obfuscated shell. Never the only defence: scripts run only in
@@ -305,6 +596,7 @@ pub fn tripwires(script: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ServiceId, ServiceName, ServiceRef};
 
     const RB: &str = r#"+++
 id = "redis-maxmemory"
@@ -320,14 +612,27 @@ script = "redis-cli -h {{host}} CONFIG SET maxmemory {{megabytes}}mb"
 [actions.parameters.host]
 type = "string"
 maxLength = 64
+source = "service"
+key = "redis_host"
 [actions.parameters.megabytes]
 type = "integer"
 minimum = 64
 maximum = 65536
+source = "choice"
 +++
 # Redis maxmemory
 Body text.
 "#;
+
+    fn incident(service_name: &str) -> Incident {
+        Incident::new(
+            crate::domain::IncidentId::parse("QRB1").unwrap(),
+            "t".into(),
+            ServiceRef { id: ServiceId::parse("PSVC1").unwrap(), name: ServiceName::parse(service_name).unwrap() },
+            Urgency::High,
+            chrono::Utc::now(),
+        )
+    }
 
     #[test]
     fn parses_and_renders_safely() {
@@ -347,12 +652,124 @@ Body text.
     }
 
     #[test]
+    fn values_come_from_where_the_runbook_says() {
+        let rb = parse_runbook("redis.md", RB).unwrap();
+        let a = &rb.actions[0];
+        let inc = incident("cart");
+        let settings = BTreeMap::from([("redis_host".to_string(), "cache-1.internal".to_string())]);
+        let ctx = ParamContext { incident: &inc, service_parameters: &settings };
+        // The host is the operator's; the model only picks the size.
+        let r = resolve_and_render(a, &json!({"megabytes": 2048}), &ctx).unwrap();
+        assert_eq!(r.script, "redis-cli -h 'cache-1.internal' CONFIG SET maxmemory 2048mb");
+        assert!(r.model_chosen.is_empty());
+        assert_eq!(r.catalog_version, catalog_version(a));
+        // Repeating the operator's value is tolerated; choosing another target is refused.
+        assert!(resolve_and_render(a, &json!({"megabytes": 2048, "host": "cache-1.internal"}), &ctx).is_ok());
+        let steer = resolve_and_render(a, &json!({"megabytes": 2048, "host": "attacker.example"}), &ctx);
+        assert!(matches!(steer, Err(ParamError::NotTheModels { .. })), "{steer:?}");
+        // No setting: the error says what to configure.
+        let empty = BTreeMap::new();
+        let err = resolve_and_render(
+            a,
+            &json!({"megabytes": 2048}),
+            &ParamContext { incident: &inc, service_parameters: &empty },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("parameters.redis_host") && err.to_string().contains("services push"),
+            "{err}"
+        );
+        // A choice outside its range, a value the model may not invent.
+        assert!(matches!(resolve_and_render(a, &json!({"megabytes": 1}), &ctx), Err(ParamError::OutOfRange { .. })));
+        assert!(matches!(
+            resolve_and_render(a, &json!({"megabytes": 64, "x\n": 1}), &ctx),
+            Err(ParamError::Unknown(n)) if !n.contains('\n')
+        ));
+    }
+
+    #[test]
+    fn model_chosen_text_and_incident_fields() {
+        let text = RB
+            .replace("source = \"service\"\nkey = \"redis_host\"", "source = \"model\"")
+            .replace("{{megabytes}}mb", "{{megabytes}}mb # {{svc}}")
+            .replace("+++\n# Redis", "[actions.parameters.svc]\ntype = \"string\"\nsource = \"incident\"\nkey = \"service_id\"\n+++\n# Redis");
+        let rb = parse_runbook("redis.md", &text).unwrap();
+        let inc = incident("cart");
+        let none = BTreeMap::new();
+        let ctx = ParamContext { incident: &inc, service_parameters: &none };
+        let r = resolve_and_render(&rb.actions[0], &json!({"host": "h1", "megabytes": 128}), &ctx).unwrap();
+        assert_eq!(r.model_chosen, vec!["host".to_string()]);
+        assert!(r.script.ends_with("# 'PSVC1'"), "{}", r.script);
+        // Hostile text is refused whatever the source.
+        for hostile in ["a'b", "$(id)", "`id`", "a\nb", "a\0b", "a b", &"x".repeat(10_000)] {
+            let out = resolve_and_render(&rb.actions[0], &json!({"host": hostile, "megabytes": 128}), &ctx);
+            assert!(matches!(out, Err(ParamError::Unsafe { .. })), "{hostile:?}: {out:?}");
+        }
+        // An incident field that is not safe text (a service name with a space) is refused too.
+        let spaced = text.replace("key = \"service_id\"", "key = \"service_name\"");
+        let rb = parse_runbook("redis.md", &spaced).unwrap();
+        let inc = incident("cart $(reboot)");
+        let out = resolve_and_render(
+            &rb.actions[0],
+            &json!({"host": "h1", "megabytes": 128}),
+            &ParamContext { incident: &inc, service_parameters: &none },
+        );
+        assert!(matches!(out, Err(ParamError::Unsafe { .. })), "{out:?}");
+    }
+
+    #[test]
+    fn every_parameter_declares_its_source() {
+        let missing = RB.replace("source = \"choice\"\n", "");
+        let err = parse_runbook("x.md", &missing).unwrap_err().to_string();
+        assert!(err.contains("declares no source"), "{err}");
+        let open_choice = RB.replace("minimum = 64\n", "");
+        assert!(parse_runbook("x.md", &open_choice).unwrap_err().to_string().contains("minimum and a maximum"));
+        let keyless = RB.replace("key = \"redis_host\"\n", "");
+        assert!(parse_runbook("x.md", &keyless).unwrap_err().to_string().contains("needs key"));
+        let title = RB.replace("source = \"service\"\nkey = \"redis_host\"", "source = \"incident\"\nkey = \"title\"");
+        assert!(parse_runbook("x.md", &title).unwrap_err().to_string().contains("one of incident_id"));
+        // The model is only shown what it may choose.
+        let rb = parse_runbook("redis.md", RB).unwrap();
+        let shown = model_parameters_schema(&rb.actions[0]);
+        assert!(shown["properties"].get("host").is_none());
+        assert!(shown["properties"].get("megabytes").is_some());
+    }
+
+    #[test]
+    fn the_catalog_version_follows_what_the_script_does() {
+        let a = parse_runbook("redis.md", RB).unwrap().actions.remove(0);
+        let mut counted = a.clone();
+        counted.effective_count = 7;
+        assert_eq!(catalog_version(&a), catalog_version(&counted), "outcome counters are not a new version");
+        let mut changed = a.clone();
+        changed.script_template.push_str(" && reboot");
+        assert_ne!(catalog_version(&a), catalog_version(&changed));
+        let mut riskier = a.clone();
+        riskier.risk = RiskLevel::High;
+        assert_ne!(catalog_version(&a), catalog_version(&riskier));
+    }
+
+    #[test]
     fn rejects_inconsistent_runbooks() {
         let bad = RB.replace("{{megabytes}}", "{{mb}}");
         assert!(parse_runbook("x.md", &bad).is_err());
         assert!(parse_runbook("x.md", "# no front matter").is_err());
         let bad_id = RB.replace("id = \"redis-maxmemory\"", "id = \"../etc\"");
         assert!(parse_runbook("x.md", &bad_id).is_err());
+    }
+
+    #[test]
+    fn the_shipped_runbooks_declare_every_source() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/runbooks");
+        let runbooks = load_dir(&dir).unwrap();
+        assert!(runbooks.len() >= 6);
+        for rb in &runbooks {
+            for a in &rb.actions {
+                for (name, spec) in param_specs(a).unwrap() {
+                    assert!(spec.source.is_some(), "{}/{}: {name}", rb.id, a.name);
+                }
+            }
+        }
     }
 
     #[test]

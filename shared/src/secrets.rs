@@ -379,6 +379,9 @@ impl<T: ?Sized> Rebuilt<T> {
 
 #[async_trait]
 impl IncidentSource for Rebuilt<dyn IncidentSource> {
+    async fn get_incident(&self, incident: &IncidentId) -> Result<SourceIncident, ClientError> {
+        self.get().await.get_incident(incident).await
+    }
     async fn list_notes(&self, incident: &IncidentId) -> Result<Vec<SourceNote>, ClientError> {
         self.get().await.list_notes(incident).await
     }
@@ -459,6 +462,10 @@ impl ChatOps for Rebuilt<dyn ChatOps> {
     // Delegated explicitly: the trait's default would hide the adapter's read-back.
     async fn find_posted(&self, since: DateTime<Utc>, marker: &str) -> Result<Option<MessageRef>, ClientError> {
         self.get().await.find_posted(since, marker).await
+    }
+    // Delegated explicitly, like find_posted: the default refuses.
+    async fn upload_file(&self, filename: &str, title: &str, content: &str) -> Result<SharedFile, ClientError> {
+        self.get().await.upload_file(filename, title, content).await
     }
 }
 

@@ -4,6 +4,12 @@
 //!   any `v1` entry may match (secret rotation); other versions are ignored.
 //! * Slack v0: `X-Slack-Signature: v0=<hex>` over `v0:{timestamp}:{body}`, and the timestamp
 //!   must be within five minutes of now.
+//!
+//! Cost before authentication is bounded: the header is refused unread above
+//! [`MAX_SIGNATURE_HEADER_BYTES`] or [`MAX_SIGNATURE_ENTRIES`] entries, and the body is hashed
+//! once per configured secret, whatever the number of entries (each entry is compared against
+//! that one MAC). The caller caps the body before calling (`intake::MAX_BODY`), so an unsigned
+//! request costs at most `secrets × HMAC(MAX_BODY)`.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -12,6 +18,14 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Slack's replay window.
 pub const SLACK_MAX_SKEW_SECS: i64 = 300;
+
+/// Entries a PagerDuty signature header may carry. PagerDuty sends one per active secret of the
+/// subscription (two during a rotation); eight leaves room for every rotation we know of.
+pub const MAX_SIGNATURE_ENTRIES: usize = 8;
+
+/// Longest signature header accepted: eight `v1=` entries (67 bytes each) with separators and
+/// spaces fit; anything longer is refused before it is split or decoded.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
 
 /// Why a signature was refused. Messages never include secrets or expected signatures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +38,10 @@ pub enum SignatureError {
     UnsupportedVersion,
     #[error("signature header is malformed")]
     Malformed,
+    #[error("signature header is longer than {MAX_SIGNATURE_HEADER_BYTES} bytes")]
+    HeaderTooLong,
+    #[error("signature header has more than {MAX_SIGNATURE_ENTRIES} entries")]
+    TooManyEntries,
     #[error("signature does not match")]
     Mismatch,
     #[error("timestamp header is missing or not a number")]
@@ -39,8 +57,9 @@ fn hmac_for(secret: &[u8]) -> Option<HmacSha256> {
     HmacSha256::new_from_slice(secret).ok()
 }
 
-/// Parse one `vN=<hex>` entry: the version tag and the decoded bytes (32 for SHA-256).
-fn parse_entry(entry: &str, version: &str) -> Result<Option<Vec<u8>>, SignatureError> {
+/// Parse one `vN=<hex>` entry: the decoded MAC if the version is `version`, `None` for another
+/// version. Only 64 hex digits can be a SHA-256 MAC, so longer text is refused undecoded.
+fn parse_entry(entry: &str, version: &str) -> Result<Option<[u8; 32]>, SignatureError> {
     let entry = entry.trim();
     let Some((tag, hex_part)) = entry.split_once('=') else {
         return Err(SignatureError::Malformed);
@@ -48,27 +67,27 @@ fn parse_entry(entry: &str, version: &str) -> Result<Option<Vec<u8>>, SignatureE
     if tag != version {
         return Ok(None);
     }
-    let bytes = hex::decode(hex_part).map_err(|_| SignatureError::Malformed)?;
-    if bytes.len() != 32 {
-        return Err(SignatureError::Malformed);
-    }
-    Ok(Some(bytes))
+    let mut mac = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut mac).map_err(|_| SignatureError::Malformed)?;
+    Ok(Some(mac))
 }
 
-/// Verify a PagerDuty v3 webhook. `secrets` holds every currently valid subscription secret.
-pub fn verify_pagerduty<S: AsRef<[u8]>>(
-    secrets: &[S],
-    header: Option<&str>,
-    body: &[u8],
-) -> Result<(), SignatureError> {
-    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::MissingHeader)?;
-    let secrets: Vec<&[u8]> = secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
-    if secrets.is_empty() {
-        return Err(SignatureError::NoSecret);
+/// The `v1` MACs of a PagerDuty signature header, refused before any hashing when the header is
+/// too long or has too many entries. Entries of other versions are skipped; a malformed entry
+/// is skipped when another entry is usable (a rotation header may mix formats).
+pub fn pagerduty_candidates(header: Option<&str>) -> Result<Vec<[u8; 32]>, SignatureError> {
+    // The raw length: padding counts, it costs as much to read as anything else.
+    if header.is_some_and(|h| h.len() > MAX_SIGNATURE_HEADER_BYTES) {
+        return Err(SignatureError::HeaderTooLong);
     }
-    let mut candidates = Vec::new();
+    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::MissingHeader)?;
+    let entries: Vec<&str> = header.split(',').filter(|e| !e.trim().is_empty()).collect();
+    if entries.len() > MAX_SIGNATURE_ENTRIES {
+        return Err(SignatureError::TooManyEntries);
+    }
+    let mut candidates = Vec::with_capacity(entries.len());
     let mut malformed = false;
-    for entry in header.split(',').filter(|e| !e.trim().is_empty()) {
+    for entry in entries {
         match parse_entry(entry, "v1") {
             Ok(Some(sig)) => candidates.push(sig),
             Ok(None) => {}
@@ -78,14 +97,33 @@ pub fn verify_pagerduty<S: AsRef<[u8]>>(
     if candidates.is_empty() {
         return Err(if malformed { SignatureError::Malformed } else { SignatureError::UnsupportedVersion });
     }
-    for secret in &secrets {
+    Ok(candidates)
+}
+
+/// Verify a PagerDuty v3 webhook. `secrets` holds every currently valid subscription secret.
+pub fn verify_pagerduty<S: AsRef<[u8]>>(
+    secrets: &[S],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    if header.is_some_and(|h| h.len() > MAX_SIGNATURE_HEADER_BYTES) {
+        return Err(SignatureError::HeaderTooLong);
+    }
+    if header.map(str::trim).is_none_or(str::is_empty) {
+        return Err(SignatureError::MissingHeader);
+    }
+    let secrets: Vec<&[u8]> = secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
+    if secrets.is_empty() {
+        return Err(SignatureError::NoSecret);
+    }
+    let candidates = pagerduty_candidates(header)?;
+    for secret in secrets {
+        let Some(mut mac) = hmac_for(secret) else { continue };
+        // The body is hashed once per secret; each entry is compared against that MAC.
+        mac.update(body);
         for candidate in &candidates {
-            let Some(mut mac) = hmac_for(secret) else {
-                continue;
-            };
-            mac.update(body);
-            // `verify_slice` compares in constant time.
-            if mac.verify_slice(candidate).is_ok() {
+            // `verify_slice` compares in constant time; the clone copies the hash state only.
+            if mac.clone().verify_slice(candidate).is_ok() {
                 return Ok(());
             }
         }
@@ -111,6 +149,9 @@ pub fn verify_slack(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), SignatureError> {
+    if signature.is_some_and(|s| s.len() > MAX_SIGNATURE_HEADER_BYTES) {
+        return Err(SignatureError::HeaderTooLong);
+    }
     let signature = signature.map(str::trim).filter(|s| !s.is_empty()).ok_or(SignatureError::MissingHeader)?;
     if secret.is_empty() {
         return Err(SignatureError::NoSecret);
@@ -215,6 +256,41 @@ mod tests {
         // An unknown version next to a valid entry is ignored, not fatal.
         let mixed = format!("v9=00,{SIG_LOCAL}");
         assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(&mixed), SMALL_BODY), Ok(()));
+    }
+
+    #[test]
+    fn pagerduty_header_bounds_are_checked_before_hashing() {
+        // At the cap, the genuine entry last: accepted.
+        let mut entries: Vec<String> = (0..MAX_SIGNATURE_ENTRIES - 1).map(|i| format!("v1={:064x}", i)).collect();
+        entries.push(SIG_LOCAL.to_string());
+        assert_eq!(verify_pagerduty(&["whsec-local-test"], Some(&entries.join(",")), SMALL_BODY), Ok(()));
+        // One entry over the cap: refused, even with the genuine entry in it.
+        entries.insert(0, SIG_OLD.to_string());
+        assert_eq!(
+            verify_pagerduty(&["whsec-local-test"], Some(&entries.join(",")), SMALL_BODY),
+            Err(SignatureError::TooManyEntries)
+        );
+        // Entries of any version count (they cost a split and a compare each).
+        let mixed: Vec<String> = (0..=MAX_SIGNATURE_ENTRIES).map(|i| format!("v9={i}")).collect();
+        assert_eq!(pagerduty_candidates(Some(&mixed.join(","))), Err(SignatureError::TooManyEntries));
+        // A long header is refused before it is split.
+        let long = format!("{SIG_LOCAL},{}", " ".repeat(MAX_SIGNATURE_HEADER_BYTES));
+        assert_eq!(
+            verify_pagerduty(&["whsec-local-test"], Some(&long), SMALL_BODY),
+            Err(SignatureError::HeaderTooLong)
+        );
+        // An entry longer than a SHA-256 MAC is malformed, not decoded.
+        assert_eq!(pagerduty_candidates(Some(&format!("v1={}", "ab".repeat(300)))), Err(SignatureError::Malformed));
+        assert_eq!(pagerduty_candidates(Some(&format!("{SIG_LOCAL},{SIG_OLD}"))).map(|c| c.len()), Ok(2));
+    }
+
+    #[test]
+    fn slack_header_length_is_bounded() {
+        let long = format!("{SLACK_SIG}{}", "0".repeat(MAX_SIGNATURE_HEADER_BYTES));
+        assert_eq!(
+            verify_slack(SLACK_SECRET, Some(SLACK_TS), Some(&long), SLACK_BODY, 1531420618),
+            Err(SignatureError::HeaderTooLong)
+        );
     }
 
     #[test]

@@ -195,6 +195,12 @@ struct CounterDoc {
     count: u32,
 }
 
+/// An `incident.resolved` that arrived before the incident was known.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResolvedEarlyDoc {
+    at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KillSwitchDoc {
     on: bool,
@@ -592,6 +598,34 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
         // Key order is the encoded order; operators read services in their own spelling.
         all.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(all)
+    }
+
+    async fn remember_resolved(
+        &self,
+        incident: &IncidentId,
+        at: DateTime<Utc>,
+        keep_secs: i64,
+    ) -> Result<(), StoreError> {
+        let pk = format!("RESOLVED#{incident}");
+        let doc = encode(&ResolvedEarlyDoc { at })?;
+        let expires = (at + Duration::seconds(keep_secs.max(1))).timestamp();
+        // The first report wins (a redelivery must not move it); a later one only extends it.
+        self.mutate(&pk, META, Utc::now().timestamp(), |current| {
+            let doc = match current {
+                Some(c) => c.doc.clone(),
+                None => doc.clone(),
+            };
+            Ok(Step::Write { doc, expires_at: Some(expires), result: () })
+        })
+        .await
+    }
+
+    async fn resolved_early(&self, incident: &IncidentId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let pk = format!("RESOLVED#{incident}");
+        match self.table.get(&pk, META, Utc::now().timestamp()).await? {
+            Some(stored) => Ok(Some(decode::<ResolvedEarlyDoc>(&pk, &stored.doc)?.at)),
+            None => Ok(None),
+        }
     }
 
     async fn take_autonomy_budget(

@@ -32,6 +32,9 @@ impl Unconfigured {
 
 #[async_trait]
 impl IncidentSource for Unconfigured {
+    async fn get_incident(&self, _: &IncidentId) -> Result<SourceIncident, ClientError> {
+        Err(self.err())
+    }
     async fn list_notes(&self, _: &IncidentId) -> Result<Vec<SourceNote>, ClientError> {
         Err(self.err())
     }

@@ -70,16 +70,22 @@ struct Env {
 }
 
 async fn env(store: Arc<dyn IncidentStore>) -> Env {
+    env_with(store, |_| {}).await
+}
+
+/// [`env`] with the secrets changed (a revoked token, say) before the dependencies are built.
+async fn env_with(store: Arc<dyn IncidentStore>, change: impl FnOnce(&mut Secrets)) -> Env {
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), Knobs::default());
     let (sim_base, server) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    *sim.base.lock().unwrap() = sim_base.clone();
     let mut settings = Settings::from_sources(None, |_| None).unwrap();
     settings.pagerduty.api_base = format!("{sim_base}/pagerduty");
     settings.pagerduty.investigator_ids = vec![INVESTIGATOR.into()];
     settings.slack.api_base = format!("{sim_base}/slack/api");
     settings.slack.channel = Some("C1".into());
     settings.slack.approvers = vec!["UALICE".into(), "UBOB".into()];
-    let secrets = Secrets {
+    let mut secrets = Secrets {
         pagerduty_webhook_secrets: vec![
             SecretString::from(creds.webhook_secret.clone()),
             SecretString::from(OLD_SECRET.to_string()),
@@ -90,6 +96,7 @@ async fn env(store: Arc<dyn IncidentStore>) -> Env {
         slack_signing_secret: Some(SecretString::from(creds.slack_signing_secret.clone())),
         ..Default::default()
     };
+    change(&mut secrets);
     let rec = Arc::new(Recorder::default());
     let deps =
         Arc::new(selfheal::wiring::build_deps(settings, secrets, store, rec.clone(), Arc::new(SystemClock::real())));
@@ -149,6 +156,30 @@ async fn webhook_signatures_shapes_and_sizes() {
         let mut tampered = signed(&s, trigger("PF3"), "w6");
         tampered.body = trigger("PF4");
         assert_eq!(status(intake::handle_webhook(&e.deps, &tampered).await), 401);
+        // Signature headers over the bounds are refused before any hashing, even with the genuine
+        // entry among them: too many entries, or too long.
+        let body = trigger("PF5");
+        let genuine = sign_pagerduty(s.as_bytes(), &body);
+        let many = (0..selfheal::signature::MAX_SIGNATURE_ENTRIES).map(|i| format!("v1={i:064x}")).collect::<Vec<_>>();
+        let header = format!("{},{genuine}", many.join(","));
+        let req = HttpRequest::new(
+            vec![("x-pagerduty-signature".into(), header), ("x-webhook-id".into(), "w11".into())],
+            body.clone(),
+        );
+        assert_eq!(status(intake::handle_webhook(&e.deps, &req).await), 401, "{backend}: too many entries");
+        let padded = format!("{genuine}{}", " ".repeat(selfheal::signature::MAX_SIGNATURE_HEADER_BYTES));
+        let req = HttpRequest::new(
+            vec![("x-pagerduty-signature".into(), padded), ("x-webhook-id".into(), "w12".into())],
+            body.clone(),
+        );
+        assert_eq!(status(intake::handle_webhook(&e.deps, &req).await), 401, "{backend}: header too long");
+        // At the cap, the genuine entry is found.
+        let at_cap = format!("{},{genuine}", many[1..].join(","));
+        let req = HttpRequest::new(
+            vec![("x-pagerduty-signature".into(), at_cap), ("x-webhook-id".into(), "w13".into())],
+            body,
+        );
+        assert_eq!(status(intake::handle_webhook(&e.deps, &req).await), 202, "{backend}: at the cap");
         // Malformed JSON (correctly signed) and an oversized body.
         assert_eq!(status(intake::handle_webhook(&e.deps, &signed(&s, b"{not json".to_vec(), "w7")).await), 400);
         let big = vec![b' '; 300 * 1024];
@@ -161,7 +192,7 @@ async fn webhook_signatures_shapes_and_sizes() {
         assert_eq!((other.status, other.body["status"].as_str()), (202, Some("ignored")));
         // Nothing from the refused deliveries reached the store or the orchestrator.
         assert!(e.deps.store.get_incident(&IncidentId::parse("PF1").unwrap()).await.unwrap().is_none());
-        assert_eq!(e.rec.executions.lock().unwrap().len(), 3, "{backend}");
+        assert_eq!(e.rec.executions.lock().unwrap().len(), 4, "{backend}");
     }
 }
 
@@ -286,24 +317,90 @@ async fn investigator_hand_off_both_orders_and_trimmed_notes() {
         assert_eq!(r.body["status"], "progress_note");
         assert!(e.deps.store.investigator_note(&IncidentId::parse("PH3").unwrap()).await.unwrap().is_none());
 
-        // A trimmed note is fetched in full from PagerDuty.
+        // A trimmed note is handed off as it came, without a call to PagerDuty (intake answers
+        // within PagerDuty's 5 s whatever its REST API does); ParseHypothesis reads it in full.
         incident(&e.deps, "PH4").await;
         e.sim.pd.lock().unwrap().notes.entry("PH4".into()).or_default().push(selfheal_cli::sim::PdNote {
             id: "N5".into(),
             user_id: INVESTIGATOR.into(),
             content: NOTE.into(),
         });
+        let fetched = |sim: &Sim| {
+            sim.calls().iter().any(|c| c.api == "pagerduty" && c.method == "GET" && c.path == "/incidents/PH4/notes")
+        };
+        // Cut before the confidence: alone it would parse without one.
         let r = intake::handle_webhook(
             &e.deps,
-            &signed(&s, note_event("PH4", "N5", "Root cause: connection po", true, INVESTIGATOR), "n5"),
+            &signed(
+                &s,
+                note_event("PH4", "N5", "Root cause: connection pool exhausted on chec", true, INVESTIGATOR),
+                "n5",
+            ),
         )
         .await;
         assert_eq!(r.body["status"], "hypothesis_stored", "{backend}: {:?}", r.body);
-        let stored = e.deps.store.investigator_note(&IncidentId::parse("PH4").unwrap()).await.unwrap().unwrap();
-        assert_eq!(stored.content, NOTE);
-        assert!(
-            e.sim.calls().iter().any(|c| c.api == "pagerduty" && c.method == "GET" && c.path == "/incidents/PH4/notes")
-        );
+        assert!(!fetched(&e.sim), "{backend}: intake must not wait on PagerDuty's REST API");
+        let parsed = stages::handle(&e.deps, Function::Cleric, json!({"op": "parse_hypothesis", "incident_id": "PH4"}))
+            .await
+            .unwrap();
+        assert_eq!((parsed["usable"].as_bool(), parsed["confidence"].as_f64()), (Some(true), Some(0.92)), "{backend}");
+        assert!(fetched(&e.sim), "{backend}: the full note was read by ParseHypothesis");
+
+        // A trimmed note PagerDuty does not list yet: a transient failure the state machine
+        // retries, never a guess from the trimmed text.
+        incident(&e.deps, "PH5").await;
+        let r = intake::handle_webhook(
+            &e.deps,
+            &signed(&s, note_event("PH5", "N6", "Root cause: disk full on", true, INVESTIGATOR), "n6"),
+        )
+        .await;
+        assert_eq!(r.body["status"], "hypothesis_stored", "{backend}");
+        let err = stages::handle(&e.deps, Function::Cleric, json!({"op": "parse_hypothesis", "incident_id": "PH5"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_name(), "Transient", "{backend}: {err}");
+    }
+}
+
+/// PagerDuty's REST API refuses our token (revoked, or without access): the webhook is still
+/// answered 202 at once (a 5xx would be redelivered for 48 h, to no avail), and the run
+/// escalates with a reason that names the credential, instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_pagerduty_token_escalates_with_the_reason_and_never_fails_the_webhook() {
+    for (backend, store) in stores().await {
+        let e = env_with(store, |s| s.pagerduty_api_token = Some(SecretString::from("pd-revoked".to_string()))).await;
+        let s = e.creds.webhook_secret.clone();
+        incident(&e.deps, "PT1").await;
+        let r = intake::handle_webhook(
+            &e.deps,
+            &signed(&s, note_event("PT1", "N1", "Root cause: connection pool exh", true, INVESTIGATOR), "t1"),
+        )
+        .await;
+        assert_eq!((r.status, r.body["status"].as_str()), (202, Some("hypothesis_stored")), "{backend}");
+        let err = stages::handle(&e.deps, Function::Cleric, json!({"op": "parse_hypothesis", "incident_id": "PT1"}))
+            .await
+            .unwrap_err();
+        // Not `Transient`: the state machine's retries would only repeat the refusal.
+        assert_eq!(err.error_name(), "UpstreamRejected", "{backend}: {err}");
+        let message = err.to_string();
+        assert!(message.contains("401") && message.contains("pagerduty_api_token"), "{backend}: {message}");
+        // What the state machine's Catch hands to Escalate.
+        let diagnostic = lambda_runtime::Diagnostic::from(err);
+        let state = json!({"error": {"Error": diagnostic.error_type,
+            "Cause": json!({"errorMessage": diagnostic.error_message}).to_string()}});
+        let out = stages::handle(
+            &e.deps,
+            Function::PagerDuty,
+            json!({"op": "escalate", "incident_id": "PT1", "state": state}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["outcome"], "escalated", "{backend}");
+        // PagerDuty refuses the note too; Slack carries the escalation with the reason.
+        let escalation =
+            e.sim.slack_messages().into_iter().find(|m| m.text.contains("PT1") || m.blocks.to_string().contains("PT1"));
+        let escalation = escalation.unwrap_or_else(|| panic!("{backend}: no Slack escalation"));
+        assert!(escalation.blocks.to_string().contains("pagerduty_api_token"), "{backend}: {}", escalation.blocks);
     }
 }
 
@@ -530,6 +627,10 @@ async fn incident_awaiting_approval(deps: &Deps, id: &str) -> IncidentId {
         "script": {"language": "bash", "body": "systemctl restart checkout"}
     }))
     .unwrap();
+    // Planning renders the script once and binds approvals to it.
+    let mut plan = plan;
+    plan.script = Some("systemctl restart checkout".into());
+    plan.hash = Plan::binding_hash(&plan.action, plan.script.as_deref(), None);
     stages::update(deps, &id, |i| {
         i.plan = Some(plan.clone());
         Ok(())
@@ -723,4 +824,68 @@ async fn missing_webhook_or_signing_secrets_are_503_never_4xx() {
     let mut forged_click = click(&creds, "abcdefgh12345678", "approve", "UALICE", now);
     forged_click.body.extend_from_slice(b"&x=1");
     assert_eq!(approvals::handle_interaction(&deps, &forged_click).await.status, 401);
+}
+
+/// Nobody decided in time: the state machine's Escalate marks the approval expired, in the
+/// store and on the Slack message (buttons removed), and a late click is told so. Before, the
+/// approval stayed `pending` and a late click was told nothing useful.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_that_timed_out_is_expired_in_the_store_and_in_slack() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let id = incident_awaiting_approval(&e.deps, "PEXP1").await;
+        let asked = approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-expiring"})).await.unwrap();
+        let approval_id = ApprovalId::parse(asked["approval_id"].as_str().unwrap()).unwrap();
+        let posted = e.deps.store.get_approval(&approval_id).await.unwrap().unwrap();
+        assert_eq!(posted.status, ApprovalStatus::Pending);
+
+        // What the state machine passes after RequestApproval's States.Timeout (ApprovalTimedOut).
+        let state =
+            json!({"reason": {"code": "approval_timeout", "message": "Nobody approved or rejected the plan in time."}});
+        let escalate = json!({"op": "escalate", "incident_id": "PEXP1", "state": state});
+        let out = stages::handle(&e.deps, Function::PagerDuty, escalate.clone()).await.unwrap();
+        assert_eq!(out["outcome"], "escalated", "{backend}");
+        let stored = e.deps.store.get_approval(&approval_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, ApprovalStatus::Expired, "{backend}: expired in the store");
+        let incident = e.deps.store.get_incident(&id).await.unwrap().unwrap();
+        assert_eq!(
+            incident.approval.map(|a| a.status),
+            Some(ApprovalStatus::Expired),
+            "{backend}: and on the incident"
+        );
+        let update = e
+            .sim
+            .slack_messages()
+            .into_iter()
+            .find(|m| m.kind == "update" && Some(&m.ts) == posted.slack_ts.as_ref())
+            .unwrap_or_else(|| panic!("{backend}: the approval message was not updated"));
+        assert!(Sim::approval_id_of(&update).is_none(), "{backend}: buttons removed: {}", update.blocks);
+        assert!(update.text.contains("expired"), "{backend}: {}", update.text);
+
+        // Retried (Step Functions may run a task twice): same result, one audit record.
+        stages::handle(&e.deps, Function::PagerDuty, escalate).await.unwrap();
+        let trail = e.deps.store.audit_trail(&id).await.unwrap();
+        assert_eq!(trail.iter().filter(|a| a.kind == "approval_expired").count(), 1, "{backend}");
+
+        // A late click resumes nothing and says why, through response_url.
+        let url = format!("{}/slack/response/late-{backend}", e.sim.base.lock().unwrap());
+        let now = chrono::Utc::now().timestamp();
+        let payload = json!({"type": "block_actions", "user": {"id": "UALICE"}, "response_url": url,
+            "actions": [{"action_id": "approve", "value": approval_id.as_str(), "type": "button"}]});
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap().into_bytes();
+        let late = HttpRequest::new(
+            vec![
+                ("x-slack-request-timestamp".into(), now.to_string()),
+                ("x-slack-signature".into(), sign_slack(e.creds.slack_signing_secret.as_bytes(), now, &body)),
+            ],
+            body,
+        );
+        let r = approvals::handle_interaction(&e.deps, &late).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("expired")), "{backend}");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-expiring"), "{backend}");
+        let reply =
+            e.sim.slack_messages().into_iter().find(|m| m.kind == "ephemeral" && m.ts == format!("late-{backend}"));
+        let reply = reply.unwrap_or_else(|| panic!("{backend}: no answer to the late click"));
+        assert!(reply.text.contains("expired"), "{backend}: {}", reply.text);
+    }
 }

@@ -5,8 +5,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
-use selfheal::signature::{sign_pagerduty, sign_slack, verify_pagerduty, verify_slack};
+use selfheal::signature::{
+    MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_BYTES, SignatureError, pagerduty_candidates, sign_pagerduty,
+    sign_slack, verify_pagerduty, verify_slack,
+};
 use selfheal::stages::http::HttpRequest;
+use selfheal::stages::intake::MAX_BODY;
 
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -95,6 +99,65 @@ proptest! {
         prop_assert!(resp.status == 200 || resp.status == 400, "{resp:?}");
     }
 
+    /// The bounds on a signature header, whatever it holds: past the length or entry cap it is
+    /// refused (before any MAC is computed), never more than the cap of candidates is compared,
+    /// and within the caps the genuine entry is found wherever it sits.
+    #[test]
+    fn signature_headers_are_bounded_in_length_and_entries(
+        fakes in prop::collection::vec(prop_oneof!["v1=[0-9a-f]{64}", "v[0-9]=[ -+\\--~]{0,70}", "[ -+\\--~]{0,20}"], 0..40),
+        at in any::<prop::sample::Index>(),
+        padding in 0usize..1500,
+        body in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let genuine = sign_pagerduty(b"whsec-prop", &body);
+        let mut parts = fakes.clone();
+        parts.insert(at.index(parts.len() + 1), genuine);
+        let header = format!("{}{}", parts.join(","), " ".repeat(padding));
+        let listed = header.split(',').filter(|e| !e.trim().is_empty()).count();
+        let verdict = verify_pagerduty(&["whsec-other", "whsec-prop"], Some(&header), &body);
+        if header.len() > MAX_SIGNATURE_HEADER_BYTES {
+            prop_assert_eq!(verdict, Err(SignatureError::HeaderTooLong));
+        } else if listed > MAX_SIGNATURE_ENTRIES {
+            prop_assert_eq!(verdict, Err(SignatureError::TooManyEntries));
+        } else {
+            prop_assert_eq!(verdict, Ok(()));
+        }
+        if let Ok(candidates) = pagerduty_candidates(Some(&header)) {
+            prop_assert!(candidates.len() <= MAX_SIGNATURE_ENTRIES);
+        }
+    }
+
+    /// Bodies around the cap: over it, 413 whatever the signature (nothing is hashed); at or
+    /// under it, the signature decides.
+    #[test]
+    fn bodies_over_the_cap_are_refused_before_verification(over in -64i64..64, signed in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let deps = deps();
+        let len = (MAX_BODY as i64 + over) as usize;
+        let body = vec![b' '; len];
+        let sig = if signed { sign_pagerduty(selfheal_fuzz::WEBHOOK_SECRET.as_bytes(), &body) } else { "v1=00".into() };
+        let req = HttpRequest::new(vec![("x-pagerduty-signature".into(), sig), ("x-webhook-id".into(), format!("size-{len}"))], body);
+        let resp = rt.block_on(selfheal::stages::intake::handle_webhook(&deps, &req));
+        let expected = if len > MAX_BODY { 413 } else if signed { 400 } else { 401 };
+        prop_assert_eq!(resp.status, expected, "{} bytes: {:?}", len, resp);
+    }
+
+    /// Outside text printed to a terminal carries no character the terminal would act on, and
+    /// text without any is printed unchanged.
+    #[test]
+    fn terminal_text_never_carries_control_characters(text in "(?s).{0,200}", plain in "[ -~\u{a0}-\u{5ff}\u{3040}-\u{30ff}]{0,80}") {
+        let acts = |c: char| c.is_control() || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}');
+        let line = selfheal_cli::operator::term_line(&text);
+        prop_assert!(!line.chars().any(acts), "{:?}", line);
+        let multi = selfheal_cli::operator::term_text(&text);
+        prop_assert!(!multi.chars().any(|c| c != '\n' && c != '\t' && acts(c)), "{:?}", multi);
+        let json = selfheal_cli::operator::term_json(&json!({ "t": text }), false);
+        prop_assert!(!json.chars().any(acts), "{:?}", json);
+        let back: Value = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(back["t"].as_str(), Some(text.as_str()));
+        prop_assert_eq!(selfheal_cli::operator::term_line(&plain), plain);
+    }
+
     /// The fuzz targets' own oracles, on arbitrary bytes (the stable, always-on equivalent of
     /// `cargo fuzz run`; see fuzz/).
     #[test]
@@ -102,6 +165,7 @@ proptest! {
         for input in [data.as_slice(), text.as_bytes()] {
             selfheal_fuzz::pagerduty_envelope(input);
             selfheal_fuzz::signature_header(input);
+            selfheal_fuzz::signature_bounds(input);
             selfheal_fuzz::slack_form(input);
             selfheal_fuzz::note_parser(input);
             selfheal_fuzz::plan_parser(input);

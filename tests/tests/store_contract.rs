@@ -263,6 +263,7 @@ fn service_settings(service: &str, url: &str) -> ServiceSettings {
         }],
         target: None,
         auto_execute: false,
+        parameters: Default::default(),
         approvers: vec!["U123".into()],
         // Whole microseconds: what survives the JSON round trip on every backend.
         updated_at: Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap(),

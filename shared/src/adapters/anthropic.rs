@@ -85,7 +85,20 @@ pub fn build_prompt(req: &PlanRequest) -> String {
     }
     out.push_str("\nCatalog actions you may choose (id: description; parameters as JSON Schema):\n");
     for a in &req.catalog {
-        out.push_str(&format!("- {}/{}: {} parameters={}\n", a.runbook_id, a.name, a.description, a.parameters));
+        // Only the values the model may choose: targets come from the service's settings and
+        // the incident, and are filled in by selfheal, never by the model.
+        out.push_str(&format!(
+            "- {}/{}: {} declared_risk={} parameters={}\n",
+            a.runbook_id,
+            a.name,
+            a.description,
+            match a.risk {
+                RiskLevel::Low => "low",
+                RiskLevel::Medium => "medium",
+                RiskLevel::High => "high",
+            },
+            crate::runbooks::model_parameters_schema(a)
+        ));
     }
     if req.catalog.is_empty() {
         out.push_str("(none: no retrieved runbook declares an action)\n");
@@ -185,6 +198,11 @@ pub fn plan_from_tool_input(input: &Value) -> Result<Plan, ClientError> {
         rollback: text("rollback"),
         expected_outcome: text("expected_outcome"),
         verification_hints: strings(input, "verification_hints"),
+        // Rendering, the catalog version and the binding hash are the planning stage's: it
+        // owns the catalog and the service's settings.
+        script: None,
+        catalog_version: None,
+        model_chosen: Vec::new(),
         hash,
     })
 }

@@ -144,6 +144,33 @@ pub fn build_progress(build: &Value) -> WorkspaceProgress {
     }
 }
 
+/// The workspace's `rich_parameter_values` (all strings). The template hands each to the
+/// runner as an environment variable, never as script text; a NUL cannot be carried by one, so
+/// such a value is refused here rather than cut short there. The script's SHA-256 goes along:
+/// the runner runs nothing else.
+pub fn rich_parameters(req: &WorkspaceRequest) -> Result<Value, ClientError> {
+    use base64::Engine as _;
+    let script = base64::engine::general_purpose::STANDARD
+        .decode(&req.script_b64)
+        .map_err(|e| ClientError::Invalid { service: SERVICE, detail: format!("the fix script is not base64: {e}") })?;
+    let params = [
+        ("incident_id", req.incident_id.as_str()),
+        ("service", req.service.as_str()),
+        ("severity", req.severity.as_str()),
+        ("fix_script_b64", req.script_b64.as_str()),
+        ("target", req.target.as_str()),
+    ];
+    if let Some((name, _)) = params.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(ClientError::Invalid {
+            service: SERVICE,
+            detail: format!("parameter {name} contains a NUL, which no environment variable can carry"),
+        });
+    }
+    let mut out: Vec<Value> = params.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
+    out.push(json!({"name": "fix_script_sha256", "value": crate::sha256_hex(&script)}));
+    Ok(Value::Array(out))
+}
+
 #[async_trait]
 impl Workspaces for CoderApi {
     async fn create(&self, req: &WorkspaceRequest) -> Result<WorkspaceHandle, ClientError> {
@@ -154,14 +181,7 @@ impl Workspaces for CoderApi {
             });
         }
         let url = self.api.url(&format!("/api/v2/users/{}/workspaces", self.user));
-        // Parameter values are always strings.
-        let params = json!([
-            {"name": "incident_id", "value": req.incident_id.as_str()},
-            {"name": "service", "value": req.service},
-            {"name": "severity", "value": req.severity},
-            {"name": "fix_script_b64", "value": req.script_b64},
-            {"name": "target", "value": req.target},
-        ]);
+        let params = rich_parameters(req)?;
         let mut body = json!({"name": req.name, "rich_parameter_values": params, "ttl_ms": 3_600_000});
         match &self.template {
             TemplateRef::Version(v) => body["template_version_id"] = json!(v),

@@ -5,7 +5,9 @@
 
 use async_trait::async_trait;
 use chromiumoxide::Browser as CdpBrowser;
-use chromiumoxide::cdp::browser_protocol::network::{EventResponseReceived, ResourceType};
+use chromiumoxide::cdp::browser_protocol::network::{
+    EventLoadingFailed, EventRequestWillBeSent, EventResponseReceived, ResourceType,
+};
 use chromiumoxide::handler::HandlerConfig;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -128,14 +130,61 @@ impl LightpandaBrowser {
                 }
             }
         });
+        // The main document failing to load at all (refused, DNS, TLS) ends the navigation
+        // without any response, and `goto` may then wait for a load that never counts. The
+        // failure is `Network.loadingFailed` for the document's request: Lightpanda labels it
+        // with another resource type, so the document's request is recognised by its id (the
+        // one whose request id is its loader id, or typed Document when it was sent).
+        let sent = page
+            .event_listener::<EventRequestWillBeSent>()
+            .await
+            .map_err(|e| browser_err(format!("network events: {e}")))?
+            .map(|ev| {
+                let document =
+                    ev.r#type == Some(ResourceType::Document) || ev.request_id.inner() == ev.loader_id.inner();
+                NetEvent::Sent { id: ev.request_id.inner().clone(), document }
+            });
+        let failed = page
+            .event_listener::<EventLoadingFailed>()
+            .await
+            .map_err(|e| browser_err(format!("network events: {e}")))?
+            .map(|ev| NetEvent::Failed { id: ev.request_id.inner().clone(), why: ev.error_text.clone() });
+        let mut network = futures::stream::select(sent, failed);
         let mut result = failing(spec, 0, String::new());
         result.failing_step = None;
         let started = Instant::now();
         navigating.store(true, Ordering::SeqCst);
-        let nav = page.goto(spec.url.as_str()).await;
+        let load_failed = async {
+            // The two streams are not ordered with each other: remember either half.
+            let mut documents = std::collections::BTreeSet::new();
+            let mut failures = std::collections::BTreeMap::new();
+            while let Some(ev) = network.next().await {
+                match ev {
+                    NetEvent::Sent { id, document: true } => {
+                        if let Some(why) = failures.remove(&id) {
+                            return why;
+                        }
+                        documents.insert(id);
+                    }
+                    NetEvent::Sent { .. } => {}
+                    NetEvent::Failed { id, why } => {
+                        if documents.contains(&id) {
+                            return why;
+                        }
+                        failures.insert(id, why);
+                    }
+                }
+            }
+            std::future::pending().await
+        };
+        let nav = tokio::select! {
+            nav = page.goto(spec.url.as_str()) => nav.map(|_| ()).map_err(|e| e.to_string()),
+            why = load_failed => Err(why),
+        };
         result.latency_ms = started.elapsed().as_millis() as u64;
-        // Give the response event a moment to arrive after the load event.
-        for _ in 0..20 {
+        // Give the response event a moment to arrive after the load event: without it the page
+        // counts as unreached, so waiting a little longer is cheaper than a false escalation.
+        for _ in 0..60 {
             if documents.lock().map(|d| !d.is_empty()).unwrap_or(true) {
                 break;
             }
@@ -147,6 +196,17 @@ impl LightpandaBrowser {
                 .or_else(|| d.first())
                 .and_then(|(_, s)| u16::try_from(*s).ok())
         });
+        // No HTTP response at all (DNS, refused or reset connection, TLS): the page was never
+        // reached, so what it shows is unknown. That is not a failure anyone observed.
+        if result.status.is_none() {
+            result.unreachable = true;
+            result.failing_step = Some(match nav {
+                Err(e) => format!("unreachable: {e}"),
+                Ok(_) => "unreachable: no HTTP response for the page".into(),
+            });
+            collector.abort();
+            return Ok(result);
+        }
         if let Err(e) = nav {
             result.failing_step = Some(format!("navigate: {e}"));
             collector.abort();
@@ -192,6 +252,12 @@ impl LightpandaBrowser {
     }
 }
 
+/// The network events that tell a page that never answered from one that did.
+enum NetEvent {
+    Sent { id: String, document: bool },
+    Failed { id: String, why: String },
+}
+
 /// A check that failed before or without a page to judge.
 fn failing(spec: &CheckSpec, latency_ms: u64, why: String) -> CheckResult {
     CheckResult {
@@ -202,6 +268,7 @@ fn failing(spec: &CheckSpec, latency_ms: u64, why: String) -> CheckResult {
         ok: false,
         failing_step: Some(why),
         excerpt: String::new(),
+        unreachable: false,
     }
 }
 
@@ -313,9 +380,15 @@ impl Browser for HttpChecker {
         let resp = self.http.get(&spec.url).timeout(Duration::from_millis(spec.deadline_ms.max(100))).send().await;
         r.latency_ms = started.elapsed().as_millis() as u64;
         match resp {
+            // Connected but no answer in time: the page is slow, which users see.
+            Err(e) if e.is_timeout() && !e.is_connect() => r.failing_step = Some("deadline exceeded".into()),
+            // Never connected (DNS, refused, TLS): nothing was observed.
             Err(e) => {
-                r.failing_step =
-                    Some(if e.is_timeout() { "deadline exceeded".into() } else { "connection failed".into() })
+                r.unreachable = true;
+                r.failing_step = Some(format!(
+                    "unreachable: {}",
+                    if e.is_connect() { "connection failed" } else { "the request failed before any response" }
+                ));
             }
             Ok(resp) => {
                 r.status = Some(resp.status().as_u16());

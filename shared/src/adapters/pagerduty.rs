@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::domain::{IncidentId, NoteId};
 use crate::error::ClientError;
 use crate::http::{ApiClient, body_excerpt};
-use crate::ports::{IncidentSource, SourceNote};
+use crate::ports::{IncidentSource, SourceIncident, SourceNote, SourceStatus};
 
 const SERVICE: &str = "pagerduty";
 const ACCEPT: &str = "application/vnd.pagerduty+json;version=2";
@@ -99,8 +99,44 @@ struct NoteResponse {
     note: RestNote,
 }
 
+#[derive(Deserialize)]
+struct IncidentResponse {
+    incident: RestIncident,
+}
+
+#[derive(Deserialize)]
+struct RestIncident {
+    status: String,
+    #[serde(default)]
+    incident_key: Option<String>,
+}
+
 #[async_trait]
 impl IncidentSource for PagerDutyRest {
+    /// `GET /incidents/{id}`. Made with `send` (one parse, no re-read of a malformed body): the
+    /// execution gate is its only caller, and an answer it cannot read refuses the fix rather
+    /// than spending the remediate function's time budget re-asking.
+    async fn get_incident(&self, incident: &IncidentId) -> Result<SourceIncident, ClientError> {
+        let url = self.api.url(&format!("/incidents/{incident}"));
+        let resp = self.api.send("get_incident", |c| self.auth(c.get(&url))).await?;
+        let body: IncidentResponse = resp.json(SERVICE)?;
+        let status = match body.incident.status.as_str() {
+            "triggered" => SourceStatus::Triggered,
+            "acknowledged" => SourceStatus::Acknowledged,
+            "resolved" => SourceStatus::Resolved,
+            other => {
+                return Err(ClientError::Contract {
+                    service: SERVICE,
+                    detail: format!(
+                        "incident status {:?} is not triggered/acknowledged/resolved",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                });
+            }
+        };
+        Ok(SourceIncident { status, incident_key: body.incident.incident_key })
+    }
+
     async fn list_notes(&self, incident: &IncidentId) -> Result<Vec<SourceNote>, ClientError> {
         let url = self.api.url(&format!("/incidents/{incident}/notes"));
         let body: NotesResponse = self.api.read_json("list_notes", |c| self.auth(c.get(&url))).await?;

@@ -1,4 +1,6 @@
-//! Slack Web API (`chat.postMessage`, `chat.update`) and `response_url` replies as [`ChatOps`].
+//! Slack Web API (`chat.postMessage`, `chat.update`, `conversations.history`, the two-step file
+//! upload `files.getUploadURLExternal` + `files.completeUploadExternal`) and `response_url`
+//! replies as [`ChatOps`].
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use crate::error::ClientError;
 use crate::http::{ApiClient, default_classifier};
-use crate::ports::{ChatMessage, ChatOps, MessageRef};
+use crate::ports::{ChatMessage, ChatOps, MessageRef, SharedFile};
 
 const SERVICE: &str = "slack";
 
@@ -32,6 +34,12 @@ struct SlackReply {
     /// `conversations.history`.
     #[serde(default)]
     messages: Vec<serde_json::Value>,
+    /// `files.getUploadURLExternal`.
+    upload_url: Option<String>,
+    file_id: Option<String>,
+    /// `files.completeUploadExternal`.
+    #[serde(default)]
+    files: Vec<serde_json::Value>,
 }
 
 impl crate::http::ApiAdapter for SlackApi {
@@ -61,6 +69,31 @@ impl SlackApi {
         let retryable =
             matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
         Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable })
+    }
+
+    /// The client for the file upload: one attempt per call. The approval step that uploads is
+    /// retried whole by the state machine, and three calls with full client retries would not
+    /// fit the approval function's time budget (`selfheal::budget`).
+    fn once(&self) -> ApiClient {
+        self.api.clone().with_retry(crate::http::RetryPolicy { max_retries: 0, ..Default::default() })
+    }
+
+    /// A form-encoded Web API call, one attempt (the file-upload methods document form
+    /// arguments).
+    async fn call_form(&self, method: &str, form: &[(&str, &str)]) -> Result<SlackReply, ClientError> {
+        let url = self.api.url(&format!("/{method}"));
+        let body = serde_urlencoded::to_string(form)
+            .map_err(|e| ClientError::Invalid { service: SERVICE, detail: format!("{method}: {e}") })?;
+        let resp = self
+            .once()
+            .send(method, |c| {
+                c.post(&url)
+                    .bearer_auth(self.token.expose_secret())
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body.clone())
+            })
+            .await?;
+        self.check(resp.json(SERVICE)?)
     }
 
     async fn call(&self, method: &str, body: &serde_json::Value) -> Result<SlackReply, ClientError> {
@@ -116,6 +149,42 @@ impl ChatOps for SlackApi {
         let url = response_url.to_string();
         self.api.send("response_url", |c| c.post(&url).json(&body)).await?;
         Ok(())
+    }
+
+    /// The two-step upload (needs `files:write`): `files.getUploadURLExternal` for an upload URL
+    /// and a file id, the bytes to that URL, then `files.completeUploadExternal` shares the file
+    /// into the channel.
+    async fn upload_file(&self, filename: &str, title: &str, content: &str) -> Result<SharedFile, ClientError> {
+        let length = content.len().to_string();
+        let reply =
+            self.call_form("files.getUploadURLExternal", &[("filename", filename), ("length", &length)]).await?;
+        let (Some(upload_url), Some(file_id)) = (reply.upload_url, reply.file_id) else {
+            return Err(ClientError::Contract {
+                service: SERVICE,
+                detail: "files.getUploadURLExternal returned no upload_url/file_id".into(),
+            });
+        };
+        let bytes = content.to_string();
+        self.once()
+            .send("file upload", |c| {
+                c.post(&upload_url).header("Content-Type", "text/plain; charset=utf-8").body(bytes.clone())
+            })
+            .await?;
+        let files = json!([{"id": file_id, "title": title}]).to_string();
+        let done =
+            self.call_form("files.completeUploadExternal", &[("files", &files), ("channel_id", &self.channel)]).await?;
+        let shared = done
+            .files
+            .iter()
+            .find(|f| f.get("id").and_then(serde_json::Value::as_str) == Some(file_id.as_str()))
+            .ok_or_else(|| ClientError::Contract {
+                service: SERVICE,
+                detail: "files.completeUploadExternal did not return the uploaded file".into(),
+            })?;
+        Ok(SharedFile {
+            id: file_id.clone(),
+            title: shared.get("title").and_then(serde_json::Value::as_str).unwrap_or(title).to_string(),
+        })
     }
 
     /// `conversations.history` from `since` (needs `channels:history`, or `groups:history` for a

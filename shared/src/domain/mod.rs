@@ -67,6 +67,16 @@ pub struct Incident {
     /// Why the plan failed validation, if it did.
     #[serde(default)]
     pub plan_problem: Option<String>,
+    /// PagerDuty's `incident_key` (the alert's dedup key): the same alert firing again carries
+    /// the same key, which is how a re-fire is recognised.
+    #[serde(default)]
+    pub alert_key: Option<String>,
+    /// Why the fix was judged ineffective (a re-fire or a reopen), when it was.
+    #[serde(default)]
+    pub ineffective_because: Option<String>,
+    /// The incident that was the same failure firing again, when one was.
+    #[serde(default)]
+    pub refired_as: Option<IncidentId>,
     /// Optimistic-concurrency version; the store bumps it on every save.
     #[serde(default)]
     pub version: u64,
@@ -98,6 +108,9 @@ impl Incident {
             effectiveness: None,
             resolved_at: None,
             plan_problem: None,
+            alert_key: None,
+            ineffective_because: None,
+            refired_as: None,
             version: 0,
         }
     }
@@ -164,16 +177,80 @@ pub struct Plan {
     pub expected_outcome: String,
     #[serde(default)]
     pub verification_hints: Vec<String>,
-    /// SHA-256 of the canonical action (what would run); approvals are bound to it.
+    /// The script exactly as it would run: rendered once, at planning, from the catalog action
+    /// and its resolved parameters (or the free-form body). `None` when the plan is invalid.
+    #[serde(default)]
+    pub script: Option<String>,
+    /// Content hash of the catalog action the script was rendered from (template, parameter
+    /// schema, declared risk): a `runbooks push` that changes the action changes it.
+    #[serde(default)]
+    pub catalog_version: Option<String>,
+    /// Parameters whose value is free text the model chose (`source = "model"`): allowed only
+    /// on the approval route, and shown highlighted to the approver.
+    #[serde(default)]
+    pub model_chosen: Vec<String>,
+    /// What approvals are bound to: [`Plan::binding_hash`] of the action, the rendered script
+    /// and the catalog version. (Before planning validates the plan, the adapter's
+    /// [`Plan::action_hash`].)
     pub hash: String,
 }
 
+/// JSON with object keys sorted at every level, whatever map order the value was built or
+/// stored with, so a hash of it is the same after a round trip through any store.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                write_canonical(&m[*k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 impl Plan {
-    /// Hash of what would execute. Computed from serde_json's canonical (sorted-key) form so the
-    /// same action always hashes the same.
+    /// Hash of the proposed action alone (what the model asked for), in canonical form. Also
+    /// the stable suffix of the workspace name.
     pub fn action_hash(action: &PlannedAction) -> String {
-        let canonical = serde_json::to_value(action).unwrap_or(Value::Null).to_string();
+        let canonical = canonical_json(&serde_json::to_value(action).unwrap_or(Value::Null));
         crate::sha256_hex(canonical.as_bytes())
+    }
+
+    /// What an approval binds: the action with its resolved parameters, the exact script that
+    /// would run and the catalog version it was rendered from. Any difference in what would
+    /// run gives another hash, so it needs another approval.
+    pub fn binding_hash(action: &PlannedAction, script: Option<&str>, catalog_version: Option<&str>) -> String {
+        let bound = serde_json::json!({
+            "action": serde_json::to_value(action).unwrap_or(Value::Null),
+            "script": script,
+            "catalog_version": catalog_version,
+        });
+        crate::sha256_hex(canonical_json(&bound).as_bytes())
     }
 }
 
@@ -260,6 +337,10 @@ pub struct CheckResult {
     pub failing_step: Option<String>,
     /// A short excerpt of what the page showed (bounded; never the whole page).
     pub excerpt: String,
+    /// The page could not be reached at all (DNS, refused or reset connection, TLS): nothing
+    /// was observed, so this result neither confirms a failure nor a recovery.
+    #[serde(default)]
+    pub unreachable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,6 +422,11 @@ pub struct ServiceSettings {
     /// Slack user ids allowed to approve this service's fixes; empty = the global approvers.
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Values runbook parameters declared `source = "service"` take (`key = "namespace"` reads
+    /// `parameters.namespace`): the target of a fix comes from the operator, never from text
+    /// the model read.
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
 }
@@ -365,6 +451,11 @@ pub enum ServiceSettingsError {
     BadTarget { service: String, target: String, why: String },
     #[error("service {service}: approver {approver:?} is not a Slack user id")]
     BadApprover { service: String, approver: String },
+    #[error(
+        "service {service}: parameter {name:?} is not usable: {why} (names are lowercase snake_case; values \
+         1 to 128 characters of letters, digits and . _ - : / @ = + ,)"
+    )]
+    BadParameter { service: String, name: String, why: &'static str },
 }
 
 /// Longest accepted check name, URL or target: far above any real one, small enough that a
@@ -447,10 +538,13 @@ impl ServiceSettings {
                 why,
             };
             http_url(target).map_err(bad)?;
-            // The Coder template hands the target to the fix script as a single-quoted shell
-            // value; characters that could end the quoting or expand have no place in it.
+            // The target reaches the fix script as an environment variable, never as script text;
+            // a URL never needs these characters, and refusing them keeps a runbook script that
+            // forgets to quote `$SELFHEAL_TARGET` from word-splitting or globbing it.
             if let Some(c) = target.chars().find(|c| c.is_whitespace() || c.is_control() || "'\"`$\\".contains(*c)) {
-                return Err(bad(format!("it contains {c:?}, which the workspace's shell quoting cannot carry")));
+                return Err(bad(format!(
+                    "it contains {c:?}, which has meaning in shell quoting and which a URL never needs"
+                )));
             }
         }
         for approver in &self.approvers {
@@ -461,8 +555,52 @@ impl ServiceSettings {
                 });
             }
         }
+        for (name, value) in &self.parameters {
+            let bad = |why: &'static str| ServiceSettingsError::BadParameter {
+                service: service.clone(),
+                name: name.chars().take(64).collect(),
+                why,
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(bad("the name is not lowercase snake_case"));
+            }
+            // Rendered into fix scripts (single-quoted): the same charset runbook strings get.
+            if !shell_safe_value(value) {
+                return Err(bad("the value is empty, too long or has characters a fix script must not receive"));
+            }
+        }
         Ok(())
     }
+}
+
+/// The characters a string may have to be rendered into a fix script (identifiers, hosts,
+/// paths, versions), at most 128 of them. Rendering also single-quotes it; this set is what
+/// keeps the value meaning one word whatever the script does with it.
+pub fn shell_safe_value(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/@=+,".contains(c))
+}
+
+/// A root cause's fingerprint: its significant words (lowercase, at least three letters, no
+/// numbers or ids, common words dropped), sorted and hashed. Two notes that name the same cause
+/// in the same words get the same fingerprint whatever the numbers, order or formatting.
+pub fn root_cause_fingerprint(root_cause: &str) -> Option<String> {
+    const COMMON: &[&str] = &[
+        "the", "and", "for", "with", "from", "that", "this", "are", "was", "were", "has", "have", "not", "but", "its",
+        "into", "than", "then", "when", "after", "before", "because", "since", "while", "due", "on", "root", "cause",
+        "likely", "probably",
+    ];
+    let mut words: Vec<String> = root_cause
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3 && w.chars().all(char::is_alphabetic) && !COMMON.contains(w))
+        .map(str::to_string)
+        .collect();
+    words.sort();
+    words.dedup();
+    if words.is_empty() {
+        return None;
+    }
+    Some(crate::sha256_hex(words.join(" ").as_bytes()))
 }
 
 /// Coder workspace names: 1–32 chars, `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`, not `new`/`create`.

@@ -181,6 +181,18 @@ pub trait IncidentStore: Send + Sync {
     /// Every service's settings, ordered by service.
     async fn list_service_settings(&self) -> Result<Vec<ServiceSettings>, StoreError>;
 
+    /// Remember that PagerDuty reported `incident` resolved before we knew it (its
+    /// `incident.resolved` arrived before its `incident.triggered`), for `keep_secs` from `at`.
+    async fn remember_resolved(
+        &self,
+        incident: &IncidentId,
+        at: DateTime<Utc>,
+        keep_secs: i64,
+    ) -> Result<(), StoreError>;
+    /// When PagerDuty reported `incident` resolved before it was known, if it did (and that
+    /// is still remembered).
+    async fn resolved_early(&self, incident: &IncidentId) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     /// Take one unit of the service's autonomous-action budget for the hour containing `now`.
     /// Returns false (and takes nothing) when `limit` actions already ran that hour.
     async fn take_autonomy_budget(
@@ -307,9 +319,28 @@ pub struct SourceNote {
     pub content: String,
 }
 
+/// An incident's status as the system of record reports it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStatus {
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
+/// A fresh read of an incident (`GET /incidents/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceIncident {
+    pub status: SourceStatus,
+    /// The alert's dedup key.
+    pub incident_key: Option<String>,
+}
+
 /// The incident system of record (PagerDuty REST).
 #[async_trait]
 pub trait IncidentSource: Send + Sync {
+    /// The incident as it is now: the execution gate reads it right before anything runs.
+    async fn get_incident(&self, incident: &IncidentId) -> Result<SourceIncident, ClientError>;
     async fn list_notes(&self, incident: &IncidentId) -> Result<Vec<SourceNote>, ClientError>;
     async fn add_note(&self, incident: &IncidentId, content: &str) -> Result<NoteId, ClientError>;
     /// Resolve with a short resolution text. Resolving an already resolved incident is success.
@@ -467,6 +498,13 @@ pub struct ChatMessage {
     pub blocks: Value,
 }
 
+/// A file shared into the chat channel (a script too long for a message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFile {
+    pub id: String,
+    pub title: String,
+}
+
 /// Chat operations (Slack).
 #[async_trait]
 pub trait ChatOps: Send + Sync {
@@ -485,5 +523,11 @@ pub trait ChatOps: Send + Sync {
     /// `Ok(None)` when there is none or the channel cannot be read back.
     async fn find_posted(&self, _since: DateTime<Utc>, _marker: &str) -> Result<Option<MessageRef>, ClientError> {
         Ok(None)
+    }
+    /// Share `content` into the channel as a file named `filename`. A chat without file
+    /// uploads says so: whatever needed the file (a long script awaiting approval) must then
+    /// not go ahead, so the default refuses rather than pretending.
+    async fn upload_file(&self, _filename: &str, _title: &str, _content: &str) -> Result<SharedFile, ClientError> {
+        Err(ClientError::Invalid { service: "chat", detail: "this chat adapter cannot share files".into() })
     }
 }

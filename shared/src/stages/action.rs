@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Deps, audit, cognition, load, update};
 use crate::domain::*;
 use crate::error::StageError;
-use crate::ports::{Browser, CheckSpec, WorkspaceHandle, WorkspaceProgress, WorkspaceRequest};
+use crate::ports::{Browser, CheckSpec, SourceStatus, WorkspaceHandle, WorkspaceProgress, WorkspaceRequest};
 
 const LOG_BYTES: usize = 4000;
 
@@ -27,7 +27,11 @@ pub(crate) async fn stored_settings(deps: &Deps, incident: &Incident) -> Result<
 /// The target is the stored one, else the first check's URL (empty when there are no checks:
 /// the pre-flight has already escalated such an incident).
 async fn checks_for(deps: &Deps, incident: &Incident) -> Result<(Vec<CheckSpec>, String), StageError> {
-    let stored = stored_settings(deps, incident).await?;
+    Ok(checks_from(deps, incident, stored_settings(deps, incident).await?))
+}
+
+/// [`checks_for`] with the stored settings already read.
+fn checks_from(deps: &Deps, incident: &Incident, stored: Option<ServiceSettings>) -> (Vec<CheckSpec>, String) {
     let checks = match stored.as_ref().filter(|s| !s.checks.is_empty()) {
         Some(s) => s.checks.clone(),
         None => {
@@ -39,7 +43,7 @@ async fn checks_for(deps: &Deps, incident: &Incident) -> Result<(Vec<CheckSpec>,
         }
     };
     let target = stored.and_then(|s| s.target).or_else(|| checks.first().map(|c| c.url.clone())).unwrap_or_default();
-    Ok((checks, target))
+    (checks, target)
 }
 
 async fn verify(deps: &Deps, incident: &Incident, phase: VerificationPhase) -> Result<Verification, StageError> {
@@ -59,6 +63,28 @@ async fn verify(deps: &Deps, incident: &Incident, phase: VerificationPhase) -> R
         let why = r.failing_step.clone().unwrap_or_default();
         audit(deps, &incident.id, "verify", "browser_unavailable", json!({"check": r.name, "why": why})).await?;
         return Err(StageError::Transient(format!("the browser could not run check {}: {why}", r.name)));
+    }
+    // The browser ran, but the page could not be reached (DNS, refused, TLS): nobody saw the
+    // service fail, so no baseline is confirmed and no fix may run on it. Not retried: a
+    // person decides whether the service or the check is wrong.
+    let unreachable: Vec<&CheckResult> = results.iter().filter(|r| r.unreachable).collect();
+    if phase == VerificationPhase::Preflight && !unreachable.is_empty() {
+        let detail: Vec<String> = unreachable
+            .iter()
+            .map(|r| format!("{} ({})", r.name, r.failing_step.as_deref().unwrap_or("no answer")))
+            .collect();
+        audit(
+            deps,
+            &incident.id,
+            "verify",
+            "baseline_unobserved",
+            json!({"unreachable": unreachable.iter().map(|r| json!({"check": r.name, "url": r.url, "why": r.failing_step})).collect::<Vec<_>>()}),
+        )
+        .await?;
+        return Err(StageError::Stopped(format!(
+            "the page could not be checked, so the failure was never observed and nothing runs: {}",
+            detail.join("; ")
+        )));
     }
     let healthy = results.iter().all(|r| r.ok);
     let verification = Verification { phase, healthy, at: deps.clock.now(), checks: results };
@@ -128,49 +154,170 @@ async fn check_one(browser: &dyn Browser, spec: &CheckSpec, gate: &tokio::sync::
             ok: false,
             failing_step: Some(format!("browser: {e}")),
             excerpt: String::new(),
+            unreachable: false,
         },
     }
 }
 
-/// The execution gate: only an auto decision on a valid catalog action, or a human approval
-/// bound to this exact plan, with the kill switch off and nobody having taken over.
-async fn authorised_script(deps: &Deps, incident: &Incident) -> Result<String, StageError> {
-    super::ensure_autonomy_allowed(incident)?;
-    if deps.store.kill_switch().await? {
-        return Err(StageError::Stopped("the kill switch is on".into()));
+/// Why the execution gate refused, for the audit trail and the escalation. A refusal is final
+/// for the run (the state machine escalates with it; it has no path back to approval), except
+/// [`Refusal::SourceUnavailable`], which the state machine retries first.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("a person resolved the incident")]
+    TakenOver,
+    #[error("the kill switch is on")]
+    KillSwitch,
+    #[error("no plan")]
+    NoPlan,
+    #[error("the plan failed validation: {0}")]
+    Invalid(String),
+    #[error("no policy decision")]
+    NoDecision,
+    #[error("route {0} never executes")]
+    NeverExecutes(&'static str),
+    #[error("auto-execution is for catalog actions only")]
+    AutoNeedsCatalog,
+    #[error("auto-execution never runs a value the model chose ({0})")]
+    AutoWithModelChoice(String),
+    #[error("auto-execution never runs a high-risk action")]
+    AutoHighRisk,
+    #[error("no approval bound to this plan")]
+    NotApproved,
+    #[error(
+        "what would run changed since the plan was {moment}: {what}; it needs a new {}",
+        if *moment == "approved" { "approval" } else { "decision" }
+    )]
+    Changed { moment: &'static str, what: String },
+    #[error("PagerDuty reports the incident {0}: nothing runs on it")]
+    NotOpen(&'static str),
+    #[error("PagerDuty could not confirm the incident is still open ({0}); nothing runs until it can")]
+    SourceUnavailable(String),
+    #[error("PagerDuty refused to say whether the incident is still open ({0}); nothing runs")]
+    SourceRefused(String),
+}
+
+impl From<Refusal> for StageError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            // Worth asking again: the state machine retries Transient, then escalates.
+            Refusal::SourceUnavailable(_) => StageError::Transient(r.to_string()),
+            _ => StageError::Stopped(r.to_string()),
+        }
     }
-    let plan = incident.plan.as_ref().ok_or_else(|| StageError::Stopped("no plan".into()))?;
+}
+
+/// The execution gate, right before anything runs, whatever the state machine says:
+/// - nobody took over, the kill switch is off;
+/// - the plan is valid, and rendering it again from the catalog and the service's settings as
+///   they are *now* gives exactly the script and catalog version its hash binds (a `runbooks
+///   push` or a settings change after the approval refuses it);
+/// - either `Route::Auto` on a catalog action with no model-chosen value and not high risk, or
+///   an `Approved` approval with this exact plan hash;
+/// - a fresh read from PagerDuty says the incident is not resolved.
+///
+/// `service_parameters` are the service's stored `parameters`, read once by the caller.
+/// Returns the script to run.
+async fn authorised_script(
+    deps: &Deps,
+    incident: &Incident,
+    service_parameters: &std::collections::BTreeMap<String, String>,
+) -> Result<String, Refusal> {
+    if super::ensure_autonomy_allowed(incident).is_err() {
+        return Err(Refusal::TakenOver);
+    }
+    let store = |e: crate::error::StoreError| Refusal::SourceUnavailable(format!("store: {e}"));
+    if deps.store.kill_switch().await.map_err(store)? {
+        return Err(Refusal::KillSwitch);
+    }
+    let plan = incident.plan.as_ref().ok_or(Refusal::NoPlan)?;
     if let Some(problem) = &incident.plan_problem {
-        return Err(StageError::Stopped(format!("the plan failed validation: {problem}")));
+        return Err(Refusal::Invalid(problem.clone()));
     }
-    let decision = incident.decision.as_ref().ok_or_else(|| StageError::Stopped("no policy decision".into()))?;
+    let decision = incident.decision.as_ref().ok_or(Refusal::NoDecision)?;
+    let moment = match decision.route {
+        Route::Auto => "decided",
+        Route::Approval => "approved",
+        Route::Escalate | Route::Shadow => return Err(Refusal::NeverExecutes(decision.route.as_str())),
+    };
+
+    // Render again, from the catalog and settings as they are now.
+    let catalog =
+        cognition::retrieved_catalog(deps, incident).await.map_err(|e| Refusal::SourceUnavailable(e.to_string()))?;
+    let ctx = crate::runbooks::ParamContext { incident, service_parameters };
+    let changed = |what: String| Refusal::Changed { moment, what };
+    // The plan holds its resolved values; the settings and incident values are read afresh.
+    let proposal = match &plan.action {
+        PlannedAction::Catalog { runbook_id, action, parameters } => PlannedAction::Catalog {
+            runbook_id: runbook_id.clone(),
+            action: action.clone(),
+            parameters: catalog
+                .iter()
+                .find(|a| a.runbook_id == *runbook_id && a.name == *action)
+                .map_or_else(|| parameters.clone(), |a| crate::runbooks::model_values(a, parameters)),
+        },
+        script => script.clone(),
+    };
+    let now =
+        cognition::prepare(&proposal, &catalog, &ctx).map_err(|e| changed(format!("it no longer renders: {e}")))?;
+    if plan.catalog_version != now.catalog_version {
+        return Err(changed(format!(
+            "the catalog action is now version {} (was {})",
+            short(now.catalog_version.as_deref()),
+            short(plan.catalog_version.as_deref())
+        )));
+    }
+    if plan.script.as_deref() != Some(now.script.as_str()) {
+        return Err(changed(format!(
+            "the rendered script is now sha256 {} (was {})",
+            short(Some(&crate::sha256_hex(now.script.as_bytes()))),
+            short(plan.script.as_deref().map(|s| crate::sha256_hex(s.as_bytes())).as_deref())
+        )));
+    }
+    if now.hash() != plan.hash {
+        return Err(changed("the plan no longer matches its hash".into()));
+    }
+
     match decision.route {
         Route::Auto => {
             if !matches!(plan.action, PlannedAction::Catalog { .. }) {
-                return Err(StageError::Stopped("auto-execution is for catalog actions only".into()));
+                return Err(Refusal::AutoNeedsCatalog);
             }
+            if !now.model_chosen.is_empty() {
+                return Err(Refusal::AutoWithModelChoice(now.model_chosen.join(", ")));
+            }
+            if now.declared_risk.map_or(plan.risk, |d| d.max(plan.risk)) == RiskLevel::High {
+                return Err(Refusal::AutoHighRisk);
+            }
+            // (A fix of the same action inside its stability window was ruled on by the
+            // decision moments ago; re-reading the service's history here would not fit the
+            // remediate function's time budget.)
         }
-        Route::Approval => {
+        _ => {
             let approved = incident
                 .approval
                 .as_ref()
                 .is_some_and(|a| a.status == ApprovalStatus::Approved && a.plan_hash == plan.hash);
             if !approved {
-                return Err(StageError::Stopped("no approval bound to this plan".into()));
+                return Err(Refusal::NotApproved);
             }
         }
-        Route::Escalate | Route::Shadow => {
-            return Err(StageError::Stopped(format!("route {} never executes", decision.route.as_str())));
-        }
     }
-    if Plan::action_hash(&plan.action) != plan.hash {
-        return Err(StageError::Stopped("the plan changed after it was hashed".into()));
+
+    // Last, the system of record: a resolved incident is never fixed, whatever our store says
+    // (its `incident.resolved` webhook may still be on its way, or lost).
+    match deps.source.get_incident(&incident.id).await {
+        Ok(s) if s.status == SourceStatus::Resolved => Err(Refusal::NotOpen("resolved")),
+        Ok(_) => Ok(now.script),
+        // Timeouts and 5xx are asked again by the state machine; an unknown incident or a
+        // refused token will not get better.
+        Err(e) if e.is_retryable() => Err(Refusal::SourceUnavailable(e.to_string())),
+        Err(e) => Err(Refusal::SourceRefused(e.to_string())),
     }
-    match cognition::planned_script(deps, incident).await? {
-        Some(Ok(script)) => Ok(script),
-        Some(Err(e)) => Err(StageError::Stopped(format!("cannot render the script: {e}"))),
-        None => Err(StageError::Stopped("no plan".into())),
-    }
+}
+
+fn short(hash: Option<&str>) -> String {
+    hash.map_or_else(|| "none".into(), |h| h.chars().take(12).collect())
 }
 
 fn handle_output(handle: &WorkspaceHandle, state: &str, polls: u64, agent_id: Option<&str>, detail: &str) -> Value {
@@ -188,17 +335,30 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
         };
         return Ok(handle_output(&handle, "pending", 0, None, "already provisioned"));
     }
-    let script = match authorised_script(deps, &incident).await {
+    let stored = stored_settings(deps, &incident).await?;
+    let service_parameters = stored.as_ref().map(|s| s.parameters.clone()).unwrap_or_default();
+    let script = match authorised_script(deps, &incident, &service_parameters).await {
         Ok(s) => s,
-        Err(e) => {
-            audit(deps, id, "remediate", "execution_refused", json!({"reason": e.to_string()})).await?;
-            return Err(e);
+        Err(refusal) => {
+            if let Refusal::NotOpen(_) = refusal {
+                // Our record catches up with PagerDuty: later stages stop too.
+                update(deps, id, |i| {
+                    if i.outcome.is_none() {
+                        i.status = IncidentStatus::ResolvedByHuman;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            audit(deps, id, "remediate", "execution_refused", json!({"reason": refusal.to_string()})).await?;
+            return Err(refusal.into());
         }
     };
-    let plan_hash = incident.plan.as_ref().map(|p| p.hash.clone()).unwrap_or_default();
-    let (_, target) = checks_for(deps, &incident).await?;
+    // Stable per incident and proposed action, so a retried step finds what it created.
+    let name_suffix = incident.plan.as_ref().map(|p| Plan::action_hash(&p.action)).unwrap_or_default();
+    let (_, target) = checks_from(deps, &incident, stored);
     let request = WorkspaceRequest {
-        name: workspace_name(id.as_str(), &plan_hash),
+        name: workspace_name(id.as_str(), &name_suffix),
         incident_id: id.clone(),
         service: incident.service.name.to_string(),
         severity: match incident.urgency {
@@ -345,6 +505,7 @@ pub(crate) mod tests {
                 ok: false,
                 failing_step: Some("status 504".into()),
                 excerpt: String::new(),
+                unreachable: false,
             })
         }
     }
@@ -369,6 +530,7 @@ pub(crate) mod tests {
             target: None,
             auto_execute,
             approvers: Vec::new(),
+            parameters: Default::default(),
             updated_at: chrono::Utc::now(),
             updated_by: "test".into(),
         }

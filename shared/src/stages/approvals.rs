@@ -8,7 +8,7 @@ use super::http::{HttpRequest, HttpResponse};
 use super::{Deps, audit, audit_decision, cognition, load, messages, update};
 use crate::domain::*;
 use crate::error::{OrchestratorError, StageError};
-use crate::ports::{Created, DecideOutcome, MessageRef};
+use crate::ports::{ChatMessage, Created, DecideOutcome, MessageRef};
 use crate::signature;
 use secrecy::ExposeSecret;
 
@@ -64,8 +64,7 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
     let posted = match existing {
         Some((channel, ts)) => MessageRef { channel, ts },
         None => {
-            let script = cognition::planned_script(deps, &incident).await?.and_then(Result::ok);
-            let message = messages::approval_request(&incident, &approval.id, script.as_deref());
+            let message = messages::approval_message(deps, &incident, &approval.id).await?;
             let posted = deps.chat.post(&message).await?;
             deps.store.set_approval_message(&approval.id, &posted.channel, &posted.ts).await?;
             posted
@@ -136,9 +135,75 @@ struct SlackAction {
     value: Option<String>,
 }
 
-/// `POST /slack/interactions`. Always answers 200 to a valid, signed request (Slack shows an
-/// error otherwise); the outcome goes back to the clicker through `response_url`.
+/// What the callback still owes the clicker once Slack has its answer: the approval message
+/// replaced (buttons removed), or an ephemeral reply, through the click's `response_url`.
+/// Slack shows an error unless the click is answered within 3 s, and `response_url` may take
+/// longer than that, so the caller sends this after answering: `selfheal serve` in a spawned
+/// task, the Lambda function in its after-response layer (`stages::http::AfterResponse`).
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    response_url: String,
+    message: ChatMessage,
+    replace_original: bool,
+    ephemeral: bool,
+}
+
+impl FollowUp {
+    fn replace(response_url: &str, message: ChatMessage) -> Self {
+        Self { response_url: response_url.to_string(), message, replace_original: true, ephemeral: false }
+    }
+
+    fn ephemeral(response_url: &str, text: &str) -> Self {
+        Self {
+            response_url: response_url.to_string(),
+            message: messages::plain(text),
+            replace_original: false,
+            ephemeral: true,
+        }
+    }
+
+    /// Send it. The decision is already stored and resumed, so a failure here only leaves the
+    /// message as it was: logged, not retried further.
+    pub async fn send(self, deps: &Deps) {
+        if let Err(e) =
+            deps.chat.respond(&self.response_url, &self.message, self.replace_original, self.ephemeral).await
+        {
+            tracing::warn!(error = %e, "could not answer through response_url");
+        }
+    }
+}
+
+/// The answer to a click, and what to send after it.
+#[derive(Debug)]
+pub struct Acknowledged {
+    pub response: HttpResponse,
+    pub follow_up: Option<FollowUp>,
+}
+
+impl Acknowledged {
+    fn now(response: HttpResponse) -> Self {
+        Self { response, follow_up: None }
+    }
+}
+
+/// `POST /slack/interactions` for callers that cannot run work after answering (tests, the fuzz
+/// oracles): the follow-up is sent before returning. Servers use [`acknowledge_interaction`].
 pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse {
+    let ack = acknowledge_interaction(deps, req).await;
+    if let Some(follow_up) = ack.follow_up {
+        follow_up.send(deps).await;
+    }
+    ack.response
+}
+
+/// `POST /slack/interactions`: verify, decide once, resume the run, and return the answer with
+/// the `response_url` follow-up left for after it. Always answers 200 to a valid, signed request
+/// (Slack shows an error otherwise); the outcome reaches the clicker through the follow-up.
+pub async fn acknowledge_interaction(deps: &Deps, req: &HttpRequest) -> Acknowledged {
+    // Before any hashing: what an unsigned request may cost is bounded by this size.
+    if req.body.len() > super::intake::MAX_BODY {
+        return Acknowledged::now(HttpResponse::message(413, "payload too large"));
+    }
     let secrets = deps.secrets.current().await;
     let Some(secret) = secrets.slack_signing_secret.as_ref().map(|s| s.expose_secret().as_bytes()) else {
         // Our misconfiguration, not a bad request: 5xx, never 401 (which reads as "forged").
@@ -146,10 +211,10 @@ pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse 
             missing_secret_key = "slack_signing_secret",
             "no Slack signing secret is configured: put the app's signing secret in the Slack secret; clicks are answered 503"
         );
-        return HttpResponse::message(
+        return Acknowledged::now(HttpResponse::message(
             503,
             "selfheal cannot verify Slack requests yet: slack_signing_secret is not configured",
-        );
+        ));
     };
     // Slack's replay window is about real time, whatever the engine's clock does.
     let now = chrono::Utc::now().timestamp();
@@ -161,89 +226,89 @@ pub async fn handle_interaction(deps: &Deps, req: &HttpRequest) -> HttpResponse 
         now,
     ) {
         tracing::warn!(reason = %e, "slack signature refused");
-        return HttpResponse::message(401, &format!("invalid signature: {e}"));
+        return Acknowledged::now(HttpResponse::message(401, &format!("invalid signature: {e}")));
     }
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&req.body) {
         Ok(f) => f,
-        Err(_) => return HttpResponse::message(400, "body is not form-encoded"),
+        Err(_) => return Acknowledged::now(HttpResponse::message(400, "body is not form-encoded")),
     };
     let Some(payload) = form.iter().find(|(k, _)| k == "payload").map(|(_, v)| v) else {
-        return HttpResponse::message(400, "no payload field");
+        return Acknowledged::now(HttpResponse::message(400, "no payload field"));
     };
     let interaction: Interaction = match serde_json::from_str(payload) {
         Ok(i) => i,
-        Err(e) => return HttpResponse::message(400, &format!("payload is not an interaction: {e}")),
+        Err(e) => return Acknowledged::now(HttpResponse::message(400, &format!("payload is not an interaction: {e}"))),
     };
     if interaction.kind != "block_actions" {
-        return HttpResponse::json(200, json!({"status": "ignored"}));
+        return Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"})));
     }
-    let Some(action) = interaction.actions.first() else { return HttpResponse::message(400, "no action") };
+    let Some(action) = interaction.actions.first() else {
+        return Acknowledged::now(HttpResponse::message(400, "no action"));
+    };
     let decision = match action.action_id.as_str() {
         "approve" => ApprovalStatus::Approved,
         "reject" => ApprovalStatus::Rejected,
-        _ => return HttpResponse::json(200, json!({"status": "ignored"})),
+        _ => return Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"}))),
     };
     let Some(approval_id) = action.value.as_deref().and_then(|v| ApprovalId::parse(v).ok()) else {
-        return HttpResponse::message(400, "the button carries no valid approval id");
+        return Acknowledged::now(HttpResponse::message(400, "the button carries no valid approval id"));
     };
     let url = interaction.response_url.as_deref();
+    let reply = |text: &str| url.map(|u| FollowUp::ephemeral(u, text));
+    let answer = |status: &str| HttpResponse::json(200, json!({ "status": status }));
     match decide(deps, &approval_id, decision, &interaction.user.id).await {
         Ok(Decided::Now { incident, approval }) => {
             let at = deps.clock.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
-            if let Some(url) = &interaction.response_url {
-                let msg = messages::approval_decided(&incident, approval.status, &interaction.user.id, &at);
-                if let Err(e) = deps.chat.respond(url, &msg, true, false).await {
-                    tracing::warn!(error = %e, "could not update the approval message");
-                }
+            let follow_up = url.map(|u| {
+                FollowUp::replace(u, messages::approval_decided(&incident, approval.status, &interaction.user.id, &at))
+            });
+            Acknowledged {
+                response: HttpResponse::json(200, json!({"status": "decided", "decision": approval.status})),
+                follow_up,
             }
-            HttpResponse::json(200, json!({"status": "decided", "decision": approval.status}))
         }
         Ok(Decided::Before(a)) => {
-            reply(
-                deps,
-                url,
-                format!(
-                    "This plan was already {:?} by {}.",
-                    a.status,
-                    a.decided_by.map_or("someone".to_string(), |u| format!("<@{u}>"))
-                )
-                .to_lowercase(),
+            let text = format!(
+                "This plan was already {:?} by {}.",
+                a.status,
+                a.decided_by.map_or("someone".to_string(), |u| format!("<@{u}>"))
             )
-            .await;
-            HttpResponse::json(200, json!({"status": "already_decided"}))
+            .to_lowercase();
+            Acknowledged { response: answer("already_decided"), follow_up: reply(&text) }
         }
-        Ok(Decided::TooLate) => {
-            reply(deps, url, "This approval has expired; the incident was escalated.".into()).await;
-            HttpResponse::json(200, json!({"status": "expired"}))
+        Ok(Decided::TooLate { resolved_by_a_person }) => {
+            let text = if resolved_by_a_person {
+                "This approval has expired: a person resolved the incident in PagerDuty, so nothing will run."
+            } else {
+                "This approval has expired: nobody decided in time and the incident was escalated to a person. \
+                 Nothing will run."
+            };
+            Acknowledged { response: answer("expired"), follow_up: reply(text) }
         }
-        Ok(Decided::NotAllowed) => {
-            reply(deps, url, "You are not allowed to approve selfheal plans.".into()).await;
-            HttpResponse::json(200, json!({"status": "not_allowed"}))
-        }
+        Ok(Decided::NotAllowed) => Acknowledged {
+            response: answer("not_allowed"),
+            follow_up: reply("You are not allowed to approve selfheal plans."),
+        },
         Ok(Decided::Unknown) => {
-            reply(deps, url, "This approval is unknown.".into()).await;
-            HttpResponse::json(200, json!({"status": "unknown"}))
+            Acknowledged { response: answer("unknown"), follow_up: reply("This approval is unknown.") }
         }
         Err(e) => {
             tracing::error!(error = %e, "approval failed");
-            HttpResponse::message(500, "temporary failure, try again")
+            Acknowledged::now(HttpResponse::message(500, "temporary failure, try again"))
         }
-    }
-}
-
-/// An ephemeral answer to the clicker only.
-async fn reply(deps: &Deps, url: Option<&str>, text: String) {
-    if let Some(url) = url
-        && let Err(e) = deps.chat.respond(url, &messages::plain(&text), false, true).await
-    {
-        tracing::warn!(error = %e, "could not answer through response_url");
     }
 }
 
 enum Decided {
-    Now { incident: Box<Incident>, approval: Approval },
+    Now {
+        incident: Box<Incident>,
+        approval: Approval,
+    },
     Before(Approval),
-    TooLate,
+    /// Timed out (escalated), or stopped because a person resolved the incident.
+    TooLate {
+        resolved_by_a_person: bool,
+    },
     NotAllowed,
     Unknown,
 }
@@ -271,6 +336,12 @@ async fn decide(
     let now = deps.clock.now();
     let approval = match deps.store.decide_approval(approval_id, decision, &who, now).await? {
         DecideOutcome::Decided(a) => a,
+        DecideOutcome::AlreadyDecided(a) if a.status == ApprovalStatus::Expired => {
+            // Marked expired by the escalation after the timeout, or by intake when a person
+            // resolved the incident (decided by "pagerduty").
+            let by_pagerduty = a.decided_by.as_ref().is_some_and(|u| u.as_str() == "pagerduty");
+            return Ok(Decided::TooLate { resolved_by_a_person: by_pagerduty });
+        }
         DecideOutcome::AlreadyDecided(a) => {
             // If the first click's resume failed after the decision was stored, this click
             // completes it; if it succeeded, the spent token makes this a no-op.
@@ -279,7 +350,7 @@ async fn decide(
             }
             return Ok(Decided::Before(a));
         }
-        DecideOutcome::Expired(_) => return Ok(Decided::TooLate),
+        DecideOutcome::Expired(_) => return Ok(Decided::TooLate { resolved_by_a_person: false }),
         DecideOutcome::NotFound => return Ok(Decided::Unknown),
     };
     let id = approval.incident_id.clone();

@@ -8,6 +8,12 @@ use crate::domain::*;
 use crate::error::StageError;
 use crate::ports::ServiceEvent;
 
+/// One line of outside text for a plain-text document: control characters (newlines included)
+/// become spaces, so it cannot forge the document's own lines.
+fn clip_line(s: &str, max: usize) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect()
+}
+
 fn minutes_since(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> f64 {
     (to - from).num_milliseconds().max(0) as f64 / 60_000.0
 }
@@ -23,6 +29,18 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         Ok(())
     })
     .await?;
+    let resolved_at = incident.resolved_at.unwrap_or(now);
+    // The stability window starts now: a trigger of the same alert from here on is a re-fire,
+    // and intake can only see that once this event is recorded. Keyed by the first resolution
+    // time, so a retried step writes the same event.
+    deps.store
+        .record_service_event(&ServiceEvent {
+            service: incident.service.id.clone(),
+            at: resolved_at,
+            incident_id: id.clone(),
+            kind: RESOLVED_BY_SELFHEAL.into(),
+        })
+        .await?;
     let trail = deps.store.audit_trail(id).await?;
     let summary = messages::pagerduty_summary(&incident, "Resolved automatically: the fix was verified.", &trail);
     let action = match incident.plan.as_ref().map(|p| &p.action) {
@@ -31,14 +49,6 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     };
     deps.source.add_note(id, &summary).await?;
     deps.source.resolve(id, &format!("selfheal applied {action}; post-flight checks pass.")).await?;
-    deps.store
-        .record_service_event(&ServiceEvent {
-            service: incident.service.id.clone(),
-            at: now,
-            incident_id: id.clone(),
-            kind: "resolved_by_selfheal".into(),
-        })
-        .await?;
     audit(deps, id, "pagerduty", "incident_resolved", json!({"action": action})).await?;
     let route = incident.decision.as_ref().map_or("unknown", |d| d.route.as_str());
     emit_metric(
@@ -49,6 +59,13 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     Ok(json!({"resolved": true}))
 }
 
+/// The service event that opens a stability window.
+const RESOLVED_BY_SELFHEAL: &str = "resolved_by_selfheal";
+/// How many recent fixes of a service a re-fire check reads (see `fixes_in_window`).
+pub const MAX_FIXES_IN_WINDOW: usize = 5;
+/// How many later triggers the end-of-window check reads.
+pub const MAX_TRIGGERS_CHECKED: usize = 10;
+
 /// Count an outcome against the catalog action that was applied.
 pub async fn record_effectiveness(deps: &Deps, incident: &Incident, e: Effectiveness) -> Result<(), StageError> {
     if let Some(PlannedAction::Catalog { runbook_id, action, .. }) = incident.plan.as_ref().map(|p| &p.action) {
@@ -57,41 +74,188 @@ pub async fn record_effectiveness(deps: &Deps, incident: &Incident, e: Effective
     Ok(())
 }
 
-/// After the stability window: did the alert fire again (a new trigger on the service) or was
-/// this incident reopened?
+/// Incidents selfheal resolved on `service` whose stability window is still open at `now`.
+async fn fixes_in_window(deps: &Deps, service: &ServiceId) -> Result<Vec<Incident>, StageError> {
+    let now = deps.clock.now();
+    let window = chrono::Duration::seconds(deps.settings.timeouts.stability_window_secs as i64);
+    let events = deps.store.service_events_since(service, now - window).await?;
+    // Newest first, and only the last few: each costs a read, and a service with more fixes
+    // inside one window than this is already over its autonomy budget.
+    let mut ids: Vec<&IncidentId> = Vec::new();
+    for e in events.iter().rev().filter(|e| e.kind == RESOLVED_BY_SELFHEAL) {
+        if !ids.contains(&&e.incident_id) {
+            ids.push(&e.incident_id);
+        }
+        if ids.len() == MAX_FIXES_IN_WINDOW {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(i) = deps.store.get_incident(id).await?
+            && i.outcome == Some(Outcome::Resolved)
+            && i.resolved_at.is_some_and(|at| at + window > now)
+        {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+fn catalog_key(i: &Incident) -> Option<(&RunbookId, &ActionName)> {
+    match i.plan.as_ref().map(|p| &p.action) {
+        Some(PlannedAction::Catalog { runbook_id, action, .. }) => Some((runbook_id, action)),
+        _ => None,
+    }
+}
+
+/// The incident whose fix, by the same catalog action on the same service, is still inside its
+/// stability window: while it is, the action may not run again without a person (if it did not
+/// hold, running it again is the loop that hides the real cause).
+pub async fn same_fix_in_window(deps: &Deps, incident: &Incident) -> Result<Option<IncidentId>, StageError> {
+    let Some(key) = catalog_key(incident) else { return Ok(None) };
+    Ok(fixes_in_window(deps, &incident.service.id)
+        .await?
+        .into_iter()
+        .find(|earlier| earlier.id != incident.id && catalog_key(earlier) == Some(key))
+        .map(|earlier| earlier.id))
+}
+
+/// Is `later` the same failure as `earlier` firing again: the same alert (PagerDuty's
+/// incident key), or the same root cause by fingerprint? Says why, when it is.
+fn same_failure(earlier: &Incident, later: &Incident) -> Option<String> {
+    if let (Some(a), Some(b)) = (&earlier.alert_key, &later.alert_key)
+        && a == b
+    {
+        return Some(format!("the same alert (incident key) fired again as incident {}", later.id));
+    }
+    let fingerprint = |i: &Incident| i.hypothesis.as_ref().and_then(|h| root_cause_fingerprint(&h.root_cause));
+    match (fingerprint(earlier), fingerprint(later)) {
+        (Some(a), Some(b)) if a == b => {
+            Some(format!("incident {} on the same service has the same root cause", later.id))
+        }
+        _ => None,
+    }
+}
+
+/// Mark `earlier`'s fix ineffective because `later` is the same failure again: at once, counted
+/// once against the action, audited on both incidents. The ingest at the end of the window
+/// carries the verdict and its reason into the knowledge base.
+async fn mark_refired(deps: &Deps, earlier: &IncidentId, later: &IncidentId, because: &str) -> Result<(), StageError> {
+    let (incident, changed) = update(deps, earlier, |i| {
+        if i.effectiveness == Some(Effectiveness::Ineffective) {
+            return Ok(false);
+        }
+        i.effectiveness = Some(Effectiveness::Ineffective);
+        i.ineffective_because = Some(because.to_string());
+        i.refired_as = Some(later.clone());
+        Ok(true)
+    })
+    .await?;
+    if !changed {
+        return Ok(());
+    }
+    record_effectiveness(deps, &incident, Effectiveness::Ineffective).await?;
+    audit(deps, earlier, "pagerduty", "refired", json!({"by": later, "because": because})).await?;
+    audit(deps, later, "pagerduty", "refire_of", json!({"incident": earlier, "because": because})).await?;
+    emit_metric(incident.service.name.as_str(), &[("IneffectiveFix", 1.0, "Count")], &[]);
+    Ok(())
+}
+
+/// A new trigger: is it an alert selfheal fixed inside its stability window firing again?
+/// Called by intake as the incident is created.
+pub async fn refire_on_trigger(deps: &Deps, incident: &Incident) -> Result<(), StageError> {
+    if incident.alert_key.is_none() {
+        return Ok(());
+    }
+    for earlier in fixes_in_window(deps, &incident.service.id).await? {
+        if earlier.id != incident.id
+            && let Some(because) = same_failure(&earlier, incident)
+        {
+            mark_refired(deps, &earlier.id, &incident.id, &because).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Once an incident's root cause is known: the same cause on the same service inside a fix's
+/// stability window means the fix did not hold.
+pub async fn refire_by_fingerprint(deps: &Deps, incident: &Incident) -> Result<(), StageError> {
+    for earlier in fixes_in_window(deps, &incident.service.id).await? {
+        if earlier.id != incident.id
+            && let Some(because) = same_failure(&earlier, incident)
+        {
+            mark_refired(deps, &earlier.id, &incident.id, &because).await?;
+        }
+    }
+    Ok(())
+}
+
+/// At the end of the stability window: the verdict. A re-fire was recorded the moment it
+/// arrived; this step also catches one whose trigger raced the resolution, and a reopen.
 pub async fn check_refire(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     let since = incident.resolved_at.unwrap_or(incident.updated_at);
     let events = deps.store.service_events_since(&incident.service.id, since).await?;
-    let refires: Vec<&ServiceEvent> = events
-        .iter()
-        .filter(|e| (e.kind == "triggered" && e.incident_id != *id) || (e.kind == "reopened" && e.incident_id == *id))
-        .collect();
-    let effectiveness = if refires.is_empty() { Effectiveness::Effective } else { Effectiveness::Ineffective };
-    update(deps, id, |i| {
-        i.effectiveness = Some(effectiveness);
+    for e in events.iter().filter(|e| e.kind == "triggered" && e.incident_id != *id).take(MAX_TRIGGERS_CHECKED) {
+        if let Some(later) = deps.store.get_incident(&e.incident_id).await?
+            && let Some(because) = same_failure(&incident, &later)
+        {
+            mark_refired(deps, id, &later.id, &because).await?;
+        }
+    }
+    let reopened = events.iter().find(|e| e.kind == "reopened" && e.incident_id == *id);
+    let (incident, counted_now) = update(deps, id, |i| {
         i.stage = "check_refire".into();
-        Ok(())
+        // Already ineffective: counted when it was marked.
+        if i.effectiveness == Some(Effectiveness::Ineffective) {
+            return Ok(None);
+        }
+        let verdict = if let Some(e) = reopened {
+            i.ineffective_because = Some(format!("the incident was reopened at {}", e.at.to_rfc3339()));
+            Effectiveness::Ineffective
+        } else {
+            Effectiveness::Effective
+        };
+        i.effectiveness = Some(verdict);
+        Ok(Some(verdict))
     })
     .await?;
-    record_effectiveness(deps, &incident, effectiveness).await?;
-    let seen: Vec<Value> =
-        refires.iter().map(|e| json!({"incident": e.incident_id, "kind": e.kind, "at": e.at})).collect();
-    audit(deps, id, "pagerduty", "stability_checked", json!({"effectiveness": effectiveness, "refires": seen})).await?;
-    emit_metric(
-        incident.service.name.as_str(),
-        &[(if refires.is_empty() { "EffectiveFix" } else { "IneffectiveFix" }, 1.0, "Count")],
-        &[],
-    );
-    Ok(json!({"refired": !refires.is_empty(), "effectiveness": effectiveness}))
+    if let Some(verdict) = counted_now {
+        record_effectiveness(deps, &incident, verdict).await?;
+    }
+    let effectiveness = incident.effectiveness.unwrap_or(Effectiveness::Effective);
+    let refired = effectiveness == Effectiveness::Ineffective;
+    let mut refires = Vec::new();
+    if let Some(later) = &incident.refired_as {
+        refires.push(json!({"incident": later, "kind": "refired"}));
+    }
+    if let Some(e) = reopened {
+        refires.push(json!({"incident": id, "kind": "reopened", "at": e.at}));
+    }
+    audit(
+        deps,
+        id,
+        "pagerduty",
+        "stability_checked",
+        json!({"effectiveness": effectiveness, "because": incident.ineffective_because, "refires": refires}),
+    )
+    .await?;
+    if counted_now == Some(Effectiveness::Effective) {
+        emit_metric(incident.service.name.as_str(), &[("EffectiveFix", 1.0, "Count")], &[]);
+    }
+    Ok(json!({"refired": refired, "effectiveness": effectiveness}))
 }
 
 /// The resolution as knowledge: what happened, what was done, whether it held.
 pub fn resolution_document(i: &Incident) -> (String, String) {
-    let effectiveness = match i.effectiveness {
-        Some(Effectiveness::Effective) => "effective",
-        Some(Effectiveness::Ineffective) => "ineffective (the alert fired again inside the stability window)",
-        None => "unknown",
+    let effectiveness = match (i.effectiveness, &i.ineffective_because) {
+        (Some(Effectiveness::Effective), _) => "effective".to_string(),
+        (Some(Effectiveness::Ineffective), Some(why)) => format!("ineffective ({})", clip_line(why, 300)),
+        (Some(Effectiveness::Ineffective), None) => {
+            "ineffective (the alert fired again inside the stability window)".into()
+        }
+        (None, _) => "unknown".into(),
     };
     let (runbook, action) = match i.plan.as_ref().map(|p| &p.action) {
         Some(PlannedAction::Catalog { runbook_id, action, parameters }) => {
@@ -238,6 +402,56 @@ pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<V
         Ok(())
     })
     .await?;
+    // The run is over, so an approval still pending (the approval timed out, or the run failed
+    // around it) is expired: in the store, so a late click is told so and resumes nothing, and
+    // in Slack, where the buttons go. Both are repeated safely when this step is retried.
+    let mut incident = incident;
+    if let Some(pending) = incident.approval.clone().filter(|a| a.status == ApprovalStatus::Pending) {
+        let selfheal = UserId::parse("selfheal")?;
+        let now = deps.clock.now();
+        let decided = deps.store.decide_approval(&pending.approval_id, ApprovalStatus::Expired, &selfheal, now).await;
+        let expired = match decided {
+            Ok(crate::ports::DecideOutcome::Decided(a)) => {
+                audit(deps, id, "approval", "approval_expired", json!({"approval_id": a.id})).await?;
+                Some(a)
+            }
+            Ok(crate::ports::DecideOutcome::AlreadyDecided(a))
+                if a.status == ApprovalStatus::Expired && a.decided_by.as_ref() == Some(&selfheal) =>
+            {
+                Some(a)
+            }
+            // Decided by a click that raced the timeout (the run has moved on without it), or gone.
+            Ok(_) => None,
+            // The escalation matters more than the bookkeeping: go on and tell the people.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not mark the pending approval expired");
+                None
+            }
+        };
+        if let Some(a) = expired {
+            (incident, _) = update(deps, id, |i| {
+                if let Some(d) = i.approval.as_mut().filter(|d| d.approval_id == a.id) {
+                    d.status = ApprovalStatus::Expired;
+                    d.decided_by = Some(selfheal.clone());
+                    d.decided_at = a.decided_at;
+                }
+                Ok(())
+            })
+            .await?;
+            if let (Some(channel), Some(ts)) = (a.slack_channel.clone(), a.slack_ts.clone()) {
+                let why = if state.pointer("/reason/code").and_then(Value::as_str) == Some("approval_timeout") {
+                    "nobody approved or rejected the plan in time"
+                } else {
+                    "the run stopped before a decision"
+                };
+                let text = format!("Approval expired for {id}: {why}, so it went to a person. Nothing was executed.");
+                let at = crate::ports::MessageRef { channel, ts };
+                if let Err(e) = deps.chat.update(&at, &messages::plain(&text)).await {
+                    tracing::warn!(error = %e, "could not mark the approval message expired");
+                }
+            }
+        }
+    }
     let trail = deps.store.audit_trail(id).await?;
     let reason = with_unreadable_note(reason, &trail);
     let note = messages::pagerduty_summary(&incident, &format!("Escalated to a human: {reason}"), &trail);

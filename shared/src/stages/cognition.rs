@@ -35,7 +35,13 @@ pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         .investigator_note(id)
         .await?
         .ok_or_else(|| StageError::NotFound(format!("no investigator note for {id}")))?;
-    let parsed = crate::notes::parse_note(&note.content);
+    let trail = deps.store.audit_trail(id).await?;
+    let content = if was_trimmed(&trail, &note.note_id) {
+        full_note(deps, id, &note.note_id).await?
+    } else {
+        note.content.clone()
+    };
+    let parsed = crate::notes::parse_note(&content);
     let confidence = parsed.confidence.and_then(|c| Confidence::parse(c).ok());
     let hypothesis = parsed.root_cause.clone().map(|root_cause| Hypothesis {
         root_cause,
@@ -53,6 +59,41 @@ pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     .await?;
     audit(deps, id, "cleric", "hypothesis_parsed", json!({"note_id": note.note_id, "parsed": parsed})).await?;
     Ok(json!({"usable": usable, "confidence": confidence.map(Confidence::value)}))
+}
+
+/// Whether intake handed this note off as PagerDuty trimmed it (its hand-off record says so).
+fn was_trimmed(trail: &[AuditEvent], note_id: &NoteId) -> bool {
+    trail
+        .iter()
+        .rev()
+        .find(|e| e.kind == "hypothesis_received" && e.detail["note_id"] == note_id.as_str())
+        .is_some_and(|e| e.detail["trimmed"] == true)
+}
+
+/// The full text of a note the webhook carried trimmed (`GET /incidents/{id}/notes`). Fetched
+/// here rather than in intake, so a slow PagerDuty delays this step (retried by the state
+/// machine) instead of the webhook's answer. A refusal (401/403: a bad or under-privileged token)
+/// is not retried: the run escalates saying which credential to fix.
+async fn full_note(deps: &Deps, id: &IncidentId, note_id: &NoteId) -> Result<String, StageError> {
+    let notes = match deps.source.list_notes(id).await {
+        Ok(notes) => notes,
+        Err(e) => {
+            let refused = matches!(e, crate::error::ClientError::Status { status: 401 | 403, .. });
+            audit(deps, id, "cleric", "note_unavailable", json!({"note_id": note_id, "error": e.to_string()})).await?;
+            return Err(if refused {
+                StageError::UpstreamRejected(format!(
+                    "PagerDuty refused to list the notes of {id}, so the investigator's note {note_id} (trimmed in \
+                     its webhook) could not be read: {e}; check pagerduty_api_token and its access to this service"
+                ))
+            } else {
+                e.into()
+            });
+        }
+    };
+    notes.into_iter().find(|n| n.id == *note_id).map(|n| n.content).ok_or_else(|| {
+        // PagerDuty lists a note a moment after announcing it: worth the state machine's retries.
+        StageError::Transient(format!("note {note_id} is not (yet) listed for {id}"))
+    })
 }
 
 /// The runbook id a hit belongs to: the title prefix (`<id>: <title>`, as `runbooks push`
@@ -135,26 +176,74 @@ pub async fn retrieved_catalog(deps: &Deps, incident: &Incident) -> Result<Vec<C
     Ok(catalog)
 }
 
-/// Check a plan against the retrieved catalog: the action must be one of it and its parameters
-/// must pass their schema. Returns the problem, if any.
-pub fn validate_plan(plan: &Plan, catalog: &[CatalogAction]) -> Option<String> {
-    match &plan.action {
+/// What a plan would run, rendered from the catalog and the incident's context as they are now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The action with its resolved parameters (service and incident values filled in).
+    pub action: PlannedAction,
+    pub script: String,
+    pub catalog_version: Option<String>,
+    pub model_chosen: Vec<String>,
+    /// The risk the runbook declares for the action (`None` for a free-form script).
+    pub declared_risk: Option<RiskLevel>,
+}
+
+impl Prepared {
+    pub fn hash(&self) -> String {
+        Plan::binding_hash(&self.action, Some(&self.script), self.catalog_version.as_deref())
+    }
+}
+
+/// Render what `action` would run: a catalog action must be one of `catalog` and its
+/// parameters resolve from where the runbook declares; a free-form script is its body. The
+/// one rendering: planning stores its result, the execution gate repeats it and compares.
+/// `Err` is the problem, in words for the audit trail and the escalation.
+pub fn prepare(
+    action: &PlannedAction,
+    catalog: &[CatalogAction],
+    ctx: &runbooks::ParamContext<'_>,
+) -> Result<Prepared, String> {
+    match action {
         PlannedAction::Script { body, .. } => {
             if body.trim().is_empty() {
-                Some("the script is empty".into())
-            } else {
-                None
+                return Err("the script is empty".into());
             }
+            Ok(Prepared {
+                action: action.clone(),
+                script: body.clone(),
+                catalog_version: None,
+                model_chosen: Vec::new(),
+                declared_risk: None,
+            })
         }
-        PlannedAction::Catalog { runbook_id, action, parameters } => {
-            match catalog.iter().find(|a| a.runbook_id == *runbook_id && a.name == *action) {
-                None => Some(format!("action {runbook_id}/{action} is not in the retrieved runbooks' catalog")),
-                Some(a) => {
-                    runbooks::validate_parameters(a, parameters).err().map(|e| format!("parameters of {action}: {e}"))
-                }
-            }
+        PlannedAction::Catalog { runbook_id, action: name, parameters } => {
+            let a = catalog
+                .iter()
+                .find(|a| a.runbook_id == *runbook_id && a.name == *name)
+                .ok_or_else(|| format!("action {runbook_id}/{name} is not in the retrieved runbooks' catalog"))?;
+            let rendered =
+                runbooks::resolve_and_render(a, parameters, ctx).map_err(|e| format!("parameters of {name}: {e}"))?;
+            Ok(Prepared {
+                action: PlannedAction::Catalog {
+                    runbook_id: runbook_id.clone(),
+                    action: name.clone(),
+                    parameters: Value::Object(rendered.parameters),
+                },
+                script: rendered.script,
+                catalog_version: Some(rendered.catalog_version),
+                model_chosen: rendered.model_chosen,
+                declared_risk: Some(a.risk),
+            })
         }
     }
+}
+
+/// The service's `parameters` from its stored settings (empty without settings).
+pub async fn service_parameters(
+    deps: &Deps,
+    incident: &Incident,
+) -> Result<std::collections::BTreeMap<String, String>, StageError> {
+    Ok(super::action::stored_settings(deps, incident).await?.map(|s| s.parameters).unwrap_or_default())
 }
 
 pub async fn plan_remediation(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
@@ -170,8 +259,27 @@ pub async fn plan_remediation(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         runbooks: incident.runbooks.clone(),
         catalog: catalog.clone(),
     };
-    let plan = deps.planner.plan(&request).await?;
-    let problem = validate_plan(&plan, &catalog);
+    let mut plan = deps.planner.plan(&request).await?;
+    let proposed = plan.action.clone();
+    let settings = service_parameters(deps, &incident).await?;
+    let ctx = runbooks::ParamContext { incident: &incident, service_parameters: &settings };
+    let problem = match prepare(&plan.action, &catalog, &ctx) {
+        Ok(prepared) => {
+            plan.action = prepared.action;
+            plan.script = Some(prepared.script);
+            plan.catalog_version = prepared.catalog_version;
+            plan.model_chosen = prepared.model_chosen;
+            None
+        }
+        Err(problem) => {
+            plan.script = None;
+            plan.catalog_version = None;
+            plan.model_chosen = Vec::new();
+            Some(problem)
+        }
+    };
+    // Approvals bind this: the action, the exact script and the catalog version.
+    plan.hash = Plan::binding_hash(&plan.action, plan.script.as_deref(), plan.catalog_version.as_deref());
     update(deps, id, |i| {
         i.plan = Some(plan.clone());
         i.plan_problem = problem.clone();
@@ -189,32 +297,26 @@ pub async fn plan_remediation(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         id,
         "planner",
         "plan_proposed",
-        json!({"hash": plan.hash, "risk": plan.risk, "kind": kind, "action": plan.action, "problem": problem, "sources": plan.runbook_sources}),
+        json!({
+            "hash": plan.hash, "risk": plan.risk, "kind": kind, "proposed": proposed, "action": plan.action,
+            "problem": problem, "sources": plan.runbook_sources, "catalog_version": plan.catalog_version,
+            "script_sha256": plan.script.as_deref().map(|s| crate::sha256_hex(s.as_bytes())),
+            "model_chosen": plan.model_chosen,
+        }),
     )
     .await?;
     Ok(json!({"plan_hash": plan.hash, "risk": plan.risk, "kind": kind}))
 }
 
-/// The script a plan would run: rendered from the catalog template, or the free-form body.
-pub fn script_of(plan: &Plan, catalog: &[CatalogAction]) -> Result<String, String> {
-    match &plan.action {
-        PlannedAction::Script { body, .. } => Ok(body.clone()),
-        PlannedAction::Catalog { runbook_id, action, parameters } => {
-            let a = catalog
-                .iter()
-                .find(|a| a.runbook_id == *runbook_id && a.name == *action)
-                .ok_or_else(|| format!("{runbook_id}/{action} is not in the catalog"))?;
-            runbooks::render_script(a, parameters)
-        }
-    }
-}
-
-/// The script the incident's plan would run, rendered against the retrieved catalog: `Ok(None)`
-/// without a plan, `Ok(Some(Err(why)))` when it cannot be rendered.
-pub async fn planned_script(deps: &Deps, incident: &Incident) -> Result<Option<Result<String, String>>, StageError> {
+/// The script the incident's plan would run, as planning rendered it: `Ok(None)` without a
+/// plan, `Ok(Some(Err(why)))` when it could not be rendered.
+pub async fn planned_script(_deps: &Deps, incident: &Incident) -> Result<Option<Result<String, String>>, StageError> {
     let Some(plan) = &incident.plan else { return Ok(None) };
-    let catalog = retrieved_catalog(deps, incident).await?;
-    Ok(Some(script_of(plan, &catalog)))
+    Ok(Some(
+        plan.script
+            .clone()
+            .ok_or_else(|| incident.plan_problem.clone().unwrap_or_else(|| "the plan has no rendered script".into())),
+    ))
 }
 
 /// The policy's `service_allowed` input: on the `policy.auto_services` list, or opted in by the
@@ -232,19 +334,34 @@ async fn service_allowed(deps: &Deps, incident: &Incident) -> Result<bool, Stage
     Ok(super::action::stored_settings(deps, incident).await?.is_some_and(|s| s.auto_execute))
 }
 
+/// The risk the runbook declares for the plan's catalog action, as the catalog holds it now.
+async fn declared_risk(deps: &Deps, plan: &Plan) -> Result<Option<RiskLevel>, StageError> {
+    match &plan.action {
+        PlannedAction::Catalog { runbook_id, action, .. } => {
+            Ok(deps.store.get_catalog_action(runbook_id, action).await?.map(|a| a.risk))
+        }
+        PlannedAction::Script { .. } => Ok(None),
+    }
+}
+
 pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     super::ensure_autonomy_allowed(&incident)?;
+    // Its root cause is known: the same cause on the same service means an earlier fix inside
+    // its stability window did not hold. (Here rather than at lookup: the planner function has
+    // the time budget for the reads; the senso function does not.)
+    super::closing::refire_by_fingerprint(deps, &incident).await?;
     let plan = incident.plan.clone().ok_or_else(|| StageError::InvalidInput("no plan to decide on".into()))?;
-    let tripwires = match planned_script(deps, &incident).await? {
-        Some(Ok(script)) => runbooks::tripwires(&script),
-        _ => Vec::new(),
-    };
+    let tripwires = plan.script.as_deref().map(runbooks::tripwires).unwrap_or_default();
+    let declared = declared_risk(deps, &plan).await?;
     let mut inputs = PolicyInputs {
         confidence: incident.hypothesis.as_ref().and_then(|h| h.confidence).map(Confidence::value),
         has_root_cause: incident.hypothesis.as_ref().is_some_and(|h| !h.root_cause.trim().is_empty()),
         match_score: incident.match_score.map_or(0.0, Confidence::value),
-        risk: plan.risk,
+        // The runbook's word is the floor: a model cannot talk an action down.
+        risk: declared.map_or(plan.risk, |d| d.max(plan.risk)),
+        declared_risk: declared,
+        model_risk: Some(plan.risk),
         plan_kind: match (&plan.action, &incident.plan_problem) {
             (_, Some(_)) => PlanKind::Invalid,
             (PlannedAction::Catalog { .. }, None) => PlanKind::Catalog,
@@ -256,6 +373,8 @@ pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
         kill_switch: deps.store.kill_switch().await?,
         shadow_mode: deps.settings.policy.shadow_mode,
         tripwires,
+        model_chosen: plan.model_chosen.clone(),
+        fix_in_window: super::closing::same_fix_in_window(deps, &incident).await?.map(|i| i.to_string()),
     };
     let mut decision = policy::decide(&deps.settings.policy, &inputs);
     if decision.route == Route::Auto {
@@ -302,39 +421,41 @@ mod tests {
     fn plans_are_checked_against_the_retrieved_catalog() {
         let rb = crate::runbooks::parse_runbook(
             "pg.md",
-            "+++\nid = \"pg\"\ntitle = \"pg\"\n[[actions]]\nname = \"pg.cancel\"\ndescription = \"d\"\nscript = \"cancel {{pid}}\"\n[actions.parameters.pid]\ntype = \"integer\"\nminimum = 1\n+++\nbody",
+            "+++\nid = \"pg\"\ntitle = \"pg\"\n[[actions]]\nname = \"pg.cancel\"\ndescription = \"d\"\nscript = \"cancel {{pid}}\"\n[actions.parameters.pid]\ntype = \"integer\"\nminimum = 1\nmaximum = 99999\nsource = \"model\"\n+++\nbody",
         )
         .unwrap();
-        let plan = |action: &str, params: serde_json::Value| {
-            let action = PlannedAction::Catalog {
-                runbook_id: RunbookId::parse("pg").unwrap(),
-                action: ActionName::parse(action).unwrap(),
-                parameters: params,
-            };
-            Plan {
-                analysis: String::new(),
-                runbook_sources: vec![],
-                risks: vec![],
-                risk: RiskLevel::Low,
-                hash: Plan::action_hash(&action),
-                action,
-                rollback: String::new(),
-                expected_outcome: String::new(),
-                verification_hints: vec![],
-            }
+        let action = |name: &str, params: serde_json::Value| PlannedAction::Catalog {
+            runbook_id: RunbookId::parse("pg").unwrap(),
+            action: ActionName::parse(name).unwrap(),
+            parameters: params,
         };
-        assert_eq!(validate_plan(&plan("pg.cancel", json!({"pid": 42})), &rb.actions), None);
+        let incident = Incident::new(
+            IncidentId::parse("QPREP1").unwrap(),
+            "t".into(),
+            ServiceRef { id: ServiceId::parse("PSVC1").unwrap(), name: ServiceName::parse("checkout").unwrap() },
+            Urgency::High,
+            chrono::Utc::now(),
+        );
+        let none = std::collections::BTreeMap::new();
+        let ctx = runbooks::ParamContext { incident: &incident, service_parameters: &none };
+        let ok = prepare(&action("pg.cancel", json!({"pid": 42})), &rb.actions, &ctx).unwrap();
+        assert_eq!(ok.script, "cancel 42");
+        assert_eq!(ok.model_chosen, vec!["pid".to_string()]);
+        assert_eq!(ok.declared_risk, Some(RiskLevel::Medium));
         assert!(
-            validate_plan(&plan("pg.drop_everything", json!({})), &rb.actions)
-                .unwrap()
+            prepare(&action("pg.drop_everything", json!({})), &rb.actions, &ctx)
+                .unwrap_err()
                 .contains("not in the retrieved")
         );
-        assert!(validate_plan(&plan("pg.cancel", json!({"pid": 0})), &rb.actions).unwrap().contains("range"));
+        assert!(prepare(&action("pg.cancel", json!({"pid": 0})), &rb.actions, &ctx).unwrap_err().contains("range"));
         assert!(
-            validate_plan(&plan("pg.cancel", json!({"pid": "1; rm -rf /"})), &rb.actions).unwrap().contains("integer")
+            prepare(&action("pg.cancel", json!({"pid": "1; rm -rf /"})), &rb.actions, &ctx)
+                .unwrap_err()
+                .contains("integer")
         );
-        assert!(validate_plan(&plan("pg.cancel", json!({})), &rb.actions).unwrap().contains("missing"));
-        assert_eq!(script_of(&plan("pg.cancel", json!({"pid": 42})), &rb.actions).unwrap(), "cancel 42");
+        assert!(prepare(&action("pg.cancel", json!({})), &rb.actions, &ctx).unwrap_err().contains("missing"));
+        let script = PlannedAction::Script { language: "bash".into(), body: "echo hi".into() };
+        assert_eq!(prepare(&script, &[], &ctx).unwrap().hash(), Plan::binding_hash(&script, Some("echo hi"), None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! PagerDuty v3 webhook intake: verify, dedupe, act, answer fast. Never calls Claude, Senso or
-//! Coder. Valid deliveries get 2xx; transient failures get 500 so PagerDuty retries (every step
-//! is idempotent, and a failed delivery's id is released so the retry is processed).
+//! PagerDuty v3 webhook intake: verify, dedupe, act, answer fast. Never calls Claude, Senso,
+//! Coder or PagerDuty's REST API: PagerDuty waits 5 s for the answer. Valid deliveries get 2xx;
+//! transient failures get 500 so PagerDuty retries (every step is idempotent, and a failed
+//! delivery's id is released so the retry is processed).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -108,19 +109,65 @@ pub async fn handle_webhook(deps: &Deps, req: &HttpRequest) -> HttpResponse {
             return HttpResponse::message(500, "temporary failure, retry");
         }
     }
+    // `X-Webhook-Id` is not signed: the same signed body replayed under a new id must still be
+    // a duplicate. `event.id` is inside the signed body, so it is claimed as well.
+    let Ok(event_key) = WebhookId::parse(format!("event:{}", envelope.event.id)) else {
+        let _ = deps.store.settle_webhook(&delivery, now, -1).await;
+        return HttpResponse::message(400, "invalid event id");
+    };
+    let early = match deps.store.record_webhook(&event_key, &payload_hash, now, IN_FLIGHT_SECS).await {
+        Ok(Dedupe::First) => None,
+        Ok(Dedupe::Duplicate) => Some((KEEP_DELIVERY_SECS, accepted("duplicate"))),
+        Ok(Dedupe::InProgress) => {
+            Some((-1, HttpResponse::message(503, "this event is still being processed, retry later")))
+        }
+        Ok(Dedupe::Conflict) => {
+            tracing::warn!(webhook_id = %delivery, event_id = %event_key, "same event id with a different payload: refused");
+            Some((KEEP_DELIVERY_SECS, HttpResponse::message(409, "event id already used for a different payload")))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dedupe failed");
+            Some((-1, HttpResponse::message(500, "temporary failure, retry")))
+        }
+    };
+    if let Some((keep, answer)) = early {
+        if keep > 0 {
+            tracing::info!(webhook_id = %delivery, event_id = %event_key, "event already seen under another delivery id");
+        }
+        if let Err(e) = deps.store.settle_webhook(&delivery, now, keep).await {
+            tracing::error!(error = %e, "could not settle the webhook id");
+        }
+        return answer;
+    }
     let outcome = route(deps, &envelope.event).await;
     let settle = match &outcome {
         Ok(_) => KEEP_DELIVERY_SECS,
         Err(_) => -1,
     };
-    if let Err(e) = deps.store.settle_webhook(&delivery, now, settle).await {
-        tracing::error!(error = %e, "could not settle the webhook id");
+    for key in [&delivery, &event_key] {
+        if let Err(e) = deps.store.settle_webhook(key, now, settle).await {
+            tracing::error!(error = %e, "could not settle the webhook id");
+        }
     }
     match outcome {
         Ok(what) => accepted(what),
-        Err(StageError::InvalidInput(m)) => HttpResponse::message(400, &m),
-        Err(e) => {
-            tracing::error!(event_type = %envelope.event.event_type, error = %e, "webhook processing failed");
+        Err(e) => failure_response(&envelope.event.event_type, e),
+    }
+}
+
+/// The answer to a verified delivery we could not process, by what PagerDuty will do with it:
+/// a 4xx is dropped for good (three in a row disable the subscription), a 5xx is redelivered
+/// for 48 h. Only a delivery that can never succeed gets a 4xx; everything on our side —
+/// the store, the orchestrator, a permission or setting we lack — is a 5xx, so the deliveries
+/// wait for the fix instead of being lost.
+fn failure_response(event_type: &str, e: StageError) -> HttpResponse {
+    match e {
+        StageError::InvalidInput(m) => {
+            tracing::warn!(event_type, reason = %m, "webhook refused: the delivery itself is invalid");
+            HttpResponse::message(400, &m)
+        }
+        e => {
+            tracing::error!(event_type, error = %e, kind = e.error_name(), "webhook processing failed");
             HttpResponse::message(500, "temporary failure, retry")
         }
     }
@@ -158,6 +205,12 @@ async fn triggered(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     let mut incident = Incident::new(id.clone(), title, service.clone(), urgency, now);
     incident.number = d.get("number").and_then(Value::as_u64);
     incident.html_url = str_at(d, "/html_url").map(str::to_string);
+    incident.alert_key = str_at(d, "/incident_key").map(|k| k.chars().take(255).collect());
+    let resolved_early = deps.store.resolved_early(&id).await?;
+    if resolved_early.is_some() {
+        incident.status = IncidentStatus::ResolvedByHuman;
+        incident.outcome = Some(Outcome::ResolvedByHuman);
+    }
     let created = deps.store.create_incident(&incident).await?;
     if created == Created::New {
         audit(deps, &id, "pagerduty", "incident_created", json!({"title": incident.title, "service": service.id}))
@@ -171,6 +224,16 @@ async fn triggered(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
             })
             .await?;
     }
+    if let Some(at) = resolved_early {
+        // Already resolved in PagerDuty: nothing to fix, no execution.
+        if created == Created::New {
+            audit(deps, &id, "pagerduty", "resolved_before_triggered", json!({"resolved_at": at})).await?;
+        }
+        return Ok("already_resolved");
+    }
+    // Every time, not only on create: a delivery that failed after the create is redelivered,
+    // and marking a re-fire twice changes nothing.
+    super::closing::refire_on_trigger(deps, &incident).await?;
     // Always (re)issue StartExecution: after a crash between create and start this starts it;
     // otherwise the same name with identical input is a no-op.
     let stored = super::load(deps, &id).await?;
@@ -216,27 +279,14 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
         return Ok("unknown_incident");
     }
     let note_id = NoteId::parse(str_at(d, "/id").ok_or_else(|| StageError::InvalidInput("note without id".into()))?)?;
-    let mut content = str_at(d, "/content").unwrap_or_default().to_string();
-    if d.get("trimmed").and_then(Value::as_bool) == Some(true) {
-        // The webhook carries a shortened note: fetch the full one.
-        let notes = match deps.source.list_notes(&id).await {
-            Ok(notes) => notes,
-            Err(e) => {
-                // Recorded so that an escalation for a missing hypothesis can say why; the 500
-                // makes PagerDuty redeliver the webhook.
-                audit(deps, &id, "intake", "note_unavailable", json!({"note_id": note_id, "error": e.to_string()}))
-                    .await?;
-                return Err(e.into());
-            }
-        };
-        content = notes
-            .into_iter()
-            .find(|n| n.id == note_id)
-            .map(|n| n.content)
-            .ok_or_else(|| StageError::Transient(format!("note {note_id} not (yet) listed for {id}")))?;
-    }
-    let parsed = crate::notes::parse_note(&content);
-    if parsed.root_cause.is_none() {
+    let content = str_at(d, "/content").unwrap_or_default().to_string();
+    // A trimmed note is handed off as it came: PagerDuty gives us 5 s to answer, and its REST
+    // API may take longer or refuse us (a revoked token would turn into 48 h of redeliveries).
+    // ParseHypothesis fetches the full note with the state machine's retries, and escalates
+    // with the reason when it cannot. Without the full text a trimmed note cannot be told from
+    // a progress note, so an investigator's trimmed note counts as its hypothesis.
+    let trimmed = d.get("trimmed").and_then(Value::as_bool) == Some(true);
+    if !trimmed && crate::notes::parse_note(&content).root_cause.is_none() {
         audit(deps, &id, "intake", "progress_note", json!({"note_id": note_id})).await?;
         return Ok("progress_note");
     }
@@ -246,7 +296,15 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
         content,
         received_at: deps.clock.now(),
     };
-    audit(deps, &id, "intake", "hypothesis_received", json!({"note_id": note_id, "author": note.author})).await?;
+    // `trimmed` here is what tells ParseHypothesis to fetch the full note.
+    audit(
+        deps,
+        &id,
+        "intake",
+        "hypothesis_received",
+        json!({"note_id": note_id, "author": note.author, "trimmed": trimmed}),
+    )
+    .await?;
     match deps.store.offer_note(&id, &note).await? {
         HandOff::TokenWaiting(token) => {
             match deps.orchestrator.send_task_success(&token, &json!({"note_id": note_id, "received": true})).await {
@@ -264,7 +322,13 @@ async fn resolved(deps: &Deps, event: &Event) -> Result<&'static str, StageError
         return Err(StageError::InvalidInput("incident without id".into()));
     };
     let id = IncidentId::parse(raw)?;
-    let Some(incident) = deps.store.get_incident(&id).await? else { return Ok("unknown_incident") };
+    let Some(incident) = deps.store.get_incident(&id).await? else {
+        // Resolved before its trigger reached us (deliveries can overtake each other across
+        // retries): remember it past PagerDuty's 48 h retry horizon, so the trigger, whenever
+        // it comes, starts nothing.
+        deps.store.remember_resolved(&id, deps.clock.now(), KEEP_DELIVERY_SECS).await?;
+        return Ok("resolved_before_triggered");
+    };
     // Our own resolution (outcome already recorded) or a run that already executed: nothing to stop.
     if incident.outcome.is_some() || incident.remediation.is_some() {
         return Ok("ignored");

@@ -109,7 +109,7 @@ macro_rules! spec {
 /// In [`Function`] declaration order (a unit test holds it to that).
 const TABLE: [Spec; 9] = [
     spec!(Intake, "intake", "IntakeFunction", ops [],
-        http [Store, StateMachine, StartExecution, PagerDuty, PagerDutyWebhook]),
+        http [Store, StateMachine, StartExecution, PagerDutyWebhook]),
     spec!(SlackCallback, "slack-callback", "SlackCallbackFunction", ops [],
         http [Store, StateMachine, Slack, SlackApprovals]),
     spec!(Cleric, "cleric", "ClericFunction", ops [AwaitHypothesis, ParseHypothesis], http []),
@@ -187,7 +187,10 @@ impl Op {
         match self {
             // The hand-off goes through the store; the state machine skips the wait itself
             // (NoteAlreadyArrived), so no Step Functions call.
-            Op::AwaitHypothesis | Op::ParseHypothesis => &[Store],
+            Op::AwaitHypothesis => &[Store],
+            // A note PagerDuty trimmed in its webhook is read in full here (not in intake, which
+            // must answer within PagerDuty's 5 s).
+            Op::ParseHypothesis => &[Store, PagerDuty],
             Op::LookupRunbooks | Op::IngestResolution => &[Store, Senso],
             Op::PlanRemediation => &[Store, Anthropic],
             Op::Decide | Op::CheckRefire => &[Store],
@@ -196,7 +199,10 @@ impl Op {
             Op::RequestApproval => &[Store, StateMachine, Slack, SlackApprovals],
             Op::ShadowReport => &[Store, Slack],
             Op::Preflight | Op::Postflight => &[Store, Browser],
-            Op::ProvisionWorkspace | Op::CollectResult | Op::DestroyWorkspace => &[Store, Coder],
+            // The execution gate reads the incident's status from PagerDuty right before it runs
+            // anything: a resolved incident is never fixed.
+            Op::ProvisionWorkspace => &[Store, PagerDuty, Coder],
+            Op::CollectResult | Op::DestroyWorkspace => &[Store, Coder],
             // Polling only reads the build from Coder.
             Op::PollWorkspace => &[Coder],
             Op::ResolveIncident | Op::RecordRejection => &[Store, PagerDuty],
@@ -462,11 +468,11 @@ mod tests {
     #[test]
     fn needs_are_the_union_of_the_ops() {
         use Capability::*;
-        assert_eq!(Function::Cleric.needs(), &[Store]);
+        assert_eq!(Function::Cleric.needs(), &[Store, PagerDuty]);
         assert_eq!(Function::Planner.needs(), &[Store, Anthropic]);
         assert_eq!(Function::Approval.needs(), &[Store, StateMachine, Slack, SlackApprovals]);
         assert_eq!(Function::PagerDuty.needs(), &[Store, PagerDuty, Slack]);
-        assert_eq!(Function::Remediate.needs(), &[Store, Coder]);
+        assert_eq!(Function::Remediate.needs(), &[Store, PagerDuty, Coder]);
         assert!(Function::Intake.needs_capability(StartExecution));
         assert_eq!(
             Function::Approval.iam_actions(),
@@ -479,8 +485,8 @@ mod tests {
                 "states:SendTaskSuccess",
             ]
         );
-        // The investigator hand-off needs no secret at all.
-        assert!(Function::Cleric.secret_keys().is_empty());
+        // Reading a trimmed note in full takes the PagerDuty API token (and nothing else).
+        assert_eq!(Function::Cleric.secret_keys(), vec!["pagerduty_api_token", "pagerduty_from_email"]);
         assert_eq!(Function::Planner.secret_keys(), vec!["anthropic_api_key"]);
     }
 }

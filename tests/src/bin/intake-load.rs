@@ -7,7 +7,11 @@
 //!    X-Webhook-Id and bytes), shuffled, 64 at a time: every unique incident must be created
 //!    exactly once (one execution each) and no delivery may get a 5xx.
 //!
-//! usage: intake-load [--rates 100,500] [--seconds 10] [--storm 10000]
+//! 3. what an unauthenticated request costs next to a valid one, over HTTP: deliveries with a
+//!    body just under the 256 KB cap at a fixed rate, valid ones, then unsigned ones whose
+//!    header carries as many entries as allowed, then valid pings while the unsigned ones run.
+//!
+//! usage: intake-load [--rates 100,500] [--seconds 10] [--storm 10000] [--cap-rate 50]
 
 use rand::seq::SliceRandom;
 use std::sync::Arc;
@@ -26,11 +30,15 @@ fn percentile(sorted: &[u128], p: f64) -> f64 {
 }
 
 async fn post(client: &reqwest::Client, url: &str, secret: &str, body: &[u8], id: &str) -> (u16, Duration) {
+    post_with(client, url, sign_pagerduty(secret.as_bytes(), body), body, id).await
+}
+
+async fn post_with(client: &reqwest::Client, url: &str, signature: String, body: &[u8], id: &str) -> (u16, Duration) {
     let started = Instant::now();
     let status = client
         .post(url)
         .header("content-type", "application/json")
-        .header("x-pagerduty-signature", sign_pagerduty(secret.as_bytes(), body))
+        .header("x-pagerduty-signature", signature)
         .header("x-webhook-id", id)
         .body(body.to_vec())
         .send()
@@ -47,6 +55,7 @@ async fn main() {
     let rates: Vec<u64> = arg("--rates", "100,500").split(',').filter_map(|r| r.parse().ok()).collect();
     let seconds: u64 = arg("--seconds", "10").parse().unwrap_or(10);
     let storm: usize = arg("--storm", "10000").parse().unwrap_or(10_000);
+    let cap_rate: u64 = arg("--cap-rate", "50").parse().unwrap_or(50);
 
     let mut sink = Vec::new();
     let h = harness(Scenario::Auto, &mut sink).await.expect("local stack");
@@ -90,6 +99,10 @@ async fn main() {
             percentile(&lat, 0.99),
             percentile(&lat, 1.0)
         );
+    }
+
+    if cap_rate > 0 {
+        at_the_body_cap(&client, &url, &secret, cap_rate, seconds).await;
     }
 
     if storm > 0 {
@@ -166,4 +179,85 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Open-loop deliveries of `make(i)` (signature, body) at `rate` for `seconds`: (latencies in µs,
+/// sorted; statuses other than `want`).
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    seconds: u64,
+    want: u16,
+    make: impl Fn(u64) -> (String, Vec<u8>),
+) -> (Vec<u128>, usize) {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        tokio::time::sleep_until((started + interval * i as u32).into()).await;
+        let (client, url, (sig, body)) = (client.clone(), url.to_string(), make(i));
+        tasks.push(tokio::spawn(async move {
+            post_with(&client, &url, sig, &body, &format!("cap-{}", uuid::Uuid::new_v4().simple())).await
+        }));
+    }
+    let (mut lat, mut other) = (Vec::new(), 0);
+    for t in tasks {
+        let (status, d) = t.await.expect("task");
+        other += usize::from(status != want);
+        lat.push(d.as_micros());
+    }
+    lat.sort_unstable();
+    (lat, other)
+}
+
+/// Valid and unsigned deliveries at the body cap, and valid pings while unsigned ones run.
+async fn at_the_body_cap(client: &reqwest::Client, url: &str, secret: &str, rate: u64, seconds: u64) {
+    let head =
+        r#"{"event":{"id":"01LOADCAP","event_type":"pagey.ping","resource_type":"pagey","agent":null,"data":{"pad":""#;
+    let tail = r#""}}}"#;
+    let size = selfheal::stages::intake::MAX_BODY - 64;
+    let body = format!("{head}{}{tail}", "x".repeat(size - head.len() - tail.len())).into_bytes();
+    let forged = (0..selfheal::signature::MAX_SIGNATURE_ENTRIES)
+        .map(|i| format!("v1={:064x}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let valid = sign_pagerduty(secret.as_bytes(), &body);
+    println!();
+    println!(
+        "| at the body cap ({} KB), {rate} req/s for {seconds} s | requests | p50 | p99 | max | unexpected status |",
+        size / 1024
+    );
+    println!("|---|---|---|---|---|---|");
+    let row = |name: &str, (lat, other): (Vec<u128>, usize)| {
+        println!(
+            "| {name} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {other} |",
+            lat.len(),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            percentile(&lat, 1.0)
+        );
+    };
+    row("valid (202)", open_loop(client, url, rate, seconds, 202, |_| (valid.clone(), body.clone())).await);
+    row(
+        &format!("unsigned, {} entries (401)", selfheal::signature::MAX_SIGNATURE_ENTRIES),
+        open_loop(client, url, rate, seconds, 401, |_| (forged.clone(), body.clone())).await,
+    );
+    // Valid pings at the same rate while the unsigned load runs.
+    let attack = {
+        let (client, url, forged, body) = (client.clone(), url.to_string(), forged.clone(), body.clone());
+        tokio::spawn(
+            async move { open_loop(&client, &url, rate, seconds, 401, |_| (forged.clone(), body.clone())).await },
+        )
+    };
+    let pings = open_loop(client, url, rate, seconds, 202, |i| {
+        let body = format!(
+            r#"{{"event":{{"id":"01UNDER{i}","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-28T10:00:00Z","agent":null,"client":null,"data":{{}}}}}}"#
+        )
+        .into_bytes();
+        (sign_pagerduty(secret.as_bytes(), &body), body)
+    })
+    .await;
+    let _ = attack.await;
+    row("valid pings while the unsigned load runs (202)", pings);
 }
