@@ -13,7 +13,7 @@ git clone --quiet "$repo" "$work/selfheal"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check \
   "$(grep '^aws-sam-cli==' scripts/requirements-test.txt)" cargo-lambda==1.9.2
-export PATH="$work/venv/bin:$PATH"
+export PATH="$work/venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 # cargo-lambda installs the target itself, but nine parallel workers race on it: once first.
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 
