@@ -172,15 +172,21 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// The answer to a connection over the cap, written without reading the request.
-const OVER_CAPACITY: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-connection: close\r\ncontent-length: 51\r\n\r\n{\"message\":\"too many connections, retry in a moment\"}";
+const OVER_CAPACITY: &str = r#"{"message":"too many connections, retry in a moment"}"#;
+
+fn over_capacity() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAPACITY}",
+        OVER_CAPACITY.len()
+    )
+}
 
 /// Tell a connection over the cap to come back, and close it. Bounded in time: this must not
 /// become the slow path it protects against.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        stream.write_all(OVER_CAPACITY).await?;
+        stream.write_all(over_capacity().as_bytes()).await?;
         stream.shutdown().await?;
         // Drain what the client already sent, so the close is a FIN it can read the answer
         // before, not a reset.
@@ -199,7 +205,9 @@ pub async fn serve(
     limits: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Clamped so that any configured cap is a valid semaphore size (and fits `acquire_many`).
+    let cap = limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -217,7 +225,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max_connections = limits.max_connections, "connection cap reached: refused");
+            tracing::warn!(max_connections = cap, "connection cap reached: refused");
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -250,7 +258,7 @@ pub async fn serve(
     }
     let _ = closing_tx.send(true);
     let grace = Duration::from_millis(limits.request_timeout_ms);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
     if tokio::time::timeout(grace, slots.acquire_many(all)).await.is_err() {
         tracing::warn!("connections still open at shutdown were dropped");
     }

@@ -99,7 +99,9 @@ async fn replay_webhook_signs_with_a_secret_from_the_environment_or_a_file() {
     std::fs::write(&payload, r#"{"event":{"id":"01REPLAY","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-28T10:00:00Z","agent":null,"client":null,"data":{}}}"#).unwrap();
     let file = secret_file("whsec-replay\n");
     let url = format!("{base}/webhooks/pagerduty");
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    // (extra arguments, environment, expected status)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], vec![("SELFHEAL_WEBHOOK_SECRET", "whsec-replay")], "202"),
         (vec!["--secret-file".into(), file.display().to_string()], vec![], "202"),
         (vec![], vec![("SELFHEAL_WEBHOOK_SECRET", "whsec-other")], "401"),

@@ -449,7 +449,10 @@ fn check_capability(
         Capability::Browser => {
             return Err(invalid(
                 "SELFHEAL_BROWSER_ENDPOINT",
-                ClientError::Invalid { service: "browser", detail: "this binary was built without the browser feature".into() },
+                ClientError::Invalid {
+                    service: "browser",
+                    detail: "this binary was built without the browser feature".into(),
+                },
             ));
         }
     }
@@ -565,8 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn strict_wiring_refuses_and_lenient_wiring_degrades() {
-        let store: Arc<dyn IncidentStore> =
-            Arc::new(crate::store::TableStore::new(crate::store::MemoryTable::new()));
+        let store: Arc<dyn IncidentStore> = Arc::new(crate::store::TableStore::new(crate::store::MemoryTable::new()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::real());
         let orchestrator: Arc<dyn Orchestrator> = Arc::new(Unconfigured("orchestrator"));
         let mut s = secrets();

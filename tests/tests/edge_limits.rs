@@ -258,7 +258,9 @@ async fn connections_over_the_cap_are_answered_503_at_once() {
         .unwrap();
     let answer = until_closed(&mut extra, Duration::from_secs(2)).await.expect("refused and closed");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("too many connections"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{answer}");
+    assert!(body.contains("too many connections"), "{answer}");
     assert!(started.elapsed() < Duration::from_millis(500), "refused after {:?}", started.elapsed());
 
     // The idle ones time out (600 ms) and free their slots.

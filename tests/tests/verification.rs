@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use selfheal::adapters::lightpanda::LightpandaBrowser;
-use selfheal::stages::action::run_checks;
 use selfheal::ports::{Browser, CheckSpec, JourneyStep};
+use selfheal::stages::action::run_checks;
 use selfheal_cli::demo_service::{DemoService, Mode};
 
 fn lightpanda() -> String {

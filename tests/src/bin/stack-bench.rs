@@ -59,7 +59,10 @@ async fn main() {
         };
         let first = time_preflight().await;
         let second = time_preflight().await;
-        println!("run {run}: init {:.1} ms, first preflight ({checks} checks) {first:.1} ms, second {second:.1} ms", init.as_secs_f64() * 1000.0);
+        println!(
+            "run {run}: init {:.1} ms, first preflight ({checks} checks) {first:.1} ms, second {second:.1} ms",
+            init.as_secs_f64() * 1000.0
+        );
         inits.push(init.as_secs_f64() * 1000.0);
         firsts.push(first);
         seconds.push(second);

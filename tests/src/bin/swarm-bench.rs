@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use selfheal::adapters::lightpanda::LightpandaBrowser;
-use selfheal::stages::action::run_checks;
 use selfheal::ports::CheckSpec;
+use selfheal::stages::action::run_checks;
 use selfheal_cli::demo_service::{DemoService, Mode};
 
 fn free_port() -> u16 {
