@@ -401,7 +401,9 @@ pub fn term_json(value: &serde_json::Value, pretty: bool) -> String {
     let text = text.unwrap_or_else(|_| "{}".to_string());
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if acts_on_terminal(c) {
+        // serde_json already escapes every C0 control character inside strings, so a literal
+        // newline here is the pretty printer's own layout: keep it, or the JSON stops parsing.
+        if acts_on_terminal(c) && c != '\n' {
             use std::fmt::Write;
             let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
