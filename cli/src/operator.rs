@@ -394,7 +394,8 @@ pub fn term_text(s: &str) -> String {
 
 /// JSON for the terminal. serde_json already escapes C0 controls inside strings; DEL, the C1
 /// controls and the bidirectional controls it leaves raw become `\uXXXX` escapes too, which is
-/// the same JSON value. (Outside strings JSON is ASCII, so every such character is in a string.)
+/// the same JSON value. (Outside strings there is only ASCII: the pretty printer's newlines,
+/// kept, and no other control, so every character escaped here is inside a string.)
 pub fn term_json(value: &serde_json::Value, pretty: bool) -> String {
     let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
     // Serialising a `Value` cannot fail (its keys are strings); an empty object is the fallback.
@@ -500,5 +501,9 @@ deadline_ms = 8000
         assert!(!json.chars().any(acts_on_terminal), "{json:?}");
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["title"], title, "the escaped JSON is the same value");
+        let pretty = term_json(&serde_json::json!({ "title": title, "list": [1, 2] }), true);
+        assert!(pretty.contains('\n') && !pretty.chars().any(|c| c != '\n' && acts_on_terminal(c)), "{pretty:?}");
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back["title"], title, "pretty output keeps its layout and parses");
     }
 }

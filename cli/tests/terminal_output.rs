@@ -64,6 +64,8 @@ async fn status_and_services_show_escape_outside_text() {
     assert_eq!(parsed["incident"]["title"], HOSTILE, "the JSON still carries the exact title");
     let (shown, _) = selfheal(&["services", "show", "PSVC1", "--db", db]);
     assert_safe("services show", &shown);
+    let parsed: serde_json::Value = serde_json::from_str(shown.trim()).expect("pretty JSON that still parses");
+    assert_eq!(parsed["checks"][0]["name"], format!("health {HOSTILE}"));
     let _ = std::fs::remove_file(db);
 }
 

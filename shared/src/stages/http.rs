@@ -183,3 +183,34 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn deferred_work_runs_in_order_once_and_stops_at_the_deadline() {
+        let after = AfterResponse::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let log = log.clone();
+            after.defer(async move { log.lock().unwrap().push(i) });
+        }
+        after.drain(None).await;
+        after.drain(None).await;
+        assert_eq!(*log.lock().unwrap(), vec![0, 1, 2], "in order, and only once");
+
+        // Work that would outlast the invocation is cut off before its deadline.
+        let finished = Arc::new(AtomicUsize::new(0));
+        let done = finished.clone();
+        after.defer(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+        let started = std::time::Instant::now();
+        after.drain(Some(started + Duration::from_millis(800))).await;
+        assert!(started.elapsed() < Duration::from_millis(800), "{:?}", started.elapsed());
+        assert_eq!(finished.load(Ordering::SeqCst), 0);
+    }
+}
