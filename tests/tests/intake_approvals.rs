@@ -889,3 +889,57 @@ async fn an_approval_that_timed_out_is_expired_in_the_store_and_in_slack() {
         assert!(reply.text.contains("expired"), "{backend}: {}", reply.text);
     }
 }
+
+/// A person resolves the incident in PagerDuty while the approval waits: the execution stops,
+/// and the approval message loses its buttons, saying why, so nobody clicks a dead approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_resolving_while_an_approval_waits_retires_its_slack_buttons() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let id = incident_awaiting_approval(&e.deps, "PRETIRE1").await;
+        let requested = approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-retire"})).await.unwrap();
+        let approval_id = ApprovalId::parse(requested["approval_id"].as_str().unwrap()).unwrap();
+        let posted = e.deps.store.get_approval(&approval_id).await.unwrap().unwrap();
+        let resolved = envelope(
+            "incident.resolved",
+            Sim::incident_data("PRETIRE1", 7, "checkout down", "PSVC1", "checkout"),
+            Some("PHUMAN"),
+        );
+        let r = intake::handle_webhook(&e.deps, &signed(&e.creds.webhook_secret, resolved, "res-retire")).await;
+        assert_eq!(r.body["status"], "autonomy_stopped", "{backend}");
+        assert!(
+            e.rec.failures.lock().unwrap().iter().any(|(t, err)| t == "tok-retire" && err == "Stopped"),
+            "{backend}: the approval's task is failed with Stopped"
+        );
+        let out = stages::handle(
+            &e.deps,
+            Function::PagerDuty,
+            json!({"op": "escalate", "incident_id": "PRETIRE1", "state": {"error": {"Error": "Stopped"}}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["outcome"], "resolved_by_human", "{backend}");
+        let updates: Vec<_> = e
+            .sim
+            .slack_messages()
+            .into_iter()
+            .filter(|m| m.kind == "update" && Some(&m.ts) == posted.slack_ts.as_ref())
+            .collect();
+        assert_eq!(updates.len(), 1, "{backend}: the approval message is replaced once");
+        assert!(
+            updates[0].text.contains("a person resolved the incident in PagerDuty"),
+            "{backend}: {}",
+            updates[0].text
+        );
+        assert!(!updates[0].blocks.to_string().contains("\"actions\""), "{backend}: no buttons left");
+        let stored = e.deps.store.get_approval(&approval_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, ApprovalStatus::Expired, "{backend}");
+        // A late click on a cached copy of the message resumes nothing.
+        let now = chrono::Utc::now().timestamp();
+        let late =
+            approvals::handle_interaction(&e.deps, &click(&e.creds, approval_id.as_str(), "approve", "UALICE", now))
+                .await;
+        assert_eq!(late.body["status"], "expired", "{backend}");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-retire"), "{backend}");
+    }
+}

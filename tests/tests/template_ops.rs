@@ -25,8 +25,14 @@ const OVER_LIMIT: &[(Function, &str)] = &[
         Function::Planner,
         "Anthropic's read_json re-sends a garbled 2xx with a fresh send budget: 3 × (3 × 90 s + 2 × 20 s) + 16 s",
     ),
-    (Function::Intake, "API Gateway answers after 29 s; a trimmed note's list_notes alone may take 424 s"),
-    (Function::SlackCallback, "API Gateway answers after 29 s; the response_url reply alone may take 100 s"),
+    (
+        Function::Intake,
+        "API Gateway answers after 29 s; a trigger's dedupe, re-fire check, store writes and StartExecution are ~30 AWS calls at a 10 s operation timeout",
+    ),
+    (
+        Function::SlackCallback,
+        "API Gateway answers after 29 s; the click is acknowledged first, but the decision and the response_url reply after it (up to 100 s) share the invocation",
+    ),
 ];
 
 /// The check load the Verify function's Timeout is sized for (checks are pushed per service at

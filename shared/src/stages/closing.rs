@@ -376,6 +376,48 @@ fn with_unreadable_note(reason: String, trail: &[AuditEvent]) -> String {
     }
 }
 
+/// A person resolved the incident while its approval waited: intake expired the approval in the
+/// store (it acknowledges PagerDuty first and calls no SaaS), so the Slack buttons go here. An
+/// approval intake could not reach (it failed mid-way) is expired now. Best effort: the run is
+/// over either way, and a click on a leftover button is told the approval expired.
+async fn retire_approval_message(deps: &Deps, id: &IncidentId, incident: &Incident) {
+    let Some(decision) = incident.approval.as_ref() else { return };
+    let approval = match deps.store.get_approval(&decision.approval_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the approval to retire its message");
+            return;
+        }
+    };
+    if approval.status == ApprovalStatus::Pending {
+        let Ok(pagerduty) = UserId::parse("pagerduty") else { return };
+        match deps.store.decide_approval(&approval.id, ApprovalStatus::Expired, &pagerduty, deps.clock.now()).await {
+            Ok(crate::ports::DecideOutcome::Decided(_)) => {}
+            // A click won the race: its own reply tells the clicker what happened.
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not expire the pending approval");
+                return;
+            }
+        }
+    } else if approval.status != ApprovalStatus::Expired {
+        return;
+    }
+    if let (Some(channel), Some(ts)) = (approval.slack_channel, approval.slack_ts) {
+        let text =
+            format!("Approval expired for {id}: a person resolved the incident in PagerDuty, so nothing was executed.");
+        let at = crate::ports::MessageRef { channel, ts };
+        match deps.chat.update(&at, &messages::plain(&text)).await {
+            Ok(_) => {
+                let _ =
+                    audit(deps, id, "approval", "approval_message_retired", json!({"approval_id": approval.id})).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not mark the approval message expired"),
+        }
+    }
+}
+
 pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let state = payload.get("state").cloned().unwrap_or(Value::Null);
     let reason = escalation_reason(&state);
@@ -393,6 +435,7 @@ pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<V
         })
         .await?;
         audit(deps, id, "pagerduty", "stopped", json!({"reason": "a person resolved the incident"})).await?;
+        retire_approval_message(deps, id, &incident).await;
         return Ok(json!({"outcome": "resolved_by_human"}));
     }
     let (incident, _) = update(deps, id, |i| {
