@@ -18,31 +18,6 @@ pub enum ConfigError {
     Secrets(String),
 }
 
-fn d_pagerduty_api() -> String {
-    "https://api.pagerduty.com".into()
-}
-fn d_slack_api() -> String {
-    "https://slack.com/api".into()
-}
-fn d_senso_api() -> String {
-    "https://apiv2.senso.ai/api/v1".into()
-}
-fn d_anthropic_api() -> String {
-    "https://api.anthropic.com".into()
-}
-fn d_model() -> String {
-    "claude-sonnet-4-5".into()
-}
-fn d_max_tokens() -> u32 {
-    4096
-}
-fn d_lightpanda() -> String {
-    "ws://127.0.0.1:9222/".into()
-}
-fn d_me() -> String {
-    "me".into()
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SensoApi {
@@ -53,198 +28,170 @@ pub enum SensoApi {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PagerDutySettings {
-    #[serde(default = "d_pagerduty_api")]
     pub api_base: String,
     /// PagerDuty user ids whose notes count as investigator hypotheses (Cleric's user first).
-    #[serde(default)]
     pub investigator_ids: Vec<String>,
 }
 
+impl Default for PagerDutySettings {
+    fn default() -> Self {
+        Self { api_base: "https://api.pagerduty.com".into(), investigator_ids: Vec::new() }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SlackSettings {
-    #[serde(default = "d_slack_api")]
     pub api_base: String,
     pub channel: Option<String>,
     /// Slack user ids allowed to approve or reject plans.
-    #[serde(default)]
     pub approvers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SensoSettings {
-    #[serde(default = "d_senso_api")]
-    pub api_base: String,
-    #[serde(default = "d_senso_kind")]
-    pub api: SensoApi,
-}
-fn d_senso_kind() -> SensoApi {
-    SensoApi::Org
+impl Default for SlackSettings {
+    fn default() -> Self {
+        Self { api_base: "https://slack.com/api".into(), channel: None, approvers: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnthropicSettings {
-    #[serde(default = "d_anthropic_api")]
+#[serde(default, deny_unknown_fields)]
+pub struct SensoSettings {
     pub api_base: String,
-    #[serde(default = "d_model")]
+    pub api: SensoApi,
+}
+
+impl Default for SensoSettings {
+    fn default() -> Self {
+        Self { api_base: "https://apiv2.senso.ai/api/v1".into(), api: SensoApi::Org }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnthropicSettings {
+    pub api_base: String,
     pub model: String,
-    #[serde(default = "d_max_tokens")]
     pub max_tokens: u32,
 }
 
+impl Default for AnthropicSettings {
+    fn default() -> Self {
+        Self { api_base: "https://api.anthropic.com".into(), model: "claude-sonnet-4-5".into(), max_tokens: 4096 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoderSettings {
     pub api_base: Option<String>,
-    #[serde(default = "d_me")]
     pub user: String,
     pub template_id: Option<String>,
     pub template_version_id: Option<String>,
 }
 
+impl Default for CoderSettings {
+    fn default() -> Self {
+        Self { api_base: None, user: "me".into(), template_id: None, template_version_id: None }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrowserSettings {
     /// `ws://host:port/` (direct) or `http://host:port` (discovery through `/json/version`).
-    #[serde(default = "d_lightpanda")]
     pub endpoint: String,
-    #[serde(default = "d_concurrency")]
     pub max_concurrent_checks: usize,
 }
-fn d_concurrency() -> usize {
-    8
+
+impl Default for BrowserSettings {
+    fn default() -> Self {
+        Self { endpoint: "ws://127.0.0.1:9222/".into(), max_concurrent_checks: 8 }
+    }
 }
 
 /// Thresholds and switches of the confidence protocol.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicySettings {
-    #[serde(default = "d_auto_conf")]
     pub auto_min_confidence: f64,
-    #[serde(default = "d_auto_match")]
     pub auto_min_match: f64,
-    #[serde(default = "d_low_match")]
     pub low_match: f64,
-    #[serde(default = "d_escalate_conf")]
     pub escalate_below_confidence: f64,
     /// Services allowed for auto-execution (PagerDuty service ids or names); empty = none.
-    #[serde(default)]
     pub auto_services: Vec<String>,
-    #[serde(default = "d_budget")]
     pub autonomous_actions_per_service_per_hour: u32,
-    #[serde(default)]
     pub shadow_mode: bool,
-}
-fn d_auto_conf() -> f64 {
-    0.90
-}
-fn d_auto_match() -> f64 {
-    0.85
-}
-fn d_low_match() -> f64 {
-    0.50
-}
-fn d_escalate_conf() -> f64 {
-    0.30
-}
-fn d_budget() -> u32 {
-    3
 }
 
 impl Default for PolicySettings {
     fn default() -> Self {
         Self {
-            auto_min_confidence: d_auto_conf(),
-            auto_min_match: d_auto_match(),
-            low_match: d_low_match(),
-            escalate_below_confidence: d_escalate_conf(),
+            auto_min_confidence: 0.90,
+            auto_min_match: 0.85,
+            low_match: 0.50,
+            escalate_below_confidence: 0.30,
             auto_services: Vec::new(),
-            autonomous_actions_per_service_per_hour: d_budget(),
+            autonomous_actions_per_service_per_hour: 3,
             shadow_mode: false,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TimeoutSettings {
-    #[serde(default = "d_hyp")]
     pub hypothesis_secs: u64,
-    #[serde(default = "d_appr")]
     pub approval_secs: u64,
-    #[serde(default = "d_stab")]
     pub stability_window_secs: u64,
     /// Wait between Coder workspace polls, and how many polls before giving up.
-    #[serde(default = "d_poll")]
     pub poll_interval_secs: u64,
-    #[serde(default = "d_max_polls")]
     pub max_polls: u32,
     /// Per-attempt timeout of every SaaS API call, overriding each client's default (PagerDuty and
     /// Slack 10 s, Coder 15 s, Senso 30 s, Anthropic 90 s).
-    #[serde(default)]
     pub api_request_ms: Option<u64>,
 }
-fn d_poll() -> u64 {
-    15
-}
-fn d_max_polls() -> u32 {
-    40
-}
-fn d_hyp() -> u64 {
-    1800
-}
-fn d_appr() -> u64 {
-    3600
-}
-fn d_stab() -> u64 {
-    86_400
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        Self {
+            hypothesis_secs: 1800,
+            approval_secs: 3600,
+            stability_window_secs: 86_400,
+            poll_interval_secs: 15,
+            max_polls: 40,
+            api_request_ms: None,
+        }
+    }
 }
 
 /// Limits of `selfheal serve`'s HTTP server (API Gateway enforces its own on AWS). They bound
 /// what a slow or silent client can hold: a connection slot, a task, a buffer.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// From connection start (or the end of the last response) until the request's headers are
     /// complete; also how long an idle keep-alive connection stays open. PagerDuty and Slack
     /// send their headers at once.
-    #[serde(default = "d_header_read_ms")]
     pub header_read_timeout_ms: u64,
     /// From the end of the headers until the whole body has arrived (bodies are at most 256 KB).
-    #[serde(default = "d_body_read_ms")]
     pub body_read_timeout_ms: u64,
     /// From the complete request until the answer; a handler still running then gets a 503
     /// (retry later) while it finishes in the background. PagerDuty waits 5 s, Slack 3 s.
-    #[serde(default = "d_request_ms")]
     pub request_timeout_ms: u64,
     /// Open connections; one more is answered 503 and closed at once.
-    #[serde(default = "d_max_connections")]
     pub max_connections: usize,
-}
-fn d_header_read_ms() -> u64 {
-    5_000
-}
-fn d_body_read_ms() -> u64 {
-    10_000
-}
-fn d_request_ms() -> u64 {
-    10_000
-}
-fn d_max_connections() -> usize {
-    256
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            header_read_timeout_ms: d_header_read_ms(),
-            body_read_timeout_ms: d_body_read_ms(),
-            request_timeout_ms: d_request_ms(),
-            max_connections: d_max_connections(),
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
+            max_connections: 256,
         }
     }
 }
@@ -266,96 +213,123 @@ pub struct Settings {
     /// How long secrets read from Secrets Manager are used before being read again
     /// (`SELFHEAL_SECRETS_TTL_SECS`; default 300; 0 reads them on every use, for tests only).
     pub secrets_ttl_secs: Option<u64>,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub pagerduty: PagerDutySettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub slack: SlackSettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub senso: SensoSettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub anthropic: AnthropicSettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub coder: CoderSettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub browser: BrowserSettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub policy: PolicySettings,
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub timeouts: TimeoutSettings,
     /// `selfheal serve`'s HTTP limits.
-    #[serde(default = "empty_table")]
+    #[serde(default)]
     pub server: ServerSettings,
     /// Browser checks per service (keyed by PagerDuty service id or name).
     #[serde(default)]
     pub checks: std::collections::BTreeMap<String, Vec<crate::ports::CheckSpec>>,
 }
 
-fn empty_table<T: for<'de> Deserialize<'de>>() -> T {
-    // Every section type has all-default fields, so an empty table always deserializes.
-    T::deserialize(toml::Value::Table(toml::Table::new())).unwrap_or_else(|_| unreachable!("sections default"))
+/// How an environment variable's text becomes a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// Taken as it is.
+    Text,
+    /// An integer or a decimal number.
+    Number,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`; empty is false).
+    Flag,
+    /// Comma-separated; blanks around and between items are dropped.
+    List,
 }
 
-/// Environment variable → settings path. Lists are comma-separated.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("SELFHEAL_TABLE_NAME", "table_name"),
-    ("SELFHEAL_STATE_MACHINE_ARN", "state_machine_arn"),
-    ("SELFHEAL_SECRET_ID", "secret_id"),
-    ("SELFHEAL_SECRET_IDS", "secret_ids[]"),
-    ("SELFHEAL_SECRETS_TTL_SECS", "secrets_ttl_secs#"),
-    ("SELFHEAL_PAGERDUTY_API_BASE", "pagerduty.api_base"),
-    ("SELFHEAL_INVESTIGATOR_IDS", "pagerduty.investigator_ids[]"),
-    ("SELFHEAL_SLACK_API_BASE", "slack.api_base"),
-    ("SELFHEAL_SLACK_CHANNEL", "slack.channel"),
-    ("SELFHEAL_SLACK_APPROVERS", "slack.approvers[]"),
-    ("SELFHEAL_SENSO_API_BASE", "senso.api_base"),
-    ("SELFHEAL_SENSO_API", "senso.api"),
-    ("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base"),
-    ("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model"),
-    ("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens#"),
-    ("SELFHEAL_CODER_API_BASE", "coder.api_base"),
-    ("SELFHEAL_CODER_USER", "coder.user"),
-    ("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id"),
-    ("SELFHEAL_CODER_TEMPLATE_VERSION_ID", "coder.template_version_id"),
-    ("SELFHEAL_BROWSER_ENDPOINT", "browser.endpoint"),
-    ("SELFHEAL_BROWSER_MAX_CONCURRENT_CHECKS", "browser.max_concurrent_checks#"),
-    ("SELFHEAL_AUTO_MIN_CONFIDENCE", "policy.auto_min_confidence#"),
-    ("SELFHEAL_AUTO_MIN_MATCH", "policy.auto_min_match#"),
-    ("SELFHEAL_LOW_MATCH", "policy.low_match#"),
-    ("SELFHEAL_ESCALATE_BELOW_CONFIDENCE", "policy.escalate_below_confidence#"),
-    ("SELFHEAL_AUTO_SERVICES", "policy.auto_services[]"),
-    ("SELFHEAL_AUTONOMOUS_ACTIONS_PER_HOUR", "policy.autonomous_actions_per_service_per_hour#"),
-    ("SELFHEAL_SHADOW_MODE", "policy.shadow_mode?"),
-    ("SELFHEAL_HYPOTHESIS_TIMEOUT_SECS", "timeouts.hypothesis_secs#"),
-    ("SELFHEAL_APPROVAL_TIMEOUT_SECS", "timeouts.approval_secs#"),
-    ("SELFHEAL_STABILITY_WINDOW_SECS", "timeouts.stability_window_secs#"),
-    ("SELFHEAL_POLL_INTERVAL_SECS", "timeouts.poll_interval_secs#"),
-    ("SELFHEAL_MAX_POLLS", "timeouts.max_polls#"),
-    ("SELFHEAL_API_REQUEST_TIMEOUT_MS", "timeouts.api_request_ms#"),
-    ("SELFHEAL_SERVER_HEADER_READ_TIMEOUT_MS", "server.header_read_timeout_ms#"),
-    ("SELFHEAL_SERVER_BODY_READ_TIMEOUT_MS", "server.body_read_timeout_ms#"),
-    ("SELFHEAL_SERVER_REQUEST_TIMEOUT_MS", "server.request_timeout_ms#"),
-    ("SELFHEAL_SERVER_MAX_CONNECTIONS", "server.max_connections#"),
+/// One environment variable and the setting it overrides, named by its path in the TOML file
+/// (`section.key`), so the file and the environment describe one shape.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    pub name: &'static str,
+    pub setting: &'static str,
+    pub kind: EnvKind,
+}
+
+impl EnvVar {
+    const fn new(name: &'static str, setting: &'static str, kind: EnvKind) -> Self {
+        Self { name, setting, kind }
+    }
+}
+
+/// Every environment variable selfheal reads as a setting (Lambda has no settings file).
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar::new("SELFHEAL_TABLE_NAME", "table_name", EnvKind::Text),
+    EnvVar::new("SELFHEAL_STATE_MACHINE_ARN", "state_machine_arn", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SECRET_ID", "secret_id", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SECRET_IDS", "secret_ids", EnvKind::List),
+    EnvVar::new("SELFHEAL_SECRETS_TTL_SECS", "secrets_ttl_secs", EnvKind::Number),
+    EnvVar::new("SELFHEAL_PAGERDUTY_API_BASE", "pagerduty.api_base", EnvKind::Text),
+    EnvVar::new("SELFHEAL_INVESTIGATOR_IDS", "pagerduty.investigator_ids", EnvKind::List),
+    EnvVar::new("SELFHEAL_SLACK_API_BASE", "slack.api_base", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SLACK_CHANNEL", "slack.channel", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SLACK_APPROVERS", "slack.approvers", EnvKind::List),
+    EnvVar::new("SELFHEAL_SENSO_API_BASE", "senso.api_base", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SENSO_API", "senso.api", EnvKind::Text),
+    EnvVar::new("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base", EnvKind::Text),
+    EnvVar::new("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model", EnvKind::Text),
+    EnvVar::new("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens", EnvKind::Number),
+    EnvVar::new("SELFHEAL_CODER_API_BASE", "coder.api_base", EnvKind::Text),
+    EnvVar::new("SELFHEAL_CODER_USER", "coder.user", EnvKind::Text),
+    EnvVar::new("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id", EnvKind::Text),
+    EnvVar::new("SELFHEAL_CODER_TEMPLATE_VERSION_ID", "coder.template_version_id", EnvKind::Text),
+    EnvVar::new("SELFHEAL_BROWSER_ENDPOINT", "browser.endpoint", EnvKind::Text),
+    EnvVar::new("SELFHEAL_BROWSER_MAX_CONCURRENT_CHECKS", "browser.max_concurrent_checks", EnvKind::Number),
+    EnvVar::new("SELFHEAL_AUTO_MIN_CONFIDENCE", "policy.auto_min_confidence", EnvKind::Number),
+    EnvVar::new("SELFHEAL_AUTO_MIN_MATCH", "policy.auto_min_match", EnvKind::Number),
+    EnvVar::new("SELFHEAL_LOW_MATCH", "policy.low_match", EnvKind::Number),
+    EnvVar::new("SELFHEAL_ESCALATE_BELOW_CONFIDENCE", "policy.escalate_below_confidence", EnvKind::Number),
+    EnvVar::new("SELFHEAL_AUTO_SERVICES", "policy.auto_services", EnvKind::List),
+    EnvVar::new(
+        "SELFHEAL_AUTONOMOUS_ACTIONS_PER_HOUR",
+        "policy.autonomous_actions_per_service_per_hour",
+        EnvKind::Number,
+    ),
+    EnvVar::new("SELFHEAL_SHADOW_MODE", "policy.shadow_mode", EnvKind::Flag),
+    EnvVar::new("SELFHEAL_HYPOTHESIS_TIMEOUT_SECS", "timeouts.hypothesis_secs", EnvKind::Number),
+    EnvVar::new("SELFHEAL_APPROVAL_TIMEOUT_SECS", "timeouts.approval_secs", EnvKind::Number),
+    EnvVar::new("SELFHEAL_STABILITY_WINDOW_SECS", "timeouts.stability_window_secs", EnvKind::Number),
+    EnvVar::new("SELFHEAL_POLL_INTERVAL_SECS", "timeouts.poll_interval_secs", EnvKind::Number),
+    EnvVar::new("SELFHEAL_MAX_POLLS", "timeouts.max_polls", EnvKind::Number),
+    EnvVar::new("SELFHEAL_API_REQUEST_TIMEOUT_MS", "timeouts.api_request_ms", EnvKind::Number),
+    EnvVar::new("SELFHEAL_SERVER_HEADER_READ_TIMEOUT_MS", "server.header_read_timeout_ms", EnvKind::Number),
+    EnvVar::new("SELFHEAL_SERVER_BODY_READ_TIMEOUT_MS", "server.body_read_timeout_ms", EnvKind::Number),
+    EnvVar::new("SELFHEAL_SERVER_REQUEST_TIMEOUT_MS", "server.request_timeout_ms", EnvKind::Number),
+    EnvVar::new("SELFHEAL_SERVER_MAX_CONNECTIONS", "server.max_connections", EnvKind::Number),
 ];
 
-fn env_value(name: &str, raw: &str, kind: char) -> Result<toml::Value, ConfigError> {
-    let invalid = |why: &str| ConfigError::Invalid { name: name.to_string(), why: why.to_string() };
-    Ok(match kind {
-        '[' => toml::Value::Array(
+fn env_value(var: &EnvVar, raw: &str) -> Result<toml::Value, ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid { name: var.name.to_string(), why: why.to_string() };
+    Ok(match var.kind {
+        EnvKind::List => toml::Value::Array(
             raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
         ),
-        '#' => {
+        EnvKind::Number => {
             if let Ok(i) = raw.trim().parse::<i64>() {
                 toml::Value::Integer(i)
             } else {
                 toml::Value::Float(raw.trim().parse::<f64>().map_err(|_| invalid("expected a number"))?)
             }
         }
-        '?' => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+        EnvKind::Flag => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" | "" => false,
             _ => return Err(invalid("expected true or false")),
         }),
-        _ => toml::Value::String(raw.to_string()),
+        EnvKind::Text => toml::Value::String(raw.to_string()),
     })
 }
 
@@ -384,16 +358,10 @@ impl Settings {
 
     pub fn from_sources(file: Option<toml::Table>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut root = file.unwrap_or_default();
-        for (var, path) in ENV_VARS {
-            let Some(raw) = env(var) else { continue };
-            let (path, kind) = match path.chars().last() {
-                Some(k @ ('[' | ']' | '#' | '?')) => {
-                    (path.trim_end_matches(['[', ']', '#', '?']), if k == ']' { '[' } else { k })
-                }
-                _ => (*path, 's'),
-            };
-            let value = env_value(var, &raw, kind)?;
-            let mut parts = path.split('.').peekable();
+        for var in ENV_VARS {
+            let Some(raw) = env(var.name) else { continue };
+            let value = env_value(var, &raw)?;
+            let mut parts = var.setting.split('.').peekable();
             let mut table = &mut root;
             while let Some(part) = parts.next() {
                 if parts.peek().is_none() {
