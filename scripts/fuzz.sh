@@ -4,7 +4,7 @@
 # Needs a nightly toolchain (cargo-fuzz instruments with -Z flags); installs cargo-fuzz if missing.
 # Seeds live in fuzz/corpus/<target>; the growing corpus in target/fuzz-corpus/<target>; crashes
 # land in fuzz/artifacts/<target> (replay one: cargo +nightly fuzz run <target> <file>).
-# The stable test command runs the same oracles as proptests (tests/tests/properties.rs).
+# The stable test command runs the same oracles as proptests (tests/tests/suite/properties.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}

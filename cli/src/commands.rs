@@ -42,6 +42,7 @@ pub enum Command {
     /// The secret comes from --secret-file, else SELFHEAL_WEBHOOK_SECRET (PagerDuty; several
     /// comma-separated during a rotation) or SELFHEAL_SLACK_SIGNING_SECRET (Slack).
     VerifySignature {
+        /// Whose signature scheme to check.
         #[arg(long, value_enum)]
         provider: Provider,
         /// A file holding the signing secret, one per line (PagerDuty: several during a rotation).
@@ -86,6 +87,7 @@ pub enum Command {
     /// Run one incident end to end on this machine (simulators, demo service, real Lightpanda
     /// when installed) and print its timeline.
     Demo {
+        /// Which incident to run (each ends in a known outcome, checked at the end).
         #[arg(long, value_enum, default_value = "auto")]
         scenario: crate::demo::Scenario,
         /// Print the final incident record as one JSON object on the last line.
@@ -111,6 +113,7 @@ pub enum Command {
         /// Parameter overrides, in samconfig.toml's `parameter_overrides` syntax (Key=Value).
         #[arg(long)]
         parameters: Option<PathBuf>,
+        /// The stack's name (in resource names and ARNs, as CloudFormation would use it).
         #[arg(long, default_value = "selfheal")]
         stack_name: String,
         /// Where the function binaries are (default: next to this binary).
@@ -136,8 +139,10 @@ pub enum Command {
         /// Secrets (TOML with the keys of the Secrets Manager JSON).
         #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
         secrets: Option<PathBuf>,
+        /// Address to serve the two webhook routes on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Embedded store (created when missing).
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
     },
@@ -172,6 +177,7 @@ pub enum Command {
     /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it. The secret comes
     /// from --secret-file, else SELFHEAL_WEBHOOK_SECRET.
     ReplayWebhook {
+        /// The webhook payload (a PagerDuty v3 envelope, sent byte for byte).
         file: PathBuf,
         /// A file holding the webhook secret (its first line).
         #[arg(long, value_name = "FILE", conflicts_with = "secret")]
@@ -180,6 +186,7 @@ pub enum Command {
         /// process list) and stays in shell history.
         #[arg(long)]
         secret: Option<String>,
+        /// The URL to POST to (e.g. http://127.0.0.1:8080/webhooks/pagerduty).
         #[arg(long)]
         to: String,
         /// X-Webhook-Id to send (default: a fresh one).
@@ -199,10 +206,18 @@ pub enum Command {
         #[arg(long, value_name = "ARN", conflicts_with = "db")]
         state_machine_arn: Option<String>,
     },
+    /// Print a shell completion script for selfheal (e.g. `selfheal completions bash >
+    /// ~/.local/share/bash-completion/completions/selfheal`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print an execution's event history from the embedded store.
     History {
         /// Execution name (as printed by run-state-machine or the local engine) or id.
         execution_id: String,
+        /// Embedded store to read (never created).
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
     },
@@ -293,6 +308,14 @@ fn read_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// The embedded store of a read-only verb (`history`): never created here.
+fn open_existing_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
+    if !db.exists() {
+        return Err(operator::OperatorError::NoStore { path: db.display().to_string() }.to_string());
+    }
+    open_table(db)
+}
+
 fn open_table(db: &Path) -> Result<Arc<SqliteTable>, String> {
     SqliteTable::open(db).map(Arc::new).map_err(|e| format!("cannot open {}: {e}", db.display()))
 }
@@ -304,20 +327,20 @@ async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
             // Validate the whole file before opening the store: a bad file changes nothing.
             let all = operator::parse_services(&file, &operator::operator_name(), chrono::Utc::now())
                 .map_err(|e| e.to_string())?;
-            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            let store = store.target().open(operator::Missing::Create).await.map_err(|e| e.to_string())?.store;
             for settings in &all {
                 store.put_service_settings(settings).await.map_err(|e| e.to_string())?;
-                println!("{}", operator::term_json(&operator::service_summary(settings), false));
+                crate::say!("{}", operator::term_json(&operator::service_summary(settings), false));
             }
         }
         ServicesVerb::List { store } => {
-            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            let store = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?.store;
             for settings in store.list_service_settings().await.map_err(|e| e.to_string())? {
-                println!("{}", operator::term_json(&operator::service_summary(&settings), false));
+                crate::say!("{}", operator::term_json(&operator::service_summary(&settings), false));
             }
         }
         ServicesVerb::Show { service, store } => {
-            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let opened = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?;
             let settings =
                 opened.store.get_service_settings(&service).await.map_err(|e| e.to_string())?.ok_or_else(|| {
                     format!(
@@ -326,7 +349,7 @@ async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
                     )
                 })?;
             let value = serde_json::to_value(&settings).map_err(|e| e.to_string())?;
-            println!("{}", operator::term_json(&value, true));
+            crate::say!("{}", operator::term_json(&value, true));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -406,7 +429,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             };
             let verdict = crate::demo::check(scenario, &run.record);
             if json {
-                println!("{}", operator::term_json(&run.record, false));
+                crate::say!("{}", operator::term_json(&run.record, false));
             }
             match verdict {
                 Ok(()) => Ok(ExitCode::SUCCESS),
@@ -444,14 +467,14 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
             for rb in &runbooks {
                 let line = serde_json::json!({"runbook": rb.id, "title": rb.title, "actions": rb.actions.iter().map(|a| a.name.to_string()).collect::<Vec<_>>()});
-                println!("{}", operator::term_json(&line, false));
+                crate::say!("{}", operator::term_json(&line, false));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, store } } => {
             let settings = load_settings(config.as_deref())?;
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;
-            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let opened = store.target().open(operator::Missing::Create).await.map_err(|e| e.to_string())?;
             let secrets = opened.secrets(secrets.as_deref()).await.map_err(|e| e.to_string())?;
             let store = opened.store.clone();
             let deps = selfheal::wiring::build_deps(
@@ -470,13 +493,13 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             .await
             .map_err(|e| e.to_string())?;
             for p in pushed {
-                println!("{}", operator::term_json(&serde_json::to_value(&p).map_err(|e| e.to_string())?, false));
+                crate::say!("{}", operator::term_json(&serde_json::to_value(&p).map_err(|e| e.to_string())?, false));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { incident, store, json } => {
             let id = selfheal::domain::IncidentId::parse(&incident).map_err(|e| e.to_string())?;
-            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let opened = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?;
             let store = opened.store.clone();
             let inc = store
                 .get_incident(&id)
@@ -486,10 +509,10 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             let trail = store.audit_trail(&id).await.map_err(|e| e.to_string())?;
             // The title, service name and actors come from PagerDuty and Slack: escaped.
             if json {
-                println!("{}", operator::term_json(&serde_json::json!({"incident": inc, "timeline": trail}), false));
+                crate::say!("{}", operator::term_json(&serde_json::json!({"incident": inc, "timeline": trail}), false));
             } else {
-                println!("{} — {}", inc.id, operator::term_line(&inc.title));
-                println!(
+                crate::say!("{} — {}", inc.id, operator::term_line(&inc.title));
+                crate::say!(
                     "service {} · status {:?} · outcome {:?} · route {} · effectiveness {:?}",
                     operator::term_line(inc.service.name.as_str()),
                     inc.status,
@@ -498,7 +521,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                     inc.effectiveness
                 );
                 for e in &trail {
-                    println!(
+                    crate::say!(
                         "  {} {:<14} {}",
                         e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
                         operator::term_line(&e.actor),
@@ -509,7 +532,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Killswitch { state, store } => {
-            let store = store.target().open().await.map_err(|e| e.to_string())?.store;
+            let store = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?.store;
             let who = operator::operator_name();
             match state {
                 SwitchState::On => {
@@ -521,7 +544,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                 SwitchState::Status => {}
             }
             let on = store.kill_switch().await.map_err(|e| e.to_string())?;
-            println!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
+            crate::say!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
             Ok(ExitCode::SUCCESS)
         }
         Command::ReplayWebhook { file, secret_file, secret, to, webhook_id } => {
@@ -546,12 +569,12 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             let status = resp.status().as_u16();
             // The endpoint's answer is outside text.
             let text = resp.text().await.unwrap_or_default();
-            println!("{status} {}", operator::term_line(&text));
+            crate::say!("{status} {}", operator::term_line(&text));
             Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Stats { since, store, state_machine_arn } => {
             let since = since.as_deref().map(parse_duration).transpose()?.map(|d| chrono::Utc::now() - d);
-            let opened = store.target().open().await.map_err(|e| e.to_string())?;
+            let opened = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?;
             let stats = match &opened.backend {
                 Backend::Sqlite { table, .. } => {
                     if state_machine_arn.is_some() {
@@ -568,7 +591,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                     crate::stats::collect_table(client, table, opened.store.as_ref(), since, executions).await?
                 }
             };
-            println!("{}", operator::term_json(&stats, true));
+            crate::say!("{}", operator::term_json(&stats, true));
             Ok(ExitCode::SUCCESS)
         }
         Command::Services { verb } => services(verb).await,
@@ -576,7 +599,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the note from stdin: {e}"))?;
             let parsed = selfheal::notes::parse_note(&text);
-            println!("{}", operator::term_json(&serde_json::to_value(&parsed).map_err(|e| e.to_string())?, false));
+            crate::say!("{}", operator::term_json(&serde_json::to_value(&parsed).map_err(|e| e.to_string())?, false));
             Ok(ExitCode::SUCCESS)
         }
         Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db } => {
@@ -608,11 +631,17 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                 out["error"] = error.into();
                 out["cause"] = report.cause.unwrap_or_default().into();
             }
-            println!("{}", operator::term_json(&out, false));
+            crate::say!("{}", operator::term_json(&out, false));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "selfheal", &mut script);
+            crate::say!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(ExitCode::SUCCESS)
         }
         Command::History { execution_id, db } => {
-            let table = open_table(&db)?;
+            let table = open_existing_table(&db)?;
             let engine = Engine::new(table, Arc::new(SystemClock::real()));
             let name = execution_id.rsplit(':').next().unwrap_or(&execution_id);
             let record = engine
@@ -622,7 +651,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                 .ok_or_else(|| format!("no execution {name} in {}", db.display()))?;
             let events = engine.history(name).await.map_err(|e| e.to_string())?;
             let out = serde_json::json!({ "execution": record.name, "status": record.status, "events": events });
-            println!("{}", operator::term_json(&out, true));
+            crate::say!("{}", operator::term_json(&out, true));
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifySignature { provider, secret_file, secrets, signature, timestamp, at } => {
@@ -656,7 +685,7 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             };
             match result {
                 Ok(()) => {
-                    println!("valid");
+                    crate::say!("valid");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -665,5 +694,36 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every verb and every argument says what it is for in `--help`.
+    #[test]
+    fn every_verb_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "selfheal", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
     }
 }

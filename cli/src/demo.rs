@@ -14,10 +14,10 @@ use selfheal::config::{Secrets, Settings};
 use selfheal::domain::{AuditEvent, Incident, IncidentId};
 use selfheal::ports::{CheckSpec, SystemClock};
 
-use crate::demo_service::{DemoService, Mode};
-use crate::faults::{Dependency, FaultKind, FaultProxy};
 use crate::local;
-use crate::sim::{Click, CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
+use selfheal_testkit::demo_service::{DemoService, Mode};
+use selfheal_testkit::faults::{Dependency, FaultKind, FaultProxy};
+use selfheal_testkit::sim::{Click, CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -315,10 +315,10 @@ pub struct HarnessOptions {
 
 pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut dyn Write) -> Result<Harness, String> {
     let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
-    let (demo_base, demo_task) = crate::server::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
+    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), options.knobs.clone().unwrap_or_else(|| knobs_for(scenario)));
-    let (sim_base, sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
+    let (sim_base, sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
     let browser = browser(out).await;
     let endpoint = options.browser_endpoint.clone().unwrap_or_else(|| browser.endpoint.clone());
@@ -358,7 +358,7 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
     };
     let stack = local::start(settings, secrets_for(&creds), &db, store, clock).await?;
     let (engine_base, engine_task) =
-        crate::server::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
+        selfheal_testkit::spawn(crate::server::router(stack.deps.clone()), 0).await.map_err(|e| e.to_string())?;
     *sim.engine_base.lock().map_err(|_| "lock")? = engine_base.clone();
     let mut runbooks = Vec::new();
     for (file, text) in RUNBOOKS {

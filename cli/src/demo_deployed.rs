@@ -14,9 +14,9 @@ use selfheal::ports::{IncidentStore, SystemClock};
 use selfheal::store::TableStore;
 
 use crate::demo::{self, Scenario};
-use crate::demo_service::{DemoService, Mode};
-use crate::sim::{Sim, SimCredentials};
 use crate::stack::{Stack, StackOptions};
+use selfheal_testkit::demo_service::{DemoService, Mode};
+use selfheal_testkit::sim::{Sim, SimCredentials};
 
 pub struct DeployedHarness {
     pub demo: Arc<DemoService>,
@@ -87,10 +87,10 @@ fn secret_values(c: &SimCredentials) -> BTreeMap<String, Value> {
 
 pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<DeployedHarness, String> {
     let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
-    let (demo_base, demo_task) = crate::server::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
+    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), demo::knobs_for(scenario));
-    let (sim_base, sim_task) = crate::server::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
+    let (sim_base, sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
 
     let work_dir = std::env::temp_dir().join(format!("selfheal-stack-{}", uuid::Uuid::new_v4().simple()));

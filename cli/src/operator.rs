@@ -29,6 +29,10 @@ pub enum OperatorError {
     NoRegion,
     #[error("cannot open the embedded store {path}: {why}")]
     Sqlite { path: String, why: String },
+    #[error(
+        "no store at {path}: check --db (or SELFHEAL_DB); `selfheal serve --db {path}` creates it, as do `runbooks push` and `services push`"
+    )]
+    NoStore { path: String },
     #[error("CloudFormation stack {stack}: {why}")]
     Stack { stack: String, why: String },
     #[error(
@@ -160,10 +164,25 @@ impl OperatorStore {
     }
 }
 
+/// Whether a verb may create a missing embedded store. Only the verbs that load a store's
+/// content (`runbooks push`, `services push`) may; everything else, the kill switch included,
+/// refuses, so a mistyped `--db` is an error instead of a fresh store nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Refuse,
+    Create,
+}
+
 impl StoreTarget {
-    pub async fn open(&self) -> Result<OperatorStore, OperatorError> {
+    pub async fn open(&self, missing: Missing) -> Result<OperatorStore, OperatorError> {
         match self {
             StoreTarget::Sqlite(path) => {
+                if !path.exists() {
+                    if missing == Missing::Refuse {
+                        return Err(OperatorError::NoStore { path: path.display().to_string() });
+                    }
+                    eprintln!("selfheal: creating a new store at {}", path.display());
+                }
                 let open = || {
                     SqliteTable::open(path)
                         .map_err(|e| OperatorError::Sqlite { path: path.display().to_string(), why: e.to_string() })
@@ -366,6 +385,20 @@ fn escape_into(out: &mut String, c: char) {
 
 /// One line of outside text, safe to print: controls, newlines included, shown as escapes
 /// (`\x1b`, `\r`, `\n`, `\u{202e}`).
+/// Writes one line to stdout. A closed stdout (`selfheal … | head`) ends the process quietly
+/// with success, as coreutils and ripgrep do, where `println!` would panic.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("selfheal: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub fn term_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

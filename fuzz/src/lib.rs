@@ -1,7 +1,7 @@
 //! The fuzz oracles: one function per parser that sees outside input. Each takes raw bytes, drives
 //! the real code path and asserts what must hold for any input (no panic, bounded values, the
 //! right class of HTTP answer). `cargo fuzz run <target>` (nightly) feeds them coverage-guided
-//! input; `tests/tests/properties.rs` runs the same oracles on stable in the test command.
+//! input; `tests/tests/suite/properties.rs` runs the same oracles on stable in the test command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -33,7 +33,7 @@ pub async fn sqlite_store() -> Arc<dyn IncidentStore> {
 
 /// Trigger an incident on the demo harness's checkout service and post Cleric's confident note.
 pub async fn start_demo_incident(h: &selfheal_cli::demo::Harness, id: &str) {
-    use selfheal_cli::sim::Sim;
+    use selfheal_testkit::sim::Sim;
     let data = Sim::incident_data(
         id,
         1,

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use selfheal::domain::IncidentId;
 use selfheal_cli::demo::{HarnessOptions, Scenario, harness_with};
-use selfheal_cli::faults::{Dependency, FaultKind, UNTIL_CLEARED};
-use selfheal_cli::sim::{Click, Knobs, Sim};
+use selfheal_testkit::faults::{Dependency, FaultKind, UNTIL_CLEARED};
+use selfheal_testkit::sim::{Click, Knobs, Sim};
 
 static PANICS: AtomicU32 = AtomicU32::new(0);
 

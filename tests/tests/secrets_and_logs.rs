@@ -125,9 +125,9 @@ async fn secrets_refresh_after_the_ttl_and_a_rotated_webhook_secret_is_honoured(
             .await
             .unwrap();
     // The Slack simulator accepts only its own bot token: it shows which token the adapter holds.
-    let creds = selfheal_cli::sim::SimCredentials::default();
-    let sim = selfheal_cli::sim::Sim::new(creds.clone(), selfheal_cli::sim::Knobs::default());
-    let (sim_base, _server) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let creds = selfheal_testkit::sim::SimCredentials::default();
+    let sim = selfheal_testkit::sim::Sim::new(creds.clone(), selfheal_testkit::sim::Knobs::default());
+    let (sim_base, _server) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     let mut settings = Settings::from_sources(None, |_| None).unwrap();
     settings.slack.api_base = format!("{sim_base}/slack/api");
     settings.slack.channel = Some("C1".into());

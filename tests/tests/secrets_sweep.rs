@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use selfheal::domain::IncidentId;
 use selfheal_cli::demo::{APPROVER, HarnessOptions, INVESTIGATOR, SERVICE_ID, Scenario, harness_with};
-use selfheal_cli::faults::{Dependency, FaultKind, UNTIL_CLEARED};
-use selfheal_cli::sim::{Click, Knobs, Sim, SimCredentials};
+use selfheal_testkit::faults::{Dependency, FaultKind, UNTIL_CLEARED};
+use selfheal_testkit::sim::{Click, Knobs, Sim, SimCredentials};
 
 fn secret_values(c: &SimCredentials) -> Vec<String> {
     vec![

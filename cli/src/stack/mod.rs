@@ -321,7 +321,7 @@ impl Stack {
         let engine = Engine::new(Arc::new(table), Arc::new(SystemClock::real()));
         let sfn = sfn_api::SfnApi::new(engine.clone(), Arc::new(policies));
         let (sfn_endpoint, sfn_task) =
-            crate::server::spawn(sfn.router(), 0).await.map_err(|e| setup("Step Functions API")(e.to_string()))?;
+            selfheal_testkit::spawn(sfn.router(), 0).await.map_err(|e| setup("Step Functions API")(e.to_string()))?;
 
         let mut platform = BTreeMap::new();
         platform.insert("AWS_REGION".to_string(), REGION.to_string());

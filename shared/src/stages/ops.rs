@@ -1,7 +1,7 @@
 //! The one table of what runs where: every state-machine operation ([`Op`]), the Lambda
 //! function that runs it ([`Function`]), and what each needs from its environment
 //! ([`Capability`]). The template, the local engine, Lambda init and the budget all derive from
-//! here, and `tests/tests/template_ops.rs` checks `template.yaml` and the state machine against it.
+//! here, and `tests/tests/suite/template_ops.rs` checks `template.yaml` and the state machine against it.
 
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use selfheal::signature::sign_pagerduty;
 use selfheal_cli::demo::{Scenario, harness};
-use selfheal_cli::sim::Sim;
+use selfheal_testkit::sim::Sim;
 
 fn percentile(sorted: &[u128], p: f64) -> f64 {
     if sorted.is_empty() {

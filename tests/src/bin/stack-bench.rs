@@ -39,7 +39,7 @@ async fn main() {
             .collect();
         h.store.put_service_settings(&service).await.expect("10 checks stored");
         let incident = format!("QBENCH{run}{}", &uuid::Uuid::new_v4().simple().to_string()[..6].to_uppercase());
-        let data = selfheal_cli::sim::Sim::incident_data(&incident, 7, "bench", demo::SERVICE_ID, "checkout");
+        let data = selfheal_testkit::sim::Sim::incident_data(&incident, 7, "bench", demo::SERVICE_ID, "checkout");
         assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.expect("delivered"), 202);
 
         let started = Instant::now();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use selfheal::adapters::lightpanda::LightpandaBrowser;
 use selfheal::ports::CheckSpec;
 use selfheal::stages::action::run_checks;
-use selfheal_cli::demo_service::{DemoService, Mode};
+use selfheal_testkit::demo_service::{DemoService, Mode};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -121,7 +121,7 @@ async fn main() {
     let browsers: Vec<String> = arg("--browsers", "lightpanda,chromium").split(',').map(str::to_string).collect();
 
     let service = DemoService::new(Mode::Healthy);
-    let (base, _task) = selfheal_cli::server::spawn(service.router(), 0).await.expect("demo service");
+    let (base, _task) = selfheal_testkit::spawn(service.router(), 0).await.expect("demo service");
     let spec = |i: usize| CheckSpec {
         name: format!("check-{i}"),
         url: format!("{base}/health"),

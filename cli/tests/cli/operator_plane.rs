@@ -309,10 +309,10 @@ async fn create_stack(senso_key: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_names_the_table_secret_and_state_machine() {
-    use selfheal_cli::sim::{Knobs, Sim, SimCredentials};
+    use selfheal_testkit::sim::{Knobs, Sim, SimCredentials};
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), Knobs::default());
-    let (sim_base, _sim_task) = selfheal_cli::server::spawn(sim.router(), 0).await.expect("start the simulators");
+    let (sim_base, _sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.expect("start the simulators");
     let (stack, table) = create_stack(&creds.senso_key).await;
     let store: Arc<dyn IncidentStore> =
         Arc::new(TableStore::new(DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk().await), table.clone())));

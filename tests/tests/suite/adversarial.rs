@@ -26,7 +26,7 @@ use selfheal::runbooks::{self, ParamContext};
 use selfheal::stages::{self, Deps, Function, messages};
 use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
-use selfheal_cli::sim::{Knobs, PlannerMode, Sim, SimCredentials};
+use selfheal_testkit::sim::{Knobs, PlannerMode, Sim, SimCredentials};
 
 /// Records what would have run instead of running it.
 #[derive(Default)]
@@ -75,12 +75,12 @@ Promote only when the primary is gone.
 "#;
 
 const RUNBOOKS: &[&str] = &[
-    include_str!("../../infra/runbooks/demo-service-fault.md"),
-    include_str!("../../infra/runbooks/disk-full.md"),
-    include_str!("../../infra/runbooks/expired-certificate.md"),
-    include_str!("../../infra/runbooks/pod-oom-after-deploy.md"),
-    include_str!("../../infra/runbooks/postgres-blocking-query.md"),
-    include_str!("../../infra/runbooks/redis-maxmemory.md"),
+    include_str!("../../../infra/runbooks/demo-service-fault.md"),
+    include_str!("../../../infra/runbooks/disk-full.md"),
+    include_str!("../../../infra/runbooks/expired-certificate.md"),
+    include_str!("../../../infra/runbooks/pod-oom-after-deploy.md"),
+    include_str!("../../../infra/runbooks/postgres-blocking-query.md"),
+    include_str!("../../../infra/runbooks/redis-maxmemory.md"),
     RUNBOOK_HIGH,
 ];
 
@@ -240,7 +240,7 @@ struct Bench {
 
 async fn bench() -> Bench {
     let sim = Sim::new(SimCredentials::default(), Knobs { planner: PlannerMode::Obedient, ..Knobs::default() });
-    let (base, _task) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (base, _task) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     *sim.base.lock().unwrap() = base.clone();
     Bench { sim, base }
 }

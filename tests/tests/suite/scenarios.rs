@@ -79,7 +79,7 @@ async fn approval_resolves_after_a_signed_click() {
     let request = slack.iter().find(|m| demo_has_buttons(m)).expect("approval message with buttons");
     assert!(request.text.contains("Approval needed"));
     // The button carries the short approval id, never the task token.
-    let id = selfheal_cli::sim::Sim::approval_id_of(request).unwrap();
+    let id = selfheal_testkit::sim::Sim::approval_id_of(request).unwrap();
     assert!(id.len() <= 32);
     assert!(slack.iter().any(|m| m.kind == "response" && m.text.contains("Approved by <@UAPPROVER1>")));
     assert!(kinds(&run).contains(&"approval_decided"));
@@ -87,8 +87,8 @@ async fn approval_resolves_after_a_signed_click() {
     assert_eq!(run.sim.workspace_counts(), (1, 1));
 }
 
-fn demo_has_buttons(m: &selfheal_cli::sim::SlackMessage) -> bool {
-    selfheal_cli::sim::Sim::approval_id_of(m).is_some()
+fn demo_has_buttons(m: &selfheal_testkit::sim::SlackMessage) -> bool {
+    selfheal_testkit::sim::Sim::approval_id_of(m).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

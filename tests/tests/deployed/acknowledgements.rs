@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use selfheal::domain::{IncidentId, Outcome};
 use selfheal::ports::IncidentStore;
 use selfheal_cli::demo::{self, HarnessOptions, Scenario};
-use selfheal_cli::sim::{Click, Knobs, Sim};
+use selfheal_testkit::sim::{Click, Knobs, Sim};
 
 /// How long the slow upstream holds each call.
 const HOLD: Duration = Duration::from_secs(10);

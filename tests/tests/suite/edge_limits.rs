@@ -277,7 +277,7 @@ async fn a_request_past_its_timeout_is_answered_503_and_its_work_completes() {
     let base = serve(deps(Arc::new(SlowStart(Duration::from_millis(2000))), limits(16))).await;
     let body = serde_json::json!({"event": {"id": "01EDGESLOW", "event_type": "incident.triggered", "resource_type": "incident",
         "occurred_at": "2026-11-28T10:00:00Z", "agent": null, "client": null,
-        "data": selfheal_cli::sim::Sim::incident_data("PEDGESLOW", 1, "slow", "PSVC", "checkout")}})
+        "data": selfheal_testkit::sim::Sim::incident_data("PEDGESLOW", 1, "slow", "PSVC", "checkout")}})
     .to_string()
     .into_bytes();
     let client = reqwest::Client::new();

@@ -12,7 +12,7 @@ use selfheal::ports::{Browser, CheckSpec, IncidentStore, SystemClock};
 use selfheal::stages::{self, Function};
 use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
-use selfheal_cli::demo_service::{DemoService, Mode};
+use selfheal_testkit::demo_service::{DemoService, Mode};
 use serde_json::json;
 
 fn lightpanda() -> String {
@@ -41,7 +41,7 @@ fn closed_port_url() -> String {
 
 async fn broken_service() -> String {
     let s = DemoService::new(Mode::Broken);
-    let (base, _task) = selfheal_cli::server::spawn(s.router(), 0).await.unwrap();
+    let (base, _task) = selfheal_testkit::spawn(s.router(), 0).await.unwrap();
     std::mem::forget(s);
     format!("{base}/health")
 }

@@ -12,11 +12,11 @@ use selfheal::config::SensoApi;
 use selfheal::domain::*;
 use selfheal::error::ClientError;
 use selfheal::ports::*;
-use selfheal_cli::sim::{CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
+use selfheal_testkit::sim::{CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
 
 async fn sim(knobs: Knobs) -> (std::sync::Arc<Sim>, String) {
     let sim = Sim::new(SimCredentials::default(), knobs);
-    let (base, _t) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (base, _t) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     *sim.base.lock().unwrap() = base.clone();
     (sim, base)
 }
@@ -305,8 +305,8 @@ async fn a_workspace_created_before_a_crash_is_adopted_not_leaked() {
     let h = selfheal_cli::demo::harness(selfheal_cli::demo::Scenario::Auto, &mut out).await.unwrap();
     let id = "QADOPT1";
     // What the first (crashed) provisioning attempt created: same name, same script, same target.
-    let rb =
-        selfheal::runbooks::parse_runbook("d.md", include_str!("../../infra/runbooks/demo-service-fault.md")).unwrap();
+    let rb = selfheal::runbooks::parse_runbook("d.md", include_str!("../../../infra/runbooks/demo-service-fault.md"))
+        .unwrap();
     let action = PlannedAction::Catalog {
         runbook_id: RunbookId::parse("demo-service-fault").unwrap(),
         action: ActionName::parse("demo.clear_fault").unwrap(),

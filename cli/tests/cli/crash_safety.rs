@@ -19,8 +19,8 @@ use selfheal::engine::Engine;
 use selfheal::ports::{IncidentStore, SystemClock};
 use selfheal::store::TableStore;
 use selfheal_cli::demo::{APPROVER, INVESTIGATOR, SERVICE_ID};
-use selfheal_cli::demo_service::{DemoService, Mode};
-use selfheal_cli::sim::{Click, Knobs, Sim, SimCredentials};
+use selfheal_testkit::demo_service::{DemoService, Mode};
+use selfheal_testkit::sim::{Click, Knobs, Sim, SimCredentials};
 
 const RUNS: usize = 20;
 const BIN: &str = env!("CARGO_BIN_EXE_selfheal");
@@ -132,11 +132,11 @@ async fn one_run(run: usize, kill_after: Duration) -> RunResult {
     let dir = std::env::temp_dir().join(format!("selfheal-crash-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let demo = DemoService::new(Mode::Broken);
-    let (demo_base, _demo_task) = selfheal_cli::server::spawn(demo.router(), 0).await.unwrap();
+    let (demo_base, _demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.unwrap();
     let creds = SimCredentials::default();
     let knobs = Knobs { auto_click: approval.then(|| (Click::Approve, APPROVER.to_string())), ..Knobs::default() };
     let sim = Sim::new(creds.clone(), knobs);
-    let (sim_base, _sim_task) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (sim_base, _sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     *sim.base.lock().unwrap() = sim_base.clone();
     let (config, secrets) = write_config(&dir, &sim_base, &demo_base, &creds);
     let db = dir.join("selfheal.sqlite");

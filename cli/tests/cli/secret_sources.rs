@@ -94,7 +94,7 @@ async fn replay_webhook_signs_with_a_secret_from_the_environment_or_a_file() {
         Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
         Arc::new(selfheal::ports::SystemClock::real()),
     );
-    let (base, _server) = selfheal_cli::server::spawn(selfheal_cli::server::router(Arc::new(deps)), 0).await.unwrap();
+    let (base, _server) = selfheal_testkit::spawn(selfheal_cli::server::router(Arc::new(deps)), 0).await.unwrap();
     let payload = std::env::temp_dir().join(format!("selfheal-replay-{}.json", uuid::Uuid::new_v4().simple()));
     std::fs::write(&payload, r#"{"event":{"id":"01REPLAY","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-28T10:00:00Z","agent":null,"client":null,"data":{}}}"#).unwrap();
     let file = secret_file("whsec-replay\n");

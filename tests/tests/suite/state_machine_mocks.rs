@@ -4,9 +4,9 @@
 use selfheal::engine::{MockRunReport, run_mock_case};
 use serde_json::{Value, json};
 
-const DEFINITION: &str = include_str!("../../statemachine/incident.asl.json");
-const MOCKS: &str = include_str!("../../statemachine/test/MockConfigFile.json");
-const INPUT: &str = include_str!("../../statemachine/test/input.json");
+const DEFINITION: &str = include_str!("../../../statemachine/incident.asl.json");
+const MOCKS: &str = include_str!("../../../statemachine/test/MockConfigFile.json");
+const INPUT: &str = include_str!("../../../statemachine/test/input.json");
 
 async fn run(case: &str) -> MockRunReport {
     run_mock_case(DEFINITION, MOCKS, "incident", case, INPUT, None).await.unwrap_or_else(|e| panic!("{case}: {e}"))

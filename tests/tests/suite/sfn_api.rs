@@ -60,7 +60,7 @@ async fn serve(authorizer: Arc<dyn Authorizer>) -> Server {
     let callbacks = Arc::new(Callbacks::default());
     engine.set_dispatcher(callbacks.clone());
     let api = SfnApi::new(engine, authorizer);
-    let (url, _handle) = selfheal_cli::server::spawn(api.router(), 0).await.unwrap();
+    let (url, _handle) = selfheal_testkit::spawn(api.router(), 0).await.unwrap();
     Server { url, callbacks }
 }
 

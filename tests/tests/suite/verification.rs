@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use selfheal::adapters::lightpanda::LightpandaBrowser;
 use selfheal::ports::{Browser, CheckSpec, JourneyStep};
 use selfheal::stages::action::run_checks;
-use selfheal_cli::demo_service::{DemoService, Mode};
+use selfheal_testkit::demo_service::{DemoService, Mode};
 
 fn lightpanda() -> String {
     std::env::var("SELFHEAL_LIGHTPANDA_WS")
@@ -16,7 +16,7 @@ fn lightpanda() -> String {
 
 async fn service(mode: Mode) -> (Arc<DemoService>, String) {
     let s = DemoService::new(mode);
-    let (base, _task) = selfheal_cli::server::spawn(s.router(), 0).await.unwrap();
+    let (base, _task) = selfheal_testkit::spawn(s.router(), 0).await.unwrap();
     (s, base)
 }
 

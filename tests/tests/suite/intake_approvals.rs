@@ -16,7 +16,7 @@ use selfheal::ports::*;
 use selfheal::signature::{sign_pagerduty, sign_slack};
 use selfheal::stages::http::HttpRequest;
 use selfheal::stages::{self, Deps, Function, approvals, intake};
-use selfheal_cli::sim::{Knobs, Sim, SimCredentials};
+use selfheal_testkit::sim::{Knobs, Sim, SimCredentials};
 
 #[derive(Default)]
 struct Recorder {
@@ -77,7 +77,7 @@ async fn env(store: Arc<dyn IncidentStore>) -> Env {
 async fn env_with(store: Arc<dyn IncidentStore>, change: impl FnOnce(&mut Secrets)) -> Env {
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), Knobs::default());
-    let (sim_base, server) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (sim_base, server) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     *sim.base.lock().unwrap() = sim_base.clone();
     let mut settings = Settings::from_sources(None, |_| None).unwrap();
     settings.pagerduty.api_base = format!("{sim_base}/pagerduty");
@@ -320,7 +320,7 @@ async fn investigator_hand_off_both_orders_and_trimmed_notes() {
         // A trimmed note is handed off as it came, without a call to PagerDuty (intake answers
         // within PagerDuty's 5 s whatever its REST API does); ParseHypothesis reads it in full.
         incident(&e.deps, "PH4").await;
-        e.sim.pd.lock().unwrap().notes.entry("PH4".into()).or_default().push(selfheal_cli::sim::PdNote {
+        e.sim.pd.lock().unwrap().notes.entry("PH4".into()).or_default().push(selfheal_testkit::sim::PdNote {
             id: "N5".into(),
             user_id: INVESTIGATOR.into(),
             content: NOTE.into(),
@@ -581,7 +581,7 @@ async fn a_thousand_deliveries_half_duplicates_at_32_way() {
         deliveries.shuffle(&mut rand::rng());
         // Through the local server (the API Gateway stand-in), over HTTP on loopback.
         let (engine_base, _engine) =
-            selfheal_cli::server::spawn(selfheal_cli::server::router(e.deps.clone()), 0).await.unwrap();
+            selfheal_testkit::spawn(selfheal_cli::server::router(e.deps.clone()), 0).await.unwrap();
         *e.sim.engine_base.lock().unwrap() = engine_base;
         let queue = Arc::new(tokio::sync::Mutex::new(deliveries));
         let workers: Vec<_> = (0..32)

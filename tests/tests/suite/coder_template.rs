@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use selfheal::adapters::coder::{CoderApi, TemplateRef, rich_parameters};
 use selfheal::domain::IncidentId;
 use selfheal::ports::{WorkspaceProgress, WorkspaceRequest, Workspaces};
-use selfheal_cli::sim::{Knobs, Sim, SimCredentials, TEMPLATE_ENV, TEMPLATE_RUNNER};
+use selfheal_testkit::sim::{Knobs, Sim, SimCredentials, TEMPLATE_ENV, TEMPLATE_RUNNER};
 use serde_json::{Value, json};
 
 fn infra() -> PathBuf {
@@ -215,7 +215,7 @@ async fn settle(coder: &CoderApi, handle: &selfheal::ports::WorkspaceHandle) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_values_through_the_coder_simulator_run_nothing_but_the_script() {
     let sim = Sim::new(SimCredentials::default(), Knobs::default());
-    let (base, _task) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (base, _task) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     let coder = CoderApi::new(
         &format!("{base}/coder"),
         SecretString::from(sim.creds.coder_token.clone()),

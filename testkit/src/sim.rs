@@ -1,4 +1,4 @@
-//! Simulators of the SaaS APIs selfheal talks to, following `shared/contracts.md`: PagerDuty
+//! Simulators of the SaaS APIs selfheal talks to, following `testkit/CONTRACTS.md`: PagerDuty
 //! (REST + signed v3 webhooks), Cleric (notes), Slack (Web API, response_url, signed clicks,
 //! the two-step file upload), Senso (search + asynchronous ingestion), Anthropic (Messages API
 //! with a forced tool call; optionally a model that obeys whatever its input tells it) and Coder
@@ -1147,7 +1147,7 @@ fn build_json(w: &Workspace, provisioners: u64) -> Value {
 pub const TEMPLATE_RUNNER: &str = include_str!("../../infra/coder/fix.sh");
 
 /// The template's `coder_agent.runner.env`: each environment variable and the parameter it is
-/// set from (`tests/tests/coder_template.rs` holds this table to `main.tf`).
+/// set from (`tests/tests/suite/coder_template.rs` holds this table to `main.tf`).
 pub const TEMPLATE_ENV: &[(&str, &str)] = &[
     ("SELFHEAL_INCIDENT", "incident_id"),
     ("SELFHEAL_SERVICE", "service"),

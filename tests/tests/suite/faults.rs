@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use selfheal::domain::IncidentId;
 use selfheal_cli::demo::{HarnessOptions, Scenario, harness_with};
-use selfheal_cli::sim::Knobs;
+use selfheal_testkit::sim::Knobs;
 
 async fn run(id: &str, options: HarnessOptions) -> (serde_json::Value, selfheal_cli::demo::Harness) {
     let mut out = Vec::new();

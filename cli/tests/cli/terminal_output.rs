@@ -73,7 +73,7 @@ async fn status_and_services_show_escape_outside_text() {
 async fn replay_webhook_escapes_the_endpoints_answer() {
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(|| async { (axum::http::StatusCode::BAD_GATEWAY, HOSTILE.to_string()) }));
-    let (base, _server) = selfheal_cli::server::spawn(app, 0).await.unwrap();
+    let (base, _server) = selfheal_testkit::spawn(app, 0).await.unwrap();
     let dir = std::env::temp_dir().join(format!("selfheal-term-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let (payload, secret) = (dir.join("ping.json"), dir.join("secret"));

@@ -25,7 +25,7 @@ use selfheal::stages::http::HttpRequest;
 use selfheal::stages::{self, Deps, Function, intake};
 use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::build_deps;
-use selfheal_cli::sim::{Knobs, Sim, SimCredentials};
+use selfheal_testkit::sim::{Knobs, Sim, SimCredentials};
 
 #[derive(Default)]
 struct Recorder {
@@ -96,10 +96,10 @@ script = "pg_ctl promote -D /var/lib/postgresql/data"
 +++
 Promote only when the primary is gone.
 "#;
-const PG: &str = include_str!("../../infra/runbooks/postgres-blocking-query.md");
+const PG: &str = include_str!("../../../infra/runbooks/postgres-blocking-query.md");
 const RUNBOOKS: &[&str] = &[
-    include_str!("../../infra/runbooks/demo-service-fault.md"),
-    include_str!("../../infra/runbooks/pod-oom-after-deploy.md"),
+    include_str!("../../../infra/runbooks/demo-service-fault.md"),
+    include_str!("../../../infra/runbooks/pod-oom-after-deploy.md"),
     PG,
     RUNBOOK_HIGH,
 ];
@@ -146,7 +146,7 @@ async fn push(store: &dyn IncidentStore, text: &str) {
 async fn world_with(knobs: Knobs) -> World {
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), knobs);
-    let (base, _task) = selfheal_cli::server::spawn(sim.router(), 0).await.unwrap();
+    let (base, _task) = selfheal_testkit::spawn(sim.router(), 0).await.unwrap();
     *sim.base.lock().unwrap() = base.clone();
     let mut settings = Settings::from_sources(None, |_| None).unwrap();
     settings.pagerduty.api_base = format!("{base}/pagerduty");

@@ -1,0 +1,26 @@
+//! One test binary for the black-box tests that share no process-wide state (one link instead
+//! of one per file). The four files beside this folder stay binaries of their own: they set a
+//! panic hook, the process environment or capture every log line, which would see the others.
+//! `../deployed/` holds the tests that start a whole emulated stack.
+
+mod adapters;
+mod adversarial;
+mod coder_template;
+mod durability;
+mod edge_limits;
+mod engine_callbacks;
+mod execution_gate;
+mod faults;
+mod intake_approvals;
+mod lambda_events;
+mod metrics_emf;
+mod notes;
+mod properties;
+mod scenarios;
+mod sfn_api;
+mod state_machine_mocks;
+mod step_functions_adapter;
+mod store_contract;
+mod template_ops;
+mod unobserved_baseline;
+mod verification;
