@@ -18,7 +18,8 @@ use selfheal::signature::{
 };
 use selfheal::stages::Deps;
 use selfheal::stages::http::HttpRequest;
-use selfheal::store::{MemoryTable, TableStore};
+use selfheal::adapters::memory::MemoryTable;
+use selfheal::store::TableStore;
 use selfheal::wiring::{Unconfigured, build_deps};
 
 pub const WEBHOOK_SECRET: &str = "whsec-fuzz";

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use selfheal::adapters::sqlite::SqliteTable;
 use selfheal::engine::{Engine, StateMachine, mock::MockConfig};
 use selfheal::ports::VirtualClock;
-use selfheal::store::{DocTable, MemoryTable};
+use selfheal::{adapters::memory::MemoryTable, store::DocTable};
 
 const DEFINITION: &str = include_str!("../../statemachine/incident.asl.json");
 const MOCKS: &str = include_str!("../../statemachine/test/MockConfigFile.json");

@@ -16,8 +16,8 @@ use selfheal::config::{Secrets, Settings};
 use selfheal::ports::SystemClock;
 use selfheal::signature::sign_pagerduty;
 use selfheal::stages::http::HttpRequest;
-use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
+use selfheal::{adapters::memory::MemoryTable, store::TableStore};
 
 fn intake(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -568,7 +568,8 @@ mod tests {
 
     #[tokio::test]
     async fn strict_wiring_refuses_and_lenient_wiring_degrades() {
-        let store: Arc<dyn IncidentStore> = Arc::new(crate::store::TableStore::new(crate::store::MemoryTable::new()));
+        let store: Arc<dyn IncidentStore> =
+            Arc::new(crate::store::TableStore::new(crate::adapters::memory::MemoryTable::new()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::real());
         let orchestrator: Arc<dyn Orchestrator> = Arc::new(Unconfigured("orchestrator"));
         let mut s = secrets();

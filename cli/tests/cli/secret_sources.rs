@@ -90,7 +90,7 @@ async fn replay_webhook_signs_with_a_secret_from_the_environment_or_a_file() {
     let deps = selfheal::wiring::build_deps(
         selfheal::config::Settings::from_sources(None, |_| None).unwrap(),
         secrets,
-        Arc::new(selfheal::store::TableStore::new(selfheal::store::MemoryTable::new())),
+        Arc::new(selfheal::store::TableStore::new(selfheal::adapters::memory::MemoryTable::new())),
         Arc::new(selfheal::wiring::Unconfigured("orchestrator")),
         Arc::new(selfheal::ports::SystemClock::real()),
     );

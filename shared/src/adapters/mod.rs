@@ -7,6 +7,7 @@ pub mod dynamodb;
 pub mod embedded_browser;
 #[cfg(feature = "browser")]
 pub mod lightpanda;
+pub mod memory;
 pub mod pagerduty;
 pub mod senso;
 #[cfg(feature = "orchestrator")]

@@ -483,9 +483,10 @@ pub async fn destroy_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, St
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::adapters::memory::MemoryTable;
     use crate::config::{Secrets, Settings};
     use crate::ports::{Browser, IncidentStore, SystemClock};
-    use crate::store::{MemoryTable, TableStore};
+    use crate::store::TableStore;
     use crate::wiring::{Unconfigured, build_deps};
     use std::sync::{Arc, Mutex};
 

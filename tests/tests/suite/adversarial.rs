@@ -24,8 +24,8 @@ use selfheal::error::ClientError;
 use selfheal::ports::*;
 use selfheal::runbooks::{self, ParamContext};
 use selfheal::stages::{self, Deps, Function, messages};
-use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
+use selfheal::{adapters::memory::MemoryTable, store::TableStore};
 use selfheal_testkit::sim::{Knobs, PlannerMode, Sim, SimCredentials};
 
 /// Records what would have run instead of running it.

@@ -17,8 +17,8 @@ use selfheal::signature::{MAX_SIGNATURE_ENTRIES, sign_pagerduty};
 use selfheal::stages::Deps;
 use selfheal::stages::http::HttpRequest;
 use selfheal::stages::intake::{MAX_BODY, handle_webhook};
-use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
+use selfheal::{adapters::memory::MemoryTable, store::TableStore};
 
 const CURRENT: &str = "whsec-edge-current";
 const PREVIOUS: &str = "whsec-edge-previous";

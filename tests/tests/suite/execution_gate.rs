@@ -23,8 +23,8 @@ use selfheal::ports::*;
 use selfheal::signature::sign_pagerduty;
 use selfheal::stages::http::HttpRequest;
 use selfheal::stages::{self, Deps, Function, intake};
-use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::build_deps;
+use selfheal::{adapters::memory::MemoryTable, store::TableStore};
 use selfheal_testkit::sim::{Knobs, Sim, SimCredentials};
 
 #[derive(Default)]

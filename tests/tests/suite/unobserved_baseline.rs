@@ -10,8 +10,8 @@ use selfheal::config::{Secrets, Settings};
 use selfheal::domain::*;
 use selfheal::ports::{Browser, CheckSpec, IncidentStore, SystemClock};
 use selfheal::stages::{self, Function};
-use selfheal::store::{MemoryTable, TableStore};
 use selfheal::wiring::{Unconfigured, build_deps};
+use selfheal::{adapters::memory::MemoryTable, store::TableStore};
 use selfheal_testkit::demo_service::{DemoService, Mode};
 use serde_json::json;
 
