@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use selfheal::adapters::memory::MemoryTable;
 use selfheal::config::{Secrets, Settings};
 use selfheal::engine::path::{RefPath, evaluate_expression, merge_result, render_template};
 use selfheal::ports::SystemClock;
@@ -18,7 +19,6 @@ use selfheal::signature::{
 };
 use selfheal::stages::Deps;
 use selfheal::stages::http::HttpRequest;
-use selfheal::adapters::memory::MemoryTable;
 use selfheal::store::TableStore;
 use selfheal::wiring::{Unconfigured, build_deps};
 

@@ -282,7 +282,8 @@ async fn create_stack(senso_key: &str) -> (String, String) {
         }
     });
     let cfn = aws_sdk_cloudformation::Client::new(&sdk);
-    cfn.create_stack()
+    let created = cfn
+        .create_stack()
         .stack_name(&stack)
         .template_body(template.to_string())
         .parameters(
@@ -292,8 +293,13 @@ async fn create_stack(senso_key: &str) -> (String, String) {
                 .build(),
         )
         .send()
-        .await
-        .expect("create stack");
+        .await;
+    // The SDK retries a CreateStack whose answer was slow; the name is ours alone, so "already
+    // exists" means the first attempt got through.
+    if let Err(e) = created {
+        let already = e.as_service_error().is_some_and(|s| s.meta().code() == Some("AlreadyExistsException"));
+        assert!(already, "create stack: {e:?}");
+    }
     // moto creates stacks synchronously, but wait on the status as one would on AWS.
     for _ in 0..100 {
         let out = cfn.describe_stacks().stack_name(&stack).send().await.expect("describe stack");

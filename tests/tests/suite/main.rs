@@ -16,6 +16,7 @@ mod lambda_events;
 mod metrics_emf;
 mod notes;
 mod properties;
+mod report;
 mod scenarios;
 mod sfn_api;
 mod state_machine_mocks;
