@@ -151,6 +151,10 @@ async fn incident_figures(
     let mut by_route = std::collections::BTreeMap::<String, u64>::new();
     let (mut ttr, mut approval_latency) = (Vec::new(), Vec::new());
     let (mut verification_failures, mut remediation_failures, mut total) = (0u64, 0u64, 0u64);
+    let mut escalated_by_reason = std::collections::BTreeMap::<String, u64>::new();
+    let mut ineffective_by_runbook = std::collections::BTreeMap::<String, u64>::new();
+    let mut approvals = std::collections::BTreeMap::<String, u64>::new();
+    let (mut auto_executed, mut budget_exhausted) = (0u64, 0u64);
     for id in ids {
         let Some(inc) = store.get_incident(id).await.map_err(|e| e.to_string())? else { continue };
         if since.is_some_and(|s| inc.created_at < s) {
@@ -163,6 +167,19 @@ async fn incident_figures(
         *by_outcome.entry(outcome).or_default() += 1;
         if let Some(d) = &inc.decision {
             *by_route.entry(d.route.as_str().to_string()).or_default() += 1;
+            budget_exhausted += u64::from(d.rule == "budget_exhausted");
+            auto_executed += u64::from(d.route == selfheal::domain::Route::Auto && inc.remediation.is_some());
+        }
+        if let Some(a) = &inc.approval {
+            let status = serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_string));
+            *approvals.entry(status.unwrap_or_default()).or_default() += 1;
+        }
+        if inc.effectiveness == Some(selfheal::domain::Effectiveness::Ineffective) {
+            let runbook = match inc.plan.as_ref().map(|p| &p.action) {
+                Some(selfheal::domain::PlannedAction::Catalog { runbook_id, .. }) => runbook_id.to_string(),
+                _ => "free-form script".to_string(),
+            };
+            *ineffective_by_runbook.entry(runbook).or_default() += 1;
         }
         if let (Some(Outcome::Resolved), Some(r)) = (inc.outcome, inc.resolved_at) {
             ttr.push((r - inc.created_at).num_milliseconds() as f64 / 1000.0);
@@ -174,6 +191,10 @@ async fn incident_figures(
             .count() as u64;
         remediation_failures += u64::from(inc.remediation.as_ref().is_some_and(|r| !r.succeeded));
         let trail = store.audit_trail(id).await.map_err(|e| e.to_string())?;
+        if let Some(e) = trail.iter().rev().find(|e| e.kind == "escalated") {
+            let code = e.detail["reason_code"].as_str().unwrap_or("unrecorded").to_string();
+            *escalated_by_reason.entry(code).or_default() += 1;
+        }
         let asked = trail.iter().find(|e| e.kind == "approval_requested").map(|e| e.at);
         let decided = trail.iter().find(|e| e.kind == "approval_decided").map(|e| e.at);
         if let (Some(a), Some(d)) = (asked, decided) {
@@ -188,6 +209,11 @@ async fn incident_figures(
         "approval_latency_seconds": {"median": median(approval_latency.clone()), "count": approval_latency.len()},
         "postflight_verification_failures": verification_failures,
         "remediation_failures": remediation_failures,
+        "auto_executed": auto_executed,
+        "approvals": approvals,
+        "escalated_by_reason": escalated_by_reason,
+        "ineffective_by_runbook": ineffective_by_runbook,
+        "budget_exhausted": budget_exhausted,
     });
     match figures {
         Value::Object(map) => Ok(map),

@@ -164,10 +164,43 @@ pub fn emf_record(
         "_aws".into(),
         json!({
             "Timestamp": at.timestamp_millis(),
-            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": [dims], "Metrics": definitions}]
+            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": dimension_sets(&dims), "Metrics": definitions}]
         }),
     );
     Value::Object(root)
+}
+
+/// Every metric selfheal publishes (namespace `selfheal`), with what it counts. The template's
+/// alarms may only watch these (`template_ops.rs` checks), and each is emitted by stage code.
+pub const METRICS: &[(&str, &str)] = &[
+    ("Decided", "a policy decision (dimension Route: auto, approval, escalate, shadow)"),
+    ("BudgetExhausted", "a confident plan sent to approval because the service's hourly budget was spent"),
+    ("Approved", "an approval granted in Slack"),
+    ("Rejected", "a plan rejected in Slack"),
+    ("ApprovalLatency", "seconds from the approval request to the decision"),
+    ("FixExecuted", "a fix that ran in a Coder workspace (dimension Route; Route=auto is auto-executed)"),
+    ("FixFailed", "a fix whose workspace run failed"),
+    ("Resolved", "an incident resolved by selfheal (dimension Route)"),
+    ("TimeToResolve", "seconds from the trigger to selfheal's resolution"),
+    ("Escalated", "a run handed to a person (dimension Reason: the state machine's reason code or error name)"),
+    ("EffectiveFix", "a fix that held through its stability window"),
+    ("IneffectiveFix", "a fix whose alert fired again or whose incident was reopened"),
+    ("SignatureRejected", "a PagerDuty webhook whose signature did not verify"),
+    ("WebhookSecretMissing", "a PagerDuty webhook answered 503 because no webhook secret is configured"),
+];
+
+/// Each metric is published per service with its extra dimensions, across services with them
+/// (`Route` or `Reason` alone), and with none: the stack-wide series the template's alarms watch
+/// (an empty dimension set is valid EMF and publishes the metric without dimensions).
+fn dimension_sets(dims: &[&str]) -> Vec<Vec<String>> {
+    let all: Vec<String> = dims.iter().map(|d| (*d).to_string()).collect();
+    let extras: Vec<String> = dims.iter().filter(|d| **d != "Service").map(|d| (*d).to_string()).collect();
+    let mut sets = vec![all];
+    if !extras.is_empty() {
+        sets.push(extras);
+    }
+    sets.push(Vec::new());
+    sets
 }
 
 static EMF_TO_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -238,7 +271,7 @@ mod tests {
             "INFO",
         );
         let directive = &r["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Dimensions"], serde_json::json!([["Service", "Route"]]));
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Service", "Route"], ["Route"], []]));
         assert_eq!(
             directive["Metrics"],
             serde_json::json!([{"Name": "Good", "Unit": "Seconds"}, {"Name": "Odd", "Unit": "None"}])

@@ -205,6 +205,18 @@ async fn status_and_stats_of_an_incident_on_a_table() {
         .append_audit(&id, &AuditEvent::new(chrono::Utc::now(), "intake", "incident_created", json!({})))
         .await
         .unwrap();
+    store
+        .append_audit(
+            &id,
+            &AuditEvent::new(
+                chrono::Utc::now(),
+                "pagerduty",
+                "escalated",
+                json!({"reason": "nobody approved in time", "reason_code": "approval_timeout"}),
+            ),
+        )
+        .await
+        .unwrap();
 
     let text = selfheal(&["status", id.as_str(), "--table", &table]).await;
     assert!(text.ok().contains("Checkout /health failing: 504"), "{}", text.stdout);
@@ -221,6 +233,7 @@ async fn status_and_stats_of_an_incident_on_a_table() {
     let stats: Value = serde_json::from_str(selfheal(&["stats", "--table", &table]).await.ok()).unwrap();
     assert_eq!(stats["incidents"], 1, "{stats}");
     assert_eq!(stats["by_outcome"]["escalated"], 1, "{stats}");
+    assert_eq!(stats["escalated_by_reason"]["approval_timeout"], 1, "{stats}");
     assert!(stats["executions"].is_null(), "no state machine known: {stats}");
     assert!(stats["executions_note"].as_str().is_some_and(|n| n.contains("left out")), "{stats}");
     let recent: Value = serde_json::from_str(selfheal(&["stats", "--table", &table, "--since", "1s"]).await.ok())

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{Deps, audit, cognition, load, update};
+use super::{Deps, audit, cognition, emit_metric, load, update};
 use crate::domain::*;
 use crate::error::StageError;
 use crate::ports::{Browser, CheckSpec, SourceStatus, WorkspaceHandle, WorkspaceProgress, WorkspaceRequest};
@@ -440,7 +440,7 @@ pub async fn collect_result(deps: &Deps, id: &IncidentId, payload: &Value) -> Re
         None => String::new(),
     };
     let lifecycle = if state == "pending" { "timed out waiting for the workspace".to_string() } else { detail.clone() };
-    update(deps, id, |i| {
+    let (incident, _) = update(deps, id, |i| {
         if let Some(r) = i.remediation.as_mut() {
             r.succeeded = succeeded;
             r.lifecycle_state = lifecycle.clone();
@@ -459,6 +459,13 @@ pub async fn collect_result(deps: &Deps, id: &IncidentId, payload: &Value) -> Re
         json!({"succeeded": succeeded, "state": state, "detail": detail, "log_bytes": logs.len()}),
     )
     .await?;
+    // A fix that ran, by route: `FixExecuted` with Route=auto is the auto-executed count.
+    let route = incident.decision.as_ref().map_or("unknown", |d| d.route.as_str());
+    let mut counts = vec![("FixExecuted", 1.0, "Count")];
+    if !succeeded {
+        counts.push(("FixFailed", 1.0, "Count"));
+    }
+    emit_metric(incident.service.name.as_str(), &counts, &[("Route", route)]);
     Ok(json!({"succeeded": succeeded}))
 }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{HttpRequest, HttpResponse};
-use super::{Deps, audit, audit_decision, cognition, load, messages, update};
+use super::{Deps, audit, audit_decision, cognition, emit_metric, load, messages, update};
 use crate::domain::*;
 use crate::error::{OrchestratorError, StageError};
 use crate::ports::{ChatMessage, Created, DecideOutcome, MessageRef};
@@ -368,6 +368,14 @@ async fn decide(
     .await?;
     let detail = json!({"approval_id": approval.id, "decision": approval.status, "plan_hash": approval.plan_hash});
     audit_decision(deps, &id, &format!("slack:{user}"), "approval_decided", detail.clone(), &detail).await?;
+    // Counted once: only the click that decided gets here (decide_approval is decide-once).
+    let outcome = if approval.status == ApprovalStatus::Approved { "Approved" } else { "Rejected" };
+    let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    emit_metric(
+        incident.service.name.as_str(),
+        &[(outcome, 1.0, "Count"), ("ApprovalLatency", waited, "Seconds")],
+        &[],
+    );
     match deps.orchestrator.send_task_success(&approval.task_token, &resume_output(&approval)).await {
         // The task timed out or was already answered: the run has moved on without us.
         Ok(()) | Err(OrchestratorError::TaskClosed) => {}

@@ -322,6 +322,20 @@ pub async fn record_rejection(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
 }
 
 /// Why the run ended up here, from the state the state machine passed along.
+/// Why a run escalated, as a short name from a closed set (the state machine's reason codes and
+/// the error names stages return): a metric dimension and a `selfheal stats` key, so never
+/// free text.
+pub fn escalation_code(state: &Value) -> String {
+    let raw = state
+        .pointer("/reason/code")
+        .and_then(Value::as_str)
+        .or_else(|| state.pointer("/error/Error").and_then(Value::as_str))
+        .unwrap_or("unknown");
+    let code: String =
+        raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')).take(64).collect();
+    if code.is_empty() { "unknown".into() } else { code }
+}
+
 fn escalation_reason(state: &Value) -> String {
     if let Some(m) = state.pointer("/reason/message").and_then(Value::as_str) {
         return m.to_string();
@@ -356,7 +370,7 @@ async fn escalate_without_store(
     if let (Err(a), Err(b)) = (&pd, &slack) {
         return Err(StageError::Transient(format!("could not escalate: PagerDuty: {a}; Slack: {b}")));
     }
-    emit_metric("unknown", &[("Escalated", 1.0, "Count")], &[]);
+    emit_metric("unknown", &[("Escalated", 1.0, "Count")], &[("Reason", "store_unavailable")]);
     Ok(json!({"outcome": "escalated", "recorded": false}))
 }
 
@@ -421,6 +435,7 @@ async fn retire_approval_message(deps: &Deps, id: &IncidentId, incident: &Incide
 pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let state = payload.get("state").cloned().unwrap_or(Value::Null);
     let reason = escalation_reason(&state);
+    let code = escalation_code(&state);
     let incident = match load(deps, id).await {
         Ok(incident) => incident,
         // The store is down (after the SDK's own retries): the humans hear it anyway, from what
@@ -509,9 +524,9 @@ pub async fn escalate(deps: &Deps, id: &IncidentId, payload: &Value) -> Result<V
         id,
         "pagerduty",
         "escalated",
-        json!({"reason": reason, "pagerduty_note": pd.is_ok(), "slack": slack.is_ok()}),
+        json!({"reason": reason, "reason_code": code, "pagerduty_note": pd.is_ok(), "slack": slack.is_ok()}),
     )
     .await?;
-    emit_metric(incident.service.name.as_str(), &[("Escalated", 1.0, "Count")], &[]);
+    emit_metric(incident.service.name.as_str(), &[("Escalated", 1.0, "Count")], &[("Reason", &code)]);
     Ok(json!({"outcome": "escalated"}))
 }

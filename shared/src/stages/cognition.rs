@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Deps, audit, audit_decision, load, update};
+use super::{Deps, audit, audit_decision, emit_metric, load, update};
 use crate::domain::*;
 use crate::error::StageError;
 use crate::policy::{self, PlanKind, PolicyInputs};
@@ -401,6 +401,12 @@ pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
         &inputs_value,
     )
     .await?;
+    let mut counts = vec![("Decided", 1.0, "Count")];
+    // The hourly budget stopped an auto-execution: a sign the service keeps failing.
+    if decision.rule == "budget_exhausted" {
+        counts.push(("BudgetExhausted", 1.0, "Count"));
+    }
+    emit_metric(incident.service.name.as_str(), &counts, &[("Route", decision.route.as_str())]);
     Ok(json!({"route": decision.route.as_str(), "rule": decision.rule}))
 }
 

@@ -55,6 +55,7 @@ fn not_configured() -> HttpResponse {
         missing_secret_key = "pagerduty_webhook_secrets",
         "no PagerDuty webhook secret is configured: put the subscription's secret in the PagerDuty secret; deliveries are answered 503 so PagerDuty retries them"
     );
+    super::emit_metric("intake", &[("WebhookSecretMissing", 1.0, "Count")], &[]);
     HttpResponse::message(
         503,
         "selfheal cannot verify webhooks yet: pagerduty_webhook_secrets is not configured; retry later",
@@ -78,6 +79,8 @@ pub async fn handle_webhook(deps: &Deps, req: &HttpRequest) -> HttpResponse {
         Err(signature::SignatureError::NoSecret) => return not_configured(),
         Err(e) => {
             tracing::warn!(reason = %e, "webhook signature refused");
+            // Alarmed on: a rotated or wrong secret must page someone, not go quiet.
+            super::emit_metric("intake", &[("SignatureRejected", 1.0, "Count")], &[]);
             return HttpResponse::message(401, &format!("invalid signature: {e}"));
         }
     }

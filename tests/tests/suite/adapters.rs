@@ -287,6 +287,10 @@ async fn stats_reflect_resolved_incidents() {
     assert_eq!(stats["incidents"], 1);
     assert_eq!(stats["by_outcome"]["resolved"], 1);
     assert_eq!(stats["by_route"]["auto"], 1);
+    assert_eq!(stats["auto_executed"], 1, "{stats}");
+    assert_eq!(stats["remediation_failures"], 0, "{stats}");
+    assert_eq!(stats["budget_exhausted"], 0, "{stats}");
+    assert_eq!(stats["escalated_by_reason"], json!({}), "{stats}");
     assert!(stats["time_to_resolve_seconds"]["median"].as_f64().unwrap() > 0.0);
     let later = selfheal_cli::stats::collect(
         &h.stack.engine,

@@ -69,7 +69,10 @@ fn metric_records_are_delivered_at_every_log_level_and_stay_valid_emf() {
         assert!(lambda_delivers(&line, configured), "dropped at {configured}: {line}");
         assert_valid_emf(&record);
         assert_eq!(record["Resolved"], 1.0);
-        assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["Service", "Route"]]));
+        assert_eq!(
+            record["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Service", "Route"], ["Route"], []])
+        );
 
         // The test can tell: the same record without `level`, or without a usable `timestamp`,
         // is lost once the level is above INFO.

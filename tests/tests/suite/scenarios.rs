@@ -108,6 +108,10 @@ async fn low_confidence_escalates_with_what_we_know() {
         run.sim.slack_messages().into_iter().find(|m| m.text.contains("escalated")).expect("escalation in Slack");
     assert!(escalation.blocks.to_string().contains("Hypothesis"));
     assert!(calls(&run, "pagerduty", "POST", "/notes") >= 1, "escalation note on PagerDuty");
+    // The reason is recorded as a code from the state machine, which stats and the Escalated
+    // metric's Reason dimension use.
+    let escalated = run.trail.iter().rev().find(|e| e.kind == "escalated").expect("escalated");
+    assert_eq!(escalated.detail["reason_code"], "policy", "{}", escalated.detail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

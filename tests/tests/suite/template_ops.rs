@@ -645,3 +645,45 @@ fn every_lambda_task_retries_unhandled_function_errors() {
     }
     assert!(missing.is_empty(), "tasks that do not retry Lambda.Unknown: {missing:?}");
 }
+
+/// Every alarm on selfheal's own metrics watches a metric the code publishes, and every metric
+/// in `telemetry::METRICS` is emitted by library code (a renamed metric would silence an alarm).
+#[test]
+fn alarms_watch_metrics_the_code_publishes() {
+    let Some(t) = expanded() else { return };
+    let known: Vec<&str> = selfheal::telemetry::METRICS.iter().map(|(m, _)| *m).collect();
+    let mut watched = Vec::new();
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let p = &r["Properties"];
+        let mut metrics: Vec<(&Value, &Value)> = vec![(&p["Namespace"], &p["MetricName"])];
+        for m in p["Metrics"].as_array().into_iter().flatten() {
+            let metric = &m["MetricStat"]["Metric"];
+            metrics.push((&metric["Namespace"], &metric["MetricName"]));
+        }
+        for (ns, name) in metrics {
+            if ns == "selfheal" {
+                let name = name.as_str().unwrap();
+                assert!(known.contains(&name), "{id} watches {name}, which selfheal does not publish");
+                watched.push(name.to_string());
+            }
+        }
+    }
+    for required in ["Escalated", "SignatureRejected", "WebhookSecretMissing", "FixFailed", "BudgetExhausted"] {
+        assert!(watched.iter().any(|w| w == required), "no alarm watches {required}");
+    }
+    let mut source = String::new();
+    for dir in ["shared/src/stages", "shared/src"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("telemetry.rs") {
+                source.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    for m in known {
+        assert!(source.contains(&format!("\"{m}\"")), "{m} is listed in telemetry::METRICS but never emitted");
+    }
+}
