@@ -258,7 +258,7 @@ pub async fn acknowledge_interaction(deps: &Deps, req: &HttpRequest) -> Acknowle
     let answer = |status: &str| HttpResponse::json(200, json!({ "status": status }));
     match decide(deps, &approval_id, decision, &interaction.user.id).await {
         Ok(Decided::Now { incident, approval }) => {
-            let at = deps.clock.now().format("%Y-%m-%d %H:%M:%S UTC").to_string();
+            let at = deps.clock.now();
             let follow_up = url.map(|u| {
                 FollowUp::replace(u, messages::approval_decided(&incident, approval.status, &interaction.user.id, &at))
             });

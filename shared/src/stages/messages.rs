@@ -280,7 +280,15 @@ pub fn approval_request(i: &Incident, approval: &ApprovalId, shown: &ScriptShown
         "block_id": format!("approval-{approval}"),
         "elements": [
             {"type": "button", "action_id": "approve", "style": "primary", "value": approval.as_str(),
-             "text": {"type": "plain_text", "text": "Approve"}},
+             "text": {"type": "plain_text", "text": "Approve"},
+             // Approving changes production: Slack asks once more before sending the click.
+             "confirm": {
+                 "title": {"type": "plain_text", "text": "Run this fix?"},
+                 "text": {"type": "mrkdwn", "text": confirm_text(i)},
+                 "confirm": {"type": "plain_text", "text": "Approve and run"},
+                 "deny": {"type": "plain_text", "text": "Cancel"},
+                 "style": "primary"
+             }},
             {"type": "button", "action_id": "reject", "style": "danger", "value": approval.as_str(),
              "text": {"type": "plain_text", "text": "Reject"}}
         ]
@@ -316,7 +324,36 @@ pub async fn approval_message(deps: &Deps, i: &Incident, approval: &ApprovalId) 
 }
 
 /// The approval message after a decision (buttons removed).
-pub fn approval_decided(i: &Incident, status: ApprovalStatus, by: &str, at: &str) -> ChatMessage {
+/// The confirm dialog's text (Slack allows 300 characters): what will run, where.
+fn confirm_text(i: &Incident) -> String {
+    let what = match i.plan.as_ref().map(|p| &p.action) {
+        Some(PlannedAction::Catalog { runbook_id, action, .. }) => {
+            format!("`{}` from runbook `{}`", literal(action.as_str(), 60), literal(runbook_id.as_str(), 60))
+        }
+        _ => "the script shown above".to_string(),
+    };
+    clip(
+        &format!(
+            "This runs {what} against *{}* in a Coder workspace, for incident {}.",
+            escape(&clip(&flat(i.service.name.as_str()), 60)),
+            i.id
+        ),
+        300,
+    )
+}
+
+/// A time as Slack shows it to each reader in their own time zone (`<!date^…>`), with the UTC
+/// text as the fallback for clients that cannot.
+pub fn slack_date(at: &chrono::DateTime<chrono::Utc>) -> String {
+    format!("<!date^{}^{{date_short_pretty}} at {{time_secs}}|{}>", at.timestamp(), at.format("%Y-%m-%d %H:%M:%S UTC"))
+}
+
+pub fn approval_decided(
+    i: &Incident,
+    status: ApprovalStatus,
+    by: &str,
+    at: &chrono::DateTime<chrono::Utc>,
+) -> ChatMessage {
     let verb = match status {
         ApprovalStatus::Approved => "Approved",
         ApprovalStatus::Rejected => "Rejected",
@@ -325,14 +362,16 @@ pub fn approval_decided(i: &Incident, status: ApprovalStatus, by: &str, at: &str
     };
     // A Slack user id becomes a mention; anything else is shown as text.
     let who = if UserId::parse(by).is_ok() { format!("<@{by}>") } else { literal(by, 64) };
-    let line = format!("{verb} by {who} at {}", escape(at));
+    let line = format!("{verb} by {who} at {}", slack_date(at));
     let blocks = vec![
         section(incident_line(i)),
         section(hypothesis_line(i)),
         section(decision_line(i)),
         section(format!("*{line}*")),
     ];
-    ChatMessage { text: format!("{line}: {}", escape(&clip(&flat(&i.title), 200))), blocks: Value::Array(blocks) }
+    // The notification text is plain: no date token there, the UTC time instead.
+    let plain_line = format!("{verb} by {who} at {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
+    ChatMessage { text: format!("{plain_line}: {}", escape(&clip(&flat(&i.title), 200))), blocks: Value::Array(blocks) }
 }
 
 /// A message that is just text (replies, degraded notices), escaped: it may quote outside text.
@@ -529,13 +568,36 @@ mod tests {
     }
 
     #[test]
+    fn approve_asks_for_confirmation_and_times_are_localised() {
+        let i = incident();
+        let id = ApprovalId::parse("abcdefgh12345678").unwrap();
+        let m = approval_request(&i, &id, &ScriptShown::Inline);
+        let buttons = m.blocks.as_array().unwrap().iter().find(|b| b["type"] == "actions").unwrap();
+        let approve = &buttons["elements"][0];
+        assert_eq!(approve["action_id"], "approve");
+        let confirm = &approve["confirm"];
+        assert_eq!(confirm["confirm"]["text"], "Approve and run");
+        assert!(confirm["text"]["text"].as_str().unwrap().chars().count() <= 300);
+        assert!(confirm["text"]["text"].as_str().unwrap().contains(i.id.as_str()));
+        assert!(buttons["elements"][1]["confirm"].is_null(), "rejecting changes nothing: no dialog");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:05Z").unwrap().with_timezone(&chrono::Utc);
+        let decided = approval_decided(&i, ApprovalStatus::Approved, "UALICE", &at);
+        let shown = decided.blocks.to_string();
+        assert!(
+            shown.contains("<!date^1796119205^{date_short_pretty} at {time_secs}|2026-12-01 10:00:05 UTC>"),
+            "{shown}"
+        );
+        assert!(!decided.text.contains("<!date"), "notification text stays plain: {}", decided.text);
+    }
+
+    #[test]
     fn outside_text_cannot_mention_link_or_format() {
         let i = incident();
         let id = ApprovalId::parse("abcdefgh12345678").unwrap();
         for m in [
             approval_request(&i, &id, &ScriptShown::Inline),
             escalation(&i, HOSTILE),
-            approval_decided(&i, ApprovalStatus::Approved, "<!channel>", HOSTILE),
+            approval_decided(&i, ApprovalStatus::Approved, "<!channel>", &chrono::Utc::now()),
             shadow_report(&i, Some("echo hi")),
             plain(HOSTILE),
         ] {
@@ -543,10 +605,13 @@ mod tests {
                 assert!(!t.contains("<!channel>") && !t.contains("<!here>"), "a mention got through: {t}");
                 assert!(!t.contains("<https://evil"), "a link got through: {t}");
                 assert!(!t.contains("evil.example/incidents"), "a link from outside got through: {t}");
-                // Every `<` left is one of ours: a link to PagerDuty or a user mention.
+                // Every `<` left is one of ours: a link to PagerDuty, a user mention or a date.
                 for (pos, _) in t.match_indices('<') {
                     let rest = &t[pos..];
-                    assert!(rest.starts_with("<https://") || rest.starts_with("<@"), "stray `<` in {t}");
+                    assert!(
+                        rest.starts_with("<https://") || rest.starts_with("<@") || rest.starts_with("<!date^"),
+                        "stray `<` in {t}"
+                    );
                 }
             }
         }
