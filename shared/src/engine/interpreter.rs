@@ -19,6 +19,10 @@ use crate::store::DocTable;
 /// Step Functions' payload limit for state input/output and callback output.
 pub const MAX_PAYLOAD_BYTES: usize = 262_144;
 
+/// Standard workflows' quota of events in one execution history ("If the execution history
+/// reaches this quota, the execution will fail", Step Functions service quotas).
+pub const MAX_HISTORY_EVENTS: u32 = 25_000;
+
 /// A failed task: the error name ASL matches on, and a cause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskFailure {
@@ -119,7 +123,11 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     pub cause: Option<String>,
     cursor: Option<Cursor>,
-    /// States entered, in order.
+    /// States entered, in order. Not stored in the record: it grows with every transition, and
+    /// re-writing it on each one made the cost per transition grow with the execution's length.
+    /// [`Engine::describe`] and [`Engine::wait_for`] fill it from the history's
+    /// `*StateEntered` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<String>,
     pub transitions: u32,
     pub max_payload_bytes: usize,
@@ -351,13 +359,17 @@ impl Engine {
         let Some(stored) = self.table.get(&exec_pk(name), "META", now).await? else {
             return Ok(None);
         };
-        let rec: ExecutionRecord =
+        let mut rec: ExecutionRecord =
             serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(name.to_string(), e.to_string()))?;
+        // Records written before the path left the record still carry it; drop it so it is not
+        // re-written on every transition.
+        rec.path.clear();
         Ok(Some((rec, stored.rev)))
     }
 
     /// Persist; false when someone else (a stop) changed the record meanwhile.
     async fn save(&self, rec: &mut ExecutionRecord, rev: Option<u64>) -> Result<bool, EngineError> {
+        self.enforce_history_quota(rec);
         let events = std::mem::take(&mut rec.pending_events);
         let doc = serde_json::to_value(&*rec).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
         // History items are append-only and written with the record, so history and state
@@ -369,10 +381,30 @@ impl Engine {
             if rec.status != ExecutionStatus::Running {
                 self.index(&rec.name, false).await?;
                 self.forget_lock(&rec.name);
+                // Only `wait_for` listens, and it waits for the end: waking it on every
+                // transition cost a record read per transition.
+                self.changed.notify_waiters();
             }
-            self.changed.notify_waiters();
         }
         Ok(written)
+    }
+
+    /// An execution whose history would pass [`MAX_HISTORY_EVENTS`] fails instead: the step's
+    /// events past the quota are dropped and `ExecutionFailed` (`States.Runtime`; the quota page
+    /// names no error) becomes the last event, so the history never holds more than the quota.
+    fn enforce_history_quota(&self, rec: &mut ExecutionRecord) {
+        let last_is_terminal = !rec.is_open();
+        let over = rec.event_count > MAX_HISTORY_EVENTS || (rec.event_count == MAX_HISTORY_EVENTS && !last_is_terminal);
+        if !over {
+            return;
+        }
+        rec.pending_events.retain(|(id, _)| *id < MAX_HISTORY_EVENTS);
+        rec.event_count = MAX_HISTORY_EVENTS - 1;
+        self.fail_execution(
+            rec,
+            "States.Runtime",
+            &format!("the execution history reached the quota of {MAX_HISTORY_EVENTS} events"),
+        );
     }
 
     /// The execution's AWS-style event history, in order.
@@ -394,8 +426,22 @@ impl Engine {
         Ok(())
     }
 
+    /// The execution as it is now, with its `path` read from the history (one pass over it).
     pub async fn describe(&self, name: &str) -> Result<Option<ExecutionRecord>, EngineError> {
-        Ok(self.load(name).await?.map(|(r, _)| r))
+        let Some((mut rec, _)) = self.load(name).await? else { return Ok(None) };
+        rec.path = self.entered_states(name).await?;
+        Ok(Some(rec))
+    }
+
+    /// The states entered, in order: the `*StateEntered` events of the history.
+    async fn entered_states(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let rows = self.table.query(&exec_pk(name), "EVT#", "EVT#~", now).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, d)| d.doc["type"].as_str().is_some_and(|t| t.ends_with("StateEntered")))
+            .filter_map(|(_, d)| d.doc["state"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// The execution a task token was issued to (None: not a token of this engine), so the
@@ -501,12 +547,15 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
-            let rec = self
-                .describe(name)
+            // `load`, not `describe`: this wakes on every transition, and reading the path (the
+            // whole history) each time would make waiting quadratic in the execution's length.
+            let (mut rec, _) = self
+                .load(name)
                 .await?
                 .ok_or_else(|| EngineError::Corrupt(name.to_string(), "no such execution".into()))?;
             let now = tokio::time::Instant::now();
             if !rec.is_open() || now >= deadline {
+                rec.path = self.entered_states(name).await?;
                 return Ok(rec);
             }
             let nap = (deadline - now).min(std::time::Duration::from_millis(200));
@@ -811,7 +860,6 @@ impl Engine {
         let first_attempt = cursor.retry_counts.iter().all(|c| *c == 0);
         if first_attempt {
             rec.transitions += 1;
-            rec.path.push(state.name.clone());
             rec.push_event(
                 now,
                 &format!("{}StateEntered", state.type_name()),
