@@ -217,27 +217,59 @@ impl Engine {
         };
         match &state.kind {
             Kind::Pass { result, parameters, result_path } => {
+                // Each stage fails with the error the ASL names for it: Parameters
+                // (States.ParameterPathFailure, or States.IntrinsicFailure), ResultPath
+                // (States.ResultPathMatchFailure), OutputPath (States.Runtime).
                 let produced = match (result, parameters) {
                     (Some(r), _) => Ok(r.clone()),
-                    (None, Some(p)) => path::render_template(p, &input, &context),
+                    (None, Some(p)) => path::render_template(p, &input, &context).map_err(|e| {
+                        let name =
+                            if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+                        (name, e)
+                    }),
                     (None, None) => Ok(input.clone()),
                 };
                 let out = produced
-                    .and_then(|r| path::merge_result(result_path.as_ref(), &cursor.raw_input, r))
-                    .and_then(|o| exit(&mut rec, o));
+                    .and_then(|r| {
+                        path::merge_result(result_path.as_ref(), &cursor.raw_input, r)
+                            .map_err(|e| ("States.ResultPathMatchFailure", e))
+                    })
+                    .and_then(|o| exit(&mut rec, o).map_err(|e| ("States.Runtime", e)));
                 match out {
                     Ok(out) => self.transition(&mut rec, machine, state, out, now),
-                    Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
+                    Err((error, e)) => self.fail_execution(&mut rec, error, &format!("{}: {e}", state.name)),
                 }
             }
             Kind::Succeed => match exit(&mut rec, input) {
+                Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
+                    &mut rec,
+                    "States.DataLimitExceeded",
+                    &format!("the output of {} exceeds 262144 bytes", state.name),
+                ),
                 Ok(out) => self.finish(&mut rec, ExecutionStatus::Succeeded, Some(out), None, None),
                 Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
             },
-            Kind::Fail { error, cause } => {
-                let error = error.clone().unwrap_or_else(|| "States.Fail".into());
-                let cause = cause.clone().unwrap_or_default();
-                self.fail_execution(&mut rec, &error, &cause);
+            Kind::Fail { error, cause, error_path, cause_path } => {
+                // ErrorPath / CausePath read the state input; "When resolved, the reference path
+                // must select a field that contains a string value."
+                let dynamic = |literal: &Option<String>, expr: &Option<String>| -> Result<Option<String>, PathError> {
+                    match expr {
+                        None => Ok(literal.clone()),
+                        Some(e) => match path::evaluate_expression(e, &cursor.raw_input, &context)? {
+                            Value::String(s) => Ok(Some(s)),
+                            _ => Err(PathError(format!("{e} does not select a string"))),
+                        },
+                    }
+                };
+                match (dynamic(error, error_path), dynamic(cause, cause_path)) {
+                    (Ok(error), Ok(cause)) => {
+                        let error = error.unwrap_or_else(|| "States.Fail".into());
+                        self.fail_execution(&mut rec, &error, &cause.unwrap_or_default());
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name))
+                    }
+                }
             }
             Kind::Choice { choices, default } => {
                 let mut chosen = None;
@@ -256,6 +288,11 @@ impl Engine {
                 }
                 match chosen.or_else(|| default.clone()) {
                     Some(next) => match exit(&mut rec, input) {
+                        Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
+                            &mut rec,
+                            "States.DataLimitExceeded",
+                            &format!("the output of {} exceeds 262144 bytes", state.name),
+                        ),
                         Ok(out) => {
                             rec.cursor = Some(Cursor {
                                 state: next,

@@ -62,10 +62,21 @@ impl Engine {
         let parameters = match parameters {
             Ok(p) => p,
             Err(e) => {
-                let failure = TaskFailure::new("States.ParameterPathFailure", format!("{}: {e}", state.name));
+                let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+                let failure = TaskFailure::new(name, format!("{}: {e}", state.name));
                 return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
             }
         };
+        // "States.DataLimitExceeded: ... the input of a state is larger than the payload size
+        // quota, after Parameters processing." Terminal: no Retry or Catch applies.
+        if payload_size(&parameters) > MAX_PAYLOAD_BYTES {
+            self.fail_execution(
+                &mut rec,
+                "States.DataLimitExceeded",
+                &format!("the input of {} exceeds 262144 bytes after Parameters", state.name),
+            );
+            return self.commit(rec, rev).await;
+        }
         let invocation = rec.invocations.get(&state.name).copied().unwrap_or(0);
         rec.invocations.insert(state.name.clone(), invocation + 1);
         rec.push_event(
@@ -160,6 +171,16 @@ impl Engine {
         result: Value,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
+        // "States.DataLimitExceeded: ... the output of a connector is larger than the payload size
+        // quota." Checked before the result is written anywhere.
+        if payload_size(&result) > MAX_PAYLOAD_BYTES {
+            self.fail_execution(
+                &mut rec,
+                "States.DataLimitExceeded",
+                &format!("the result of {} exceeds 262144 bytes", state.name),
+            );
+            return self.commit(rec, rev).await;
+        }
         rec.push_event(now, "TaskSucceeded", Some(&state.name), json!({ "output": result }));
         let context = self.context(&rec, cursor, None);
         let selected = match &task.result_selector {
@@ -169,8 +190,8 @@ impl Engine {
         let selected = match selected {
             Ok(s) => s,
             Err(e) => {
-                let failure =
-                    TaskFailure::new("States.ParameterPathFailure", format!("{}: ResultSelector: {e}", state.name));
+                let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+                let failure = TaskFailure::new(name, format!("{}: ResultSelector: {e}", state.name));
                 return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
             }
         };
