@@ -1,5 +1,7 @@
 //! Cost per state transition of the local engine: the HappyAuto incident (mocked tasks, every
-//! transition persisted to SQLite) end to end. Run: `cargo bench -p selfheal --bench engine`.
+//! transition persisted to SQLite) end to end, and a Choice/Pass loop of 1k and 10k transitions
+//! (cost per transition must not grow with the execution's length).
+//! Run: `cargo bench -p selfheal --bench engine` (`-- loop` for the loop alone).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use selfheal::{adapters::memory::MemoryTable, store::DocTable};
 const DEFINITION: &str = include_str!("../../statemachine/incident.asl.json");
 const MOCKS: &str = include_str!("../../statemachine/test/MockConfigFile.json");
 const INPUT: &str = include_str!("../../statemachine/test/input.json");
+const LOOP: &str = include_str!("fixtures/loop.asl.json");
+const LOOP_MOCKS: &str = include_str!("fixtures/loop.mock.json");
 
 fn engine_on(table: Arc<dyn DocTable>, machine: &StateMachine, mocks: &MockConfig) -> Arc<Engine> {
     let engine = Engine::new(table, Arc::new(VirtualClock::starting_at(chrono::Utc::now())));
@@ -55,5 +59,52 @@ fn durable(c: &mut Criterion) {
     bench_incident(c, "happy_auto_incident/sqlite", || Arc::new(SqliteTable::in_memory().unwrap()));
 }
 
-criterion_group!(benches, interpreter, durable);
+/// The loop of `rounds` rounds (2 × rounds + 3 transitions) on a fresh table per iteration.
+fn bench_loop(c: &mut Criterion, store: &str, make_table: &dyn Fn() -> Arc<dyn DocTable>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let machine = StateMachine::parse(LOOP).unwrap();
+    let mocks = MockConfig::parse(LOOP_MOCKS).unwrap();
+    let mut group = c.benchmark_group("engine_loop");
+    group.sample_size(10);
+    for rounds in [500u64, 5000] {
+        let transitions = 2 * rounds + 3;
+        let input = format!("{{\"n\": {rounds}}}");
+        let fresh = || {
+            let engine = Engine::new(make_table(), Arc::new(VirtualClock::starting_at(chrono::Utc::now())));
+            engine.register("loop", machine.clone());
+            engine.set_dispatcher(Arc::new(mocks.dispatcher("loop", "Loop").unwrap()));
+            engine
+        };
+        let run = |engine: Arc<Engine>| {
+            rt.block_on(async {
+                engine.start("loop", "bench", &input).await.unwrap();
+                let rec = engine.wait_for("bench", std::time::Duration::from_secs(120)).await.unwrap();
+                assert_eq!(rec.transitions as u64, transitions, "{:?}", rec.cause);
+            })
+        };
+        group.throughput(Throughput::Elements(transitions));
+        group.bench_function(format!("{store}/{transitions}_transitions"), |b| {
+            b.iter_batched(fresh, run, BatchSize::PerIteration)
+        });
+    }
+    group.finish();
+}
+
+fn loop_memory(c: &mut Criterion) {
+    bench_loop(c, "memory", &|| Arc::new(MemoryTable::new()));
+}
+
+/// Durable as `selfheal run-state-machine --db` is: a SQLite file (WAL, synchronous=NORMAL).
+fn loop_sqlite_file(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("selfheal-bench-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let counter = std::sync::atomic::AtomicU32::new(0);
+    bench_loop(c, "sqlite_file", &|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(SqliteTable::open(dir.join(format!("{n}.sqlite"))).unwrap())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, interpreter, durable, loop_memory, loop_sqlite_file);
 criterion_main!(benches);

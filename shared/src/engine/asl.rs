@@ -68,11 +68,24 @@ pub enum WaitFor {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Task(TaskState),
-    Choice { choices: Vec<(ChoiceRule, String)>, default: Option<String> },
+    Choice {
+        choices: Vec<(ChoiceRule, String)>,
+        default: Option<String>,
+    },
     Wait(WaitFor),
-    Pass { result: Option<Value>, parameters: Option<Value>, result_path: Option<Value> },
+    Pass {
+        result: Option<Value>,
+        parameters: Option<Value>,
+        result_path: Option<Value>,
+    },
     Succeed,
-    Fail { error: Option<String>, cause: Option<String> },
+    /// `error_path` / `cause_path`: a reference path or an intrinsic function that yields a string.
+    Fail {
+        error: Option<String>,
+        cause: Option<String>,
+        error_path: Option<String>,
+        cause_path: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +193,12 @@ fn path_or_null(
         None => Ok(None),
         Some(Value::Null) => Ok(Some(Value::Null)),
         Some(Value::String(p)) => {
-            check_path(p, state)?;
+            // InputPath and OutputPath are Paths (JSONPath); ResultPath is a Reference Path.
+            if key == "ResultPath" {
+                check_path(p, state)?;
+            } else {
+                super::path::check_query_path(p).map_err(|e| err(format!("{state}: {key}: {e}")))?;
+            }
             Ok(Some(Value::String(p.clone())))
         }
         Some(_) => Err(err(format!("{state}: {key} must be a path or null"))),
@@ -239,7 +257,25 @@ fn parse_retry(v: Option<&Value>, state: &str) -> Result<Vec<Retrier>, Definitio
             full_jitter: jitter,
         });
     }
+    all_only_last(out.iter().map(|r| r.error_equals.as_slice()), "retrier", "Retry", state)?;
     Ok(out)
+}
+
+/// "It must appear alone in the ErrorEquals array and must appear in the last retrier in the
+/// Retry array" (the same for catchers).
+fn all_only_last<'a>(
+    lists: impl ExactSizeIterator<Item = &'a [String]>,
+    what: &str,
+    field: &str,
+    state: &str,
+) -> Result<(), DefinitionError> {
+    let n = lists.len();
+    for (i, list) in lists.enumerate() {
+        if i + 1 < n && list.iter().any(|e| e == "States.ALL") {
+            return Err(err(format!("{state}: States.ALL must appear in the last {what} of {field}")));
+        }
+    }
+    Ok(())
 }
 
 fn parse_catch(v: Option<&Value>, state: &str) -> Result<Vec<Catcher>, DefinitionError> {
@@ -255,6 +291,7 @@ fn parse_catch(v: Option<&Value>, state: &str) -> Result<Vec<Catcher>, Definitio
             next: get_str(o, "Next", state)?.ok_or_else(|| err(format!("{state}: Catch[{i}] needs Next")))?,
         });
     }
+    all_only_last(out.iter().map(|c| c.error_equals.as_slice()), "catcher", "Catch", state)?;
     Ok(out)
 }
 
@@ -578,8 +615,38 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
             Kind::Succeed
         }
         "Fail" => {
-            allowed_fields(o, name, &["Error", "Cause"])?;
-            Kind::Fail { error: get_str(o, "Error", name)?, cause: get_str(o, "Cause", name)? }
+            allowed_fields(o, name, &["Error", "Cause", "ErrorPath", "CausePath"])?;
+            let dynamic = |key: &str| -> Result<Option<String>, DefinitionError> {
+                let Some(p) = get_str(o, key, name)? else { return Ok(None) };
+                // "You can also specify CausePath using an intrinsic function that returns a
+                // string": States.Format, JsonToString, ArrayGetItem, Base64Encode/Decode, Hash, UUID.
+                const STRING_INTRINSICS: &[&str] = &[
+                    "States.Format(",
+                    "States.JsonToString(",
+                    "States.ArrayGetItem(",
+                    "States.Base64Encode(",
+                    "States.Base64Decode(",
+                    "States.Hash(",
+                    "States.UUID(",
+                ];
+                if p.starts_with("States.") {
+                    if !STRING_INTRINSICS.iter().any(|f| p.starts_with(f)) {
+                        return Err(err(format!("{name}: {key} allows only intrinsic functions that return a string")));
+                    }
+                } else {
+                    check_path(&p, name)?;
+                }
+                Ok(Some(p))
+            };
+            let (error, error_path) = (get_str(o, "Error", name)?, dynamic("ErrorPath")?);
+            let (cause, cause_path) = (get_str(o, "Cause", name)?, dynamic("CausePath")?);
+            if error.is_some() && error_path.is_some() {
+                return Err(err(format!("{name}: specify either Error or ErrorPath, not both")));
+            }
+            if cause.is_some() && cause_path.is_some() {
+                return Err(err(format!("{name}: specify either Cause or CausePath, not both")));
+            }
+            Kind::Fail { error, cause, error_path, cause_path }
         }
         other => {
             return Err(err(format!("{name}: state type {other} is not supported by the local engine")));

@@ -88,7 +88,10 @@ impl MockConfig {
         })?;
         let mut states = BTreeMap::new();
         for (state, response) in case {
-            states.insert(state.clone(), self.mocked_responses[response].clone());
+            let mocked = self.mocked_responses.get(response).ok_or_else(|| {
+                MockError::Invalid(format!("test case {test_case}: state {state} names unknown response {response}"))
+            })?;
+            states.insert(state.clone(), mocked.clone());
         }
         Ok(MockDispatcher { states })
     }

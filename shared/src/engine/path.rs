@@ -8,6 +8,16 @@ use serde_json::{Map, Value};
 #[error("{0}")]
 pub struct PathError(pub String);
 
+const INTRINSIC_FAILED: &str = "intrinsic function failed: ";
+
+impl PathError {
+    /// An intrinsic function failed (States.IntrinsicFailure), as opposed to a path that
+    /// selected nothing (States.ParameterPathFailure).
+    pub fn is_intrinsic(&self) -> bool {
+        self.0.starts_with(INTRINSIC_FAILED)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Key(String),
@@ -92,12 +102,85 @@ impl RefPath {
     }
 }
 
-/// Resolve a reference path string; a missing value is an error.
+/// Resolve a path: a reference path (one node; a missing value is an error) or, failing that, a
+/// JSONPath query (RFC 9535: wildcards, slices, filters, unions, `..`, negative indexes).
 pub fn read_path(text: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
-    let path = RefPath::parse(text)?;
-    path.read(input, context)
-        .cloned()
-        .ok_or_else(|| PathError(format!("the path {text:?} matched nothing in the input")))
+    match RefPath::parse(text) {
+        Ok(path) => path
+            .read(input, context)
+            .cloned()
+            .ok_or_else(|| PathError(format!("the path {text:?} matched nothing in the input"))),
+        Err(reference_error) => match QueryPath::parse(text) {
+            Ok(query) => query.read(input, context),
+            // Report the reference-path error when the text is not JSONPath either: it is
+            // the more specific of the two.
+            Err(_) => Err(reference_error),
+        },
+    }
+}
+
+/// A Path that is not a reference path. "If the JsonPath yields multiple values ... the
+/// interpreter gathers the texts into an array" (ASL spec, Input and Output Processing); a
+/// query that can only select one node (a negative index) yields that node.
+pub struct QueryPath {
+    text: String,
+    context: bool,
+    query: serde_json_path::JsonPath,
+    singular: bool,
+}
+
+impl QueryPath {
+    pub fn parse(text: &str) -> Result<Self, PathError> {
+        let (context, rest) = match text.strip_prefix("$$") {
+            Some(r) => (true, format!("${r}")),
+            None => (false, text.to_string()),
+        };
+        let query =
+            serde_json_path::JsonPath::parse(&rest).map_err(|e| PathError(format!("bad path {text:?}: {e}")))?;
+        Ok(Self { text: text.to_string(), context, query, singular: is_singular(&rest) })
+    }
+
+    pub fn read(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
+        let root = if self.context { context } else { input };
+        let nodes = self.query.query(root);
+        if self.singular {
+            return nodes
+                .at_most_one()
+                .ok()
+                .flatten()
+                .cloned()
+                .ok_or_else(|| PathError(format!("the path {:?} matched nothing in the input", self.text)));
+        }
+        Ok(Value::Array(nodes.all().into_iter().cloned().collect()))
+    }
+}
+
+/// RFC 9535's singular query: only name and index selectors, no wildcard, slice, filter, union
+/// or descendant segment. Checked on the text outside quoted names.
+fn is_singular(path: &str) -> bool {
+    let mut quote = None;
+    let mut prev = '\0';
+    for c in path.chars() {
+        match quote {
+            Some(q) if c == q && prev != '\\' => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if matches!(c, '*' | '?' | ':' | ',') => return false,
+            None if c == '.' && prev == '.' => return false,
+            None => {}
+        }
+        prev = c;
+    }
+    true
+}
+
+/// Check a Path field of a definition (InputPath, OutputPath, ItemsPath...): a reference path
+/// or a JSONPath query.
+pub fn check_query_path(text: &str) -> Result<(), PathError> {
+    match RefPath::parse(text) {
+        Ok(_) => Ok(()),
+        Err(reference_error) => QueryPath::parse(text).map(|_| ()).map_err(|_| reference_error),
+    }
 }
 
 /// Apply `InputPath` / `OutputPath`: absent means `$`, `null` means `{}`.
@@ -175,12 +258,14 @@ pub fn evaluate_expression(expr: &str, input: &Value, context: &Value) -> Result
     let expr = expr.trim();
     if expr.starts_with("States.") {
         let mut parser = Intrinsic { chars: expr.chars().collect(), pos: 0, input, context };
-        let v = parser.call()?;
-        parser.skip_ws();
-        if parser.pos != parser.chars.len() {
-            return Err(PathError(format!("trailing text after intrinsic function in {expr:?}")));
-        }
-        return Ok(v);
+        let evaluated = parser.call().and_then(|v| {
+            parser.skip_ws();
+            if parser.pos != parser.chars.len() {
+                return Err(PathError(format!("trailing text after intrinsic function in {expr:?}")));
+            }
+            Ok(v)
+        });
+        return evaluated.map_err(|e| PathError(format!("{INTRINSIC_FAILED}{e}")));
     }
     read_path(expr, input, context)
 }
@@ -244,7 +329,13 @@ impl Intrinsic<'_> {
                     match c {
                         '\\' => {
                             if let Some(&n) = self.chars.get(self.pos) {
-                                s.push(n);
+                                // An escaped brace is literal text for States.Format, not a
+                                // placeholder: keep it apart until the function has run.
+                                s.push(match n {
+                                    '{' => ESCAPED_OPEN,
+                                    '}' => ESCAPED_CLOSE,
+                                    other => other,
+                                });
                                 self.pos += 1;
                             }
                         }
@@ -282,7 +373,33 @@ impl Intrinsic<'_> {
     }
 }
 
-fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
+/// Stand-ins for `\\{` and `\\}` inside intrinsic string literals (private-use code points).
+const ESCAPED_OPEN: char = '\u{E000}';
+const ESCAPED_CLOSE: char = '\u{E001}';
+
+fn unescape_braces(s: &str) -> String {
+    s.replace(ESCAPED_OPEN, "{").replace(ESCAPED_CLOSE, "}")
+}
+
+/// Largest input of States.Base64Encode/Decode and States.Hash, and the largest array
+/// States.ArrayRange builds (the intrinsic functions page).
+const MAX_INTRINSIC_STRING: usize = 10_000;
+const MAX_ARRAY_RANGE: usize = 1_000;
+
+fn as_integer(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
+fn apply_intrinsic(name: &str, mut args: Vec<Value>) -> Result<Value, PathError> {
+    if name != "States.Format" {
+        for a in &mut args {
+            if let Value::String(s) = a
+                && s.contains([ESCAPED_OPEN, ESCAPED_CLOSE])
+            {
+                *s = unescape_braces(s);
+            }
+        }
+    }
     let bad = |m: &str| PathError(format!("{name}: {m}"));
     match name {
         "States.Format" => {
@@ -302,10 +419,13 @@ fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
                         }
                         other => out.push_str(&other.to_string()),
                     }
+                } else if c == '{' || c == '}' {
+                    return Err(bad("an unescaped brace that is not part of {}"));
                 } else {
                     out.push(c);
                 }
             }
+            let out = unescape_braces(&out);
             if rest.next().is_some() {
                 return Err(bad("more arguments than {}"));
             }
@@ -339,7 +459,159 @@ fn apply_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
             };
             Ok(Value::from(a.checked_add(b).ok_or_else(|| bad("overflow"))?))
         }
-        "States.UUID" => Ok(Value::String(uuid::Uuid::new_v4().to_string())),
+        "States.UUID" => {
+            if !args.is_empty() {
+                return Err(bad("takes no arguments"));
+            }
+            Ok(Value::String(uuid::Uuid::new_v4().to_string()))
+        }
+        "States.ArrayPartition" => {
+            let [Value::Array(a), size] = args.as_slice() else {
+                return Err(bad("takes an array and a chunk size"));
+            };
+            let size =
+                as_integer(size).filter(|n| *n > 0).ok_or_else(|| bad("chunk size must be a positive integer"))?;
+            let size = usize::try_from(size).map_err(|_| bad("chunk size too large"))?;
+            Ok(Value::Array(a.chunks(size).map(|c| Value::Array(c.to_vec())).collect()))
+        }
+        "States.ArrayContains" => {
+            let [Value::Array(a), v] = args.as_slice() else {
+                return Err(bad("takes an array and a value"));
+            };
+            Ok(Value::Bool(a.contains(v)))
+        }
+        "States.ArrayRange" => {
+            let [start, end, step] = args.as_slice() else {
+                return Err(bad("takes start, end and step"));
+            };
+            let (Some(start), Some(end), Some(step)) = (as_integer(start), as_integer(end), as_integer(step)) else {
+                return Err(bad("arguments must be integers"));
+            };
+            if step == 0 {
+                return Err(bad("step must not be 0"));
+            }
+            let mut out = Vec::new();
+            let mut i = start;
+            while (step > 0 && i <= end) || (step < 0 && i >= end) {
+                if out.len() == MAX_ARRAY_RANGE {
+                    return Err(bad("the range has more than 1000 items"));
+                }
+                out.push(Value::from(i));
+                i = i.checked_add(step).ok_or_else(|| bad("overflow"))?;
+            }
+            Ok(Value::Array(out))
+        }
+        "States.ArrayGetItem" => {
+            let [Value::Array(a), index] = args.as_slice() else {
+                return Err(bad("takes an array and an index"));
+            };
+            let index =
+                as_integer(index).filter(|i| *i >= 0).ok_or_else(|| bad("index must be a non-negative integer"))?;
+            usize::try_from(index).ok().and_then(|i| a.get(i)).cloned().ok_or_else(|| bad("index out of bounds"))
+        }
+        "States.ArrayUnique" => {
+            let [Value::Array(a)] = args.as_slice() else {
+                return Err(bad("takes one array"));
+            };
+            let mut out: Vec<Value> = Vec::with_capacity(a.len());
+            for v in a {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        "States.Base64Encode" => {
+            use base64::Engine as _;
+            let [Value::String(s)] = args.as_slice() else {
+                return Err(bad("takes one string"));
+            };
+            if s.chars().count() > MAX_INTRINSIC_STRING {
+                return Err(bad("input longer than 10000 characters"));
+            }
+            Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())))
+        }
+        "States.Base64Decode" => {
+            use base64::Engine as _;
+            let [Value::String(s)] = args.as_slice() else {
+                return Err(bad("takes one string"));
+            };
+            if s.chars().count() > MAX_INTRINSIC_STRING {
+                return Err(bad("input longer than 10000 characters"));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| bad("input is not base64"))?;
+            String::from_utf8(bytes).map(Value::String).map_err(|_| bad("decoded data is not UTF-8"))
+        }
+        "States.Hash" => {
+            let [data, Value::String(algorithm)] = args.as_slice() else {
+                return Err(bad("takes data and an algorithm name"));
+            };
+            let text = match data {
+                Value::String(s) => s.clone(),
+                Value::Null => return Err(bad("data must not be null")),
+                other => other.to_string(),
+            };
+            if text.chars().count() > MAX_INTRINSIC_STRING {
+                return Err(bad("input longer than 10000 characters"));
+            }
+            let bytes = text.as_bytes();
+            let digest = match algorithm.as_str() {
+                "MD5" => hex::encode(<md5::Md5 as md5::Digest>::digest(bytes)),
+                "SHA-1" => hex::encode(<sha1::Sha1 as sha1::Digest>::digest(bytes)),
+                "SHA-256" => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+                "SHA-384" => hex::encode(<sha2::Sha384 as sha2::Digest>::digest(bytes)),
+                "SHA-512" => hex::encode(<sha2::Sha512 as sha2::Digest>::digest(bytes)),
+                _ => return Err(bad("algorithm must be MD5, SHA-1, SHA-256, SHA-384 or SHA-512")),
+            };
+            Ok(Value::String(digest))
+        }
+        "States.JsonMerge" => {
+            let [Value::Object(a), Value::Object(b), deep] = args.as_slice() else {
+                return Err(bad("takes two objects and false"));
+            };
+            // The docs: "Set the boolean flag to false to specify shallow merge mode";
+            // deep merge is not supported by Step Functions either.
+            if deep != &Value::Bool(false) {
+                return Err(bad("only the shallow mode (false) is supported"));
+            }
+            let mut out = a.clone();
+            for (k, v) in b {
+                out.insert(k.clone(), v.clone());
+            }
+            Ok(Value::Object(out))
+        }
+        "States.MathRandom" => {
+            let (start, end) = match args.as_slice() {
+                [a, b] | [a, b, _] => (as_integer(a), as_integer(b)),
+                _ => return Err(bad("takes start, end and an optional seed")),
+            };
+            let (Some(start), Some(end)) = (start, end) else {
+                return Err(bad("start and end must be integers"));
+            };
+            if start >= end {
+                return Err(bad("start must be less than end"));
+            }
+            let value = match args.get(2) {
+                Some(seed) => {
+                    let seed = as_integer(seed).ok_or_else(|| bad("seed must be an integer"))?;
+                    use rand::{Rng, SeedableRng};
+                    rand::rngs::StdRng::seed_from_u64(seed as u64).random_range(start..end)
+                }
+                None => rand::random_range(start..end),
+            };
+            Ok(Value::from(value))
+        }
+        "States.StringSplit" => {
+            let [Value::String(s), Value::String(delimiters)] = args.as_slice() else {
+                return Err(bad("takes a string and a delimiter string"));
+            };
+            let parts: Vec<Value> = s
+                .split(|c: char| delimiters.contains(c))
+                .filter(|p| !p.is_empty())
+                .map(|p| Value::String(p.to_string()))
+                .collect();
+            Ok(Value::Array(parts))
+        }
         other => Err(PathError(format!("unsupported intrinsic function {other}"))),
     }
 }
@@ -360,8 +632,15 @@ mod tests {
         assert_eq!(read_path("$$.Task.Token", &input, &ctx).unwrap(), json!("tok"));
         assert!(read_path("$.missing", &input, &ctx).is_err());
         assert!(read_path("a.b", &input, &ctx).is_err());
-        assert!(read_path("$.a.*", &input, &ctx).is_err());
         assert!(read_path("$.a[", &input, &ctx).is_err());
+        // Beyond reference paths, JSONPath queries gather their matches into an array
+        // (reference paths, as ResultPath needs, still refuse them).
+        assert_eq!(read_path("$.a.*", &input, &ctx).unwrap(), json!([[10, {"c": "x"}]]));
+        assert_eq!(read_path("$.a.b[-1].c", &input, &ctx).unwrap(), json!("x"));
+        assert_eq!(read_path("$.a.b[0:1]", &input, &ctx).unwrap(), json!([10]));
+        assert_eq!(read_path("$..c", &input, &ctx).unwrap(), json!(["x"]));
+        assert!(read_path("$.a.b[-9]", &input, &ctx).is_err());
+        assert!(RefPath::parse("$.a.*").is_err());
     }
 
     #[test]

@@ -1,0 +1,484 @@
+//! Executes state machines durably. Every transition is persisted (one conditional write of the
+//! execution record) before the next begins, so a killed process resumes each open execution
+//! from its last state; Waits and retry back-offs resume with their remaining time.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use super::asl::{self, Catcher, Kind, State, StateMachine, TaskState, WaitFor};
+use super::path::{self, PathError};
+use crate::domain::TaskToken;
+use crate::error::{OrchestratorError, StoreError};
+use crate::ports::{Clock, ExecutionRef, Orchestrator};
+use crate::store::DocTable;
+
+mod callbacks;
+mod orchestrator;
+mod retry;
+mod states;
+mod store;
+mod task;
+
+pub use orchestrator::LocalOrchestrator;
+
+/// Step Functions' payload limit for state input/output and callback output.
+pub const MAX_PAYLOAD_BYTES: usize = 262_144;
+
+/// Standard workflows' quota of events in one execution history ("If the execution history
+/// reaches this quota, the execution will fail", Step Functions service quotas).
+pub const MAX_HISTORY_EVENTS: u32 = 25_000;
+
+/// A failed task: the error name ASL matches on, and a cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub error: String,
+    pub cause: String,
+}
+
+impl TaskFailure {
+    pub fn new(error: impl Into<String>, cause: impl Into<String>) -> Self {
+        Self { error: error.into(), cause: cause.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// The task's result (for `lambda:invoke`, the integration response with `Payload`).
+    Completed(Value),
+    /// A `.waitForTaskToken` task was started; its result arrives through a callback.
+    AwaitCallback,
+}
+
+/// What a Task state asks the dispatcher to run.
+#[derive(Debug, Clone)]
+pub struct TaskInvocation {
+    pub execution: String,
+    pub state: String,
+    pub resource: String,
+    pub parameters: Value,
+    /// How many times this state was invoked before in this execution (retries and loops).
+    pub invocation: u32,
+    pub token: Option<TaskToken>,
+}
+
+/// Runs Task resources: in-process stage handlers, or mocked responses.
+#[async_trait]
+pub trait TaskDispatcher: Send + Sync {
+    async fn invoke(&self, invocation: TaskInvocation) -> Result<TaskOutcome, TaskFailure>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Aborted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub id: u32,
+    pub timestamp: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Value::is_null", default)]
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum Phase {
+    /// About to run the state (first attempt or a retry whose back-off has elapsed).
+    Enter,
+    /// Backing off before retry; `retry_counts` already counts it.
+    RetryAt { at: DateTime<Utc> },
+    /// A Wait state sleeping until `until`, then moving on with `output`.
+    WaitUntil { until: DateTime<Utc>, output: Value },
+    /// A callback task waiting for its token.
+    AwaitToken { token: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    state: String,
+    raw_input: Value,
+    entered_at: DateTime<Utc>,
+    #[serde(flatten)]
+    phase: Phase,
+    #[serde(default)]
+    retry_counts: Vec<u32>,
+}
+
+/// An execution as persisted after every transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub name: String,
+    pub execution_id: String,
+    pub machine: String,
+    pub status: ExecutionStatus,
+    pub input_text: String,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+    cursor: Option<Cursor>,
+    /// States entered, in order. Not stored in the record: it grows with every transition, and
+    /// re-writing it on each one made the cost per transition grow with the execution's length.
+    /// [`Engine::describe`] and [`Engine::wait_for`] fill it from the history's
+    /// `*StateEntered` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    pub transitions: u32,
+    pub max_payload_bytes: usize,
+    #[serde(default)]
+    invocations: BTreeMap<String, u32>,
+    /// Number of history events written so far (events live in their own items).
+    pub event_count: u32,
+    /// Events of the current step (already in their stored form), written with the record.
+    #[serde(skip)]
+    pending_events: Vec<(u32, Value)>,
+}
+
+impl ExecutionRecord {
+    pub fn is_open(&self) -> bool {
+        self.status == ExecutionStatus::Running
+    }
+    /// The state the execution is in (or last ran), for operators.
+    pub fn current_state(&self) -> Option<&str> {
+        self.cursor.as_ref().map(|c| c.state.as_str())
+    }
+
+    fn push_event(&mut self, at: DateTime<Utc>, kind: &str, state: Option<&str>, details: Value) {
+        self.event_count += 1;
+        // Built directly as the stored document: events carry state payloads, and copying them
+        // once more through a struct was half of the engine's cost per transition.
+        let mut doc = serde_json::Map::with_capacity(5);
+        doc.insert("id".into(), self.event_count.into());
+        doc.insert("timestamp".into(), Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        doc.insert("type".into(), Value::String(kind.to_string()));
+        if let Some(state) = state {
+            doc.insert("state".into(), Value::String(state.to_string()));
+        }
+        if !details.is_null() {
+            doc.insert("details".into(), details);
+        }
+        self.pending_events.push((self.event_count, Value::Object(doc)));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TokenStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    TimedOut,
+    HeartbeatTimedOut,
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    execution: String,
+    state: String,
+    status: TokenStatus,
+    deadline: Option<DateTime<Utc>>,
+    heartbeat_secs: Option<u64>,
+    heartbeat_deadline: Option<DateTime<Utc>>,
+    output: Option<Value>,
+    error: Option<String>,
+    cause: Option<String>,
+    /// Set until the task's handler has returned: an engine that dies in between re-invokes it
+    /// on restart (as Step Functions retries a Lambda invocation that died), so the handler must
+    /// be idempotent. Without this, a crash mid-handler leaves the execution waiting for a
+    /// callback nobody was told to send.
+    #[serde(default)]
+    undelivered: Option<PendingInvocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PendingInvocation {
+    resource: String,
+    parameters: Value,
+    invocation: u32,
+}
+
+const EXEC_PK_PREFIX: &str = "EXEC#";
+const INDEX_PK: &str = "EXECINDEX";
+
+fn exec_pk(name: &str) -> String {
+    format!("{EXEC_PK_PREFIX}{name}")
+}
+fn token_pk(token: &str) -> String {
+    format!("TOKEN#{}", crate::sha256_hex(token.as_bytes()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown state machine {0}")]
+    UnknownMachine(String),
+    #[error("corrupt execution record {0}: {1}")]
+    Corrupt(String, String),
+    #[error("no task dispatcher configured")]
+    NoDispatcher,
+}
+
+impl From<EngineError> for OrchestratorError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) if s.is_retryable() => OrchestratorError::Unavailable(s.to_string()),
+            other => OrchestratorError::Rejected(other.to_string()),
+        }
+    }
+}
+
+/// The interpreter. Cheap to share (`Arc<Engine>`); continuations run on spawned tasks.
+pub struct Engine {
+    table: Arc<dyn DocTable>,
+    clock: Arc<dyn Clock>,
+    dispatcher: RwLock<Option<Arc<dyn TaskDispatcher>>>,
+    machines: RwLock<HashMap<String, Arc<StateMachine>>>,
+    default_machine: RwLock<Option<String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    changed: tokio::sync::Notify,
+    me: Weak<Engine>,
+}
+
+#[allow(clippy::large_enum_variant)] // moved once per transition; boxing would add an allocation
+enum Step {
+    /// Keep driving, with the record as just saved (None: reload it).
+    Continue(Option<(ExecutionRecord, u64)>),
+    /// Paused (waiting for a callback) or finished.
+    Stop,
+}
+
+fn now_of(clock: &dyn Clock) -> DateTime<Utc> {
+    clock.now()
+}
+
+/// The payload's size as UTF-8 JSON text, counted without building the text (this runs on every
+/// transition).
+fn payload_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, v) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+impl Engine {
+    pub fn new(table: Arc<dyn DocTable>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Engine {
+            table,
+            clock,
+            dispatcher: RwLock::new(None),
+            machines: RwLock::new(HashMap::new()),
+            default_machine: RwLock::new(None),
+            locks: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+            me: me.clone(),
+        })
+    }
+
+    pub fn set_dispatcher(&self, dispatcher: Arc<dyn TaskDispatcher>) {
+        if let Ok(mut d) = self.dispatcher.write() {
+            *d = Some(dispatcher);
+        }
+    }
+
+    /// Register a state machine under `name`; the first one registered is the default for
+    /// [`Orchestrator::start_execution`].
+    pub fn register(&self, name: &str, machine: StateMachine) {
+        if let Ok(mut m) = self.machines.write() {
+            m.insert(name.to_string(), Arc::new(machine));
+        }
+        if let Ok(mut d) = self.default_machine.write() {
+            d.get_or_insert_with(|| name.to_string());
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Names of the registered state machines, sorted (the Step Functions API lists them).
+    pub fn machine_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.machines.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The state machine registered under `name`, if any.
+    pub fn state_machine(&self, name: &str) -> Option<Arc<StateMachine>> {
+        self.machine(name).ok()
+    }
+
+    fn machine(&self, name: &str) -> Result<Arc<StateMachine>, EngineError> {
+        self.machines
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+            .ok_or_else(|| EngineError::UnknownMachine(name.to_string()))
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.locks.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    fn spawn_drive(&self, name: String) {
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = me.drive(&name).await {
+                    tracing::error!(execution = %name, error = %e, "local engine could not advance the execution");
+                }
+            });
+        }
+    }
+
+    /// Start `name` on `machine`. Same name + identical input while running = the same
+    /// execution; otherwise an existing name is `ExecutionAlreadyExists` (Step Functions rules).
+    pub async fn start(&self, machine: &str, name: &str, input_text: &str) -> Result<ExecutionRef, OrchestratorError> {
+        let sm = self.machine(machine)?;
+        let input: Value = serde_json::from_str(input_text)
+            .map_err(|e| OrchestratorError::Rejected(format!("execution input is not JSON: {e}")))?;
+        if input_text.len() > MAX_PAYLOAD_BYTES {
+            return Err(OrchestratorError::Rejected("execution input exceeds 262144 bytes".into()));
+        }
+        if name.is_empty()
+            || name.len() > 80
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(OrchestratorError::Rejected(format!("invalid execution name {name:?}")));
+        }
+        let execution_id = format!("local:{machine}:{name}");
+        if let Some((existing, _)) = self.load(name).await? {
+            if existing.is_open() && existing.input_text == input_text && existing.machine == machine {
+                return Ok(ExecutionRef { execution_id, newly_started: false });
+            }
+            return Err(OrchestratorError::ExecutionAlreadyExists(name.to_string()));
+        }
+        let now = now_of(self.clock.as_ref());
+        let mut rec = ExecutionRecord {
+            name: name.to_string(),
+            execution_id: execution_id.clone(),
+            machine: machine.to_string(),
+            status: ExecutionStatus::Running,
+            input_text: input_text.to_string(),
+            started_at: now,
+            stopped_at: None,
+            deadline: sm.timeout_seconds.map(|s| now + Duration::seconds(s as i64)),
+            output: None,
+            error: None,
+            cause: None,
+            cursor: Some(Cursor {
+                state: sm.start_at.clone(),
+                raw_input: input.clone(),
+                entered_at: now,
+                phase: Phase::Enter,
+                retry_counts: Vec::new(),
+            }),
+            path: Vec::new(),
+            transitions: 0,
+            max_payload_bytes: input_text.len(),
+            invocations: BTreeMap::new(),
+            event_count: 0,
+            pending_events: Vec::new(),
+        };
+        rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
+        if !self.save(&mut rec, None).await? {
+            // Lost a race with an identical start.
+            return match self.load(name).await? {
+                Some((existing, _)) if existing.is_open() && existing.input_text == input_text => {
+                    Ok(ExecutionRef { execution_id, newly_started: false })
+                }
+                _ => Err(OrchestratorError::ExecutionAlreadyExists(name.to_string())),
+            };
+        }
+        self.index(name, true).await?;
+        self.spawn_drive(name.to_string());
+        Ok(ExecutionRef { execution_id, newly_started: true })
+    }
+
+    /// Resume every open execution (after a restart).
+    pub async fn resume_open_executions(&self) -> Result<usize, EngineError> {
+        let mut n = 0;
+        for (name, open) in self.list_executions().await? {
+            if open {
+                n += 1;
+                self.spawn_drive(name);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Wait until the execution is no longer running (or `timeout` of real time passes) and
+    /// return its record as it then is.
+    pub async fn wait_for(&self, name: &str, timeout: std::time::Duration) -> Result<ExecutionRecord, EngineError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            // `load`, not `describe`: this wakes on every transition, and reading the path (the
+            // whole history) each time would make waiting quadratic in the execution's length.
+            let (mut rec, _) = self
+                .load(name)
+                .await?
+                .ok_or_else(|| EngineError::Corrupt(name.to_string(), "no such execution".into()))?;
+            let now = tokio::time::Instant::now();
+            if !rec.is_open() || now >= deadline {
+                rec.path = self.entered_states(name).await?;
+                return Ok(rec);
+            }
+            let nap = (deadline - now).min(std::time::Duration::from_millis(200));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    pub async fn stop(&self, name: &str, cause: &str) -> Result<(), OrchestratorError> {
+        for _ in 0..50 {
+            let Some((mut rec, rev)) = self.load(name).await? else {
+                return Err(OrchestratorError::ExecutionNotFound(name.to_string()));
+            };
+            if !rec.is_open() {
+                return Ok(());
+            }
+            let now = now_of(self.clock.as_ref());
+            if let Some(Cursor { phase: Phase::AwaitToken { token }, .. }) = &rec.cursor {
+                let _ = self.complete_token(token, TokenStatus::Closed, None, None, None).await;
+            }
+            rec.status = ExecutionStatus::Aborted;
+            rec.stopped_at = Some(now);
+            rec.cause = Some(cause.to_string());
+            rec.push_event(now, "ExecutionAborted", None, json!({ "cause": cause }));
+            if self.save(&mut rec, Some(rev)).await? {
+                return Ok(());
+            }
+        }
+        Err(OrchestratorError::Unavailable("execution record contention".into()))
+    }
+}

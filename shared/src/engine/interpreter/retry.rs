@@ -1,0 +1,114 @@
+//! Errors: which `ErrorEquals` matches which error, Retry back-off and Catch.
+
+use super::*;
+
+/// Errors that States.ALL does not catch: they end the execution.
+fn uncatchable(error: &str) -> bool {
+    matches!(error, "States.Runtime" | "States.DataLimitExceeded")
+}
+
+pub(super) fn error_matches(list: &[String], error: &str) -> bool {
+    if uncatchable(error) {
+        return false;
+    }
+    let timeout = matches!(error, "States.Timeout" | "States.HeartbeatTimeout");
+    list.iter().any(|e| {
+        e == error
+            || e == "States.ALL"
+            || (e == "States.TaskFailed" && !timeout)
+            || (e == "States.Timeout" && error == "States.HeartbeatTimeout")
+    })
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn task_failed(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        _machine: &StateMachine,
+        state: &State,
+        task: &TaskState,
+        cursor: &Cursor,
+        failure: TaskFailure,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        rec.push_event(now, "TaskFailed", Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
+        // Retry: the first retrier that matches decides; its own counter bounds it.
+        if let Some(idx) = task.retry.iter().position(|r| error_matches(&r.error_equals, &failure.error)) {
+            let retrier = &task.retry[idx];
+            let mut counts = cursor.retry_counts.clone();
+            counts.resize(task.retry.len(), 0);
+            if counts[idx] < retrier.max_attempts {
+                let mut delay = retrier.interval_seconds * retrier.backoff_rate.powi(counts[idx] as i32);
+                if let Some(max) = retrier.max_delay_seconds {
+                    delay = delay.min(max);
+                }
+                if retrier.full_jitter {
+                    delay *= rand::random::<f64>();
+                }
+                counts[idx] += 1;
+                let at = now + Duration::milliseconds((delay * 1000.0) as i64);
+                rec.cursor = Some(Cursor { phase: Phase::RetryAt { at }, retry_counts: counts, ..cursor.clone() });
+                return self.commit(rec, rev).await;
+            }
+        }
+        if let Some(catcher) = task.catch.iter().find(|c| error_matches(&c.error_equals, &failure.error)) {
+            self.caught(&mut rec, state, cursor, catcher, &failure, now);
+        } else {
+            self.fail_execution(&mut rec, &failure.error, &failure.cause);
+        }
+        self.commit(rec, rev).await
+    }
+
+    pub(super) fn caught(
+        &self,
+        rec: &mut ExecutionRecord,
+        state: &State,
+        cursor: &Cursor,
+        catcher: &Catcher,
+        failure: &TaskFailure,
+        now: DateTime<Utc>,
+    ) {
+        let error_output = json!({ "Error": failure.error, "Cause": failure.cause });
+        match path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output) {
+            Ok(out) => {
+                rec.push_event(
+                    now,
+                    "TaskStateExited",
+                    Some(&state.name),
+                    json!({ "output": out, "caught": failure.error }),
+                );
+                rec.cursor = Some(Cursor {
+                    state: catcher.next.clone(),
+                    raw_input: out,
+                    entered_at: now,
+                    phase: Phase::Enter,
+                    retry_counts: Vec::new(),
+                });
+            }
+            Err(e) => self.fail_execution(rec, "States.Runtime", &format!("{}: Catch ResultPath: {e}", state.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_matching_follows_aws_rules() {
+        let all = vec!["States.ALL".to_string()];
+        let tf = vec!["States.TaskFailed".to_string()];
+        assert!(error_matches(&all, "Transient"));
+        assert!(error_matches(&all, "States.Timeout"));
+        assert!(!error_matches(&all, "States.Runtime"));
+        assert!(!error_matches(&all, "States.DataLimitExceeded"));
+        assert!(error_matches(&tf, "Transient"));
+        assert!(!error_matches(&tf, "States.Timeout"));
+        assert!(!error_matches(&tf, "States.HeartbeatTimeout"));
+        assert!(error_matches(&["States.Timeout".to_string()], "States.HeartbeatTimeout"));
+        assert!(error_matches(&["Transient".to_string()], "Transient"));
+        assert!(!error_matches(&["Transient".to_string()], "InvalidInput"));
+    }
+}

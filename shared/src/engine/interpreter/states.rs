@@ -1,0 +1,351 @@
+//! Driving an execution: one step at a time, each state type's semantics, transitions and
+//! the end of the execution.
+
+use super::*;
+
+impl Engine {
+    /// Advance the execution as far as it can go without waiting for a callback.
+    pub async fn drive(&self, name: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut current = None;
+        loop {
+            let (rec, rev) = match current.take() {
+                Some(saved) => saved,
+                None => match self.load(name).await? {
+                    Some(loaded) => loaded,
+                    None => return Ok(()),
+                },
+            };
+            if !rec.is_open() {
+                self.forget_lock(name);
+                return Ok(());
+            }
+            match self.step(rec, rev).await? {
+                Step::Continue(next) => current = next,
+                Step::Stop => return Ok(()),
+            }
+        }
+    }
+
+    /// Closed executions need no lock any more; keep the map from growing forever.
+    pub(super) fn forget_lock(&self, name: &str) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(name);
+        }
+    }
+
+    /// Save the record and keep driving with it (or reload it if someone else changed it).
+    pub(super) async fn commit(&self, mut rec: ExecutionRecord, rev: u64) -> Result<Step, EngineError> {
+        if !self.save(&mut rec, Some(rev)).await? {
+            return Ok(Step::Continue(None));
+        }
+        if rec.is_open() { Ok(Step::Continue(Some((rec, rev + 1)))) } else { Ok(Step::Stop) }
+    }
+
+    pub(super) fn context(&self, rec: &ExecutionRecord, cursor: &Cursor, token: Option<&str>) -> Value {
+        let input: Value = serde_json::from_str(&rec.input_text).unwrap_or(Value::Null);
+        let retry: u32 = cursor.retry_counts.iter().sum();
+        let mut ctx = json!({
+            "Execution": {"Id": rec.execution_id, "Name": rec.name, "StartTime": rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "Input": input},
+            "StateMachine": {"Id": format!("local:{}", rec.machine), "Name": rec.machine},
+            "State": {"Name": cursor.state, "EnteredTime": cursor.entered_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "RetryCount": retry},
+        });
+        if let Some(t) = token {
+            ctx["Task"] = json!({ "Token": t });
+        }
+        ctx
+    }
+
+    /// One step of the execution: run or resume the current state, persist, report.
+    pub(super) async fn step(&self, mut rec: ExecutionRecord, rev: u64) -> Result<Step, EngineError> {
+        let machine = self.machine(&rec.machine)?;
+        let now = now_of(self.clock.as_ref());
+        if let Some(deadline) = rec.deadline
+            && now >= deadline
+        {
+            self.finish(
+                &mut rec,
+                ExecutionStatus::TimedOut,
+                None,
+                Some("States.Timeout".into()),
+                Some("execution timed out".into()),
+            );
+            return self.commit(rec, rev).await;
+        }
+        let Some(cursor) = rec.cursor.clone() else {
+            return Err(EngineError::Corrupt(rec.name.clone(), "running execution without a cursor".into()));
+        };
+        let Some(state) = machine.states.get(&cursor.state) else {
+            return Err(EngineError::Corrupt(rec.name.clone(), format!("unknown state {}", cursor.state)));
+        };
+        match cursor.phase.clone() {
+            Phase::RetryAt { at } => {
+                self.sleep_until(at).await;
+                let mut next = cursor;
+                next.phase = Phase::Enter;
+                rec.cursor = Some(next);
+                self.commit(rec, rev).await
+            }
+            Phase::WaitUntil { until, output } => {
+                self.sleep_until(until).await;
+                let now = now_of(self.clock.as_ref());
+                rec.push_event(now, "WaitStateExited", Some(&state.name), Value::Null);
+                self.transition(&mut rec, &machine, state, output, now);
+                self.commit(rec, rev).await
+            }
+            Phase::AwaitToken { token } => self.resume_callback(rec, rev, &machine, state, &cursor, &token).await,
+            Phase::Enter => self.enter(rec, rev, &machine, state, &cursor).await,
+        }
+    }
+
+    pub(super) async fn sleep_until(&self, at: DateTime<Utc>) {
+        let now = now_of(self.clock.as_ref());
+        if at > now {
+            let d = (at - now).to_std().unwrap_or_default();
+            self.clock.sleep(d).await;
+        }
+    }
+
+    pub(super) fn finish(
+        &self,
+        rec: &mut ExecutionRecord,
+        status: ExecutionStatus,
+        output: Option<Value>,
+        error: Option<String>,
+        cause: Option<String>,
+    ) {
+        let now = now_of(self.clock.as_ref());
+        let kind = match status {
+            ExecutionStatus::Succeeded => "ExecutionSucceeded",
+            ExecutionStatus::Failed => "ExecutionFailed",
+            ExecutionStatus::TimedOut => "ExecutionTimedOut",
+            ExecutionStatus::Aborted => "ExecutionAborted",
+            ExecutionStatus::Running => "ExecutionRunning",
+        };
+        let details = match (&output, &error) {
+            (Some(o), _) => json!({ "output": o }),
+            (None, Some(e)) => json!({ "error": e, "cause": cause }),
+            _ => Value::Null,
+        };
+        rec.push_event(now, kind, None, details);
+        rec.status = status;
+        rec.stopped_at = Some(now);
+        rec.output = output;
+        rec.error = error;
+        rec.cause = cause;
+    }
+
+    pub(super) fn fail_execution(&self, rec: &mut ExecutionRecord, error: &str, cause: &str) {
+        self.finish(rec, ExecutionStatus::Failed, None, Some(error.to_string()), Some(cause.to_string()));
+    }
+
+    /// Leave `state` with `output`: go to Next or end the execution.
+    pub(super) fn transition(
+        &self,
+        rec: &mut ExecutionRecord,
+        machine: &StateMachine,
+        state: &State,
+        output: Value,
+        now: DateTime<Utc>,
+    ) {
+        let size = payload_size(&output);
+        rec.max_payload_bytes = rec.max_payload_bytes.max(size);
+        if size > MAX_PAYLOAD_BYTES {
+            self.fail_execution(
+                rec,
+                "States.DataLimitExceeded",
+                &format!("the output of {} exceeds 262144 bytes", state.name),
+            );
+            return;
+        }
+        let next = match &state.kind {
+            Kind::Succeed => None,
+            _ => state.common.next.clone(),
+        };
+        match next {
+            Some(next) if machine.states.contains_key(&next) => {
+                rec.cursor = Some(Cursor {
+                    state: next,
+                    raw_input: output,
+                    entered_at: now,
+                    phase: Phase::Enter,
+                    retry_counts: Vec::new(),
+                });
+            }
+            Some(next) => self.fail_execution(rec, "States.Runtime", &format!("transition to unknown state {next}")),
+            None => self.finish(rec, ExecutionStatus::Succeeded, Some(output), None, None),
+        }
+    }
+
+    pub(super) async fn enter(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        machine: &StateMachine,
+        state: &State,
+        cursor: &Cursor,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        let first_attempt = cursor.retry_counts.iter().all(|c| *c == 0);
+        if first_attempt {
+            rec.transitions += 1;
+            rec.push_event(
+                now,
+                &format!("{}StateEntered", state.type_name()),
+                Some(&state.name),
+                json!({ "input": cursor.raw_input }),
+            );
+        }
+        let context = self.context(&rec, cursor, None);
+        let input = match path::select(state.common.input_path.as_ref(), &cursor.raw_input, &context) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail_execution(&mut rec, "States.Runtime", &format!("{}: InputPath: {e}", state.name));
+                return self.commit(rec, rev).await;
+            }
+        };
+        let exit = |rec: &mut ExecutionRecord, out: Value| -> Result<Value, PathError> {
+            let out = path::select(state.common.output_path.as_ref(), &out, &context)?;
+            rec.push_event(
+                now,
+                &format!("{}StateExited", state.type_name()),
+                Some(&state.name),
+                json!({ "output": out }),
+            );
+            Ok(out)
+        };
+        match &state.kind {
+            Kind::Pass { result, parameters, result_path } => {
+                // Each stage fails with the error the ASL names for it: Parameters
+                // (States.ParameterPathFailure, or States.IntrinsicFailure), ResultPath
+                // (States.ResultPathMatchFailure), OutputPath (States.Runtime).
+                let produced = match (result, parameters) {
+                    (Some(r), _) => Ok(r.clone()),
+                    (None, Some(p)) => path::render_template(p, &input, &context).map_err(|e| {
+                        let name =
+                            if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+                        (name, e)
+                    }),
+                    (None, None) => Ok(input.clone()),
+                };
+                let out = produced
+                    .and_then(|r| {
+                        path::merge_result(result_path.as_ref(), &cursor.raw_input, r)
+                            .map_err(|e| ("States.ResultPathMatchFailure", e))
+                    })
+                    .and_then(|o| exit(&mut rec, o).map_err(|e| ("States.Runtime", e)));
+                match out {
+                    Ok(out) => self.transition(&mut rec, machine, state, out, now),
+                    Err((error, e)) => self.fail_execution(&mut rec, error, &format!("{}: {e}", state.name)),
+                }
+            }
+            Kind::Succeed => match exit(&mut rec, input) {
+                Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
+                    &mut rec,
+                    "States.DataLimitExceeded",
+                    &format!("the output of {} exceeds 262144 bytes", state.name),
+                ),
+                Ok(out) => self.finish(&mut rec, ExecutionStatus::Succeeded, Some(out), None, None),
+                Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
+            },
+            Kind::Fail { error, cause, error_path, cause_path } => {
+                // ErrorPath / CausePath read the state input; "When resolved, the reference path
+                // must select a field that contains a string value."
+                let dynamic = |literal: &Option<String>, expr: &Option<String>| -> Result<Option<String>, PathError> {
+                    match expr {
+                        None => Ok(literal.clone()),
+                        Some(e) => match path::evaluate_expression(e, &cursor.raw_input, &context)? {
+                            Value::String(s) => Ok(Some(s)),
+                            _ => Err(PathError(format!("{e} does not select a string"))),
+                        },
+                    }
+                };
+                match (dynamic(error, error_path), dynamic(cause, cause_path)) {
+                    (Ok(error), Ok(cause)) => {
+                        let error = error.unwrap_or_else(|| "States.Fail".into());
+                        self.fail_execution(&mut rec, &error, &cause.unwrap_or_default());
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name))
+                    }
+                }
+            }
+            Kind::Choice { choices, default } => {
+                let mut chosen = None;
+                for (rule, next) in choices {
+                    match asl::evaluate(rule, &input, &context) {
+                        Ok(true) => {
+                            chosen = Some(next.clone());
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
+                            return self.commit(rec, rev).await;
+                        }
+                    }
+                }
+                match chosen.or_else(|| default.clone()) {
+                    Some(next) => match exit(&mut rec, input) {
+                        Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
+                            &mut rec,
+                            "States.DataLimitExceeded",
+                            &format!("the output of {} exceeds 262144 bytes", state.name),
+                        ),
+                        Ok(out) => {
+                            rec.cursor = Some(Cursor {
+                                state: next,
+                                raw_input: out,
+                                entered_at: now,
+                                phase: Phase::Enter,
+                                retry_counts: Vec::new(),
+                            });
+                        }
+                        Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
+                    },
+                    None => self.fail_execution(
+                        &mut rec,
+                        "States.NoChoiceMatched",
+                        &format!("no choice rule of {} matched", state.name),
+                    ),
+                }
+            }
+            Kind::Wait(wait) => {
+                let until = match wait {
+                    WaitFor::Seconds(s) => Ok(now + Duration::seconds(*s as i64)),
+                    WaitFor::Timestamp(t) => Ok(*t),
+                    WaitFor::SecondsPath(p) => path::read_path(p, &input, &context).and_then(|v| {
+                        v.as_u64()
+                            .map(|s| now + Duration::seconds(s.min(31_536_000) as i64))
+                            .ok_or_else(|| PathError(format!("{p} is not a non-negative integer")))
+                    }),
+                    WaitFor::TimestampPath(p) => path::read_path(p, &input, &context).and_then(|v| {
+                        v.as_str()
+                            .and_then(asl::parse_timestamp)
+                            .ok_or_else(|| PathError(format!("{p} is not a timestamp")))
+                    }),
+                };
+                match until {
+                    Ok(until) => {
+                        let out = match path::select(state.common.output_path.as_ref(), &input, &context) {
+                            Ok(o) => o,
+                            Err(e) => {
+                                self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
+                                return self.commit(rec, rev).await;
+                            }
+                        };
+                        let mut next = cursor.clone();
+                        next.phase = Phase::WaitUntil { until, output: out };
+                        rec.cursor = Some(next);
+                    }
+                    Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name)),
+                }
+            }
+            Kind::Task(task) => {
+                return self.run_task(rec, rev, machine, state, task, cursor, input, context).await;
+            }
+        }
+        self.commit(rec, rev).await
+    }
+}

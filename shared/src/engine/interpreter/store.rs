@@ -1,0 +1,106 @@
+//! Persistence: the execution record (one conditional write per transition, with that
+//! step's history events in the same transaction), the history quota, the execution index.
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn load(&self, name: &str) -> Result<Option<(ExecutionRecord, u64)>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let Some(stored) = self.table.get(&exec_pk(name), "META", now).await? else {
+            return Ok(None);
+        };
+        let mut rec: ExecutionRecord =
+            serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(name.to_string(), e.to_string()))?;
+        // Records written before the path left the record still carry it; drop it so it is not
+        // re-written on every transition.
+        rec.path.clear();
+        Ok(Some((rec, stored.rev)))
+    }
+
+    /// Persist; false when someone else (a stop) changed the record meanwhile.
+    pub(super) async fn save(&self, rec: &mut ExecutionRecord, rev: Option<u64>) -> Result<bool, EngineError> {
+        self.enforce_history_quota(rec);
+        let events = std::mem::take(&mut rec.pending_events);
+        let doc = serde_json::to_value(&*rec).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+        // History items are append-only and written with the record, so history and state
+        // never disagree after a crash.
+        let log: Vec<(String, Value)> = events.into_iter().map(|(id, doc)| (format!("EVT#{id:08}"), doc)).collect();
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let written = self.table.put_if_with_log(&exec_pk(&rec.name), "META", &doc, rev, None, &log, now).await?;
+        if written {
+            if rec.status != ExecutionStatus::Running {
+                self.index(&rec.name, false).await?;
+                self.forget_lock(&rec.name);
+                // Only `wait_for` listens, and it waits for the end: waking it on every
+                // transition cost a record read per transition.
+                self.changed.notify_waiters();
+            }
+        }
+        Ok(written)
+    }
+
+    /// An execution whose history would pass [`MAX_HISTORY_EVENTS`] fails instead: the step's
+    /// events past the quota are dropped and `ExecutionFailed` (`States.Runtime`; the quota page
+    /// names no error) becomes the last event, so the history never holds more than the quota.
+    pub(super) fn enforce_history_quota(&self, rec: &mut ExecutionRecord) {
+        let last_is_terminal = !rec.is_open();
+        let over = rec.event_count > MAX_HISTORY_EVENTS || (rec.event_count == MAX_HISTORY_EVENTS && !last_is_terminal);
+        if !over {
+            return;
+        }
+        rec.pending_events.retain(|(id, _)| *id < MAX_HISTORY_EVENTS);
+        rec.event_count = MAX_HISTORY_EVENTS - 1;
+        self.fail_execution(
+            rec,
+            "States.Runtime",
+            &format!("the execution history reached the quota of {MAX_HISTORY_EVENTS} events"),
+        );
+    }
+
+    /// The execution's AWS-style event history, in order.
+    pub async fn history(&self, name: &str) -> Result<Vec<HistoryEvent>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let rows = self.table.query(&exec_pk(name), "EVT#", "EVT#~", now).await?;
+        rows.into_iter()
+            .map(|(sk, d)| {
+                serde_json::from_value(d.doc).map_err(|e| EngineError::Corrupt(format!("{name}/{sk}"), e.to_string()))
+            })
+            .collect()
+    }
+
+    pub(super) async fn index(&self, name: &str, open: bool) -> Result<(), EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let sk = format!("EXEC#{name}");
+        let current = self.table.get(INDEX_PK, &sk, now).await?;
+        self.table.put_if(INDEX_PK, &sk, &json!({ "open": open }), current.map(|c| c.rev), None, now).await?;
+        Ok(())
+    }
+
+    /// The execution as it is now, with its `path` read from the history (one pass over it).
+    pub async fn describe(&self, name: &str) -> Result<Option<ExecutionRecord>, EngineError> {
+        let Some((mut rec, _)) = self.load(name).await? else { return Ok(None) };
+        rec.path = self.entered_states(name).await?;
+        Ok(Some(rec))
+    }
+
+    /// The states entered, in order: the `*StateEntered` events of the history.
+    pub(super) async fn entered_states(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let rows = self.table.query(&exec_pk(name), "EVT#", "EVT#~", now).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, d)| d.doc["type"].as_str().is_some_and(|t| t.ends_with("StateEntered")))
+            .filter_map(|(_, d)| d.doc["state"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Every execution the store knows, open or not (most recent last).
+    pub async fn list_executions(&self) -> Result<Vec<(String, bool)>, EngineError> {
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let rows = self.table.query(INDEX_PK, "EXEC#", "EXEC#~", now).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(sk, d)| (sk.trim_start_matches("EXEC#").to_string(), d.doc["open"].as_bool().unwrap_or(false)))
+            .collect())
+    }
+}
