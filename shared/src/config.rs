@@ -85,6 +85,20 @@ fn d_senso_kind() -> SensoApi {
     SensoApi::Org
 }
 
+/// The investigator note parser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotesSettings {
+    /// Ask Claude for the root cause or confidence when the rules find none; its answer is kept
+    /// only where the note's own text supports it (`SELFHEAL_NOTES_MODEL_FALLBACK`; default on).
+    #[serde(default = "d_true")]
+    pub model_fallback: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnthropicSettings {
@@ -275,6 +289,8 @@ pub struct Settings {
     #[serde(default = "empty_table")]
     pub anthropic: AnthropicSettings,
     #[serde(default = "empty_table")]
+    pub notes: NotesSettings,
+    #[serde(default = "empty_table")]
     pub coder: CoderSettings,
     #[serde(default = "empty_table")]
     pub browser: BrowserSettings,
@@ -312,6 +328,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base"),
     ("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model"),
     ("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens#"),
+    ("SELFHEAL_NOTES_MODEL_FALLBACK", "notes.model_fallback?"),
     ("SELFHEAL_CODER_API_BASE", "coder.api_base"),
     ("SELFHEAL_CODER_USER", "coder.user"),
     ("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id"),
