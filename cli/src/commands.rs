@@ -128,8 +128,21 @@ pub enum Command {
         #[arg(long)]
         secrets_json: Option<PathBuf>,
     },
-    /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives, services}.
-    ParseNote,
+    /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives,
+    /// services, parser}. Where the rules find no root cause or no confidence, Claude is asked
+    /// (with `anthropic_api_key` in --secrets and `notes.model_fallback` on), and its answer is
+    /// kept only where the note supports it; `parser` says "model" when it supplied a field.
+    ParseNote {
+        /// Rules only: never ask the model.
+        #[arg(long)]
+        no_model: bool,
+        /// Settings (TOML): the [anthropic] and [notes] sections. SELFHEAL_* variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Secrets (TOML); only `anthropic_api_key` is used.
+        #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
+        secrets: Option<PathBuf>,
+    },
     /// Run the engine against real endpoints (or simulators) with the embedded store, serving
     /// `POST /webhooks/pagerduty` and `POST /slack/interactions`.
     Serve {
@@ -595,10 +608,23 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Services { verb } => services(verb).await,
-        Command::ParseNote => {
+        Command::ParseNote { no_model, config, secrets } => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read the note from stdin: {e}"))?;
-            let parsed = selfheal::notes::parse_note(&text);
+            let parsed = if no_model {
+                selfheal::notes::parse_note(&text)
+            } else {
+                let settings = load_settings(config.as_deref())?;
+                let secrets = load_secrets(secrets.as_deref())?;
+                let reader = selfheal::wiring::note_reader(&settings, &secrets);
+                let read =
+                    selfheal::stages::cognition::read_note(reader.as_ref(), settings.notes.model_fallback, &text).await;
+                if let Some(error) = read.model.get("error").and_then(|e| e.as_str()) {
+                    // Without a configured key this is the usual case: say so once, on stderr.
+                    eprintln!("note model fallback not used: {}", operator::term_line(error));
+                }
+                read.checked.note
+            };
             crate::say!("{}", operator::term_json(&serde_json::to_value(&parsed).map_err(|e| e.to_string())?, false));
             Ok(ExitCode::SUCCESS)
         }

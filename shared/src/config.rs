@@ -56,6 +56,21 @@ impl Default for SlackSettings {
     }
 }
 
+/// The investigator note parser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotesSettings {
+    /// Ask Claude for the root cause or confidence when the rules find none; its answer is kept
+    /// only where the note's own text supports it (`SELFHEAL_NOTES_MODEL_FALLBACK`; default on).
+    pub model_fallback: bool,
+}
+
+impl Default for NotesSettings {
+    fn default() -> Self {
+        Self { model_fallback: true }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SensoSettings {
@@ -222,6 +237,8 @@ pub struct Settings {
     #[serde(default)]
     pub anthropic: AnthropicSettings,
     #[serde(default)]
+    pub notes: NotesSettings,
+    #[serde(default)]
     pub coder: CoderSettings,
     #[serde(default)]
     pub browser: BrowserSettings,
@@ -282,6 +299,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar::new("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base", EnvKind::Text),
     EnvVar::new("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model", EnvKind::Text),
     EnvVar::new("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens", EnvKind::Number),
+    EnvVar::new("SELFHEAL_NOTES_MODEL_FALLBACK", "notes.model_fallback", EnvKind::Flag),
     EnvVar::new("SELFHEAL_CODER_API_BASE", "coder.api_base", EnvKind::Text),
     EnvVar::new("SELFHEAL_CODER_USER", "coder.user", EnvKind::Text),
     EnvVar::new("SELFHEAL_CODER_TEMPLATE_ID", "coder.template_id", EnvKind::Text),

@@ -414,6 +414,13 @@ impl Planner for Rebuilt<dyn Planner> {
 }
 
 #[async_trait]
+impl NoteReader for Rebuilt<dyn NoteReader> {
+    async fn read_note(&self, note: &str) -> Result<crate::notes::ModelReading, ClientError> {
+        self.get().await.read_note(note).await
+    }
+}
+
+#[async_trait]
 impl Browser for Rebuilt<dyn Browser> {
     async fn check(&self, spec: &CheckSpec) -> Result<CheckResult, ClientError> {
         self.get().await.check(spec).await

@@ -67,6 +67,13 @@ impl Planner for Unconfigured {
 }
 
 #[async_trait]
+impl NoteReader for Unconfigured {
+    async fn read_note(&self, _: &str) -> Result<crate::notes::ModelReading, ClientError> {
+        Err(self.err())
+    }
+}
+
+#[async_trait]
 impl Workspaces for Unconfigured {
     async fn create(&self, _: &WorkspaceRequest) -> Result<WorkspaceHandle, ClientError> {
         Err(self.err())
@@ -175,6 +182,21 @@ fn planner(settings: &Settings, secrets: &Secrets) -> Arc<dyn Planner> {
     or_unconfigured(planner, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
 }
 
+/// The note parser's model fallback: Claude with the planner's key, model and API base. Off
+/// (`notes.model_fallback = false`) or without a key, it is `Unconfigured` and the rules stand.
+pub fn note_reader(settings: &Settings, secrets: &Secrets) -> Arc<dyn NoteReader> {
+    if !settings.notes.model_fallback {
+        return Arc::new(Unconfigured("the note model fallback (notes.model_fallback is off)"));
+    }
+    let timeout = request_timeout(settings);
+    let reader = secret(&secrets.anthropic_api_key).map(|key| {
+        anthropic::AnthropicNoteReader::new(&settings.anthropic.api_base, key, &settings.anthropic.model)
+            .map(|a| a.with_request_timeout(timeout))
+            .map(|a| Arc::new(a) as Arc<dyn NoteReader>)
+    });
+    or_unconfigured(reader, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
+}
+
 fn workspaces(settings: &Settings, secrets: &Secrets) -> Arc<dyn Workspaces> {
     let timeout = request_timeout(settings);
     let template = settings
@@ -279,6 +301,7 @@ pub fn build_deps(
         source: adapter!(incident_source),
         kb: adapter!(knowledge_base),
         planner: adapter!(planner),
+        note_reader: adapter!(note_reader),
         workspaces: adapter!(workspaces),
         chat: adapter!(chat),
         browser: adapter!(browser),

@@ -26,7 +26,7 @@ use selfheal::engine::{
     Engine, ExecutionStatus, StateMachine, TaskDispatcher, TaskFailure, TaskInvocation, TaskOutcome,
 };
 use selfheal::ports::VirtualClock;
-use selfheal::store::MemoryTable;
+use selfheal::adapters::memory::MemoryTable;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

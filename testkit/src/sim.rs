@@ -40,6 +40,19 @@ pub enum PlannerMode {
     Obedient,
 }
 
+/// How the simulated model answers the note parser's `submit_note_fields` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteReaderMode {
+    /// Copies what the note states: the first line that says what is "causing" or "behind" the
+    /// incident (after "is", "looks"), and the first percentage on a line that speaks of
+    /// confidence.
+    Faithful,
+    /// Makes fields up: a root cause and a 99% confidence the note never states.
+    Liar,
+    /// Quotes the note's confidence but reports a higher number than it says.
+    Inflates,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoderMode {
     Normal,
@@ -60,6 +73,7 @@ pub struct Knobs {
     pub planner: PlannerMode,
     /// Answer this many Messages calls with 529 overloaded first.
     pub anthropic_overloads: u32,
+    pub note_reader: NoteReaderMode,
     /// Answer this many Senso searches with 429 (Retry-After: 0) first.
     pub senso_rate_limits: u32,
     pub coder: CoderMode,
@@ -81,6 +95,7 @@ impl Default for Knobs {
         Self {
             planner: PlannerMode::Catalog,
             anthropic_overloads: 0,
+            note_reader: NoteReaderMode::Faithful,
             senso_rate_limits: 0,
             coder: CoderMode::Normal,
             coder_unavailable: 0,
@@ -976,6 +991,11 @@ async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Byt
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return fail(&sim, anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not JSON"));
     };
+    if v.pointer("/tool_choice/name").and_then(Value::as_str) == Some(NOTE_TOOL) {
+        let r = note_fields(&sim, &v);
+        sim.record("anthropic", "POST", "/v1/messages", r.status().as_u16());
+        return r;
+    }
     let model = v.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
     let prompt = v.pointer("/messages/0/content").and_then(Value::as_str).unwrap_or_default().to_string();
     let forced = v.pointer("/tool_choice/type").and_then(Value::as_str) == Some("tool")
@@ -1075,6 +1095,89 @@ async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Byt
             "content": [{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": "submit_remediation_plan", "input": input}],
             "stop_reason": "tool_use", "stop_sequence": null,
             "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 180}
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+/// The note parser's fallback tool (`selfheal::adapters::anthropic::NOTE_TOOL_NAME`).
+const NOTE_TOOL: &str = "submit_note_fields";
+
+/// `POST /v1/messages` forcing `submit_note_fields`: the same contract as the planner's call
+/// (model, max_tokens, a user message, `tool_choice {"type":"tool","name":…}` with the tool
+/// declared in `tools`, no `thinking`), answered with one `tool_use` block whose input holds
+/// `root_cause`, `confidence_text` and `confidence` as [`NoteReaderMode`] decides. The note is
+/// read from inside the prompt's `<untrusted_data>` delimiters.
+fn note_fields(sim: &Sim, v: &Value) -> Response {
+    let model = v.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+    let prompt = v.pointer("/messages/0/content").and_then(Value::as_str).unwrap_or_default();
+    let declared = v
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.iter().any(|t| t.get("name").and_then(Value::as_str) == Some(NOTE_TOOL)));
+    if model.is_empty()
+        || v.get("max_tokens").and_then(Value::as_u64).is_none()
+        || prompt.is_empty()
+        || v.pointer("/tool_choice/type").and_then(Value::as_str) != Some("tool")
+        || !declared
+    {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model, max_tokens, messages, tools and a forced tool_choice naming a declared tool are required",
+        );
+    }
+    if v.get("thinking").is_some() {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        );
+    }
+    let note = prompt
+        .split_once("<untrusted_data")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(_, rest)| rest.split("</untrusted_data>").next().unwrap_or_default())
+        .unwrap_or_default();
+    let input = match lock(&sim.knobs).note_reader {
+        NoteReaderMode::Faithful => {
+            let root = note.lines().find_map(|l| {
+                // ASCII lowercase keeps byte offsets, so positions in it are positions in `l`.
+                let lower = l.to_ascii_lowercase();
+                ["causing", "behind", " is ", "looks"].iter().any(|m| lower.contains(m)).then(|| {
+                    let start = ["looks ", " is "].iter().find_map(|m| lower.find(m).map(|p| p + m.len())).unwrap_or(0);
+                    l[start..].split([';', '.']).next().unwrap_or_default().trim().to_string()
+                })
+            });
+            let confidence_text = note.lines().filter(|l| l.to_lowercase().contains("confiden")).find_map(|l| {
+                let pct = l.find('%')?;
+                let start = l[..pct].rfind(|c: char| !c.is_ascii_digit() && c != '.').map_or(0, |p| p + 1);
+                Some(l[start..=pct].to_string())
+            });
+            let confidence =
+                confidence_text.as_deref().and_then(|t| t.trim_end_matches('%').parse::<f64>().ok()).map(|p| p / 100.0);
+            json!({"root_cause": root, "confidence_text": confidence_text, "confidence": confidence})
+        }
+        NoteReaderMode::Liar => json!({
+            "root_cause": "a bad deploy of the payments service",
+            "confidence_text": "99%",
+            "confidence": 0.99
+        }),
+        NoteReaderMode::Inflates => {
+            let quoted = note.split_whitespace().find(|w| w.ends_with('%')).map(str::to_string);
+            json!({"root_cause": null, "confidence_text": quoted, "confidence": 0.99})
+        }
+    };
+    (
+        StatusCode::OK,
+        [("content-type", "application/json"), ("request-id", "req_sim_ok")],
+        json!({
+            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": NOTE_TOOL, "input": input}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 60}
         })
         .to_string(),
     )

@@ -395,6 +395,13 @@ pub trait Planner: Send + Sync {
     async fn plan(&self, request: &PlanRequest) -> Result<Plan, ClientError>;
 }
 
+/// Reads an investigator note for the fields the rules could not (Claude, forced tool use). Its
+/// answer is unchecked: `notes::accept_model_reading` keeps only what the note supports.
+#[async_trait]
+pub trait NoteReader: Send + Sync {
+    async fn read_note(&self, note: &str) -> Result<crate::notes::ModelReading, ClientError>;
+}
+
 /// One browser check: a page and what it must show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSpec {

@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use super::{Deps, audit, audit_decision, emit_metric, load, update};
 use crate::domain::*;
 use crate::error::StageError;
+use crate::notes::{self, Checked, ParsedNote, Provenance};
 use crate::policy::{self, PlanKind, PolicyInputs};
-use crate::ports::{CatalogAction, HandOff, PlanRequest, SearchHit};
+use crate::ports::{CatalogAction, HandOff, NoteReader, PlanRequest, SearchHit};
 use crate::runbooks;
 
 /// Store the wait token; if the note is already there, skip the wait (the state machine catches
@@ -29,6 +30,45 @@ pub async fn await_hypothesis(deps: &Deps, id: &IncidentId, payload: &Value) -> 
     }
 }
 
+/// A note read by the rules and, where they found no root cause or no confidence, by the model
+/// fallback, checked against the note.
+#[derive(Debug, Clone)]
+pub struct NoteRead {
+    pub checked: Checked,
+    /// What happened with the model: `{"asked": false}`, or what it answered and what was refused
+    /// (for the audit trail; the note text itself is not repeated).
+    pub model: Value,
+}
+
+/// The rules first; the model only for the fields they missed, and only when `model_fallback`.
+/// A model that fails or is not configured leaves the rules' result as it is: the fallback can
+/// add a field the note states, never block or change the rules' reading.
+pub async fn read_note(reader: &dyn NoteReader, model_fallback: bool, content: &str) -> NoteRead {
+    let rules = notes::parse_note(content);
+    let unchanged = |rules: ParsedNote, model: Value| NoteRead {
+        checked: Checked {
+            provenance: Provenance {
+                root_cause: rules.root_cause.as_ref().map(|_| notes::ParserKind::Rules),
+                confidence: rules.confidence.map(|_| notes::ParserKind::Rules),
+            },
+            note: rules,
+            refused: Vec::new(),
+        },
+        model,
+    };
+    if !model_fallback || !notes::needs_model(&rules) || content.trim().is_empty() {
+        return unchanged(rules, json!({"asked": false}));
+    }
+    match reader.read_note(content).await {
+        Ok(reading) => {
+            let checked = notes::accept_model_reading(content, &rules, &reading, notes::DEFAULT_CONFIDENCE_WORDS);
+            let model = json!({"asked": true, "answer": reading, "refused": checked.refused});
+            NoteRead { checked, model }
+        }
+        Err(e) => unchanged(rules, json!({"asked": true, "error": e.to_string()})),
+    }
+}
+
 pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let note = deps
         .store
@@ -41,7 +81,8 @@ pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     } else {
         note.content.clone()
     };
-    let parsed = crate::notes::parse_note(&content);
+    let read = read_note(deps.note_reader.as_ref(), deps.settings.notes.model_fallback, &content).await;
+    let parsed = read.checked.note.clone();
     let confidence = parsed.confidence.and_then(|c| Confidence::parse(c).ok());
     let hypothesis = parsed.root_cause.clone().map(|root_cause| Hypothesis {
         root_cause,
@@ -57,7 +98,15 @@ pub async fn parse_hypothesis(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         Ok(())
     })
     .await?;
-    audit(deps, id, "cleric", "hypothesis_parsed", json!({"note_id": note.note_id, "parsed": parsed})).await?;
+    // Which parser produced each field ("rules" or "model"), and what the model said.
+    audit(
+        deps,
+        id,
+        "cleric",
+        "hypothesis_parsed",
+        json!({"note_id": note.note_id, "parsed": parsed, "sources": read.checked.provenance, "model": read.model}),
+    )
+    .await?;
     Ok(json!({"usable": usable, "confidence": confidence.map(Confidence::value)}))
 }
 
@@ -413,6 +462,65 @@ pub async fn decide(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ClientError;
+    use crate::notes::{ModelReading, ParserKind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A model that answers `reading` (or fails) and counts its calls.
+    struct FakeReader(Option<ModelReading>, AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl NoteReader for FakeReader {
+        async fn read_note(&self, _: &str) -> Result<ModelReading, ClientError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.clone().ok_or(ClientError::Invalid { service: "anthropic", detail: "down".into() })
+        }
+    }
+
+    const PROSE: &str =
+        "Checkout errors since 10:02.\nThe pool looks exhausted on checkout-db; I'm about 70% confident.";
+
+    #[tokio::test]
+    async fn the_note_fallback_fills_gaps_and_records_its_source() {
+        let honest = ModelReading {
+            root_cause: Some("pool looks exhausted on checkout-db".into()),
+            confidence_text: Some("70%".into()),
+            confidence: Some(0.7),
+        };
+        let reader = FakeReader(Some(honest.clone()), AtomicUsize::new(0));
+        let read = read_note(&reader, true, PROSE).await;
+        assert_eq!(read.checked.provenance.root_cause, Some(ParserKind::Model));
+        assert_eq!(read.checked.provenance.confidence, Some(ParserKind::Model));
+        assert_eq!(read.checked.note.confidence, Some(0.7));
+        assert_eq!(read.model["asked"], true);
+
+        // Off: never asked.
+        let read = read_note(&reader, false, PROSE).await;
+        assert_eq!((read.checked.note.root_cause, reader.1.load(Ordering::SeqCst)), (None, 1));
+
+        // The rules found both: never asked, both "rules".
+        let read = read_note(&reader, true, "Root cause: disk full on api-3\nConfidence: 60%").await;
+        assert_eq!(reader.1.load(Ordering::SeqCst), 1);
+        assert_eq!(read.checked.provenance.confidence, Some(ParserKind::Rules));
+
+        // The rules found the root cause only: the model may add the confidence, not replace
+        // the root cause.
+        let note = "Root cause: disk full on api-3\nWe are 80% confident.";
+        let other = ModelReading {
+            root_cause: Some("api-3".into()),
+            confidence_text: Some("80%".into()),
+            confidence: Some(0.8),
+        };
+        let read = read_note(&FakeReader(Some(other), AtomicUsize::new(0)), true, note).await;
+        assert_eq!(read.checked.note.root_cause.as_deref(), Some("disk full on api-3"));
+        assert_eq!(read.checked.provenance.root_cause, Some(ParserKind::Rules));
+        assert_eq!(read.checked.provenance.confidence, Some(ParserKind::Model));
+
+        // A failing model leaves the rules' reading and says why.
+        let read = read_note(&FakeReader(None, AtomicUsize::new(0)), true, PROSE).await;
+        assert_eq!(read.checked.note.parser, ParserKind::Rules);
+        assert!(read.model["error"].as_str().is_some_and(|e| e.contains("down")));
+    }
 
     #[test]
     fn match_score_discounts_ineffective_fixes() {

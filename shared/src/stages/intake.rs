@@ -289,7 +289,11 @@ async fn annotated(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     // with the reason when it cannot. Without the full text a trimmed note cannot be told from
     // a progress note, so an investigator's trimmed note counts as its hypothesis.
     let trimmed = d.get("trimmed").and_then(Value::as_bool) == Some(true);
-    if !trimmed && crate::notes::parse_note(&content).root_cause.is_none() {
+    // A note that states a confidence but no root cause the rules can read is handed off when
+    // the model fallback may read it; otherwise it is progress (keep waiting).
+    let rules = crate::notes::parse_note(&content);
+    let finding = rules.root_cause.is_some() || (deps.settings.notes.model_fallback && rules.confidence.is_some());
+    if !trimmed && !finding {
         audit(deps, &id, "intake", "progress_note", json!({"note_id": note_id})).await?;
         return Ok("progress_note");
     }

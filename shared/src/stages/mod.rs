@@ -34,6 +34,8 @@ pub struct Deps {
     pub source: Arc<dyn IncidentSource>,
     pub kb: Arc<dyn KnowledgeBase>,
     pub planner: Arc<dyn Planner>,
+    /// The model fallback of the note parser (`notes.model_fallback`).
+    pub note_reader: Arc<dyn NoteReader>,
     pub browser: Arc<dyn Browser>,
     pub workspaces: Arc<dyn Workspaces>,
     pub chat: Arc<dyn ChatOps>,
