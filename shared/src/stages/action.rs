@@ -725,6 +725,20 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn the_scheduled_cleanup_needs_no_incident_and_refuses_a_short_cut_off() {
+        use crate::stages::{Function, handle};
+        let (deps, _, _) = deps_with(&[]).await;
+        let short = json!({"op": "clean_up_workspaces", "older_than_secs": 60});
+        let err = handle(&deps, Function::Remediate, short).await.unwrap_err();
+        assert!(matches!(err, StageError::InvalidInput(_)) && err.to_string().contains("below"), "{err}");
+        let err = handle(&deps, Function::Verify, json!({"op": "clean_up_workspaces"})).await.unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        // No incident id needed: with no Coder configured it fails naming Coder.
+        let err = handle(&deps, Function::Remediate, json!({"op": "clean_up_workspaces"})).await.unwrap_err();
+        assert!(err.to_string().contains("Coder"), "{err}");
+    }
+
+    #[tokio::test]
     async fn no_checks_anywhere_escalates_naming_the_fix() {
         let (deps, browser, id) = deps_with(&[]).await;
         let err = preflight(&deps, &id).await.unwrap_err();

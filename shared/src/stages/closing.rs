@@ -333,7 +333,7 @@ fn escalation_reason(state: &Value) -> String {
     // The cleanup after an error failed too: the people must know a workspace may be left.
     match state.get("destroy_error") {
         Some(e) => format!(
-            "{reason}; and the remediation workspace could not be confirmed deleted ({}): the scheduled              cleanup (`selfheal workspaces gc`) retries it",
+            "{reason}; and the remediation workspace could not be confirmed deleted ({}): the scheduled cleanup (`selfheal workspaces gc`) retries it",
             caught_error(e)
         ),
         None => reason,

@@ -50,24 +50,20 @@ pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<V
     let op = Op::parse(name).filter(|op| function.ops().contains(op)).ok_or_else(|| {
         StageError::InvalidInput(format!("operation {name} does not belong to the {function:?} function"))
     })?;
-    if op.scheduled() {
-        let span = tracing::info_span!("scheduled", op = op.as_str());
-        let started = std::time::Instant::now();
-        let result = tracing::Instrument::instrument(dispatch_scheduled(deps, op, &payload), span.clone()).await;
-        let _enter = span.enter();
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match &result {
-            Ok(_) => tracing::info!(op = op.as_str(), elapsed_ms, "scheduled op done"),
-            Err(e) => {
-                tracing::warn!(op = op.as_str(), elapsed_ms, error = e.error_name(), detail = %e, "scheduled op failed")
-            }
-        }
-        return result;
-    }
-    let id = incident_id(&payload)?;
-    let span = tracing::info_span!("stage", op = op.as_str(), incident_id = %id);
+    // A scheduled op concerns no single incident; every other op names one.
+    let id = if op.scheduled() { None } else { Some(incident_id(&payload)?) };
+    let span = match &id {
+        Some(id) => tracing::info_span!("stage", op = op.as_str(), incident_id = %id),
+        None => tracing::info_span!("stage", op = op.as_str()),
+    };
     let started = std::time::Instant::now();
-    let result = tracing::Instrument::instrument(dispatch(deps, op, &id, &payload), span.clone()).await;
+    let work = async {
+        match &id {
+            Some(id) => dispatch(deps, op, id, &payload).await,
+            None => dispatch_scheduled(deps, op, &payload).await,
+        }
+    };
+    let result = tracing::Instrument::instrument(work, span.clone()).await;
     let _enter = span.enter();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
