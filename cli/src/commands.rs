@@ -226,6 +226,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Remediation workspaces in Coder.
+    Workspaces {
+        #[command(subcommand)]
+        verb: WorkspacesVerb,
+    },
     /// Print an execution's event history from the embedded store.
     History {
         /// Execution name (as printed by run-state-machine or the local engine) or id.
@@ -257,6 +262,33 @@ pub enum RunbooksVerb {
     Check {
         /// Directory of runbook Markdown files.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspacesVerb {
+    /// Find remediation workspaces by their name prefix (`fix-`) and delete those older than
+    /// --older-than: what a lost record or a delete that kept failing left behind. The deployed
+    /// stack runs the same cleanup every hour (template.yaml, `clean_up_workspaces`). Exits 1
+    /// when a delete failed.
+    Gc {
+        /// Only workspaces created at least this long ago (e.g. 6h, 2d; at least 1h, so a live
+        /// remediation is never touched).
+        #[arg(long, default_value = "6h")]
+        older_than: String,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Settings (TOML; see selfheal.example.toml) for the Coder endpoint and user; SELFHEAL_*
+        /// variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Secrets (TOML with the keys of the Secrets Manager JSON) holding coder_session_token.
+        #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
+        secrets: Option<PathBuf>,
     },
 }
 
@@ -475,6 +507,53 @@ async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
             })
             .await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Workspaces { verb: WorkspacesVerb::Gc { older_than, dry_run, json, config, secrets } } => {
+            let older_than = parse_duration(&older_than)?;
+            let min = selfheal::stages::action::MIN_STALE_SECS;
+            if older_than.num_seconds() < min {
+                return Err(format!(
+                    "--older-than must be at least {} h: a live remediation could be deleted",
+                    min / 3600
+                ));
+            }
+            let settings = load_settings(config.as_deref())?;
+            let secrets = load_secrets(secrets.as_deref())?;
+            let workspaces = selfheal::wiring::workspaces(&settings, &secrets);
+            let report = selfheal::stages::action::clean_up_workspaces(
+                workspaces.as_ref(),
+                chrono::Utc::now(),
+                older_than,
+                dry_run,
+                selfheal::stages::action::CLEANUP_DEADLINE,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if json {
+                let value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+                crate::say!("{}", operator::term_json(&value, false));
+            } else {
+                for w in &report.stale {
+                    let created = w.created_at.map_or_else(|| "unknown".to_string(), |t| t.to_rfc3339());
+                    crate::say!(
+                        "{}",
+                        operator::term_line(&format!(
+                            "{}  {}  created {created}  {}  {}",
+                            w.name, w.id, w.state, w.result
+                        ))
+                    );
+                }
+                crate::say!(
+                    "{} remediation workspaces seen, {} stale, {} deleted, {} failed{}{}",
+                    report.seen,
+                    report.stale.len(),
+                    report.deleted,
+                    report.failed,
+                    if dry_run { " (dry run)" } else { "" },
+                    if report.cut_short { "; stopped at the deadline, run again" } else { "" }
+                );
+            }
+            Ok(if report.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Runbooks { verb: RunbooksVerb::Check { dir } } => {
             let runbooks = selfheal::runbooks::load_dir(&dir).map_err(|e| e.to_string())?;

@@ -13,6 +13,8 @@ set -euo pipefail
 : "${SELFHEAL_FIX_SCRIPT_SHA256:?selfheal: no fix script hash}"
 export SELFHEAL_INCIDENT SELFHEAL_SERVICE="${SELFHEAL_SERVICE-}" SELFHEAL_SEVERITY="${SELFHEAL_SEVERITY-}" \
   SELFHEAL_TARGET="${SELFHEAL_TARGET-}"
+# The service's credentials (main.tf mounts the secret selfheal-target-<service> here).
+export SELFHEAL_TARGET_SECRETS="${SELFHEAL_TARGET_SECRETS:-/var/run/selfheal/target}"
 
 workdir="$(mktemp -d)"
 trap 'rm -rf -- "$workdir"' EXIT

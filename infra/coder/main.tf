@@ -120,6 +120,14 @@ resource "coder_script" "fix" {
   script = file("${path.module}/fix.sh")
 }
 
+# Credentials for the fix's target come from one Kubernetes secret per service, never from the
+# prompt, the plan or the script: `selfheal-target-<service>` in var.namespace (keys such as
+# `pg_service.conf`, `redis_password`), mounted read-only where fix.sh points
+# SELFHEAL_TARGET_SECRETS. Optional: a service whose runbooks need no credentials has none.
+locals {
+  service_slug = trim(substr(replace(lower(data.coder_parameter.service.value), "/[^a-z0-9-]+/", "-"), 0, 47), "-")
+}
+
 resource "kubernetes_pod" "runner" {
   count = data.coder_workspace.me.start_count
   metadata {
@@ -139,6 +147,14 @@ resource "kubernetes_pod" "runner" {
       run_as_non_root = true
       run_as_user     = 1000
     }
+    volume {
+      name = "target-credentials"
+      secret {
+        secret_name  = "selfheal-target-${local.service_slug}"
+        optional     = true
+        default_mode = "0400"
+      }
+    }
     container {
       name    = "runner"
       image   = var.runner_image
@@ -146,6 +162,11 @@ resource "kubernetes_pod" "runner" {
       env {
         name  = "CODER_AGENT_TOKEN"
         value = coder_agent.runner.token
+      }
+      volume_mount {
+        name       = "target-credentials"
+        mount_path = "/var/run/selfheal/target"
+        read_only  = true
       }
       security_context {
         allow_privilege_escalation = false
@@ -164,11 +185,25 @@ resource "kubernetes_pod" "runner" {
   }
 }
 
-# Egress: only the target's CIDR and DNS (plus the Coder control plane, which the agent needs;
-# set coder_cidr to your Coder deployment). Everything else is denied.
+# Egress: only the target's CIDR and DNS, the Coder control plane (the agent connects to it: no
+# default, a wrong value means no agent ever connects) and the Kubernetes API (kubectl runbooks).
+# Everything else is denied.
 variable "coder_cidr" {
-  type    = string
-  default = "0.0.0.0/32"
+  type        = string
+  description = "CIDR of the Coder control plane the agent must reach (e.g. its load balancer's /32)."
+  validation {
+    condition     = can(cidrhost(var.coder_cidr, 0)) && !startswith(var.coder_cidr, "0.0.0.0/")
+    error_message = "coder_cidr must be the Coder deployment's CIDR; 0.0.0.0/x would cut the agent off (or open everything)."
+  }
+}
+
+variable "kube_api_cidr" {
+  type        = string
+  description = "CIDR of the Kubernetes API server (kubectl-based runbooks: rollout undo, exec, cert renew)."
+  validation {
+    condition     = can(cidrhost(var.kube_api_cidr, 0))
+    error_message = "kube_api_cidr must be a CIDR."
+  }
 }
 
 resource "kubernetes_network_policy" "runner_egress" {
@@ -192,6 +227,11 @@ resource "kubernetes_network_policy" "runner_egress" {
       to {
         ip_block {
           cidr = var.coder_cidr
+        }
+      }
+      to {
+        ip_block {
+          cidr = var.kube_api_cidr
         }
       }
     }

@@ -111,6 +111,9 @@ pub enum Step {
     Api(Client, Call),
     /// One pass of the incident's service checks.
     Checks,
+    /// A SaaS lifecycle (many calls and waits) that runs under its own deadline, in seconds: a
+    /// Coder delete that waits for builds to settle, the scheduled cleanup.
+    Bounded(u64),
 }
 
 /// A handler's path through the code, as the calls it makes in sequence.
@@ -122,7 +125,7 @@ pub struct Path {
 
 use Call::{Once, Read, Send};
 use Client::{Anthropic, Coder, PagerDuty, Senso, Slack};
-use Step::{Api, Aws, Checks};
+use Step::{Api, Aws, Bounded, Checks};
 
 /// A struct literal (not a call), so the tables below are promoted to `'static`.
 macro_rules! path {
@@ -138,6 +141,8 @@ pub fn op_paths(op: Op) -> &'static [Path] {
     const R: u32 = MAX_RUNBOOKS;
     const F: u32 = crate::stages::closing::MAX_FIXES_IN_WINDOW as u32;
     const T: u32 = crate::stages::closing::MAX_TRIGGERS_CHECKED as u32;
+    const SETTLE: u64 = crate::adapters::coder::SETTLE_DEADLINE.as_secs();
+    const CLEANUP: u64 = crate::stages::action::CLEANUP_DEADLINE.as_secs();
     match op {
         // load, offer_wait_token (mutate), audit
         Op::AwaitHypothesis => &[path!("await_hypothesis", &[Aws(4)])],
@@ -193,8 +198,13 @@ pub fn op_paths(op: Op) -> &'static [Path] {
         Op::PollWorkspace => &[path!("poll_workspace", &[Api(Coder, Read)])],
         // agent logs, update, audit
         Op::CollectResult => &[path!("collect_result", &[Api(Coder, Read), Aws(3)])],
-        // load, delete, update, audit
-        Op::DestroyWorkspace => &[path!("destroy_workspace", &[Aws(1), Api(Coder, Send), Aws(3)])],
+        // load, find by the plan's name (no record), the delete lifecycle (cancel, settle,
+        // delete, confirm) under its deadline, update, audit
+        Op::DestroyWorkspace => {
+            &[path!("destroy_workspace (found by name)", &[Aws(1), Api(Coder, Read), Bounded(SETTLE), Aws(3)])]
+        }
+        // list, then deletes, all under the cleanup's deadline
+        Op::CleanUpWorkspaces => &[path!("clean_up_workspaces", &[Bounded(CLEANUP)])],
         // update, audit trail, note, resolve, service event, audit
         Op::ResolveIncident => {
             &[path!("resolve_incident", &[Aws(3), Api(PagerDuty, Send), Api(PagerDuty, Send), Aws(2)])]
@@ -279,8 +289,9 @@ pub fn path_worst(function: Function, p: &Path, settings: &Settings) -> Duration
             Api(client, Read) => client.read_worst(settings),
             Api(client, Once) => client.timeout(settings),
             Checks => checks_worst(settings),
+            Bounded(secs) => Duration::from_secs(secs),
         };
-        if matches!(step, Api(..)) {
+        if matches!(step, Api(..) | Bounded(..)) {
             saas_calls += 1;
         }
     }

@@ -150,13 +150,18 @@ pub enum ClientError {
     /// A request we refused to send (bad configuration, invalid argument).
     #[error("{service}: {detail}")]
     Invalid { service: &'static str, detail: String },
+    /// A long-running operation on the remote side (a Coder build) that did not reach the state
+    /// we wait for: still running when our own deadline came (`retryable`: ask again later), or
+    /// ended in a state a retry here will not change.
+    #[error("{service}: {detail}")]
+    Lifecycle { service: &'static str, detail: String, retryable: bool },
 }
 
 impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Timeout { .. } | ClientError::Connect { .. } => true,
-            ClientError::Status { retryable, .. } => *retryable,
+            ClientError::Status { retryable, .. } | ClientError::Lifecycle { retryable, .. } => *retryable,
             ClientError::Contract { .. } | ClientError::Invalid { .. } => false,
         }
     }

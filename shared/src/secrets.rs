@@ -447,6 +447,9 @@ impl Workspaces for Rebuilt<dyn Workspaces> {
     async fn find(&self, name: &str) -> Result<Option<WorkspaceHandle>, ClientError> {
         self.get().await.find(name).await
     }
+    async fn list(&self, name_prefix: &str) -> Result<Vec<WorkspaceSummary>, ClientError> {
+        self.get().await.list(name_prefix).await
+    }
 }
 
 #[async_trait]

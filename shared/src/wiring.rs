@@ -90,6 +90,9 @@ impl Workspaces for Unconfigured {
     async fn find(&self, _: &str) -> Result<Option<WorkspaceHandle>, ClientError> {
         Err(self.err())
     }
+    async fn list(&self, _: &str) -> Result<Vec<WorkspaceSummary>, ClientError> {
+        Err(self.err())
+    }
 }
 
 #[async_trait]
@@ -197,7 +200,8 @@ pub fn note_reader(settings: &Settings, secrets: &Secrets) -> Arc<dyn NoteReader
     or_unconfigured(reader, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
 }
 
-fn workspaces(settings: &Settings, secrets: &Secrets) -> Arc<dyn Workspaces> {
+/// The Coder adapter the settings and secrets describe (or `Unconfigured`, naming what is missing).
+pub fn workspaces(settings: &Settings, secrets: &Secrets) -> Arc<dyn Workspaces> {
     let timeout = request_timeout(settings);
     let template = settings
         .coder

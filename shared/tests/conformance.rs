@@ -22,11 +22,11 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use selfheal::adapters::memory::MemoryTable;
 use selfheal::engine::{
     Engine, ExecutionStatus, StateMachine, TaskDispatcher, TaskFailure, TaskInvocation, TaskOutcome,
 };
 use selfheal::ports::VirtualClock;
-use selfheal::adapters::memory::MemoryTable;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use selfheal::adapters::memory::MemoryTable;
 use selfheal::engine::{Engine, ExecutionStatus, MAX_HISTORY_EVENTS, StateMachine, mock::MockConfig};
 use selfheal::ports::VirtualClock;
-use selfheal::adapters::memory::MemoryTable;
 
 const LOOP: &str = include_str!("../benches/fixtures/loop.asl.json");
 const LOOP_MOCKS: &str = include_str!("../benches/fixtures/loop.mock.json");

@@ -59,6 +59,10 @@ pub enum CoderMode {
     BuildFails,
     NoProvisioners,
     StartTimeout,
+    /// The build succeeds but the agent never connects: `connecting`, then `timeout`.
+    AgentNeverConnects,
+    /// The start build's job runs for seconds (a slow image pull): a delete meets it active.
+    SlowBuild,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,16 @@ pub struct Knobs {
     /// Answer this many Coder calls with 503, then this many with 429 (Retry-After: 0).
     pub coder_unavailable: u32,
     pub coder_rate_limits: u32,
+    /// The next this-many delete builds fail (Terraform destroy errors), as real ones can.
+    pub coder_delete_failures: u32,
+    /// How long a delete build's job runs (a slow `terraform destroy`).
+    pub coder_delete_ms: u64,
+    /// The next this-many delete posts race another build (an autostop `stop` build that
+    /// started a moment earlier): they are answered 409 and that build runs.
+    pub coder_racing_builds: u32,
+    /// The next this-many creates create the workspace, then answer with a body cut off
+    /// mid-way (the answer was lost: the caller cannot know the workspace exists).
+    pub coder_create_garbled: u32,
     /// Click on approval messages automatically, as this user.
     pub auto_click: Option<(Click, String)>,
     /// A slow PagerDuty REST API that recovers: calls are answered no earlier than this instant.
@@ -100,6 +114,10 @@ impl Default for Knobs {
             coder: CoderMode::Normal,
             coder_unavailable: 0,
             coder_rate_limits: 0,
+            coder_delete_failures: 0,
+            coder_delete_ms: 60,
+            coder_racing_builds: 0,
+            coder_create_garbled: 0,
             auto_click: None,
             pagerduty_slow_until: None,
             slack_response_slow_until: None,
@@ -194,24 +212,57 @@ struct SensoDoc {
     created: Instant,
 }
 
+/// One workspace build: a transition and its provisioner job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Build {
+    pub id: String,
+    pub number: u32,
+    pub transition: String,
+    /// `pending`, `running`, `succeeded`, `failed`, `canceling`, `canceled`.
+    pub job_status: String,
+    pub error: String,
+}
+
+impl Build {
+    /// Coder refuses another build while this one's job has not completed.
+    pub fn active(&self) -> bool {
+        matches!(self.job_status.as_str(), "pending" | "running" | "canceling")
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
-    pub build_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Every build, oldest first; the last is the latest.
+    pub builds: Vec<Build>,
     pub agent_id: String,
-    pub job_status: String,
+    /// The agent's connection: `connecting`, `connected`, `disconnected`, `timeout`.
+    pub agent_status: String,
     pub lifecycle: String,
     pub logs: Vec<String>,
+    /// Set when a delete build succeeded: the workspace is gone (410 by id, 404 by name).
     pub deleted: bool,
     pub parameters: BTreeMap<String, String>,
+}
+
+impl Workspace {
+    pub fn latest(&self) -> Option<&Build> {
+        self.builds.last()
+    }
 }
 
 #[derive(Default)]
 struct CoderState {
     workspaces: BTreeMap<String, Workspace>,
     creates: u32,
+    /// Workspaces whose delete build succeeded.
     deletes: u32,
+    /// Builds posted while another was active (answered 409).
+    conflicts: u32,
+    /// Delete builds that failed.
+    failed_deletes: u32,
 }
 
 pub struct Sim {
@@ -304,10 +355,28 @@ impl Sim {
         lock(&self.coder).workspaces.values().cloned().collect()
     }
 
-    /// (created, deleted) workspace counts.
+    /// (created, deleted) workspace counts: deleted means a delete build succeeded.
     pub fn workspace_counts(&self) -> (u32, u32) {
         let c = lock(&self.coder);
         (c.creates, c.deletes)
+    }
+
+    /// Workspaces not deleted (a delete still running or failed counts as leaked).
+    pub fn live_workspaces(&self) -> Vec<Workspace> {
+        lock(&self.coder).workspaces.values().filter(|w| !w.deleted).cloned().collect()
+    }
+
+    /// (builds refused with 409 while another was active, delete builds that failed).
+    pub fn coder_edges(&self) -> (u32, u32) {
+        let c = lock(&self.coder);
+        (c.conflicts, c.failed_deletes)
+    }
+
+    /// Make every workspace look `by` older (a cleanup's age cut-off, without waiting hours).
+    pub fn age_workspaces(&self, by: chrono::Duration) {
+        for w in lock(&self.coder).workspaces.values_mut() {
+            w.created_at -= by;
+        }
     }
 
     pub fn senso_documents(&self) -> Vec<(String, String)> {
@@ -327,7 +396,10 @@ impl Sim {
             .route("/anthropic/v1/messages", post(anthropic_messages))
             .route("/coder/api/v2/users/{user}/workspaces", post(coder_create))
             .route("/coder/api/v2/users/{user}/workspace/{name}", get(coder_by_name))
+            .route("/coder/api/v2/workspaces", get(coder_list))
+            .route("/coder/api/v2/workspaces/{id}", get(coder_workspace))
             .route("/coder/api/v2/workspacebuilds/{id}", get(coder_build))
+            .route("/coder/api/v2/workspacebuilds/{id}/cancel", axum::routing::patch(coder_cancel))
             .route("/coder/api/v2/workspaceagents/{id}/logs", get(coder_logs))
             .route("/coder/api/v2/workspaces/{id}/builds", post(coder_transition))
             .with_state(self.clone())
@@ -1235,15 +1307,44 @@ fn coder_fault(sim: &Sim, path: &str) -> Option<Response> {
     None
 }
 
-fn build_json(w: &Workspace, provisioners: u64) -> Value {
+const NOT_FOUND: &str = "Resource not found or you do not have access to this resource";
+
+/// A build as `GET /workspacebuilds/{id}` shows it: the job, the workspace status it implies,
+/// and the agent (only once a start build succeeded).
+fn build_json(w: &Workspace, b: &Build, provisioners: u64) -> Value {
+    let status = match (b.transition.as_str(), b.job_status.as_str()) {
+        (_, "pending") => "pending",
+        ("start", "running") => "starting",
+        ("stop", "running") => "stopping",
+        ("delete", "running") => "deleting",
+        ("start", "succeeded") => "running",
+        ("stop", "succeeded") => "stopped",
+        ("delete", "succeeded") => "deleted",
+        (_, other) => other,
+    };
+    let agents = if b.transition == "start" && b.job_status == "succeeded" {
+        json!([{"id": w.agent_id, "status": w.agent_status, "lifecycle_state": w.lifecycle}])
+    } else {
+        json!([])
+    };
     json!({
-        "id": w.build_id, "build_number": 1, "transition": if w.deleted { "delete" } else { "start" },
-        "status": if w.deleted { "deleted" } else if w.job_status == "succeeded" { "running" } else { "starting" },
-        "workspace_id": w.id,
-        "job": {"status": w.job_status, "error": if w.job_status == "failed" { "terraform apply failed: image pull error" } else { "" }},
+        "id": b.id, "build_number": b.number, "transition": b.transition, "status": status,
+        "workspace_id": w.id, "workspace_name": w.name,
+        "job": {"status": b.job_status, "error": b.error},
         "matched_provisioners": {"count": provisioners, "available": provisioners},
-        "resources": [{"name": "runner", "agents": [{"id": w.agent_id, "status": "connected", "lifecycle_state": w.lifecycle}]}]
+        "resources": [{"name": "runner", "agents": agents}]
     })
+}
+
+fn workspace_json(w: &Workspace, owner: &str, provisioners: u64) -> Value {
+    let latest = w.latest().map_or(Value::Null, |b| build_json(w, b, provisioners));
+    json!({"id": w.id, "name": w.name, "owner_name": owner, "created_at": w.created_at.to_rfc3339(),
+           "latest_build": latest, "deleted": w.deleted,
+           "health": {"healthy": w.agent_status == "connected", "failing_agents": []}})
+}
+
+fn provisioners(sim: &Sim) -> u64 {
+    if lock(&sim.knobs).coder == CoderMode::NoProvisioners { 0 } else { 1 }
 }
 
 /// The workspace template's start script (`infra/coder/main.tf` runs it with `file()`).
@@ -1260,9 +1361,16 @@ pub const TEMPLATE_ENV: &[(&str, &str)] = &[
     ("SELFHEAL_FIX_SCRIPT_SHA256", "fix_script_sha256"),
 ];
 
+/// The template's `coder_parameter`s (`infra/coder/main.tf`); Coder refuses any other name.
+pub const TEMPLATE_PARAMETERS: &[&str] =
+    &["incident_id", "service", "severity", "fix_script_b64", "fix_script_sha256", "target", "target_cidr"];
+
 /// The template's parameter `validation` blocks, as Coder enforces them at create time; and
 /// Coder stores values in Postgres text, which cannot hold a NUL.
 fn template_parameter_problem(parameters: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(unknown) = parameters.keys().find(|k| !TEMPLATE_PARAMETERS.contains(&k.as_str())) {
+        return Some(format!("{unknown}: Parameter {unknown:?} is not present in the template"));
+    }
     let required = ["incident_id", "service", "fix_script_b64", "fix_script_sha256", "target"];
     if let Some(missing) = required.iter().find(|p| !parameters.contains_key(**p)) {
         return Some(format!("parameter {missing} is required"));
@@ -1323,19 +1431,28 @@ async fn coder_create(State(sim): State<Arc<Sim>>, Path(user): Path<String>, h: 
         );
     }
     let mode = lock(&sim.knobs).coder;
-    let w = {
+    let (w, build) = {
         let mut c = lock(&sim.coder);
+        // A name stays taken until its workspace's delete build succeeded.
         if c.workspaces.values().any(|w| w.name == name && !w.deleted) {
             drop(c);
             sim.record("coder", "POST", &path, 409);
             return coder_error(StatusCode::CONFLICT, format!("Workspace \"{name}\" already exists.").as_str(), "");
         }
+        let build = Build {
+            id: uuid::Uuid::new_v4().to_string(),
+            number: 1,
+            transition: "start".into(),
+            job_status: "pending".into(),
+            error: String::new(),
+        };
         let w = Workspace {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.clone(),
-            build_id: uuid::Uuid::new_v4().to_string(),
+            created_at: chrono::Utc::now(),
+            builds: vec![build.clone()],
             agent_id: uuid::Uuid::new_v4().to_string(),
-            job_status: "pending".into(),
+            agent_status: "connecting".into(),
             lifecycle: "created".into(),
             logs: Vec::new(),
             deleted: false,
@@ -1343,16 +1460,40 @@ async fn coder_create(State(sim): State<Arc<Sim>>, Path(user): Path<String>, h: 
         };
         c.creates += 1;
         c.workspaces.insert(w.id.clone(), w.clone());
-        w
+        (w, build)
     };
-    let provisioners = if mode == CoderMode::NoProvisioners { 0 } else { 1 };
-    let out = json!({"id": w.id, "name": w.name, "owner_name": user, "latest_build": build_json(&w, provisioners),
-                     "health": {"healthy": true, "failing_agents": []}, "ttl_ms": v.get("ttl_ms")});
+    let out = workspace_json(&w, &user, provisioners(&sim));
+    // Without a matching provisioner the job sits in the queue.
     if mode != CoderMode::NoProvisioners {
-        tokio::spawn(run_workspace(sim.clone(), w.id.clone(), mode));
+        tokio::spawn(run_build(sim.clone(), w.id.clone(), build.id, mode));
     }
+    let garbled = {
+        let mut k = lock(&sim.knobs);
+        let garbled = k.coder_create_garbled > 0;
+        k.coder_create_garbled = k.coder_create_garbled.saturating_sub(1);
+        garbled
+    };
     sim.record("coder", "POST", &path, 201);
+    if garbled {
+        let text = out.to_string();
+        let cut: String = text.chars().take(text.chars().count() / 2).collect();
+        return (StatusCode::CREATED, [("content-type", "application/json")], cut).into_response();
+    }
     json_response(StatusCode::CREATED, out)
+}
+
+/// Move build `build_id`'s job from one of `from` to `to` (and apply `f` to the workspace), if
+/// it is still there and in one of those states: a build canceled meanwhile is not revived.
+fn advance(sim: &Sim, ws: &str, build_id: &str, from: &[&str], to: &str, f: impl FnOnce(&mut Workspace)) -> bool {
+    let mut c = lock(&sim.coder);
+    let Some(w) = c.workspaces.get_mut(ws) else { return false };
+    let Some(b) = w.builds.iter_mut().find(|b| b.id == build_id) else { return false };
+    if !from.contains(&b.job_status.as_str()) {
+        return false;
+    }
+    b.job_status = to.into();
+    f(w);
+    true
 }
 
 fn set_ws(sim: &Sim, id: &str, f: impl FnOnce(&mut Workspace)) -> bool {
@@ -1366,26 +1507,93 @@ fn set_ws(sim: &Sim, id: &str, f: impl FnOnce(&mut Workspace)) -> bool {
     }
 }
 
-/// The workspace's life: build, then the agent runs the template's start script for real, in a
-/// subprocess, with the template's environment (each parameter an environment variable, as
-/// `coder_agent.runner.env` sets them): the script decodes the fix, checks its hash and runs
-/// it against the target. Then ready / start_error / start_timeout.
-async fn run_workspace(sim: Arc<Sim>, id: String, mode: CoderMode) {
+/// A build's job: `pending`, then `running`, then its outcome, unless canceled on the way.
+/// A start build that succeeds hands over to the agent ([`run_agent`]); a delete build that
+/// succeeds removes the workspace; a delete build can fail (`coder_delete_failures`).
+async fn run_build(sim: Arc<Sim>, ws: String, build_id: String, mode: CoderMode) {
+    let transition = {
+        let c = lock(&sim.coder);
+        c.workspaces.get(&ws).and_then(|w| w.builds.iter().find(|b| b.id == build_id)).map(|b| b.transition.clone())
+    };
+    let Some(transition) = transition else { return };
     tokio::time::sleep(Duration::from_millis(60)).await;
-    if !set_ws(&sim, &id, |w| w.job_status = "running".into()) {
+    if !advance(&sim, &ws, &build_id, &["pending"], "running", |_| {}) {
         return;
     }
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    if mode == CoderMode::BuildFails {
-        set_ws(&sim, &id, |w| w.job_status = "failed".into());
-        return;
+    let running = match transition.as_str() {
+        "delete" => lock(&sim.knobs).coder_delete_ms,
+        "start" if mode == CoderMode::SlowBuild => 1500,
+        _ => 60,
+    };
+    tokio::time::sleep(Duration::from_millis(running)).await;
+    match transition.as_str() {
+        "delete" => {
+            let fail = {
+                let mut k = lock(&sim.knobs);
+                let fail = k.coder_delete_failures > 0;
+                k.coder_delete_failures = k.coder_delete_failures.saturating_sub(1);
+                fail
+            };
+            if fail {
+                let failed = advance(&sim, &ws, &build_id, &["running"], "failed", |w| {
+                    if let Some(b) = w.builds.last_mut() {
+                        b.error =
+                            "terraform destroy: context deadline exceeded while deleting kubernetes_pod.runner".into();
+                    }
+                });
+                if failed {
+                    lock(&sim.coder).failed_deletes += 1;
+                }
+                return;
+            }
+            let done = advance(&sim, &ws, &build_id, &["running"], "succeeded", |w| {
+                w.deleted = true;
+                w.lifecycle = "off".into();
+                w.agent_status = "disconnected".into();
+            });
+            if done {
+                lock(&sim.coder).deletes += 1;
+            }
+        }
+        "stop" => {
+            advance(&sim, &ws, &build_id, &["running"], "succeeded", |w| {
+                w.lifecycle = "off".into();
+                w.agent_status = "disconnected".into();
+            });
+        }
+        _ if mode == CoderMode::BuildFails => {
+            advance(&sim, &ws, &build_id, &["running"], "failed", |w| {
+                if let Some(b) = w.builds.last_mut() {
+                    b.error = "terraform apply failed: image pull error".into();
+                }
+            });
+        }
+        _ => {
+            let mut parameters = BTreeMap::new();
+            let started = advance(&sim, &ws, &build_id, &["running"], "succeeded", |w| {
+                if mode == CoderMode::AgentNeverConnects {
+                    return;
+                }
+                w.agent_status = "connected".into();
+                w.lifecycle = "starting".into();
+                parameters = w.parameters.clone();
+            });
+            if started {
+                run_agent(sim, ws, mode, parameters).await;
+            }
+        }
     }
-    let mut parameters = BTreeMap::new();
-    if !set_ws(&sim, &id, |w| {
-        w.job_status = "succeeded".into();
-        w.lifecycle = "starting".into();
-        parameters = w.parameters.clone();
-    }) {
+}
+
+/// The agent: it runs the template's start script for real, in a subprocess, with the
+/// template's environment (each parameter an environment variable, as `coder_agent.runner.env`
+/// sets them): the script decodes the fix, checks its hash and runs it against the target. Then
+/// ready / start_error / start_timeout. An agent that never connects times out instead (the
+/// template's connection timeout, scaled down).
+async fn run_agent(sim: Arc<Sim>, id: String, mode: CoderMode, parameters: BTreeMap<String, String>) {
+    if mode == CoderMode::AgentNeverConnects {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        set_ws(&sim, &id, |w| w.agent_status = "timeout".into());
         return;
     }
     if mode == CoderMode::StartTimeout {
@@ -1417,16 +1625,134 @@ async fn run_workspace(sim: Arc<Sim>, id: String, mode: CoderMode) {
     });
 }
 
+/// `GET /workspacebuilds/{id}`: any build, of a deleted workspace too.
 async fn coder_build(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
     if let Some(r) = coder_guard(&sim, &h, "GET", "") {
         return r;
     }
-    let provisioners = if lock(&sim.knobs).coder == CoderMode::NoProvisioners { 0 } else { 1 };
-    let w = lock(&sim.coder).workspaces.values().find(|w| w.build_id == id).cloned();
-    sim.record("coder", "GET", &format!("/api/v2/workspacebuilds/{id}"), if w.is_some() { 200 } else { 404 });
+    let found = {
+        let c = lock(&sim.coder);
+        c.workspaces.values().find_map(|w| w.builds.iter().find(|b| b.id == id).map(|b| (w.clone(), b.clone())))
+    };
+    sim.record("coder", "GET", &format!("/api/v2/workspacebuilds/{id}"), if found.is_some() { 200 } else { 404 });
+    match found {
+        Some((w, b)) => json_response(StatusCode::OK, build_json(&w, &b, provisioners(&sim))),
+        None => coder_error(StatusCode::NOT_FOUND, NOT_FOUND, ""),
+    }
+}
+
+/// `GET /workspaces/{id}`: 410 Gone once its delete build succeeded.
+async fn coder_workspace(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Some(r) = coder_guard(&sim, &h, "GET", "") {
+        return r;
+    }
+    let w = lock(&sim.coder).workspaces.get(&id).cloned();
+    let path = format!("/api/v2/workspaces/{id}");
     match w {
-        Some(w) => json_response(StatusCode::OK, build_json(&w, provisioners)),
-        None => coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", ""),
+        None => {
+            sim.record("coder", "GET", &path, 404);
+            coder_error(StatusCode::NOT_FOUND, NOT_FOUND, "")
+        }
+        Some(w) if w.deleted => {
+            sim.record("coder", "GET", &path, 410);
+            coder_error(
+                StatusCode::GONE,
+                &format!(
+                    "Workspace {:?} was deleted, you can view this workspace by specifying '?deleted=true' and trying again.",
+                    w.id
+                ),
+                "",
+            )
+        }
+        Some(w) => {
+            sim.record("coder", "GET", &path, 200);
+            json_response(StatusCode::OK, workspace_json(&w, "selfheal", provisioners(&sim)))
+        }
+    }
+}
+
+/// `GET /workspaces?q=owner:<user> name:<text>&limit=&offset=`: `name:` matches a substring,
+/// case-insensitively; deleted workspaces are not listed. `{"workspaces": [...], "count": N}`.
+async fn coder_list(
+    State(sim): State<Arc<Sim>>,
+    axum::extract::Query(query): axum::extract::Query<BTreeMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if let Some(r) = coder_guard(&sim, &h, "GET", "") {
+        return r;
+    }
+    let q = query.get("q").cloned().unwrap_or_default();
+    let mut name_filter = String::new();
+    for term in q.split_whitespace() {
+        match term.split_once(':') {
+            Some(("name", v)) => name_filter = v.to_lowercase(),
+            Some(("owner", _)) => {}
+            _ => {
+                sim.record("coder", "GET", "/api/v2/workspaces", 400);
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "Invalid workspace search query.", "validations": [{"field": "q", "detail": format!("unsupported term {term:?}")}]}),
+                );
+            }
+        }
+    }
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).min(100);
+    let offset = query.get("offset").and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
+    let all: Vec<Workspace> = lock(&sim.coder)
+        .workspaces
+        .values()
+        .filter(|w| !w.deleted && w.name.to_lowercase().contains(&name_filter))
+        .cloned()
+        .collect();
+    let page: Vec<Value> =
+        all.iter().skip(offset).take(limit).map(|w| workspace_json(w, "selfheal", provisioners(&sim))).collect();
+    sim.record("coder", "GET", "/api/v2/workspaces", 200);
+    json_response(StatusCode::OK, json!({"workspaces": page, "count": all.len()}))
+}
+
+/// `PATCH /workspacebuilds/{id}/cancel`: a pending or running job goes `canceling`, then
+/// `canceled`; a job that already completed, or was already canceled, is a 400.
+async fn coder_cancel(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    let path = format!("/api/v2/workspacebuilds/{id}/cancel");
+    if let Some(r) = coder_guard(&sim, &h, "PATCH", &path) {
+        return r;
+    }
+    let outcome = {
+        let mut c = lock(&sim.coder);
+        c.workspaces.values_mut().find_map(|w| {
+            let ws = w.id.clone();
+            w.builds.iter_mut().find(|b| b.id == id).map(|b| match b.job_status.as_str() {
+                "pending" | "running" => {
+                    b.job_status = "canceling".into();
+                    Ok(ws)
+                }
+                "canceling" | "canceled" => Err("Job has already been marked as canceled!"),
+                _ => Err("Job has already completed!"),
+            })
+        })
+    };
+    match outcome {
+        None => {
+            sim.record("coder", "PATCH", &path, 404);
+            coder_error(StatusCode::NOT_FOUND, NOT_FOUND, "")
+        }
+        Some(Err(message)) => {
+            sim.record("coder", "PATCH", &path, 400);
+            coder_error(StatusCode::BAD_REQUEST, message, "")
+        }
+        Some(Ok(ws)) => {
+            let (sim2, build) = (sim.clone(), id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                advance(&sim2, &ws, &build, &["canceling"], "canceled", |w| {
+                    if let Some(b) = w.builds.last_mut() {
+                        b.error = "canceled".into();
+                    }
+                });
+            });
+            sim.record("coder", "PATCH", &path, 200);
+            json_response(StatusCode::OK, json!({"message": "Job has been marked as canceled..."}))
+        }
     }
 }
 
@@ -1441,11 +1767,8 @@ async fn coder_by_name(
     let w = lock(&sim.coder).workspaces.values().find(|w| w.name == name && !w.deleted).cloned();
     sim.record("coder", "GET", &format!("/api/v2/users/{user}/workspace/{name}"), if w.is_some() { 200 } else { 404 });
     match w {
-        Some(w) => json_response(
-            StatusCode::OK,
-            json!({"id": w.id, "name": w.name, "owner_name": user, "latest_build": build_json(&w, 1)}),
-        ),
-        None => coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", ""),
+        Some(w) => json_response(StatusCode::OK, workspace_json(&w, &user, provisioners(&sim))),
+        None => coder_error(StatusCode::NOT_FOUND, NOT_FOUND, ""),
     }
 }
 
@@ -1465,40 +1788,70 @@ async fn coder_logs(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: Head
                 .collect();
             json_response(StatusCode::OK, Value::Array(logs))
         }
-        None => coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", ""),
+        None => coder_error(StatusCode::NOT_FOUND, NOT_FOUND, ""),
     }
 }
 
+/// `POST /workspaces/{id}/builds`: a new build, refused with 409 while the latest build's job
+/// is active (pending, running or canceling), as Coder does. The job then runs ([`run_build`]).
 async fn coder_transition(State(sim): State<Arc<Sim>>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
     let path = format!("/api/v2/workspaces/{id}/builds");
     if let Some(r) = coder_guard(&sim, &h, "POST", &path) {
         return r;
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !matches!(v.get("transition").and_then(Value::as_str), Some("start" | "stop" | "delete")) {
+    let Some(transition) =
+        v.get("transition").and_then(Value::as_str).filter(|t| matches!(*t, "start" | "stop" | "delete"))
+    else {
         sim.record("coder", "POST", &path, 400);
         return json_response(
             StatusCode::BAD_REQUEST,
             json!({"message": "Validation failed.", "validations": [{"field": "transition", "detail": "required"}]}),
         );
-    }
+    };
+    let mode = lock(&sim.knobs).coder;
     let mut c = lock(&sim.coder);
     let Some(w) = c.workspaces.get_mut(&id).filter(|w| !w.deleted) else {
         drop(c);
         sim.record("coder", "POST", &path, 404);
-        return coder_error(StatusCode::NOT_FOUND, "Resource not found or you do not have access to this resource", "");
+        return coder_error(StatusCode::NOT_FOUND, NOT_FOUND, "");
     };
-    if v.get("transition").and_then(Value::as_str) == Some("delete") {
-        w.deleted = true;
-        w.lifecycle = "off".into();
-        let out = build_json(w, 1);
-        c.deletes += 1;
-        drop(c);
-        sim.record("coder", "POST", &path, 201);
-        return json_response(StatusCode::CREATED, out);
+    let racing = transition == "delete" && {
+        let mut k = lock(&sim.knobs);
+        let racing = k.coder_racing_builds > 0;
+        k.coder_racing_builds = k.coder_racing_builds.saturating_sub(1);
+        racing
+    };
+    if racing {
+        // Autostop got there first: its stop build is now the active one.
+        let stop = Build {
+            id: uuid::Uuid::new_v4().to_string(),
+            number: w.builds.len() as u32 + 1,
+            transition: "stop".into(),
+            job_status: "pending".into(),
+            error: String::new(),
+        };
+        w.builds.push(stop.clone());
+        tokio::spawn(run_build(sim.clone(), w.id.clone(), stop.id, mode));
     }
-    let out = build_json(w, 1);
+    if w.latest().is_some_and(Build::active) {
+        c.conflicts += 1;
+        drop(c);
+        sim.record("coder", "POST", &path, 409);
+        return coder_error(StatusCode::CONFLICT, "A workspace build is already active.", "");
+    }
+    let build = Build {
+        id: uuid::Uuid::new_v4().to_string(),
+        number: w.builds.len() as u32 + 1,
+        transition: transition.into(),
+        job_status: "pending".into(),
+        error: String::new(),
+    };
+    w.builds.push(build.clone());
+    let out = build_json(w, &build, 1);
+    let ws = w.id.clone();
     drop(c);
+    tokio::spawn(run_build(sim.clone(), ws, build.id, mode));
     sim.record("coder", "POST", &path, 201);
     json_response(StatusCode::CREATED, out)
 }

@@ -341,3 +341,195 @@ async fn store_outage_mid_run(kind: FaultKind) {
 async fn store_outage_in_the_middle_of_a_run() {
     futures::future::join_all([FaultKind::ServerError, FaultKind::ConnectionRefused].map(store_outage_mid_run)).await;
 }
+
+// ------------------------------------------------------------------ Coder lifecycle edges
+
+/// What one run against a Coder edge left behind.
+struct Edge {
+    cell: &'static str,
+    outcome: Value,
+    reason: String,
+    kinds: Vec<Value>,
+    /// Workspaces whose delete never succeeded.
+    leaked: Vec<String>,
+    counts: (u32, u32),
+    /// (builds answered 409, delete builds that failed).
+    edges: (u32, u32),
+    cancels: usize,
+    sim: std::sync::Arc<Sim>,
+    sim_base: String,
+    /// Kept alive: the simulator serves until the harness drops.
+    _harness: selfheal_cli::demo::Harness,
+}
+
+/// One approval-scenario incident with the Coder simulator behaving as `knobs` say.
+async fn run_edge(cell: &'static str, knobs: Knobs, max_polls: Option<u32>) -> Edge {
+    count_panics();
+    let change: selfheal_cli::demo::SettingsChange = std::sync::Arc::new(move |s| {
+        s.timeouts.hypothesis_secs = 600;
+        if let Some(n) = max_polls {
+            s.timeouts.max_polls = n;
+        }
+    });
+    let options = HarnessOptions {
+        speedup: Some(50.0),
+        settings: Some(change),
+        knobs: Some(Knobs { auto_click: Some((Click::Approve, selfheal_cli::demo::APPROVER.into())), ..knobs }),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let h =
+        harness_with(Scenario::Approval, options, &mut out).await.unwrap_or_else(|e| panic!("{cell}: harness: {e}"));
+    let id = format!("QE{}", uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase());
+    let data = Sim::incident_data(
+        &id,
+        9,
+        "Checkout /health failing: 504 Gateway Timeout",
+        selfheal_cli::demo::SERVICE_ID,
+        "checkout",
+    );
+    assert_eq!(h.sim.deliver_webhook("incident.triggered", data, None).await.unwrap(), 202, "{cell}");
+    h.sim
+        .post_note(&id, selfheal_cli::demo::INVESTIGATOR, &selfheal_cli::demo::investigator_note("80%"))
+        .await
+        .unwrap();
+    let rec = h.stack.engine.wait_for(&format!("inc-{id}-incident"), Duration::from_secs(120)).await;
+    let rec = rec.unwrap_or_else(|e| panic!("{cell}: {e:?}"));
+    assert!(!rec.is_open(), "{cell}: still running in {:?}", rec.current_state());
+    let iid = IncidentId::parse(&id).unwrap();
+    let inc = h.stack.store.get_incident(&iid).await.unwrap().unwrap();
+    let trail = h.stack.store.audit_trail(&iid).await.unwrap();
+    let reason = trail
+        .iter()
+        .find(|e| e.kind == "escalated")
+        .and_then(|e| e.detail["reason"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    Edge {
+        cell,
+        outcome: serde_json::to_value(inc.outcome).unwrap(),
+        reason,
+        kinds: trail.iter().map(|e| json!({"kind": e.kind, "detail": e.detail})).collect(),
+        leaked: h.sim.live_workspaces().into_iter().map(|w| w.name).collect(),
+        counts: h.sim.workspace_counts(),
+        edges: h.sim.coder_edges(),
+        cancels: h.sim.calls().iter().filter(|c| c.api == "coder" && c.method == "PATCH" && c.status == 200).count(),
+        sim: h.sim.clone(),
+        sim_base: h.sim_base.clone(),
+        _harness: h,
+    }
+}
+
+fn has_kind(e: &Edge, kind: &str) -> bool {
+    e.kinds.iter().any(|k| k["kind"] == kind)
+}
+
+/// Real Coder's lifecycle edges (409 while a build is active, a slow delete, a failed delete
+/// build, an agent that never connects, a build still running when the run gives up, a create
+/// whose answer was lost): whatever the outcome, no workspace is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coder_lifecycle_edges_leak_no_workspace() {
+    use selfheal_testkit::sim::CoderMode;
+    let cells = [
+        ("409: an autostop build races the delete", Knobs { coder_racing_builds: 1, ..Knobs::default() }, None),
+        ("slow delete build (2 s)", Knobs { coder_delete_ms: 2000, ..Knobs::default() }, None),
+        ("failed delete build", Knobs { coder_delete_failures: 1, ..Knobs::default() }, None),
+        ("agent never connects", Knobs { coder: CoderMode::AgentNeverConnects, ..Knobs::default() }, None),
+        (
+            "start build still running when polling gives up",
+            Knobs { coder: CoderMode::SlowBuild, ..Knobs::default() },
+            Some(1),
+        ),
+        ("create's answer lost after creating", Knobs { coder_create_garbled: 1, ..Knobs::default() }, None),
+    ];
+    let observed: Vec<Edge> = futures::stream::iter(cells)
+        .map(|(cell, knobs, polls)| run_edge(cell, knobs, polls))
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    for e in &observed {
+        eprintln!(
+            "{:<50} outcome {} counts {:?} edges {:?} cancels {} reason {:?}",
+            e.cell, e.outcome, e.counts, e.edges, e.cancels, e.reason
+        );
+    }
+    for e in &observed {
+        let cell = e.cell;
+        assert!(e.leaked.is_empty(), "{cell}: leaked {:?}: {:#?}", e.leaked, e.kinds);
+        assert_eq!(e.counts.0, e.counts.1, "{cell}: every workspace created was deleted");
+        assert_eq!(e.counts.0, 1, "{cell}: one workspace");
+        assert!(has_kind(e, "workspace_deleted"), "{cell}: the deletion is audited");
+        match cell {
+            c if c.starts_with("409") => {
+                assert_eq!(e.outcome, "resolved", "{cell}");
+                assert_eq!(e.edges.0, 1, "{cell}: Coder answered 409 once");
+                assert!(e.cancels >= 1, "{cell}: the racing build was canceled");
+            }
+            c if c.starts_with("slow delete") => assert_eq!(e.outcome, "resolved", "{cell}"),
+            c if c.starts_with("failed delete") => {
+                assert_eq!(e.outcome, "resolved", "{cell}");
+                assert_eq!(e.edges.1, 1, "{cell}: one delete build failed, the next succeeded");
+            }
+            c if c.starts_with("agent never") => {
+                assert_eq!(e.outcome, "escalated", "{cell}");
+                let fix = e.kinds.iter().find(|k| k["kind"] == "fix_result").expect("fix_result");
+                assert!(
+                    fix["detail"]["detail"].as_str().unwrap_or_default().contains("never connected"),
+                    "{cell}: {fix}"
+                );
+            }
+            c if c.starts_with("start build") => {
+                assert_eq!(e.outcome, "escalated", "{cell}");
+                assert!(e.cancels >= 1, "{cell}: the active start build was canceled before the delete");
+            }
+            _ => {
+                assert_eq!(e.outcome, "escalated", "{cell}");
+                let deleted = e.kinds.iter().find(|k| k["kind"] == "workspace_deleted").expect("deleted");
+                assert_eq!(deleted["detail"]["found_by"], "name", "{cell}: found by its deterministic name");
+            }
+        }
+    }
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no panics anywhere");
+}
+
+/// A delete build that keeps failing: the run escalates saying the workspace may be left, and
+/// the cleanup (`selfheal workspaces gc`, scheduled hourly when deployed) removes it once Coder
+/// can delete again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_that_cannot_be_deleted_is_escalated_then_collected() {
+    let e = run_edge("delete keeps failing", Knobs { coder_delete_failures: 1000, ..Knobs::default() }, None).await;
+    assert_eq!(e.outcome, "escalated", "{:#?}", e.kinds);
+    assert!(e.reason.contains("delete builds did not succeed"), "{}", e.reason);
+    assert!(has_kind(&e, "workspace_delete_failed"), "{:#?}", e.kinds);
+    assert_eq!(e.leaked.len(), 1, "the workspace is still there");
+    assert_eq!(e.edges.1, selfheal::adapters::coder::MAX_DELETE_BUILDS, "bounded delete attempts");
+
+    use secrecy::SecretString;
+    use selfheal::adapters::coder::{CoderApi, TemplateRef};
+    let coder = CoderApi::new(
+        &format!("{}/coder", e.sim_base),
+        SecretString::from(e.sim.creds.coder_token.clone()),
+        "me",
+        TemplateRef::Version("tv-1".into()),
+    )
+    .unwrap();
+    let cleanup = |dry_run| {
+        selfheal::stages::action::clean_up_workspaces(
+            &coder,
+            chrono::Utc::now(),
+            chrono::Duration::hours(6),
+            dry_run,
+            Duration::from_secs(60),
+        )
+    };
+    // Too young: left alone.
+    let report = cleanup(false).await.unwrap();
+    assert_eq!((report.seen, report.stale.len()), (1, 0), "{report:?}");
+    e.sim.knobs.lock().unwrap().coder_delete_failures = 0;
+    e.sim.age_workspaces(chrono::Duration::hours(7));
+    let report = cleanup(true).await.unwrap();
+    assert_eq!((report.stale.len(), report.deleted), (1, 0), "dry run deletes nothing: {report:?}");
+    assert_eq!(e.sim.live_workspaces().len(), 1);
+    let report = cleanup(false).await.unwrap();
+    assert_eq!((report.stale.len(), report.deleted, report.failed), (1, 1, 0), "{report:?}");
+    assert!(e.sim.live_workspaces().is_empty(), "collected");
+}

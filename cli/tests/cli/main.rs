@@ -12,3 +12,4 @@ mod serve_limits;
 mod state_machine_verbs;
 mod terminal_output;
 mod verify_signature;
+mod workspaces_gc;

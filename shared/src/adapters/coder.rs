@@ -1,22 +1,54 @@
 //! Coder REST API v2 as [`Workspaces`]: ephemeral remediation workspaces.
+//!
+//! The contract relied on (`shared/contracts.md` §3, Coder's `docs/reference/api/builds.md`):
+//! - a workspace is created with `POST /users/{user}/workspaces` (any 2xx; 409 when the name is
+//!   taken, which here means a previous attempt created it: it is adopted);
+//! - every change is a build (`POST /workspaces/{id}/builds` with a `transition`) whose job
+//!   moves `pending → running → succeeded | failed`, or `canceling → canceled` after
+//!   `PATCH /workspacebuilds/{id}/cancel`; while a build's job is pending or running, Coder
+//!   answers a new build with **409** ("A workspace build is already active");
+//! - deleting is a `delete` build: the workspace is gone once that build succeeded
+//!   (`GET /workspaces/{id}` then answers 410, or 404). A delete build can fail (Terraform
+//!   destroy errors); it is then posted again;
+//! - `GET /workspaces?q=owner:<user> name:<text>` lists workspaces (`name:` matches a substring,
+//!   so the prefix is checked here too), paginated with `limit`/`offset`.
+//!
+//! [`Workspaces::delete`] therefore cancels an active build, waits for it to settle, posts the
+//! delete, waits for the delete build to succeed and confirms the workspace is gone, all under
+//! one deadline ([`CoderApi::with_settle_deadline`]); cut short, it fails retryably and the next
+//! call resumes from what Coder reports (a delete build already running is waited for, never
+//! posted twice).
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::ClientError;
 use crate::http::{ApiClient, body_excerpt};
-use crate::ports::{WorkspaceHandle, WorkspaceProgress, WorkspaceRequest, Workspaces};
+use crate::ports::{WorkspaceHandle, WorkspaceProgress, WorkspaceRequest, WorkspaceSummary, Workspaces};
 
 const SERVICE: &str = "coder";
+
+/// How long one [`Workspaces::delete`] waits for Coder's builds to settle before it gives up
+/// retryably (`budget` counts it as the delete's bound).
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(240);
+
+/// Delete builds one [`Workspaces::delete`] posts before it calls the failure persistent.
+pub const MAX_DELETE_BUILDS: u32 = 3;
+
+/// Pages of 100 one listing reads at most.
+const MAX_LIST_PAGES: usize = 20;
 
 pub struct CoderApi {
     api: ApiClient,
     token: SecretString,
     user: String,
     template: TemplateRef,
+    settle_deadline: Duration,
+    /// First wait between two reads of a settling build (doubles up to 5 s).
+    settle_poll: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -27,10 +59,11 @@ pub enum TemplateRef {
     Template(String),
 }
 
-/// Coder errors: `{"message","detail","validations":[{field,detail}]}`; 409 (a build is in
-/// progress) is worth retrying along with 408/429/5xx.
+/// Coder errors: `{"message","detail","validations":[{field,detail}]}`; 408/429/5xx are worth
+/// retrying. A 409 (the name is taken, or a build is already active) is not: resending the same
+/// request changes nothing until the build settles, so each caller handles it.
 fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
-    let retryable = matches!(status, 408 | 409 | 429) || status >= 500;
+    let retryable = matches!(status, 408 | 429) || status >= 500;
     let msg = serde_json::from_slice::<Value>(body)
         .ok()
         .map(|v| {
@@ -74,7 +107,16 @@ impl CoderApi {
             token,
             user: user.to_string(),
             template,
+            settle_deadline: SETTLE_DEADLINE,
+            settle_poll: Duration::from_millis(250),
         })
+    }
+
+    /// How long one delete waits for builds to settle, and the first pause between reads.
+    pub fn with_settle_deadline(mut self, deadline: Duration, first_poll: Duration) -> Self {
+        self.settle_deadline = deadline;
+        self.settle_poll = first_poll;
+        self
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -90,10 +132,25 @@ fn agents(build: &Value) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
-/// Interpret a workspace build: job status first, then the agent's lifecycle.
+fn job_status(build: &Value) -> &str {
+    build.pointer("/job/status").and_then(Value::as_str).unwrap_or("pending")
+}
+
+fn transition(build: &Value) -> &str {
+    build.get("transition").and_then(Value::as_str).unwrap_or("start")
+}
+
+/// Interpret a workspace build: job status first, then the agent's connection and lifecycle.
 pub fn build_progress(build: &Value) -> WorkspaceProgress {
     let job = build.get("job").cloned().unwrap_or(Value::Null);
-    let job_status = job.get("status").and_then(Value::as_str).unwrap_or("pending");
+    let job_status = job_status(build);
+    if transition(build) != "start" {
+        // Someone (autostop, an operator, our own cleanup) stopped or is deleting it.
+        return WorkspaceProgress::Failed {
+            reason: format!("the workspace's latest build is a {} ({job_status})", transition(build)),
+            agent_id: None,
+        };
+    }
     match job_status {
         "pending" => {
             // No provisioner matches the job's tags: it would sit in the queue forever.
@@ -122,6 +179,13 @@ pub fn build_progress(build: &Value) -> WorkspaceProgress {
                 };
             };
             let id = agent.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            // The agent never connected within the template's connection timeout: nothing ran.
+            if agent.get("status").and_then(Value::as_str) == Some("timeout") {
+                return WorkspaceProgress::Failed {
+                    reason: "the agent never connected (status timeout): the fix did not run".into(),
+                    agent_id: Some(id),
+                };
+            }
             match agent.get("lifecycle_state").and_then(Value::as_str).unwrap_or("created") {
                 "ready" => WorkspaceProgress::Ready { agent_id: id },
                 "start_error" => WorkspaceProgress::Failed {
@@ -188,7 +252,18 @@ impl Workspaces for CoderApi {
             TemplateRef::Template(t) => body["template_id"] = json!(t),
         }
         // Docs say 200, the SDK expects 201: any 2xx is success.
-        let resp = self.api.send("create_workspace", |c| self.auth(c.post(&url)).json(&body)).await?;
+        let resp = match self.api.send("create_workspace", |c| self.auth(c.post(&url)).json(&body)).await {
+            Ok(resp) => resp,
+            // The name is taken: an earlier attempt whose answer was lost created it. Adopt it.
+            Err(ClientError::Status { status: 409, message, .. }) => {
+                return self.find(&req.name).await?.ok_or_else(|| ClientError::Lifecycle {
+                    service: SERVICE,
+                    detail: format!("workspace {} exists but cannot be read back yet ({message})", req.name),
+                    retryable: true,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let v: Value = resp.json(SERVICE)?;
         let id = v.get("id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no id"))?;
         let build_id = v
@@ -223,6 +298,22 @@ impl Workspaces for CoderApi {
         match self.api.read_json::<Value>("get_workspace_by_name", |c| self.auth(c.get(&url))).await {
             Ok(v) => {
                 let id = v.get("id").and_then(Value::as_str).ok_or_else(|| contract("workspace has no id"))?;
+                // A delete that succeeded: gone. One under way: ask again once it is done. (One
+                // that failed leaves a live workspace, returned: whoever adopts it sees its
+                // latest build is a failed delete, and deletes it.)
+                if let Some(latest) = v.get("latest_build").filter(|b| transition(b) == "delete") {
+                    match job_status(latest) {
+                        "succeeded" => return Ok(None),
+                        "pending" | "running" | "canceling" => {
+                            return Err(ClientError::Lifecycle {
+                                service: SERVICE,
+                                detail: format!("workspace {name} is being deleted ({}); retry", job_status(latest)),
+                                retryable: true,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
                 let build = v
                     .pointer("/latest_build/id")
                     .and_then(Value::as_str)
@@ -234,13 +325,179 @@ impl Workspaces for CoderApi {
         }
     }
 
+    /// Cancel, settle, delete, confirm: see the module documentation.
     async fn delete(&self, workspace_id: &str) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.settle_deadline;
+        let mut pause = self.settle_poll;
+        let mut delete_builds = 0u32;
+        let mut last_error = String::new();
+        loop {
+            let Some(workspace) = self.within(deadline, workspace_id, "read", self.workspace(workspace_id)).await?
+            else {
+                tracing::info!(service = SERVICE, workspace_id, delete_builds, "workspace gone");
+                return Ok(());
+            };
+            let latest = workspace.get("latest_build").cloned().unwrap_or(Value::Null);
+            let build_id = latest.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let (transition, status) = (transition(&latest).to_string(), job_status(&latest).to_string());
+            match (transition.as_str(), status.as_str()) {
+                ("delete", "succeeded") => return Ok(()),
+                // Ours (or anyone's) delete is under way: wait for it.
+                ("delete", "pending" | "running") | (_, "canceling") => {}
+                // A start or stop build is active: Coder refuses a new build until it settles.
+                (_, "pending" | "running") => {
+                    tracing::info!(service = SERVICE, workspace_id, transition, status, "canceling the active build");
+                    self.within(deadline, workspace_id, "cancel", self.cancel(&build_id)).await?;
+                }
+                // Settled (a failed or canceled delete included): post the delete build.
+                (_, _) => {
+                    if transition == "delete" {
+                        last_error = latest
+                            .pointer("/job/error")
+                            .and_then(Value::as_str)
+                            .filter(|e| !e.is_empty())
+                            .unwrap_or(status.as_str())
+                            .chars()
+                            .take(300)
+                            .collect();
+                    }
+                    if delete_builds >= MAX_DELETE_BUILDS {
+                        return Err(ClientError::Lifecycle {
+                            service: SERVICE,
+                            detail: format!(
+                                "workspace {workspace_id}: {delete_builds} delete builds did not succeed (last: \
+                                 {last_error}); it stays until `selfheal workspaces gc` or an operator removes it"
+                            ),
+                            retryable: false,
+                        });
+                    }
+                    delete_builds += 1;
+                    tracing::info!(
+                        service = SERVICE,
+                        workspace_id,
+                        attempt = delete_builds,
+                        "posting the delete build"
+                    );
+                    if self.within(deadline, workspace_id, "delete", self.post_delete(workspace_id)).await? {
+                        return Ok(());
+                    }
+                    // Posted (or refused with 409 because a build started meanwhile): read again.
+                    pause = self.settle_poll;
+                    continue;
+                }
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(still_settling(
+                    workspace_id,
+                    &format!("{transition} build {status}"),
+                    self.settle_deadline,
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn list(&self, name_prefix: &str) -> Result<Vec<WorkspaceSummary>, ClientError> {
+        let url = self.api.url("/api/v2/workspaces");
+        let q = format!("owner:{} name:{name_prefix}", self.user);
+        let mut out = Vec::new();
+        for page in 0..MAX_LIST_PAGES {
+            let offset = (page * 100).to_string();
+            let query = [("q", q.as_str()), ("limit", "100"), ("offset", offset.as_str())];
+            let v: Value = self.api.read_json("list_workspaces", |c| self.auth(c.get(&url)).query(&query)).await?;
+            let items = v
+                .get("workspaces")
+                .and_then(Value::as_array)
+                .ok_or_else(|| contract("workspace list has no workspaces array"))?;
+            for w in items {
+                let (Some(id), Some(name)) =
+                    (w.get("id").and_then(Value::as_str), w.get("name").and_then(Value::as_str))
+                else {
+                    return Err(contract("a listed workspace has no id or name"));
+                };
+                // `name:` matches anywhere in the name; only the prefix is ours.
+                if !name.starts_with(name_prefix) {
+                    continue;
+                }
+                let latest = w.get("latest_build").cloned().unwrap_or(Value::Null);
+                out.push(WorkspaceSummary {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    created_at: w
+                        .get("created_at")
+                        .and_then(Value::as_str)
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                    transition: transition(&latest).to_string(),
+                    job_status: job_status(&latest).to_string(),
+                });
+            }
+            let count = v.get("count").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if items.len() < 100 || (page + 1) * 100 >= count {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn still_settling(workspace_id: &str, what: &str, waited: Duration) -> ClientError {
+    ClientError::Lifecycle {
+        service: SERVICE,
+        detail: format!(
+            "workspace {workspace_id} is not deleted yet ({what} after {} s); the next attempt resumes",
+            waited.as_secs()
+        ),
+        retryable: true,
+    }
+}
+
+impl CoderApi {
+    /// `call` cut short at `deadline`: a slow Coder makes the delete retryable, never unbounded.
+    async fn within<T>(
+        &self,
+        deadline: Instant,
+        workspace_id: &str,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, call).await {
+            Ok(result) => result,
+            Err(_) => Err(still_settling(workspace_id, &format!("{what} call cut short"), self.settle_deadline)),
+        }
+    }
+
+    /// The workspace, or `None` when it is gone (404, 410 Gone, or marked deleted).
+    async fn workspace(&self, workspace_id: &str) -> Result<Option<Value>, ClientError> {
+        let url = self.api.url(&format!("/api/v2/workspaces/{workspace_id}"));
+        match self.api.read_json::<Value>("get_workspace", |c| self.auth(c.get(&url))).await {
+            Ok(v) if v.get("deleted").and_then(Value::as_bool) == Some(true) => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Status { status: 404 | 410, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cancel a pending or running build. A build that already finished (400) or is gone (404)
+    /// needs no cancel: the caller reads the workspace again either way.
+    async fn cancel(&self, build_id: &str) -> Result<(), ClientError> {
+        let url = self.api.url(&format!("/api/v2/workspacebuilds/{build_id}/cancel"));
+        match self.api.send("cancel_build", |c| self.auth(c.patch(&url))).await {
+            Ok(_) | Err(ClientError::Status { status: 400 | 404 | 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Post a `delete` build. `Ok(true)`: the workspace is already gone; `Ok(false)`: posted, or
+    /// refused because another build became active (409), so read again.
+    async fn post_delete(&self, workspace_id: &str) -> Result<bool, ClientError> {
         let url = self.api.url(&format!("/api/v2/workspaces/{workspace_id}/builds"));
         let body = json!({"transition": "delete"});
         match self.api.send("delete_workspace", |c| self.auth(c.post(&url)).json(&body)).await {
-            Ok(_) => Ok(()),
-            // Already deleted (or never visible to us): the goal is reached.
-            Err(ClientError::Status { status: 404 | 410, .. }) => Ok(()),
+            Ok(_) | Err(ClientError::Status { status: 409, .. }) => Ok(false),
+            Err(ClientError::Status { status: 404 | 410, .. }) => Ok(true),
             Err(e) => Err(e),
         }
     }
@@ -276,5 +533,24 @@ mod tests {
         assert!(matches!(build_progress(&b("running", "")), WorkspaceProgress::Pending { .. }));
         let stuck = json!({"job": {"status": "pending"}, "matched_provisioners": {"count": 0}});
         assert!(matches!(build_progress(&stuck), WorkspaceProgress::Failed { .. }));
+        // An agent that never connected ran nothing, whatever its lifecycle says.
+        let never = json!({"job": {"status": "succeeded"}, "transition": "start",
+                           "resources": [{"agents": [{"id": "a1", "status": "timeout", "lifecycle_state": "created"}]}]});
+        match build_progress(&never) {
+            WorkspaceProgress::Failed { reason, .. } => assert!(reason.contains("never connected"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // A workspace being stopped or deleted under the run is no fix.
+        let deleting = json!({"job": {"status": "running"}, "transition": "delete", "resources": []});
+        assert!(matches!(build_progress(&deleting), WorkspaceProgress::Failed { .. }));
+    }
+
+    #[test]
+    fn a_conflict_is_not_blindly_retried() {
+        let body = br#"{"message":"A workspace build is already active."}"#;
+        let (message, retryable) = classify(409, &HeaderMap::new(), body);
+        assert!(!retryable);
+        assert!(message.contains("already active"));
+        assert!(classify(503, &HeaderMap::new(), b"{}").1);
     }
 }

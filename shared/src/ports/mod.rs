@@ -490,6 +490,24 @@ pub trait Workspaces: Send + Sync {
     /// The live workspace with this name, if any: lets a retried provisioning adopt a workspace
     /// whose creation succeeded just before a crash instead of leaking it.
     async fn find(&self, name: &str) -> Result<Option<WorkspaceHandle>, ClientError>;
+    /// Every workspace of ours whose name starts with `name_prefix`, whatever its state (a
+    /// workspace being deleted included; one whose delete finished is gone). Lets cleanup find
+    /// workspaces no record points at. An adapter that cannot list says so.
+    async fn list(&self, _name_prefix: &str) -> Result<Vec<WorkspaceSummary>, ClientError> {
+        Err(ClientError::Invalid { service: "workspaces", detail: "this workspace adapter cannot list".into() })
+    }
+}
+
+/// One workspace as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSummary {
+    pub id: String,
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The latest build's transition (`start`, `stop`, `delete`) and its job's status
+    /// (`pending`, `running`, `succeeded`, `failed`, `canceling`, `canceled`).
+    pub transition: String,
+    pub job_status: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -354,11 +354,9 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
             return Err(refusal.into());
         }
     };
-    // Stable per incident and proposed action, so a retried step finds what it created.
-    let name_suffix = incident.plan.as_ref().map(|p| Plan::action_hash(&p.action)).unwrap_or_default();
     let (_, target) = checks_from(deps, &incident, stored);
     let request = WorkspaceRequest {
-        name: workspace_name(id.as_str(), &name_suffix),
+        name: planned_workspace_name(&incident),
         incident_id: id.clone(),
         service: incident.service.name.to_string(),
         severity: match incident.urgency {
@@ -400,6 +398,13 @@ pub async fn provision_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, 
     )
     .await?;
     Ok(handle_output(&handle, "pending", 0, None, "created"))
+}
+
+/// The workspace name of the incident's plan: stable per incident and proposed action, so a
+/// retried step, and the cleanup after a failed one, find what it created.
+fn planned_workspace_name(incident: &Incident) -> String {
+    let suffix = incident.plan.as_ref().map(|p| Plan::action_hash(&p.action)).unwrap_or_default();
+    workspace_name(incident.id.as_str(), &suffix)
 }
 
 fn handle_from(payload: &Value) -> Result<(WorkspaceHandle, u64), StageError> {
@@ -469,13 +474,38 @@ pub async fn collect_result(deps: &Deps, id: &IncidentId, payload: &Value) -> Re
     Ok(json!({"succeeded": succeeded}))
 }
 
-/// Delete the incident's workspace, whatever path led here. No workspace: nothing to do.
+/// Delete the incident's workspace, whatever path led here, and confirm it is gone. The record
+/// names it; without a record (provisioning created it and then failed or timed out before
+/// recording it) the plan's deterministic name finds it. No plan, or nothing by that name:
+/// nothing to do.
 pub async fn destroy_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
-    let Some(r) = incident.remediation.clone().filter(|r| !r.deleted) else {
-        return Ok(json!({"deleted": false, "reason": "no workspace"}));
+    let (workspace_id, workspace, found_by) = match incident.remediation.clone() {
+        Some(r) if r.deleted => return Ok(json!({"deleted": false, "reason": "already deleted"})),
+        Some(r) => (r.workspace_id, r.workspace_name, "record"),
+        None if incident.plan.is_none() => return Ok(json!({"deleted": false, "reason": "no workspace"})),
+        None => {
+            let name = planned_workspace_name(&incident);
+            match deps.workspaces.find(&name).await? {
+                Some(found) => (found.id, found.name, "name"),
+                None => return Ok(json!({"deleted": false, "reason": "no workspace", "looked_up": name})),
+            }
+        }
     };
-    deps.workspaces.delete(&r.workspace_id).await?;
+    if let Err(e) = deps.workspaces.delete(&workspace_id).await {
+        if !e.is_retryable() {
+            // The state machine escalates with this; the scheduled cleanup keeps trying.
+            audit(
+                deps,
+                id,
+                "remediate",
+                "workspace_delete_failed",
+                json!({"workspace": workspace, "found_by": found_by, "error": e.to_string()}),
+            )
+            .await?;
+        }
+        return Err(e.into());
+    }
     update(deps, id, |i| {
         if let Some(r) = i.remediation.as_mut() {
             r.deleted = true;
@@ -483,9 +513,135 @@ pub async fn destroy_workspace(deps: &Deps, id: &IncidentId) -> Result<Value, St
         Ok(())
     })
     .await?;
-    audit(deps, id, "remediate", "workspace_deleted", json!({"workspace": r.workspace_name})).await?;
-    Ok(json!({"deleted": true}))
+    audit(deps, id, "remediate", "workspace_deleted", json!({"workspace": workspace, "found_by": found_by})).await?;
+    Ok(json!({"deleted": true, "found_by": found_by}))
 }
+
+/// The prefix every remediation workspace name starts with (`domain::workspace_name`).
+pub const WORKSPACE_PREFIX: &str = "fix-";
+
+/// What a cleanup run found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CleanupReport {
+    pub dry_run: bool,
+    pub older_than_secs: i64,
+    /// Workspaces with our prefix.
+    pub seen: usize,
+    /// Older than the cut-off: deleted, or (dry run) would be.
+    pub stale: Vec<StaleWorkspace>,
+    pub deleted: usize,
+    pub failed: usize,
+    /// The run's deadline came before every stale workspace was handled.
+    pub cut_short: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StaleWorkspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub state: String,
+    /// `deleted`, `would delete`, or the error.
+    pub result: String,
+}
+
+/// How long one scheduled cleanup may run (`budget` counts it).
+pub const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Find remediation workspaces (by the deterministic name prefix) older than `older_than` and
+/// delete them; a dry run only lists them. A workspace whose creation time is unknown counts as
+/// stale only when it is already failed or stopped. Bounded by `deadline`: what is left is
+/// handled by the next run.
+pub async fn clean_up_workspaces(
+    workspaces: &dyn crate::ports::Workspaces,
+    now: chrono::DateTime<chrono::Utc>,
+    older_than: chrono::Duration,
+    dry_run: bool,
+    deadline: std::time::Duration,
+) -> Result<CleanupReport, crate::error::ClientError> {
+    let until = tokio::time::Instant::now() + deadline;
+    let listed = tokio::time::timeout_at(until, workspaces.list(WORKSPACE_PREFIX)).await.map_err(|_| {
+        crate::error::ClientError::Lifecycle {
+            service: "coder",
+            detail: "listing workspaces outlasted the cleanup deadline".into(),
+            retryable: true,
+        }
+    })??;
+    let mut report =
+        CleanupReport { dry_run, older_than_secs: older_than.num_seconds(), seen: listed.len(), ..Default::default() };
+    for w in listed {
+        if !crate::domain::valid_workspace_name(&w.name) {
+            continue;
+        }
+        let gone = w.transition == "delete" && w.job_status == "succeeded";
+        let old = match w.created_at {
+            Some(at) => now - at >= older_than,
+            None => matches!(w.job_status.as_str(), "failed" | "canceled") || w.transition == "stop",
+        };
+        if gone || !old {
+            continue;
+        }
+        let state = format!("{} {}", w.transition, w.job_status);
+        let result = if dry_run {
+            "would delete".to_string()
+        } else if report.cut_short {
+            "left for the next run".to_string()
+        } else {
+            match tokio::time::timeout_at(until, workspaces.delete(&w.id)).await {
+                Ok(Ok(())) => {
+                    report.deleted += 1;
+                    "deleted".to_string()
+                }
+                Ok(Err(e)) => {
+                    report.failed += 1;
+                    e.to_string()
+                }
+                Err(_) => {
+                    report.cut_short = true;
+                    "left for the next run".to_string()
+                }
+            }
+        };
+        tracing::info!(workspace = %w.name, state, result, dry_run, "stale workspace");
+        report.stale.push(StaleWorkspace { id: w.id, name: w.name, created_at: w.created_at, state, result });
+    }
+    Ok(report)
+}
+
+/// The scheduled cleanup (an EventBridge rule invokes the remediate function with
+/// `{"op": "clean_up_workspaces", "older_than_secs": N}`).
+pub async fn scheduled_cleanup(deps: &Deps, payload: &Value) -> Result<Value, StageError> {
+    let secs = payload.get("older_than_secs").and_then(Value::as_i64).unwrap_or(DEFAULT_STALE_SECS);
+    if secs < MIN_STALE_SECS {
+        return Err(StageError::InvalidInput(format!(
+            "older_than_secs {secs} is below {MIN_STALE_SECS}: a live remediation could be deleted"
+        )));
+    }
+    let report = clean_up_workspaces(
+        deps.workspaces.as_ref(),
+        deps.clock.now(),
+        chrono::Duration::seconds(secs),
+        payload.get("dry_run").and_then(Value::as_bool).unwrap_or(false),
+        CLEANUP_DEADLINE,
+    )
+    .await?;
+    super::emit_metric(
+        "workspaces",
+        &[
+            ("StaleWorkspacesDeleted", report.deleted as f64, "Count"),
+            ("StaleWorkspacesFailed", report.failed as f64, "Count"),
+        ],
+        &[],
+    );
+    serde_json::to_value(&report).map_err(|e| StageError::InvalidInput(e.to_string()))
+}
+
+/// A workspace lives at most as long as provisioning, `max_polls` polls and the destroy take
+/// (40 × 15 s with the defaults, plus retries): six hours is well past any live remediation.
+pub const DEFAULT_STALE_SECS: i64 = 6 * 3600;
+
+/// Below this a cleanup could delete the workspace of a remediation still running.
+pub const MIN_STALE_SECS: i64 = 3600;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -574,6 +730,20 @@ pub(crate) mod tests {
 
     fn seen(b: &SeenBrowser) -> Vec<String> {
         b.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[tokio::test]
+    async fn the_scheduled_cleanup_needs_no_incident_and_refuses_a_short_cut_off() {
+        use crate::stages::{Function, handle};
+        let (deps, _, _) = deps_with(&[]).await;
+        let short = json!({"op": "clean_up_workspaces", "older_than_secs": 60});
+        let err = handle(&deps, Function::Remediate, short).await.unwrap_err();
+        assert!(matches!(err, StageError::InvalidInput(_)) && err.to_string().contains("below"), "{err}");
+        let err = handle(&deps, Function::Verify, json!({"op": "clean_up_workspaces"})).await.unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        // No incident id needed: with no Coder configured it fails naming Coder.
+        let err = handle(&deps, Function::Remediate, json!({"op": "clean_up_workspaces"})).await.unwrap_err();
+        assert!(err.to_string().contains("Coder"), "{err}");
     }
 
     #[tokio::test]

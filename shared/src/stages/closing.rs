@@ -337,20 +337,33 @@ pub fn escalation_code(state: &Value) -> String {
 }
 
 fn escalation_reason(state: &Value) -> String {
-    if let Some(m) = state.pointer("/reason/message").and_then(Value::as_str) {
-        return m.to_string();
+    let reason = if let Some(m) = state.pointer("/reason/message").and_then(Value::as_str) {
+        m.to_string()
+    } else if let Some(e) = state.get("error") {
+        caught_error(e)
+    } else {
+        "the run could not continue safely".into()
+    };
+    // The cleanup after an error failed too: the people must know a workspace may be left.
+    match state.get("destroy_error") {
+        Some(e) => format!(
+            "{reason}; and the remediation workspace could not be confirmed deleted ({}): the scheduled cleanup (`selfheal workspaces gc`) retries it",
+            caught_error(e)
+        ),
+        None => reason,
     }
-    if let Some(e) = state.get("error") {
-        let name = e.get("Error").and_then(Value::as_str).unwrap_or("error");
-        let cause = e.get("Cause").and_then(Value::as_str).unwrap_or("");
-        // Lambda causes are JSON ({"errorMessage": …}); show the message.
-        let cause = serde_json::from_str::<Value>(cause)
-            .ok()
-            .and_then(|c| c.get("errorMessage").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| cause.to_string());
-        return format!("{name}: {}", cause.chars().take(600).collect::<String>());
-    }
-    "the run could not continue safely".into()
+}
+
+/// A Catch's `{Error, Cause}` as one line.
+fn caught_error(e: &Value) -> String {
+    let name = e.get("Error").and_then(Value::as_str).unwrap_or("error");
+    let cause = e.get("Cause").and_then(Value::as_str).unwrap_or("");
+    // Lambda causes are JSON ({"errorMessage": …}); show the message.
+    let cause = serde_json::from_str::<Value>(cause)
+        .ok()
+        .and_then(|c| c.get("errorMessage").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| cause.to_string());
+    format!("{name}: {}", cause.chars().take(600).collect::<String>())
 }
 
 async fn escalate_without_store(

@@ -52,10 +52,20 @@ pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<V
     let op = Op::parse(name).filter(|op| function.ops().contains(op)).ok_or_else(|| {
         StageError::InvalidInput(format!("operation {name} does not belong to the {function:?} function"))
     })?;
-    let id = incident_id(&payload)?;
-    let span = tracing::info_span!("stage", op = op.as_str(), incident_id = %id);
+    // A scheduled op concerns no single incident; every other op names one.
+    let id = if op.scheduled() { None } else { Some(incident_id(&payload)?) };
+    let span = match &id {
+        Some(id) => tracing::info_span!("stage", op = op.as_str(), incident_id = %id),
+        None => tracing::info_span!("stage", op = op.as_str()),
+    };
     let started = std::time::Instant::now();
-    let result = tracing::Instrument::instrument(dispatch(deps, op, &id, &payload), span.clone()).await;
+    let work = async {
+        match &id {
+            Some(id) => dispatch(deps, op, id, &payload).await,
+            None => dispatch_scheduled(deps, op, &payload).await,
+        }
+    };
+    let result = tracing::Instrument::instrument(work, span.clone()).await;
     let _enter = span.enter();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
@@ -63,6 +73,14 @@ pub async fn handle(deps: &Deps, function: Function, payload: Value) -> Result<V
         Err(e) => tracing::warn!(op = op.as_str(), elapsed_ms, error = e.error_name(), detail = %e, "stage failed"),
     }
     result
+}
+
+/// The ops no incident is part of ([`Op::scheduled`]).
+async fn dispatch_scheduled(deps: &Deps, op: Op, payload: &Value) -> Result<Value, StageError> {
+    match op {
+        Op::CleanUpWorkspaces => action::scheduled_cleanup(deps, payload).await,
+        other => Err(StageError::InvalidInput(format!("operation {other} needs an incident_id"))),
+    }
 }
 
 async fn dispatch(deps: &Deps, op: Op, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
@@ -81,6 +99,7 @@ async fn dispatch(deps: &Deps, op: Op, id: &IncidentId, payload: &Value) -> Resu
         Op::PollWorkspace => action::poll_workspace(deps, &id, &payload).await,
         Op::CollectResult => action::collect_result(deps, &id, &payload).await,
         Op::DestroyWorkspace => action::destroy_workspace(deps, &id).await,
+        Op::CleanUpWorkspaces => action::scheduled_cleanup(deps, &payload).await,
         Op::ResolveIncident => closing::resolve_incident(deps, &id).await,
         Op::CheckRefire => closing::check_refire(deps, &id).await,
         Op::IngestResolution => closing::ingest_resolution(deps, &id).await,

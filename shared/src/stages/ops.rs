@@ -25,6 +25,8 @@ pub enum Op {
     PollWorkspace,
     CollectResult,
     DestroyWorkspace,
+    /// Not a state-machine task: an EventBridge schedule invokes it (see [`Op::scheduled`]).
+    CleanUpWorkspaces,
     ResolveIncident,
     CheckRefire,
     RecordRejection,
@@ -118,13 +120,13 @@ const TABLE: [Spec; 9] = [
     spec!(Approval, "approval", "ApprovalFunction", ops [RequestApproval, ShadowReport], http []),
     spec!(Verify, "verify", "VerifyFunction", ops [Preflight, Postflight], http []),
     spec!(Remediate, "remediate", "RemediateFunction",
-        ops [ProvisionWorkspace, PollWorkspace, CollectResult, DestroyWorkspace], http []),
+        ops [ProvisionWorkspace, PollWorkspace, CollectResult, DestroyWorkspace, CleanUpWorkspaces], http []),
     spec!(PagerDuty, "pagerduty", "PagerDutyFunction",
         ops [ResolveIncident, CheckRefire, RecordRejection, Escalate], http []),
 ];
 
 impl Op {
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 19] = [
         Op::AwaitHypothesis,
         Op::ParseHypothesis,
         Op::LookupRunbooks,
@@ -139,6 +141,7 @@ impl Op {
         Op::PollWorkspace,
         Op::CollectResult,
         Op::DestroyWorkspace,
+        Op::CleanUpWorkspaces,
         Op::ResolveIncident,
         Op::CheckRefire,
         Op::RecordRejection,
@@ -161,6 +164,7 @@ impl Op {
             Op::PollWorkspace => "poll_workspace",
             Op::CollectResult => "collect_result",
             Op::DestroyWorkspace => "destroy_workspace",
+            Op::CleanUpWorkspaces => "clean_up_workspaces",
             Op::ResolveIncident => "resolve_incident",
             Op::CheckRefire => "check_refire",
             Op::RecordRejection => "record_rejection",
@@ -170,6 +174,12 @@ impl Op {
 
     pub fn parse(name: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// Invoked by an EventBridge `Schedule` event on its function (template.yaml, with
+    /// `Input: {"op": …}`), not by the state machine; it concerns no single incident.
+    pub fn scheduled(self) -> bool {
+        matches!(self, Op::CleanUpWorkspaces)
     }
 
     /// The function that runs this operation.
@@ -203,8 +213,8 @@ impl Op {
             // anything: a resolved incident is never fixed.
             Op::ProvisionWorkspace => &[Store, PagerDuty, Coder],
             Op::CollectResult | Op::DestroyWorkspace => &[Store, Coder],
-            // Polling only reads the build from Coder.
-            Op::PollWorkspace => &[Coder],
+            // Polling only reads the build from Coder; the scheduled cleanup lists and deletes.
+            Op::PollWorkspace | Op::CleanUpWorkspaces => &[Coder],
             Op::ResolveIncident | Op::RecordRejection => &[Store, PagerDuty],
             Op::Escalate => &[Store, PagerDuty, Slack],
         }

@@ -80,6 +80,97 @@ async fn coder_lifecycle_outcomes_and_cleanup() {
     }
 }
 
+fn coder_for(sim: &Sim, base: &str) -> CoderApi {
+    CoderApi::new(
+        &format!("{base}/coder"),
+        SecretString::from(sim.creds.coder_token.clone()),
+        "me",
+        TemplateRef::Version("tv-1".into()),
+    )
+    .unwrap()
+}
+
+/// Real Coder refuses a build while another is active (409); the delete cancels the active
+/// build, waits for it to settle, deletes and confirms the workspace is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coder_delete_cancels_an_active_build_and_confirms_the_workspace_is_gone() {
+    let (sim, base) = sim(Knobs { coder: CoderMode::SlowBuild, ..Knobs::default() }).await;
+    let coder = coder_for(&sim, &base);
+    let h = coder.create(&request("fix-pinc1-slow", "true")).await.unwrap();
+    // What a naive client meets: 409 while the start build runs.
+    let raw = reqwest::Client::new()
+        .post(format!("{base}/coder/api/v2/workspaces/{}/builds", h.id))
+        .header("Coder-Session-Token", &sim.creds.coder_token)
+        .json(&json!({"transition": "delete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 409);
+    assert!(raw.text().await.unwrap().contains("A workspace build is already active"));
+    coder.delete(&h.id).await.unwrap();
+    let ws = sim.workspaces().into_iter().find(|w| w.id == h.id).unwrap();
+    assert!(ws.deleted, "gone");
+    let jobs: Vec<(String, String)> = ws.builds.iter().map(|b| (b.transition.clone(), b.job_status.clone())).collect();
+    assert_eq!(jobs, [("start".into(), "canceled".into()), ("delete".into(), "succeeded".into())]);
+    assert_eq!(sim.coder_edges().0, 1, "only the naive post met a 409");
+    // Gone: 410 by id, 404 by name, and a second delete is success.
+    assert_eq!(coder.find("fix-pinc1-slow").await.unwrap(), None);
+    coder.delete(&h.id).await.unwrap();
+    assert_eq!(sim.workspace_counts(), (1, 1));
+}
+
+/// A delete build slower than the delete's deadline: a retryable error, and the next call
+/// waits for the same delete build instead of posting another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_delete_is_resumed_not_repeated() {
+    let (sim, base) = sim(Knobs { coder_delete_ms: 1200, ..Knobs::default() }).await;
+    let coder = coder_for(&sim, &base).with_settle_deadline(Duration::from_millis(400), Duration::from_millis(50));
+    let h = coder.create(&request("fix-pinc1-slowdel", "true")).await.unwrap();
+    settle(&coder, &h).await;
+    let err = coder.delete(&h.id).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("not deleted yet"), "{err}");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match coder.delete(&h.id).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && attempts < 10 => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let delete_posts =
+        sim.calls().iter().filter(|c| c.method == "POST" && c.path.ends_with("/builds") && c.status == 201).count();
+    assert_eq!(delete_posts, 1, "one delete build, waited for across calls");
+    assert!(sim.live_workspaces().is_empty());
+}
+
+/// A create whose answer was lost is adopted on the retry (409: the name is taken).
+#[tokio::test]
+async fn a_create_that_conflicts_adopts_the_existing_workspace() {
+    let (sim, base) = sim(Knobs::default()).await;
+    let coder = coder_for(&sim, &base);
+    let first = coder.create(&request("fix-pinc1-adopt", "true")).await.unwrap();
+    let again = coder.create(&request("fix-pinc1-adopt", "true")).await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(sim.workspace_counts().0, 1);
+    // Parameters the template does not declare are refused, as Coder refuses them.
+    let url = format!("{base}/coder/api/v2/users/me/workspaces");
+    let body = json!({"name": "fix-extra", "template_version_id": "tv-1", "rich_parameter_values": [
+        {"name": "incident_id", "value": "PINC1"}, {"name": "service", "value": "x"},
+        {"name": "fix_script_b64", "value": ""}, {"name": "fix_script_sha256", "value": "0".repeat(64)},
+        {"name": "target", "value": "http://t"}, {"name": "shell", "value": "rm -rf /"}]});
+    let raw = reqwest::Client::new()
+        .post(url)
+        .header("Coder-Session-Token", &sim.creds.coder_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    assert!(raw.text().await.unwrap().contains("not present in the template"));
+}
+
 #[tokio::test]
 async fn coder_503_and_429_are_retried_on_create_and_delete() {
     let (sim, base) = sim(Knobs { coder_unavailable: 1, coder_rate_limits: 1, ..Knobs::default() }).await;

@@ -227,6 +227,7 @@ fn every_task_runs_an_op_of_the_function_it_invokes() {
             continue;
         };
         match Op::parse(&op) {
+            Some(op) if op.scheduled() => problems.push(format!("{name}: op {op} is scheduled, not a task")),
             Some(op) if function.ops().contains(&op) => {
                 used.insert(op);
             }
@@ -234,7 +235,7 @@ fn every_task_runs_an_op_of_the_function_it_invokes() {
             None => problems.push(format!("{name}: Payload.op {op:?} is not an op of the table")),
         }
     }
-    for op in Op::ALL {
+    for op in Op::ALL.into_iter().filter(|op| !op.scheduled()) {
         if !used.contains(&op) {
             problems.push(format!("op {op} ({:?}) is never invoked by the state machine", op.function()));
         }
@@ -243,6 +244,20 @@ fn every_task_runs_an_op_of_the_function_it_invokes() {
 
     // The substitutions point each key at the function the table names.
     let Some(t) = expanded() else { return };
+
+    // Each scheduled op is the input of an EventBridge rule that targets its own function.
+    for op in Op::ALL.into_iter().filter(|op| op.scheduled()) {
+        let scheduled = t["Resources"].as_object().into_iter().flatten().any(|(_, r)| {
+            r["Type"] == "AWS::Events::Rule"
+                && r["Properties"]["ScheduleExpression"].is_string()
+                && r["Properties"]["Targets"].as_array().into_iter().flatten().any(|target| {
+                    let input: Value =
+                        serde_json::from_str(target["Input"].as_str().unwrap_or("null")).unwrap_or_default();
+                    mentions(&target["Arn"], op.function().logical_id()) && input["op"] == op.as_str()
+                })
+        });
+        assert!(scheduled, "op {op}: no Schedule event on {} sends {{\"op\": \"{op}\"}}", op.function().logical_id());
+    }
     let substitutions = &props(t, "IncidentStateMachine")["DefinitionSubstitutions"];
     for f in Function::ALL.into_iter().filter(|f| !f.is_http()) {
         let value = &substitutions[f.substitution()];
@@ -259,11 +274,11 @@ fn every_function_is_deployed_with_its_binary() {
         assert_eq!(r["Metadata"]["BuildProperties"]["Binary"], f.binary(), "{}", f.logical_id());
         assert!(root().join("functions").join(f.binary()).join("Cargo.toml").exists(), "{}", f.binary());
         let is_http = props(t, f.logical_id()).to_string().contains("HttpApi")
-            || t["Resources"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .any(|(_, r)| r["Type"] == "AWS::Lambda::Permission" && mentions(&r["Properties"], f.logical_id()));
+            || t["Resources"].as_object().into_iter().flatten().any(|(_, r)| {
+                r["Type"] == "AWS::Lambda::Permission"
+                    && r["Properties"]["Principal"].as_str().is_some_and(|p| p.starts_with("apigateway"))
+                    && mentions(&r["Properties"], f.logical_id())
+            });
         assert_eq!(is_http, f.is_http(), "{}: behind the HTTP API?", f.logical_id());
     }
 }
