@@ -6,7 +6,7 @@
 # SHA-256 check), with the target's credentials in a secrets directory as the workspace mounts
 # them (SELFHEAL_TARGET_SECRETS). Exits non-zero when a fix does not fix.
 #
-#   bash scripts/runbook-targets.sh            # needs psql/postgres 15; redis-server optional
+#   bash scripts/runbook-targets.sh            # needs PostgreSQL 15 and redis-server (scripts/test.sh runs it)
 #
 # Servers bind 127.0.0.1 on free ports and are stopped on exit. PostgreSQL refuses to run as
 # root: as root the server runs as the `postgres` user.
@@ -103,7 +103,7 @@ fi
 
 # ------------------------------------------------------------------ Redis
 if ! command -v redis-server >/dev/null; then
-  echo "skipped: redis-server is not installed (apt-get install redis-server)" >&2
+  fail "redis-server is not installed (apt-get install redis-server; scripts/setup-test-tools.sh does)"
 else
   redis_port="$(free_port)"
   # The runbook's redis-cli uses the default port; put this instance's port in its environment.

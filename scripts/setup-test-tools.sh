@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need into git-ignored folders: a Python virtualenv (.venv) with moto,
-# Lightpanda, cfn-lint and the SAM CLI, and the npm ASL validator (.tools/). Idempotent.
+# Lightpanda, cfn-lint and the SAM CLI, the npm ASL validator (.tools/), and Debian's
+# PostgreSQL and Redis for the runbook targets. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,17 @@ if [ ! -x .tools/node_modules/.bin/asl-validator ]; then
   echo "== installing asl-validator into .tools"
   mkdir -p .tools
   npm install --silent --no-audit --no-fund --prefix .tools asl-validator@4.0.0 >/dev/null
+fi
+
+# Real targets for the shipped runbooks (scripts/runbook-targets.sh): Debian's PostgreSQL and
+# Redis, started on loopback by that script only (the packages' own services stay stopped).
+if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then
+  echo "== installing postgresql and redis-server (Debian packages)"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null
 fi
 
 for component in rustfmt clippy; do

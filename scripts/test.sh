@@ -53,6 +53,9 @@ export SELFHEAL_LIGHTPANDA_PID=$!
 wait_http "$SELFHEAL_MOTO_ENDPOINT/moto-api/" moto
 wait_http "http://127.0.0.1:$lp_port/json/version" lightpanda
 
+echo "== the shipped runbooks against real PostgreSQL and Redis"
+bash scripts/runbook-targets.sh
+
 echo "== cargo build --workspace --bins (the Lambda function binaries the deployed-shape tests run)"
 cargo build --workspace --bins --quiet
 
