@@ -127,7 +127,7 @@ fn field_for(label: &str) -> Option<Field> {
         | "primaryhypothesis" | "mainhypothesis" | "leadinghypothesis" | "besthypothesis" | "workinghypothesis"
         | "diagnosis" | "finding" | "conclusion" | "verdict" | "rootcauseanalysis" | "rca"
         // es / pt / fr / de / it / zh / ja
-        | "causaraíz" | "causaraiz" | "causaprincipal" | "causaprobable" | "hipótesis" | "hipotesis" | "causaraiz̃"
+        | "causaraíz" | "causaraiz" | "causaprincipal" | "causaprobable" | "hipótesis" | "hipotesis"
         | "causaprovável" | "hipótese" | "causeracine" | "causeprofonde" | "causeprobable" | "hypothèse"
         | "grundursache" | "ursache" | "hauptursache" | "vermuteteursache" | "hypothese" | "causaradice"
         | "causaprincipale" | "ipotesi" | "根本原因" | "根因" | "原因" | "根本原因分析" | "推定原因" => Field::RootCause,
@@ -140,7 +140,7 @@ fn field_for(label: &str) -> Option<Field> {
         | "belege" | "beweise" | "hinweise" | "evidências" | "evidenze" | "证据" | "根拠" | "証拠" => Field::Evidence,
         "alternatives" | "alternativehypotheses" | "otherhypotheses" | "alsoconsidered" | "ruledout"
         | "otherpossibilities" | "alternativecauses" | "othercandidates" | "lesslikely" | "alternativas"
-        | "hipótesisalternativas" | "autreshypothèses" | "alternatives(fr)" | "alternativen" | "其他假设" | "他の仮説" => {
+        | "hipótesisalternativas" | "autreshypothèses" | "alternativen" | "其他假设" | "他の仮説" => {
             Field::Alternatives
         }
         "hypotheses" | "candidates" | "candidatecauses" | "possiblecauses" | "likelycauses" | "rankedhypotheses"
@@ -429,10 +429,10 @@ fn split_inline_confidence(value: &str, words: &[(&str, f64)], bare_ok: bool) ->
             }
         }
     }
-    // A trailing clause after a separator that states a confidence.
-    let lower = v.to_lowercase();
+    // A trailing clause after a separator that states a confidence. (Positions come from `v`
+    // itself: lowercasing may change byte lengths.)
     for sep in [" — ", " – ", " - ", ", ", "; ", " | ", ": "] {
-        if let Some(pos) = lower.rfind(sep) {
+        if let Some(pos) = v.rfind(sep) {
             let tail = &v[pos + sep.len()..];
             if tail.split_whitespace().count() <= 5
                 && confidence_cue(&tail.to_lowercase())
@@ -1280,7 +1280,8 @@ fn sentence_root_cause(line: &str) -> Option<String> {
     if is_question(line) {
         return None;
     }
-    let lower = line.to_lowercase();
+    // ASCII lowercase keeps byte offsets, so positions in it are positions in `line`.
+    let lower = line.to_ascii_lowercase();
     for marker in ["root cause is ", "root cause was ", "root cause appears to be ", "caused by ", "due to "] {
         if let Some(pos) = lower.find(marker) {
             let start = pos + marker.len();
@@ -1594,6 +1595,16 @@ mod tests {
             ("disk full on api-3 (/var/log)".into(), None)
         );
         assert_eq!(split_inline_confidence("traffic split (50/50)", w, true).1, None);
+    }
+
+    #[test]
+    fn case_changes_that_change_lengths_do_not_break_slicing() {
+        // 'İ' lowercases to two chars: positions in a lowercased copy are not positions here.
+        for note in
+            ["Root cause: İİİİ — İİ 70% confidence", "İİİİ caused by İİ x y", "Root cause: x, İİİ confidence 5%"]
+        {
+            let _ = parse_note(note);
+        }
     }
 
     #[test]

@@ -166,3 +166,20 @@ fn hostile_input_never_panics() {
         let _ = parse_note(input);
     }
 }
+
+#[test]
+fn summaries_symptoms_and_questions_are_never_root_causes() {
+    // The note that started #17: a "Summary:" line was taken as the root cause.
+    let p = parse_note("Summary: checkout returns 502s for 30% of requests\nConfidence: 80%");
+    assert_eq!(p.root_cause, None);
+    let p = parse_note(
+        "Symptom: p99 above 4s\nRoot cause (probable): missing index on cart_items\nConfidence (model): 89.5%",
+    );
+    assert_eq!(p.root_cause.as_deref(), Some("missing index on cart_items"));
+    assert_eq!(p.confidence, Some(0.895));
+    assert_eq!(parse_note("Root cause: could it be the deploy?").root_cause, None);
+    let p =
+        parse_note("Top hypothesis (confidence 38%): expired intermediate cert\nOther hypotheses:\n- CDN outage (30%)");
+    assert_eq!((p.root_cause.as_deref(), p.confidence), (Some("expired intermediate cert"), Some(0.38)));
+    assert_eq!(p.alternatives, vec!["CDN outage (30%)"]);
+}
