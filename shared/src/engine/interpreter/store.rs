@@ -27,14 +27,12 @@ impl Engine {
         let log: Vec<(String, Value)> = events.into_iter().map(|(id, doc)| (format!("EVT#{id:08}"), doc)).collect();
         let now = now_of(self.clock.as_ref()).timestamp();
         let written = self.table.put_if_with_log(&exec_pk(&rec.name), "META", &doc, rev, None, &log, now).await?;
-        if written {
-            if rec.status != ExecutionStatus::Running {
-                self.index(&rec.name, false).await?;
-                self.forget_lock(&rec.name);
-                // Only `wait_for` listens, and it waits for the end: waking it on every
-                // transition cost a record read per transition.
-                self.changed.notify_waiters();
-            }
+        if written && rec.status != ExecutionStatus::Running {
+            self.index(&rec.name, false).await?;
+            self.forget_lock(&rec.name);
+            // Only `wait_for` listens, and it waits for the end: waking it on every transition
+            // cost a record read per transition.
+            self.changed.notify_waiters();
         }
         Ok(written)
     }
