@@ -30,8 +30,8 @@ impl Engine {
         if written && rec.status != ExecutionStatus::Running {
             self.index(&rec.name, false).await?;
             self.forget_lock(&rec.name);
-            // Only `wait_for` listens, and it waits for the end: waking it on every
-            // transition cost a record read per transition.
+            // Only `wait_for` listens, and it waits for the end: waking it on every transition
+            // cost a record read per transition.
             self.changed.notify_waiters();
         }
         Ok(written)
