@@ -47,11 +47,14 @@ pub enum Client {
     Slack,
     Senso,
     Anthropic,
+    /// The note parser's model fallback: the same API with its own, shorter timeout.
+    AnthropicNotes,
     Coder,
 }
 
 impl Client {
-    pub const ALL: [Client; 5] = [Client::PagerDuty, Client::Slack, Client::Senso, Client::Anthropic, Client::Coder];
+    pub const ALL: [Client; 6] =
+        [Client::PagerDuty, Client::Slack, Client::Senso, Client::Anthropic, Client::AnthropicNotes, Client::Coder];
 
     /// The adapter's per-attempt timeout (`ApiClient::new` in `adapters/<client>.rs`; a unit test
     /// reads it from there).
@@ -59,7 +62,7 @@ impl Client {
         Duration::from_secs(match self {
             Client::PagerDuty | Client::Slack => 10,
             Client::Coder => 15,
-            Client::Senso => 30,
+            Client::Senso | Client::AnthropicNotes => 30,
             Client::Anthropic => 90,
         })
     }
@@ -67,7 +70,7 @@ impl Client {
     /// Retries after the first attempt: the default policy, except Anthropic (`max_retries: 2`).
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
-            Client::Anthropic => RetryPolicy { max_retries: 2, ..RetryPolicy::default() },
+            Client::Anthropic | Client::AnthropicNotes => RetryPolicy { max_retries: 2, ..RetryPolicy::default() },
             _ => RetryPolicy::default(),
         }
     }
@@ -124,7 +127,7 @@ pub struct Path {
 }
 
 use Call::{Once, Read, Send};
-use Client::{Anthropic, Coder, PagerDuty, Senso, Slack};
+use Client::{Anthropic, AnthropicNotes, Coder, PagerDuty, Senso, Slack};
 use Step::{Api, Aws, Bounded, Checks};
 
 /// A struct literal (not a call), so the tables below are promoted to `'static`.
@@ -146,8 +149,12 @@ pub fn op_paths(op: Op) -> &'static [Path] {
     match op {
         // load, offer_wait_token (mutate), audit
         Op::AwaitHypothesis => &[path!("await_hypothesis", &[Aws(4)])],
-        // investigator_note, audit trail, the full note (trimmed in its webhook), update, audit
-        Op::ParseHypothesis => &[path!("parse_hypothesis (trimmed note)", &[Aws(2), Api(PagerDuty, Read), Aws(3)])],
+        // investigator_note, audit trail, the full note (trimmed in its webhook), the model
+        // fallback for a field the rules could not read, update, audit
+        Op::ParseHypothesis => &[path!(
+            "parse_hypothesis (trimmed note, model fallback)",
+            &[Aws(2), Api(PagerDuty, Read), Api(AnthropicNotes, Read), Aws(3)]
+        )],
         // load, search, a catalog per hit, update, audit
         Op::LookupRunbooks => &[path!("lookup_runbooks", &[Aws(1), Api(Senso, Read), Aws(R + 3)])],
         // load, ingest, audit
@@ -371,6 +378,14 @@ mod tests {
         assert!(
             include_str!("adapters/anthropic.rs").contains("RetryPolicy { max_retries: 2, ..RetryPolicy::default() }")
         );
+        // The note reader, the second Anthropic client: 30 s per attempt, two retries.
+        let anthropic = include_str!("adapters/anthropic.rs");
+        let reader = &anthropic[anthropic.find("impl AnthropicNoteReader").expect("the note reader")..];
+        let marker = "ApiClient::new(SERVICE, api_base, Duration::from_secs(";
+        let at = reader.find(marker).expect("its constructor") + marker.len();
+        let secs: u64 = reader[at..].split(')').next().unwrap().parse().unwrap();
+        assert_eq!(Duration::from_secs(secs), Client::AnthropicNotes.default_timeout());
+        assert!(reader.contains("RetryPolicy { max_retries: 2, ..RetryPolicy::default() }"));
         assert!(include_str!("aws.rs").contains(".operation_timeout(Duration::from_secs(10))"));
         assert_eq!(AWS_OPERATION_TIMEOUT, Duration::from_secs(10));
     }
@@ -393,9 +408,10 @@ mod tests {
             let b = worst_case(f, &s);
             assert!(b.secs() > 0, "{f:?}");
         }
-        // Cleric: store calls and one PagerDuty read (a trimmed note); the planner is dominated
-        // by Anthropic.
-        assert_eq!(worst_case_secs(Function::Cleric, &s), 5 * 10 + 424 + 2 * 2);
+        // Cleric: store calls, one PagerDuty read (a trimmed note) and the note fallback's
+        // Anthropic read (3 × (3 × 30 s + 2 × 20 s) + 2 × 8 s); the planner is dominated by
+        // Anthropic.
+        assert_eq!(worst_case_secs(Function::Cleric, &s), 5 * 10 + 424 + (3 * 130 + 16) + 3 * 2);
         assert_eq!(worst_case(Function::Planner, &s).path, "plan_remediation");
     }
 

@@ -199,8 +199,9 @@ impl Op {
             // (NoteAlreadyArrived), so no Step Functions call.
             Op::AwaitHypothesis => &[Store],
             // A note PagerDuty trimmed in its webhook is read in full here (not in intake, which
-            // must answer within PagerDuty's 5 s).
-            Op::ParseHypothesis => &[Store, PagerDuty],
+            // must answer within PagerDuty's 5 s); a note the rules cannot read is offered to the
+            // guarded model fallback (`notes.model_fallback`).
+            Op::ParseHypothesis => &[Store, PagerDuty, Anthropic],
             Op::LookupRunbooks | Op::IngestResolution => &[Store, Senso],
             Op::PlanRemediation => &[Store, Anthropic],
             Op::Decide | Op::CheckRefire => &[Store],

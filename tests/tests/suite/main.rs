@@ -1,7 +1,9 @@
 //! One test binary for the black-box tests that share no process-wide state (one link instead
 //! of one per file). The four files beside this folder stay binaries of their own: they set a
 //! panic hook, the process environment or capture every log line, which would see the others.
-//! `../deployed/` holds the tests that start a whole emulated stack.
+//! `../deployed/` holds the tests that start a whole emulated stack, and `../intake_approvals.rs`
+//! the webhook load tests (a thousand deliveries at 32-way against the shared moto), which
+//! must not share the two cores with the suite's CPU-heavy tests.
 
 mod adapters;
 mod adversarial;
@@ -11,7 +13,6 @@ mod edge_limits;
 mod engine_callbacks;
 mod execution_gate;
 mod faults;
-mod intake_approvals;
 mod lambda_events;
 mod metrics_emf;
 mod notes;
