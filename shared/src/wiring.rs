@@ -452,6 +452,15 @@ fn check_capability(
             anthropic::AnthropicPlanner::new(&a.api_base, key, &a.model, a.max_tokens)
                 .map_err(|e| invalid("SELFHEAL_ANTHROPIC_API_BASE", e))?;
         }
+        // Optional: a missing key leaves the rules' reading (the reader is `Unconfigured`); a
+        // key with an unusable API base is still a configuration error.
+        Capability::NoteModel => {
+            if let Some(key) = present(&secrets.anthropic_api_key) {
+                let a = &settings.anthropic;
+                anthropic::AnthropicNoteReader::new(&a.api_base, key, &a.model)
+                    .map_err(|e| invalid("SELFHEAL_ANTHROPIC_API_BASE", e))?;
+            }
+        }
         Capability::Coder => {
             let token = present(&secrets.coder_session_token).ok_or_else(|| secret_key("coder_session_token"))?;
             let base = non_empty(&settings.coder.api_base).ok_or_else(|| setting("SELFHEAL_CODER_API_BASE"))?;
@@ -550,7 +559,7 @@ mod tests {
             err.to_string(),
             "the planner function needs Anthropic: the secret key anthropic_api_key is missing or empty"
         );
-        // Only the functions whose work calls Anthropic care.
+        // The note parser's fallback is optional: cleric starts without the key.
         check_needs(Function::Cleric, &settings(&[]), &s).unwrap();
         // An empty value counts as missing: the approval step cannot key approval ids without
         // it, while the Slack callback starts and answers clicks 503 until it is set.

@@ -56,6 +56,9 @@ pub enum Capability {
     Senso,
     /// Anthropic Messages (the planner).
     Anthropic,
+    /// Anthropic Messages for the note parser's guarded fallback. Optional: without a key the
+    /// function starts and the rules' reading stands (the audit says the model was not asked).
+    NoteModel,
     /// Coder workspaces.
     Coder,
     /// Lightpanda over CDP, for the checks configured per service.
@@ -201,7 +204,7 @@ impl Op {
             // A note PagerDuty trimmed in its webhook is read in full here (not in intake, which
             // must answer within PagerDuty's 5 s); a note the rules cannot read is offered to the
             // guarded model fallback (`notes.model_fallback`).
-            Op::ParseHypothesis => &[Store, PagerDuty, Anthropic],
+            Op::ParseHypothesis => &[Store, PagerDuty, NoteModel],
             Op::LookupRunbooks | Op::IngestResolution => &[Store, Senso],
             Op::PlanRemediation => &[Store, Anthropic],
             Op::Decide | Op::CheckRefire => &[Store],
@@ -260,7 +263,7 @@ impl Capability {
             // The checks themselves are per service in the store (`selfheal services push`).
             Capability::Browser => &["SELFHEAL_BROWSER_ENDPOINT"],
             // API bases and the model have working defaults.
-            Capability::PagerDuty | Capability::Senso | Capability::Anthropic => &[],
+            Capability::PagerDuty | Capability::Senso | Capability::Anthropic | Capability::NoteModel => &[],
         }
     }
 
@@ -273,7 +276,7 @@ impl Capability {
             Capability::Slack => &["slack_bot_token"],
             Capability::SlackApprovals => &["slack_signing_secret"],
             Capability::Senso => &["senso_api_key"],
-            Capability::Anthropic => &["anthropic_api_key"],
+            Capability::Anthropic | Capability::NoteModel => &["anthropic_api_key"],
             Capability::Coder => &["coder_session_token"],
             Capability::Store | Capability::StateMachine | Capability::StartExecution | Capability::Browser => &[],
         }
@@ -479,7 +482,7 @@ mod tests {
     #[test]
     fn needs_are_the_union_of_the_ops() {
         use Capability::*;
-        assert_eq!(Function::Cleric.needs(), &[Store, PagerDuty]);
+        assert_eq!(Function::Cleric.needs(), &[Store, PagerDuty, NoteModel]);
         assert_eq!(Function::Planner.needs(), &[Store, Anthropic]);
         assert_eq!(Function::Approval.needs(), &[Store, StateMachine, Slack, SlackApprovals]);
         assert_eq!(Function::PagerDuty.needs(), &[Store, PagerDuty, Slack]);
@@ -496,8 +499,12 @@ mod tests {
                 "states:SendTaskSuccess",
             ]
         );
-        // Reading a trimmed note in full takes the PagerDuty API token (and nothing else).
-        assert_eq!(Function::Cleric.secret_keys(), vec!["pagerduty_api_token", "pagerduty_from_email"]);
+        // Reading a trimmed note in full takes the PagerDuty API token; the note fallback, the
+        // Anthropic key.
+        assert_eq!(
+            Function::Cleric.secret_keys(),
+            vec!["anthropic_api_key", "pagerduty_api_token", "pagerduty_from_email"]
+        );
         assert_eq!(Function::Planner.secret_keys(), vec!["anthropic_api_key"]);
     }
 }
