@@ -249,8 +249,9 @@ fn http_paths(function: Function) -> &'static [Path] {
             path!("incident.triggered", &[Aws(3 + 1 + 4 + (1 + F + 6) + 1 + 3 + 2 + E)]),
         ],
         Function::SlackCallback => &[
-            // decide (mutate), update, audit, SendTaskSuccess, respond
-            path!("approver's click", &[Aws(2 + 2 + 1 + 1), Api(Slack, Send)]),
+            // the approval, its incident and the service's approvers (by id, then name), decide
+            // (mutate), update, audit, SendTaskSuccess, respond
+            path!("approver's click", &[Aws(1 + 1 + 2 + 2 + 2 + 1 + 1), Api(Slack, Send)]),
         ],
         _ => &[],
     }

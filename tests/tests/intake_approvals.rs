@@ -943,3 +943,79 @@ async fn a_person_resolving_while_an_approval_waits_retires_its_slack_buttons() 
         assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-retire"), "{backend}");
     }
 }
+
+/// A service that names its own approvers (`selfheal services push`) is approved by them only;
+/// a service without a list falls back to the global approvers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_services_own_approvers_replace_the_global_list() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let id = incident_awaiting_approval(&e.deps, "PAPPR1").await;
+        e.deps
+            .store
+            .put_service_settings(&ServiceSettings {
+                service: "PSVC1".into(),
+                checks: vec![CheckSpec {
+                    name: "health".into(),
+                    url: "http://checkout.test/health".into(),
+                    expect_status: 200,
+                    expect_text: None,
+                    expect_selector: None,
+                    steps: Vec::new(),
+                    max_latency_ms: None,
+                    deadline_ms: 1000,
+                }],
+                target: None,
+                auto_execute: false,
+                approvers: vec!["UCAROL".into()],
+                parameters: BTreeMap::new(),
+                updated_at: chrono::Utc::now(),
+                updated_by: "test".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(approvals::approvers_for(&e.deps, &id).await.unwrap(), vec!["UCAROL".to_string()]);
+        let requested =
+            approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-service-approvers"})).await.unwrap();
+        let approval_id = requested["approval_id"].as_str().unwrap().to_string();
+        let now = chrono::Utc::now().timestamp();
+        // UALICE is a global approver, but not one of this service's.
+        let refused =
+            approvals::handle_interaction(&e.deps, &click(&e.creds, &approval_id, "approve", "UALICE", now)).await;
+        assert_eq!(refused.body["status"], "not_allowed", "{backend}");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-service-approvers"), "{backend}");
+        let trail = e.deps.store.audit_trail(&id).await.unwrap();
+        assert!(trail.iter().any(|t| t.kind == "approval_refused" && t.actor == "slack:UALICE"), "{backend}");
+        let decided =
+            approvals::handle_interaction(&e.deps, &click(&e.creds, &approval_id, "approve", "UCAROL", now)).await;
+        assert_eq!(decided.body["status"], "decided", "{backend}");
+        assert!(e.rec.resumes.lock().unwrap().iter().any(|(t, _)| t == "tok-service-approvers"), "{backend}");
+
+        // Another incident on a service without its own list: the global approvers decide.
+        let other = incident_awaiting_approval(&e.deps, "PAPPR2").await;
+        e.deps
+            .store
+            .put_service_settings(&ServiceSettings {
+                service: "PSVC1".into(),
+                checks: vec![CheckSpec {
+                    name: "health".into(),
+                    url: "http://checkout.test/health".into(),
+                    expect_status: 200,
+                    expect_text: None,
+                    expect_selector: None,
+                    steps: Vec::new(),
+                    max_latency_ms: None,
+                    deadline_ms: 1000,
+                }],
+                target: None,
+                auto_execute: false,
+                approvers: Vec::new(),
+                parameters: BTreeMap::new(),
+                updated_at: chrono::Utc::now(),
+                updated_by: "test".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(approvals::approvers_for(&e.deps, &other).await.unwrap(), vec!["UALICE", "UBOB"], "{backend}");
+    }
+}

@@ -313,14 +313,32 @@ enum Decided {
     Unknown,
 }
 
+/// Who may decide an incident's approval: the service's own approvers when the operator stored
+/// some (`selfheal services push`), otherwise the global list (`SELFHEAL_SLACK_APPROVERS`).
+/// A service list replaces the global one: a team that names its approvers means only them.
+pub async fn approvers_for(deps: &Deps, incident_id: &IncidentId) -> Result<Vec<String>, StageError> {
+    let Some(incident) = deps.store.get_incident(incident_id).await? else {
+        return Ok(deps.settings.slack.approvers.clone());
+    };
+    match super::action::stored_settings(deps, &incident).await? {
+        Some(s) if !s.approvers.is_empty() => Ok(s.approvers),
+        _ => Ok(deps.settings.slack.approvers.clone()),
+    }
+}
+
 async fn decide(
     deps: &Deps,
     approval_id: &ApprovalId,
     decision: ApprovalStatus,
     user: &str,
 ) -> Result<Decided, StageError> {
-    if !deps.settings.slack.approvers.iter().any(|a| a == user) {
-        if let Some(a) = deps.store.get_approval(approval_id).await? {
+    let pending = deps.store.get_approval(approval_id).await?;
+    let allowed = match &pending {
+        Some(a) => approvers_for(deps, &a.incident_id).await?,
+        None => deps.settings.slack.approvers.clone(),
+    };
+    if !allowed.iter().any(|a| a == user) {
+        if let Some(a) = &pending {
             audit(
                 deps,
                 &a.incident_id,
