@@ -944,6 +944,29 @@ async fn a_person_resolving_while_an_approval_waits_retires_its_slack_buttons() 
     }
 }
 
+/// The checkout service's stored settings with these approvers (one check, as a push requires).
+fn checkout_settings(approvers: Vec<String>) -> ServiceSettings {
+    ServiceSettings {
+        service: "PSVC1".into(),
+        checks: vec![CheckSpec {
+            name: "health".into(),
+            url: "http://checkout.test/health".into(),
+            expect_status: 200,
+            expect_text: None,
+            expect_selector: None,
+            steps: Vec::new(),
+            max_latency_ms: None,
+            deadline_ms: 1000,
+        }],
+        target: None,
+        auto_execute: false,
+        approvers,
+        parameters: BTreeMap::new(),
+        updated_at: chrono::Utc::now(),
+        updated_by: "test".into(),
+    }
+}
+
 /// A service that names its own approvers (`selfheal services push`) is approved by them only;
 /// a service without a list falls back to the global approvers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -951,29 +974,7 @@ async fn a_services_own_approvers_replace_the_global_list() {
     for (backend, store) in stores().await {
         let e = env(store).await;
         let id = incident_awaiting_approval(&e.deps, "PAPPR1").await;
-        e.deps
-            .store
-            .put_service_settings(&ServiceSettings {
-                service: "PSVC1".into(),
-                checks: vec![CheckSpec {
-                    name: "health".into(),
-                    url: "http://checkout.test/health".into(),
-                    expect_status: 200,
-                    expect_text: None,
-                    expect_selector: None,
-                    steps: Vec::new(),
-                    max_latency_ms: None,
-                    deadline_ms: 1000,
-                }],
-                target: None,
-                auto_execute: false,
-                approvers: vec!["UCAROL".into()],
-                parameters: BTreeMap::new(),
-                updated_at: chrono::Utc::now(),
-                updated_by: "test".into(),
-            })
-            .await
-            .unwrap();
+        e.deps.store.put_service_settings(&checkout_settings(vec!["UCAROL".into()])).await.unwrap();
         assert_eq!(approvals::approvers_for(&e.deps, &id).await.unwrap(), vec!["UCAROL".to_string()]);
         let requested =
             approvals::request_approval(&e.deps, &id, &json!({"task_token": "tok-service-approvers"})).await.unwrap();
@@ -993,29 +994,7 @@ async fn a_services_own_approvers_replace_the_global_list() {
 
         // Another incident on a service without its own list: the global approvers decide.
         let other = incident_awaiting_approval(&e.deps, "PAPPR2").await;
-        e.deps
-            .store
-            .put_service_settings(&ServiceSettings {
-                service: "PSVC1".into(),
-                checks: vec![CheckSpec {
-                    name: "health".into(),
-                    url: "http://checkout.test/health".into(),
-                    expect_status: 200,
-                    expect_text: None,
-                    expect_selector: None,
-                    steps: Vec::new(),
-                    max_latency_ms: None,
-                    deadline_ms: 1000,
-                }],
-                target: None,
-                auto_execute: false,
-                approvers: Vec::new(),
-                parameters: BTreeMap::new(),
-                updated_at: chrono::Utc::now(),
-                updated_by: "test".into(),
-            })
-            .await
-            .unwrap();
+        e.deps.store.put_service_settings(&checkout_settings(Vec::new())).await.unwrap();
         assert_eq!(approvals::approvers_for(&e.deps, &other).await.unwrap(), vec!["UALICE", "UBOB"], "{backend}");
     }
 }

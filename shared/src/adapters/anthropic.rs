@@ -251,35 +251,52 @@ impl AnthropicPlanner {
 #[async_trait]
 impl Planner for AnthropicPlanner {
     async fn plan(&self, req: &PlanRequest) -> Result<Plan, ClientError> {
-        let url = self.api.url("/v1/messages");
-        let body = self.request_body(req);
-        // A plan request changes nothing on Anthropic's side: a truncated answer is asked again.
-        let v: Value = self
-            .api
-            .read_json("messages", |c| {
-                c.post(&url)
-                    .header("x-api-key", self.key.expose_secret())
-                    .header("anthropic-version", "2023-06-01")
-                    .header("content-type", "application/json")
-                    .json(&body)
-            })
-            .await?;
-        match v.get("stop_reason").and_then(Value::as_str) {
-            Some("max_tokens") => return Err(contract("the plan was truncated (stop_reason max_tokens)")),
-            Some("refusal") => return Err(contract("the model refused to plan (stop_reason refusal)")),
-            _ => {}
-        }
-        let content = v.get("content").and_then(Value::as_array).ok_or_else(|| contract("response has no content"))?;
-        if let Some(tool) = content.iter().find(|b| {
-            b.get("type").and_then(Value::as_str) == Some("tool_use")
-                && b.get("name").and_then(Value::as_str) == Some(TOOL_NAME)
-        }) {
-            return plan_from_tool_input(tool.get("input").unwrap_or(&Value::Null));
+        let content = messages(&self.api, &self.key, &self.request_body(req), "plan").await?;
+        if let Some(input) = tool_input(&content, TOOL_NAME) {
+            return plan_from_tool_input(input);
         }
         let text: String =
             content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n");
         plan_from_text(&text)
     }
+}
+
+/// One Messages API call with a forced tool, shared by the planner and the note reader. It
+/// changes nothing on Anthropic's side, so it goes through `read_json` (a truncated body is asked
+/// again). A truncated or refused answer is an error naming `what`; otherwise the content blocks.
+async fn messages(api: &ApiClient, key: &SecretString, body: &Value, what: &str) -> Result<Vec<Value>, ClientError> {
+    let url = api.url("/v1/messages");
+    let v: Value = api
+        .read_json("messages", |c| {
+            c.post(&url)
+                .header("x-api-key", key.expose_secret())
+                .header("anthropic-version", "2023-06-01")
+                .header("content-type", "application/json")
+                .json(body)
+        })
+        .await?;
+    match v.get("stop_reason").and_then(Value::as_str) {
+        Some("max_tokens") => {
+            return Err(contract(format!("the {what} answer was truncated (stop_reason max_tokens)")));
+        }
+        Some("refusal") => return Err(contract(format!("the model refused the {what} request (stop_reason refusal)"))),
+        _ => {}
+    }
+    match v.get("content") {
+        Some(Value::Array(blocks)) => Ok(blocks.clone()),
+        _ => Err(contract("response has no content")),
+    }
+}
+
+/// The input of the named tool call among a response's content blocks.
+fn tool_input<'a>(content: &'a [Value], name: &str) -> Option<&'a Value> {
+    content
+        .iter()
+        .find(|b| {
+            b.get("type").and_then(Value::as_str) == Some("tool_use")
+                && b.get("name").and_then(Value::as_str) == Some(name)
+        })
+        .map(|b| b.get("input").unwrap_or(&Value::Null))
 }
 
 pub const NOTE_TOOL_NAME: &str = "submit_note_fields";
@@ -367,33 +384,10 @@ impl AnthropicNoteReader {
 #[async_trait]
 impl NoteReader for AnthropicNoteReader {
     async fn read_note(&self, note: &str) -> Result<ModelReading, ClientError> {
-        let url = self.api.url("/v1/messages");
-        let body = self.request_body(note);
-        // Reading a note changes nothing on Anthropic's side: a truncated answer is asked again.
-        let v: Value = self
-            .api
-            .read_json("messages", |c| {
-                c.post(&url)
-                    .header("x-api-key", self.key.expose_secret())
-                    .header("anthropic-version", "2023-06-01")
-                    .header("content-type", "application/json")
-                    .json(&body)
-            })
-            .await?;
-        match v.get("stop_reason").and_then(Value::as_str) {
-            Some("max_tokens") => return Err(contract("the note fields were truncated (stop_reason max_tokens)")),
-            Some("refusal") => return Err(contract("the model refused to read the note (stop_reason refusal)")),
-            _ => {}
-        }
-        let content = v.get("content").and_then(Value::as_array).ok_or_else(|| contract("response has no content"))?;
-        let tool = content
-            .iter()
-            .find(|b| {
-                b.get("type").and_then(Value::as_str) == Some("tool_use")
-                    && b.get("name").and_then(Value::as_str) == Some(NOTE_TOOL_NAME)
-            })
+        let content = messages(&self.api, &self.key, &self.request_body(note), "note fields").await?;
+        let input = tool_input(&content, NOTE_TOOL_NAME)
             .ok_or_else(|| contract("no submit_note_fields tool call in the response"))?;
-        reading_from_tool_input(tool.get("input").unwrap_or(&Value::Null))
+        reading_from_tool_input(input)
     }
 }
 
