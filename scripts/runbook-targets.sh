@@ -106,7 +106,6 @@ if ! command -v redis-server >/dev/null; then
   fail "redis-server is not installed (apt-get install redis-server; scripts/setup-test-tools.sh does)"
 else
   redis_port="$(free_port)"
-  # The runbook's redis-cli uses the default port; put this instance's port in its environment.
   redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
     --maxmemory 2mb --maxmemory-policy noeviction --requirepass targets-secret >"$work/redis.log" 2>&1 &
   redis_pid=$!
@@ -120,13 +119,13 @@ else
     r CONFIG SET maxmemory-policy noeviction >/dev/null
     for i in $(seq 200); do r SET "k$i" "$big" >/dev/null 2>&1 || true; done
     r SET probe "$big" 2>&1 | grep -q OOM || fail "$action: writes are not refused before the fix"
-    # host is a string parameter the catalog would quote; the default port is rewritten to ours.
+    # host is a string parameter the catalog would quote; port an integer it would not.
     python3 - "$action" "$redis_port" >"$work/fix.sh" <<'EOF'
 import sys, tomllib
 action, port = sys.argv[1:]
 front = open("infra/runbooks/redis-maxmemory.md").read().split("+++")[1]
 script = next(a["script"] for a in tomllib.loads(front)["actions"] if a["name"] == action)
-script = script.replace("{{host}}", "'127.0.0.1' -p " + port).replace("{{policy}}", "'allkeys-lru'")
+script = script.replace("{{host}}", "'127.0.0.1'").replace("{{port}}", port).replace("{{policy}}", "'allkeys-lru'")
 script = script.replace("{{megabytes}}", "256")
 print(script, end="")
 EOF

@@ -15,9 +15,10 @@ use selfheal::domain::{AuditEvent, Incident, IncidentId};
 use selfheal::ports::{CheckSpec, SystemClock};
 
 use crate::local;
-use selfheal_testkit::demo_service::{DemoService, Mode};
+use selfheal_testkit::demo_service::{Backend, DemoService, Mode};
 use selfheal_testkit::faults::{Dependency, FaultKind, FaultProxy};
 use selfheal_testkit::sim::{Click, CoderMode, Knobs, PlannerMode, Sim, SimCredentials};
+use selfheal_testkit::targets::{PostgresTarget, RedisTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -28,6 +29,10 @@ pub enum Scenario {
     Injection,
     FailedFix,
     Refire,
+    /// The cart cache (a real Redis) is full: `noeviction` refuses writes with OOM.
+    RedisMaxmemory,
+    /// The orders database (a real PostgreSQL): one session holds a lock every writer waits on.
+    PostgresBlockingQuery,
 }
 
 impl Scenario {
@@ -40,6 +45,8 @@ impl Scenario {
             Scenario::Injection => "injection",
             Scenario::FailedFix => "failed-fix",
             Scenario::Refire => "refire",
+            Scenario::RedisMaxmemory => "redis-maxmemory",
+            Scenario::PostgresBlockingQuery => "postgres-blocking-query",
         }
     }
     /// (outcome, route, effectiveness) the scenario must reach; None = any.
@@ -52,6 +59,11 @@ impl Scenario {
             Scenario::Injection => ("rejected", Some("approval"), None),
             Scenario::FailedFix => ("escalated", Some("auto"), None),
             Scenario::Refire => ("resolved", Some("auto"), Some("ineffective")),
+            // Raising maxmemory is medium risk, and which backend to cancel the model reads
+            // from the evidence: a person approves both.
+            Scenario::RedisMaxmemory | Scenario::PostgresBlockingQuery => {
+                ("resolved", Some("approval"), Some("effective"))
+            }
         }
     }
 }
@@ -62,9 +74,9 @@ pub const APPROVER: &str = "UAPPROVER1";
 
 pub(crate) const RUNBOOKS: &[(&str, &str)] = &[
     ("demo-service-fault.md", include_str!("../../infra/runbooks/demo-service-fault.md")),
-    ("disk-full.md", include_str!("../../infra/runbooks/disk-full.md")),
-    ("expired-certificate.md", include_str!("../../infra/runbooks/expired-certificate.md")),
-    ("pod-oom-after-deploy.md", include_str!("../../infra/runbooks/pod-oom-after-deploy.md")),
+    ("disk-full.md", include_str!("../../infra/runbooks/kubernetes/disk-full.md")),
+    ("expired-certificate.md", include_str!("../../infra/runbooks/kubernetes/expired-certificate.md")),
+    ("pod-oom-after-deploy.md", include_str!("../../infra/runbooks/kubernetes/pod-oom-after-deploy.md")),
     ("postgres-blocking-query.md", include_str!("../../infra/runbooks/postgres-blocking-query.md")),
     ("redis-maxmemory.md", include_str!("../../infra/runbooks/redis-maxmemory.md")),
 ];
@@ -108,11 +120,105 @@ pub fn investigator_note(confidence: &str) -> String {
     )
 }
 
+/// A real dependency a scenario breaks, kept running while the run lasts.
+pub enum Target {
+    Redis(Box<RedisTarget>),
+    Postgres(Box<PostgresTarget>),
+}
+
+/// The broken service a scenario starts from: the checkout service, and for the dependency
+/// scenarios the real server behind it; what the service's settings give its runbooks; and what
+/// the alert and the investigator will say.
+pub struct BrokenService {
+    pub demo: Arc<DemoService>,
+    pub target: Option<Target>,
+    /// The service's settings parameters (`selfheal services push`).
+    pub parameters: BTreeMap<String, String>,
+    pub title: String,
+    pub note: String,
+}
+
+/// The service name the demo's incidents carry (the workspace's `service` parameter).
+const SERVICE_NAME: &str = "checkout";
+
+/// Break the service for `scenario`. For the dependency scenarios this starts the real server
+/// (Debian's `redis-server` or PostgreSQL), breaks it for real, puts the checkout service in
+/// front of it, and mounts its credentials into the service's workspaces as the template does.
+pub async fn broken_service(scenario: Scenario, sim: &Sim) -> Result<BrokenService, String> {
+    let mut parameters = BTreeMap::new();
+    let (demo, target, title, note) = match scenario {
+        Scenario::RedisMaxmemory => {
+            let redis = RedisTarget::start().await?;
+            parameters.insert("redis_host".to_string(), "127.0.0.1".to_string());
+            parameters.insert("redis_port".to_string(), redis.port.to_string());
+            mount_target_secrets(sim, &redis.secrets_dir)?;
+            let backend = Backend::Redis { port: redis.port, password: redis.password.clone() };
+            (
+                DemoService::with_backend(Mode::Healthy, backend),
+                Some(Target::Redis(Box::new(redis))),
+                "Checkout /health failing: 503 (cart cache refuses writes)",
+                redis_note(),
+            )
+        }
+        Scenario::PostgresBlockingQuery => {
+            let pg = PostgresTarget::start().await?;
+            mount_target_secrets(sim, &pg.secrets_dir)?;
+            let note = postgres_note(pg.blocker_pid);
+            (
+                DemoService::with_backend(Mode::Healthy, Backend::Postgres { port: pg.port }),
+                Some(Target::Postgres(Box::new(pg))),
+                "Checkout /health failing: 503 (orders database lock timeout)",
+                note,
+            )
+        }
+        _ => (
+            DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken }),
+            None,
+            "Checkout /health failing: 504 Gateway Timeout",
+            note_for(scenario),
+        ),
+    };
+    Ok(BrokenService { demo, target, parameters, title: title.to_string(), note })
+}
+
+fn mount_target_secrets(sim: &Sim, dir: &Path) -> Result<(), String> {
+    sim.knobs.lock().map_err(|_| "lock")?.target_secrets.insert(SERVICE_NAME.to_string(), dir.to_path_buf());
+    Ok(())
+}
+
+/// Cleric's finding when the cart cache is full.
+pub fn redis_note() -> String {
+    "## Cleric investigation\n\n**Root cause:** Redis cart cache reached maxmemory with the noeviction policy: writes \
+     fail with OOM command not allowed when used memory > 'maxmemory'\n**Confidence:** 91%\n\n### Evidence\n\
+     - checkout /health answers 503: OOM command not allowed when used memory > 'maxmemory'\n\
+     - INFO memory on the cart cache: used_memory at maxmemory (2 MB), maxmemory_policy noeviction, evicted_keys 0\n\
+     - the number of cart keys grew steadily since the campaign started\n\n### Alternatives\n\
+     - the cache is unreachable (ruled out: PING answers PONG)\n\n**Affected services:** checkout, cart-cache\n"
+        .to_string()
+}
+
+/// Cleric's finding when one session blocks the orders table.
+pub fn postgres_note(pid: u32) -> String {
+    format!(
+        "## Cleric investigation\n\n**Root cause:** A long-running transaction (pid {pid}) holds a lock on the orders \
+         table and blocks every writer: inserts fail with canceling statement due to lock timeout\n\
+         **Confidence:** 92%\n\n### Evidence\n\
+         - checkout /health answers 503: canceling statement due to lock timeout\n\
+         - pg_stat_activity: backend pid {pid} has been in a transaction for minutes, holding AccessExclusiveLock on orders\n\
+         - pg_blocking_pids() of every waiting insert is {{{pid}}}\n\n### Alternatives\n\
+         - database overload (ruled out: CPU at 12%, no other lock waits)\n\n**Affected services:** checkout, orders-db\n"
+    )
+}
+
 pub(crate) fn knobs_for(scenario: Scenario) -> Knobs {
     let mut k = Knobs::default();
     match scenario {
-        Scenario::Approval => k.auto_click = Some((Click::Approve, APPROVER.into())),
-        Scenario::Rejection | Scenario::Injection => k.auto_click = Some((Click::Reject, APPROVER.into())),
+        Scenario::Approval | Scenario::RedisMaxmemory | Scenario::PostgresBlockingQuery => {
+            k.auto_click = Some((Click::Approve, APPROVER.into()))
+        }
+        // The rejection scenario says why, through the dialog; the injection one just rejects.
+        Scenario::Rejection => k.auto_click = Some((Click::RejectWithReason, APPROVER.into())),
+        Scenario::Injection => k.auto_click = Some((Click::Reject, APPROVER.into())),
         _ => {}
     }
     if scenario == Scenario::FailedFix {
@@ -185,6 +291,8 @@ pub(crate) fn settings_for(
     s.slack.channel = Some("C0INCIDENTS".into());
     s.slack.approvers = vec![APPROVER.into()];
     s.senso.api_base = format!("{sim_base}/senso");
+    s.senso.runbooks_folder = selfheal_testkit::sim::SENSO_RUNBOOKS_FOLDER.into();
+    s.senso.resolutions_folder = selfheal_testkit::sim::SENSO_RESOLUTIONS_FOLDER.into();
     s.anthropic.api_base = format!("{sim_base}/anthropic");
     s.coder.api_base = Some(format!("{sim_base}/coder"));
     s.coder.template_version_id = Some("0b5c3c7e-selfheal-runner".into());
@@ -267,6 +375,7 @@ pub struct DemoRun {
 /// Everything a run needs, up and listening on loopback.
 pub struct Harness {
     pub demo: Arc<DemoService>,
+    pub broken: BrokenService,
     pub sim: Arc<Sim>,
     pub stack: local::LocalStack,
     pub engine_base: String,
@@ -314,12 +423,13 @@ pub struct HarnessOptions {
 }
 
 pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut dyn Write) -> Result<Harness, String> {
-    let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
-    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), options.knobs.clone().unwrap_or_else(|| knobs_for(scenario)));
     let (sim_base, sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
+    let broken = broken_service(scenario, &sim).await?;
+    let demo = broken.demo.clone();
+    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
     let browser = browser(out).await;
     let endpoint = options.browser_endpoint.clone().unwrap_or_else(|| browser.endpoint.clone());
     let mut settings = settings_for(&sim_base, &demo_base, &endpoint, scenario)?;
@@ -371,8 +481,14 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
         selfheal::runbooks::push(stack.deps.kb.as_ref(), stack.store.as_ref(), &runbooks, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())?;
+    if !broken.parameters.is_empty() {
+        // What the runbooks read from the service's settings (`selfheal services push`).
+        let checks = stack.deps.settings.checks.get(SERVICE_ID).cloned().unwrap_or_default();
+        let service = service_settings(checks, broken.parameters.clone());
+        stack.store.put_service_settings(&service).await.map_err(|e| e.to_string())?;
+    }
     let _ = writeln!(out, "selfheal demo — scenario {}", scenario.name());
-    let _ = writeln!(out, "  checkout service {demo_base} (broken: /health answers 504)");
+    let _ = writeln!(out, "  checkout service {demo_base} (broken: {})", broken_how(&broken));
     let _ = writeln!(
         out,
         "  engine {engine_base}  simulators {sim_base}  browser {}",
@@ -386,6 +502,7 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
     );
     Ok(Harness {
         demo,
+        broken,
         sim,
         stack,
         engine_base,
@@ -397,6 +514,57 @@ pub async fn harness_with(scenario: Scenario, options: HarnessOptions, out: &mut
         db,
         tasks: vec![demo_task, sim_task, engine_task],
     })
+}
+
+/// The demo service's settings as an operator would push them: its checks and `parameters`.
+pub(crate) fn service_settings(
+    checks: Vec<CheckSpec>,
+    parameters: BTreeMap<String, String>,
+) -> selfheal::domain::ServiceSettings {
+    selfheal::domain::ServiceSettings {
+        service: SERVICE_ID.to_string(),
+        checks,
+        target: None,
+        auto_execute: false,
+        approvers: Vec::new(),
+        oncall_may_approve: false,
+        parameters,
+        updated_at: chrono::Utc::now(),
+        updated_by: "selfheal-demo".to_string(),
+    }
+}
+
+/// The real dependency as it is after the run, read from the server itself (the record's
+/// `target`): whether the fix really fixed it, not only whether the page says so.
+pub async fn target_state(broken: &BrokenService) -> Option<Value> {
+    let or_error = |r: Result<String, String>| r.unwrap_or_else(|e| format!("error: {e}"));
+    match broken.target.as_ref()? {
+        Target::Redis(r) => Some(json!({
+            "kind": "redis",
+            "port": r.port,
+            "maxmemory": or_error(r.cli(&["CONFIG", "GET", "maxmemory"]).await.map(|v| v.lines().nth(1).unwrap_or_default().to_string())),
+            "maxmemory_policy": or_error(r.cli(&["CONFIG", "GET", "maxmemory-policy"]).await.map(|v| v.lines().nth(1).unwrap_or_default().to_string())),
+            "write": or_error(r.cli(&["SET", "cart:after-fix", "x"]).await),
+        })),
+        Target::Postgres(p) => Some(json!({
+            "kind": "postgres",
+            "port": p.port,
+            "blocker_pid": p.blocker_pid,
+            "blocker_alive": p.blocker_alive().await.ok(),
+            "orders": or_error(p.psql("SELECT count(*) FROM orders").await),
+        })),
+    }
+}
+
+/// How the service is broken, in words for the start-up lines.
+pub(crate) fn broken_how(broken: &BrokenService) -> String {
+    match &broken.target {
+        Some(Target::Redis(r)) => format!("its Redis on 127.0.0.1:{} is at maxmemory with noeviction", r.port),
+        Some(Target::Postgres(p)) => {
+            format!("on its PostgreSQL at 127.0.0.1:{} backend {} blocks every writer", p.port, p.blocker_pid)
+        }
+        None => "/health answers 504".to_string(),
+    }
 }
 
 /// The socket address a dependency's URL points at (loopback only).
@@ -444,6 +612,8 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     let started = Instant::now();
     let h = harness(scenario, out).await?;
     let running = Running {
+        title: h.broken.title.clone(),
+        note: h.broken.note.clone(),
         store: h.stack.store.clone(),
         engine: h.stack.engine.clone(),
         sim: h.sim.clone(),
@@ -452,15 +622,30 @@ pub async fn run(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> 
     };
     let mut run = drive(scenario, &running, out, started).await?;
     run.record["shape"] = json!("local");
+    if let Some(state) = target_state(&h.broken).await {
+        run.record["target"] = state;
+    }
     finish(run, report_dir, out)
 }
 
 /// Run one scenario in the deployed shape (`selfheal stack`: one process per Lambda function,
 /// the template's environment and IAM, the Step Functions API); prints the live timeline.
 pub async fn run_deployed(scenario: Scenario, report_dir: &Path, out: &mut dyn Write) -> Result<DemoRun, String> {
+    run_deployed_on(scenario, selfheal::config::ModelProvider::Anthropic, report_dir, out).await
+}
+
+/// [`run_deployed`] with the planner and the note fallback on `provider` (`PlannerProvider`).
+pub async fn run_deployed_on(
+    scenario: Scenario,
+    provider: selfheal::config::ModelProvider,
+    report_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<DemoRun, String> {
     let started = Instant::now();
-    let h = crate::demo_deployed::harness(scenario, out).await?;
+    let h = crate::demo_deployed::harness_on(scenario, provider, out).await?;
     let running = Running {
+        title: h.broken.title.clone(),
+        note: h.broken.note.clone(),
         store: h.store.clone(),
         engine: h.stack.engine.clone(),
         sim: h.sim.clone(),
@@ -470,6 +655,9 @@ pub async fn run_deployed(scenario: Scenario, report_dir: &Path, out: &mut dyn W
     };
     let mut run = drive(scenario, &running, out, started).await?;
     run.record["shape"] = json!("deployed");
+    if let Some(state) = target_state(&h.broken).await {
+        run.record["target"] = state;
+    }
     run.record["invocations"] = json!(h.stack.invocations());
     h.stack.shutdown().await;
     finish(run, report_dir, out)
@@ -477,6 +665,9 @@ pub async fn run_deployed(scenario: Scenario, report_dir: &Path, out: &mut dyn W
 
 /// What a running shape offers the scenario driver.
 pub struct Running {
+    /// The alert's title and Cleric's note.
+    pub title: String,
+    pub note: String,
     pub store: Arc<dyn selfheal::ports::IncidentStore>,
     pub engine: Arc<selfheal::engine::Engine>,
     pub sim: Arc<Sim>,
@@ -490,14 +681,13 @@ async fn drive(scenario: Scenario, r: &Running, out: &mut dyn Write, started: In
     let (sim, store, demo) = (r.sim.clone(), r.store.clone(), r.demo.clone());
     let incident_id = format!("Q{}", uuid::Uuid::new_v4().simple().to_string()[..11].to_uppercase());
     let id = IncidentId::parse(&incident_id).map_err(|e| e.to_string())?;
-    let data =
-        Sim::incident_data(&incident_id, 4242, "Checkout /health failing: 504 Gateway Timeout", SERVICE_ID, "checkout");
+    let data = Sim::incident_data(&incident_id, 4242, &r.title, SERVICE_ID, SERVICE_NAME);
     let status = sim.deliver_webhook("incident.triggered", data, None).await?;
     if status != 202 {
         return Err(format!("intake answered {status} to the trigger"));
     }
     let _ = writeln!(out, "\n  time    actor          event");
-    let note = note_for(scenario);
+    let note = r.note.clone();
     let sim_note = sim.clone();
     let inc_note = incident_id.clone();
     tokio::spawn(async move {

@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use selfheal::adapters::dynamodb::DynamoTable;
+use selfheal::config::ModelProvider;
 use selfheal::ports::{IncidentStore, SystemClock};
 use selfheal::store::TableStore;
 
 use crate::demo::{self, Scenario};
 use crate::stack::{Stack, StackOptions};
-use selfheal_testkit::demo_service::{DemoService, Mode};
+use selfheal_testkit::demo_service::DemoService;
 use selfheal_testkit::sim::{Sim, SimCredentials};
 
 pub struct DeployedHarness {
     pub demo: Arc<DemoService>,
+    pub broken: demo::BrokenService,
     pub sim: Arc<Sim>,
     pub creds: SimCredentials,
     pub stack: Stack,
@@ -46,9 +48,21 @@ pub fn template_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
 }
 
+/// The Bedrock model the deployed demo chooses with `PlannerProvider=bedrock`: an inference
+/// profile, as newer Claude models on Bedrock require.
+pub const BEDROCK_MODEL_ID: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
 /// The parameter overrides a user would give `sam deploy`, pointed at the simulators.
-fn parameters(sim_base: &str, scenario: Scenario) -> String {
+fn parameters(sim_base: &str, scenario: Scenario, provider: ModelProvider) -> String {
     let stability = if scenario == Scenario::Refire { 3 } else { 1 };
+    let model = match provider {
+        ModelProvider::Anthropic => vec![],
+        ModelProvider::Bedrock => vec![
+            "PlannerProvider=bedrock".to_string(),
+            format!("BedrockModelId={BEDROCK_MODEL_ID}"),
+            format!("BedrockEndpointUrl={sim_base}/bedrock"),
+        ],
+    };
     [
         format!("InvestigatorIds={}", demo::INVESTIGATOR),
         "SlackChannel=C0INCIDENTS".to_string(),
@@ -56,6 +70,7 @@ fn parameters(sim_base: &str, scenario: Scenario) -> String {
         format!("PagerDutyApiBase={sim_base}/pagerduty"),
         format!("SlackApiBase={sim_base}/slack/api"),
         format!("SensoApiBase={sim_base}/senso"),
+        format!("SensoResolutionsFolderId={}", selfheal_testkit::sim::SENSO_RESOLUTIONS_FOLDER),
         format!("AnthropicApiBase={sim_base}/anthropic"),
         format!("CoderApiBase={sim_base}/coder"),
         "CoderTemplateVersionId=0b5c3c7e-selfheal-runner".to_string(),
@@ -68,6 +83,9 @@ fn parameters(sim_base: &str, scenario: Scenario) -> String {
         "WorkspacePollSeconds=1".to_string(),
         "WorkspaceMaxPolls=30".to_string(),
     ]
+    .into_iter()
+    .chain(model)
+    .collect::<Vec<_>>()
     .join("\n")
 }
 
@@ -86,17 +104,29 @@ fn secret_values(c: &SimCredentials) -> BTreeMap<String, Value> {
 }
 
 pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<DeployedHarness, String> {
-    let demo = DemoService::new(if scenario == Scenario::FailedFix { Mode::Stubborn } else { Mode::Broken });
-    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
+    harness_on(scenario, ModelProvider::Anthropic, out).await
+}
+
+/// [`harness`] with the planner and the note fallback on `provider` (`PlannerProvider`): with
+/// Bedrock, the functions sign `InvokeModel` with the identities the stack gives them, and the
+/// simulator's Bedrock Runtime answers.
+pub async fn harness_on(
+    scenario: Scenario,
+    provider: ModelProvider,
+    out: &mut dyn Write,
+) -> Result<DeployedHarness, String> {
     let creds = SimCredentials::default();
     let sim = Sim::new(creds.clone(), demo::knobs_for(scenario));
     let (sim_base, sim_task) = selfheal_testkit::spawn(sim.router(), 0).await.map_err(|e| e.to_string())?;
     *sim.base.lock().map_err(|_| "lock")? = sim_base.clone();
+    let broken = demo::broken_service(scenario, &sim).await?;
+    let demo = broken.demo.clone();
+    let (demo_base, demo_task) = selfheal_testkit::spawn(demo.router(), 0).await.map_err(|e| e.to_string())?;
 
     let work_dir = std::env::temp_dir().join(format!("selfheal-stack-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
     let params = work_dir.join("parameters.env");
-    std::fs::write(&params, parameters(&sim_base, scenario)).map_err(|e| e.to_string())?;
+    std::fs::write(&params, parameters(&sim_base, scenario, provider)).map_err(|e| e.to_string())?;
     let mut options = StackOptions::new(template_path(), &work_dir);
     options.parameters = Some(params);
     options.secrets = secret_values(&creds);
@@ -129,20 +159,11 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
     let pushed = selfheal::runbooks::push(deps.kb.as_ref(), store.as_ref(), &runbooks, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
-    let service = selfheal::domain::ServiceSettings {
-        service: demo::SERVICE_ID.to_string(),
-        checks,
-        target: None,
-        auto_execute: false,
-        approvers: Vec::new(),
-        parameters: Default::default(),
-        updated_at: chrono::Utc::now(),
-        updated_by: "selfheal-demo".to_string(),
-    };
+    let service = demo::service_settings(checks, broken.parameters.clone());
     store.put_service_settings(&service).await.map_err(|e| e.to_string())?;
 
     let _ = writeln!(out, "selfheal demo — scenario {} (deployed shape)", scenario.name());
-    let _ = writeln!(out, "  checkout service {demo_base} (broken: /health answers 504)");
+    let _ = writeln!(out, "  checkout service {demo_base} (broken: {})", demo::broken_how(&broken));
     let _ = writeln!(
         out,
         "  http api {}  step functions {}  aws apis (moto, IAM enforced) {}",
@@ -161,5 +182,5 @@ pub async fn harness(scenario: Scenario, out: &mut dyn Write) -> Result<Deployed
         pushed.iter().map(|p| p.actions).sum::<usize>(),
         demo::SERVICE_ID
     );
-    Ok(DeployedHarness { demo, sim, creds, stack, store, tasks: vec![demo_task, sim_task] })
+    Ok(DeployedHarness { demo, broken, sim, creds, stack, store, tasks: vec![demo_task, sim_task] })
 }

@@ -268,6 +268,9 @@ struct ServiceEntry {
     target: Option<String>,
     #[serde(default)]
     approvers: Vec<String>,
+    /// The first-level on-call of the incident's escalation policy may approve too.
+    #[serde(default)]
+    oncall_may_approve: bool,
     /// Values for runbook parameters declared `source = "service"` (`[service.parameters]`).
     #[serde(default)]
     parameters: std::collections::BTreeMap<String, String>,
@@ -327,6 +330,7 @@ pub fn parse_services(path: &Path, by: &str, now: DateTime<Utc>) -> Result<Vec<S
             target: entry.target,
             auto_execute: entry.auto_execute,
             approvers: entry.approvers,
+            oncall_may_approve: entry.oncall_may_approve,
             parameters: entry.parameters,
             updated_at: now,
             updated_by: by.to_string(),
@@ -508,6 +512,7 @@ deadline_ms = 8000
         let names: Vec<&str> = all.iter().map(|s| s.service.as_str()).collect();
         assert_eq!(names, ["PDEMOCHK", "payments"]);
         assert_eq!(all[1].checks[1].steps.len(), 4);
+        assert!(all[1].oncall_may_approve && !all[0].oncall_may_approve);
     }
 
     #[test]

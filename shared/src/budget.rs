@@ -10,6 +10,11 @@
 //!   honours (a server hint up to `max_honoured_wait`, else back-off capped at `max_delay`);
 //! - [`ApiClient::read_json`](crate::http::ApiClient::read_json) re-sends a 2xx whose body does
 //!   not parse, each time with a full `send` budget: `(retries + 1) × send + retries × max_delay`;
+//! - a Bedrock `InvokeModel` call runs the adapter's own loop (`adapters::bedrock`): `retries + 1`
+//!   attempts of at most the per-attempt timeout, each retry after a back-off capped at
+//!   `max_delay` (Bedrock sends no wait hint; an answer that does not parse counts as an attempt);
+//! - only the paths of the configured model provider count (`planner.provider`: a deployment
+//!   calls either Anthropic or Bedrock);
 //! - one pass of browser checks: each check is bounded by its own deadline, at most
 //!   `max_concurrent_checks` at a time;
 //! - with refreshing secrets, a call may first refresh them (bounded by
@@ -21,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{ModelProvider, Settings};
 use crate::http::RetryPolicy;
 use crate::ports::CheckSpec;
 use crate::stages::{Function, Op};
@@ -49,12 +54,33 @@ pub enum Client {
     Anthropic,
     /// The note parser's model fallback: the same API with its own, shorter timeout.
     AnthropicNotes,
+    /// Claude on Amazon Bedrock as the planner (`InvokeModel`, `adapters::bedrock`).
+    Bedrock,
+    /// Claude on Amazon Bedrock as the note parser's fallback.
+    BedrockNotes,
     Coder,
 }
 
 impl Client {
-    pub const ALL: [Client; 6] =
-        [Client::PagerDuty, Client::Slack, Client::Senso, Client::Anthropic, Client::AnthropicNotes, Client::Coder];
+    pub const ALL: [Client; 8] = [
+        Client::PagerDuty,
+        Client::Slack,
+        Client::Senso,
+        Client::Anthropic,
+        Client::AnthropicNotes,
+        Client::Bedrock,
+        Client::BedrockNotes,
+        Client::Coder,
+    ];
+
+    /// The model provider this client belongs to (`None`: every deployment calls it).
+    pub fn provider(self) -> Option<ModelProvider> {
+        match self {
+            Client::Anthropic | Client::AnthropicNotes => Some(ModelProvider::Anthropic),
+            Client::Bedrock | Client::BedrockNotes => Some(ModelProvider::Bedrock),
+            Client::PagerDuty | Client::Slack | Client::Senso | Client::Coder => None,
+        }
+    }
 
     /// The adapter's per-attempt timeout (`ApiClient::new` in `adapters/<client>.rs`; a unit test
     /// reads it from there).
@@ -62,15 +88,18 @@ impl Client {
         Duration::from_secs(match self {
             Client::PagerDuty | Client::Slack => 10,
             Client::Coder => 15,
-            Client::Senso | Client::AnthropicNotes => 30,
-            Client::Anthropic => 90,
+            Client::Senso | Client::AnthropicNotes | Client::BedrockNotes => 30,
+            Client::Anthropic | Client::Bedrock => 90,
         })
     }
 
-    /// Retries after the first attempt: the default policy, except Anthropic (`max_retries: 2`).
+    /// Retries after the first attempt: the default policy, except the model clients
+    /// (`max_retries: 2`).
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
-            Client::Anthropic | Client::AnthropicNotes => RetryPolicy { max_retries: 2, ..RetryPolicy::default() },
+            Client::Anthropic | Client::AnthropicNotes | Client::Bedrock | Client::BedrockNotes => {
+                RetryPolicy { max_retries: 2, ..RetryPolicy::default() }
+            }
             _ => RetryPolicy::default(),
         }
     }
@@ -92,6 +121,13 @@ impl Client {
         let p = self.retry_policy();
         self.send_worst(settings) * (p.max_retries + 1) + p.max_delay * p.max_retries
     }
+
+    /// Worst case of one Bedrock invocation: every attempt at its timeout, every back-off at its
+    /// cap (no server wait hints).
+    pub fn invoke_worst(self, settings: &Settings) -> Duration {
+        let p = self.retry_policy();
+        self.timeout(settings) * (p.max_retries + 1) + p.max_delay * p.max_retries
+    }
 }
 
 /// How a SaaS call goes through `ApiClient`.
@@ -104,6 +140,8 @@ pub enum Call {
     /// One attempt, no client retries: the state machine retries the step instead (the file
     /// upload of a long script awaiting approval).
     Once,
+    /// A Bedrock `InvokeModel` through the adapter's own retry loop (`adapters::bedrock`).
+    Invoke,
 }
 
 /// One step of a handler's path.
@@ -126,8 +164,8 @@ pub struct Path {
     pub steps: &'static [Step],
 }
 
-use Call::{Once, Read, Send};
-use Client::{Anthropic, AnthropicNotes, Coder, PagerDuty, Senso, Slack};
+use Call::{Invoke, Once, Read, Send};
+use Client::{Anthropic, AnthropicNotes, Bedrock, BedrockNotes, Coder, PagerDuty, Senso, Slack};
 use Step::{Api, Aws, Bounded, Checks};
 
 /// A struct literal (not a call), so the tables below are promoted to `'static`.
@@ -146,22 +184,34 @@ pub fn op_paths(op: Op) -> &'static [Path] {
     const T: u32 = crate::stages::closing::MAX_TRIGGERS_CHECKED as u32;
     const SETTLE: u64 = crate::adapters::coder::SETTLE_DEADLINE.as_secs();
     const CLEANUP: u64 = crate::stages::action::CLEANUP_DEADLINE.as_secs();
+    // The milestone notes of the ops that write them (`stages::narration`), under their deadline.
+    const NOTES: u64 = crate::stages::narration::NARRATION_DEADLINE.as_secs();
+    const READ_BACK: u64 = crate::stages::closing::READ_BACK_DEADLINE.as_secs();
     match op {
         // load, offer_wait_token (mutate), audit
         Op::AwaitHypothesis => &[path!("await_hypothesis", &[Aws(4)])],
         // investigator_note, audit trail, the full note (trimmed in its webhook), the model
         // fallback for a field the rules could not read, update, audit
-        Op::ParseHypothesis => &[path!(
-            "parse_hypothesis (trimmed note, model fallback)",
-            &[Aws(2), Api(PagerDuty, Read), Api(AnthropicNotes, Read), Aws(3)]
-        )],
-        // load, search, a catalog per hit, update, audit
-        Op::LookupRunbooks => &[path!("lookup_runbooks", &[Aws(1), Api(Senso, Read), Aws(R + 3)])],
+        Op::ParseHypothesis => &[
+            path!(
+                "parse_hypothesis (trimmed note, model fallback)",
+                &[Aws(2), Api(PagerDuty, Read), Api(AnthropicNotes, Read), Aws(3), Bounded(NOTES)]
+            ),
+            path!(
+                "parse_hypothesis (trimmed note, model fallback on Bedrock)",
+                &[Aws(2), Api(PagerDuty, Read), Api(BedrockNotes, Invoke), Aws(3), Bounded(NOTES)]
+            ),
+        ],
+        // load, the recorded runbook documents, search, a catalog per hit, update, audit
+        Op::LookupRunbooks => &[path!("lookup_runbooks", &[Aws(2), Api(Senso, Read), Aws(R + 3)])],
         // load, ingest, audit
         Op::IngestResolution => &[path!("ingest_resolution", &[Aws(1), Api(Senso, Send), Aws(1)])],
         // load, catalogs, the plan, the service's stored settings (by id, then name: the values
         // its parameters take), update, audit
-        Op::PlanRemediation => &[path!("plan_remediation", &[Aws(1 + R), Api(Anthropic, Read), Aws(2 + 3)])],
+        Op::PlanRemediation => &[
+            path!("plan_remediation", &[Aws(1 + R), Api(Anthropic, Read), Aws(2 + 3)]),
+            path!("plan_remediation (Bedrock)", &[Aws(1 + R), Api(Bedrock, Invoke), Aws(2 + 3)]),
+        ],
         // load, re-fire by root cause (service events, the last fixes, mark one: update, action
         // outcome, two audits), the action's declared risk, the service's stored settings (by
         // id, then name), kill switch, fixes in the stability window (events, the last fixes),
@@ -172,7 +222,15 @@ pub fn op_paths(op: Op) -> &'static [Path] {
             // attempt each), then post, record the message, update, audit
             path!(
                 "request_approval (first run)",
-                &[Aws(2), Api(Slack, Once), Api(Slack, Once), Api(Slack, Once), Api(Slack, Send), Aws(2 + 3)]
+                &[
+                    Aws(2),
+                    Api(Slack, Once),
+                    Api(Slack, Once),
+                    Api(Slack, Once),
+                    Api(Slack, Send),
+                    Aws(2 + 3),
+                    Bounded(NOTES),
+                ]
             ),
             // re-run: rebind the token, read the channel back (not found), then as above
             path!(
@@ -185,10 +243,11 @@ pub fn op_paths(op: Op) -> &'static [Path] {
                     Api(Slack, Once),
                     Api(Slack, Send),
                     Aws(2 + 3),
+                    Bounded(NOTES),
                 ]
             ),
             // re-run after a decision: rebind, SendTaskSuccess
-            path!("request_approval (already decided)", &[Aws(4 + 1)]),
+            path!("request_approval (already decided)", &[Aws(4 + 1), Bounded(NOTES)]),
         ],
         // load, catalogs, post, update, audit
         Op::ShadowReport => &[path!("shadow_report", &[Aws(1 + R), Api(Slack, Send), Aws(3)])],
@@ -200,7 +259,7 @@ pub fn op_paths(op: Op) -> &'static [Path] {
         // (adopt), create, update, audit
         Op::ProvisionWorkspace => &[path!(
             "provision_workspace",
-            &[Aws(2 + 2 + R), Api(PagerDuty, Send), Api(Coder, Read), Api(Coder, Send), Aws(3)]
+            &[Aws(2 + 2 + R), Api(PagerDuty, Send), Api(Coder, Read), Api(Coder, Send), Aws(3), Bounded(NOTES)]
         )],
         Op::PollWorkspace => &[path!("poll_workspace", &[Api(Coder, Read)])],
         // agent logs, update, audit
@@ -212,20 +271,38 @@ pub fn op_paths(op: Op) -> &'static [Path] {
         }
         // list, then deletes, all under the cleanup's deadline
         Op::CleanUpWorkspaces => &[path!("clean_up_workspaces", &[Bounded(CLEANUP)])],
-        // update, audit trail, note, resolve, service event, audit
         Op::ResolveIncident => {
-            &[path!("resolve_incident", &[Aws(3), Api(PagerDuty, Send), Api(PagerDuty, Send), Aws(2)])]
+            // milestone notes (PagerDuty, the Slack thread), update, audit trail, the notes read
+            // back (a re-run), note, resolve, service event, audit, the outcome in the thread
+            &[path!(
+                "resolve_incident",
+                &[
+                    Bounded(NOTES),
+                    Aws(3),
+                    Bounded(READ_BACK),
+                    Api(PagerDuty, Send),
+                    Api(PagerDuty, Send),
+                    Aws(2),
+                    Bounded(NOTES)
+                ]
+            )]
         }
         // load, service events, the later triggers, mark a re-fire (update, action outcome, two
         // audits), update, action outcome (mutate), audit
-        Op::CheckRefire => &[path!("check_refire", &[Aws(2 + T + 6 + 2 + 2 + 1)])],
+        Op::CheckRefire => &[path!("check_refire", &[Bounded(NOTES), Aws(2 + T + 6 + 2 + 2 + 1)])],
         // update, audit trail, note, audit
-        Op::RecordRejection => &[path!("record_rejection", &[Aws(3), Api(PagerDuty, Send), Aws(1)])],
+        Op::RecordRejection => &[path!("record_rejection", &[Bounded(NOTES), Aws(3), Api(PagerDuty, Send), Aws(1)])],
         Op::Escalate => &[
             // load, update, audit trail, note, Slack post, audit
-            path!("escalate", &[Aws(4), Api(PagerDuty, Send), Api(Slack, Send), Aws(1)]),
+            path!(
+                "escalate",
+                &[Bounded(NOTES), Aws(4), Api(PagerDuty, Send), Api(Slack, Send), Aws(1), Bounded(NOTES)]
+            ),
             // the store is down: the load times out, then both channels anyway
-            path!("escalate (store down)", &[Aws(1), Api(PagerDuty, Send), Api(Slack, Send)]),
+            path!(
+                "escalate (store down)",
+                &[Bounded(NOTES), Aws(1), Api(PagerDuty, Send), Api(Slack, Send), Bounded(NOTES)]
+            ),
         ],
     }
 }
@@ -252,17 +329,45 @@ fn http_paths(function: Function) -> &'static [Path] {
             // the approval, its incident and the service's approvers (by id, then name), decide
             // (mutate), update, audit, SendTaskSuccess, respond
             path!("approver's click", &[Aws(1 + 1 + 2 + 2 + 2 + 1 + 1), Api(Slack, Send)]),
+            // a click by someone not on the list, for a service whose on-call may approve: the
+            // incident and its settings, their Slack email, the on-call pages (at most
+            // MAX_ONCALL_PAGES), audit, then as a click
+            path!(
+                "on-call approver's click",
+                &[
+                    Aws(1 + 2),
+                    Api(Slack, Read),
+                    Api(PagerDuty, Read),
+                    Api(PagerDuty, Read),
+                    Api(PagerDuty, Read),
+                    Api(PagerDuty, Read),
+                    Api(PagerDuty, Read),
+                    Aws(1 + 1 + 1 + 2 + 2 + 2 + 1 + 1),
+                    Api(Slack, Send)
+                ]
+            ),
+            // "Reject with reason…": the approval, its incident and the service's approvers, the
+            // incident for the dialog, views.open
+            path!("rejection dialog opened", &[Aws(1 + 1 + 2 + 1), Api(Slack, Send)]),
+            // the dialog submitted: as a click, then chat.update of the approval message
+            path!("rejection dialog submitted", &[Aws(1 + 1 + 2 + 2 + 2 + 1 + 1), Api(Slack, Send)]),
         ],
         _ => &[],
     }
 }
 
-/// Every path a function's handler can take.
-pub fn paths(function: Function) -> Vec<Path> {
+/// Every path a function's handler can take with the planner's model at `provider`.
+pub fn paths(function: Function, provider: ModelProvider) -> Vec<Path> {
     if function.is_http() {
         return http_paths(function).to_vec();
     }
-    function.ops().iter().flat_map(|op| op_paths(*op).iter().copied()).collect()
+    let calls_provider = |p: &Path| {
+        p.steps.iter().all(|step| match step {
+            Api(client, _) => client.provider().is_none_or(|own| own == provider),
+            _ => true,
+        })
+    };
+    function.ops().iter().flat_map(|op| op_paths(*op).iter().copied()).filter(calls_provider).collect()
 }
 
 /// One pass of checks for the service with the slowest configuration in `settings.checks`.
@@ -287,7 +392,11 @@ pub fn checks_worst(settings: &Settings) -> Duration {
 
 /// The worst case of one path.
 pub fn path_worst(function: Function, p: &Path, settings: &Settings) -> Duration {
-    let refresh = if function.secret_keys().is_empty() { Duration::ZERO } else { crate::secrets::REFRESH_TIMEOUT };
+    let refresh = if function.secret_keys(settings.planner.provider).is_empty() {
+        Duration::ZERO
+    } else {
+        crate::secrets::REFRESH_TIMEOUT
+    };
     let mut total = Duration::ZERO;
     let mut saas_calls = 0u32;
     for step in p.steps {
@@ -296,10 +405,12 @@ pub fn path_worst(function: Function, p: &Path, settings: &Settings) -> Duration
             Api(client, Send) => client.send_worst(settings),
             Api(client, Read) => client.read_worst(settings),
             Api(client, Once) => client.timeout(settings),
+            Api(client, Invoke) => client.invoke_worst(settings),
             Checks => checks_worst(settings),
             Bounded(secs) => Duration::from_secs(secs),
         };
-        if matches!(step, Api(..) | Bounded(..)) {
+        // A Bedrock adapter holds no secret, so its calls never refresh them.
+        if matches!(step, Api(_, Send | Read | Once) | Bounded(..)) {
             saas_calls += 1;
         }
     }
@@ -333,7 +444,7 @@ pub fn limit_secs(function: Function) -> u64 {
 }
 
 pub fn worst_case(function: Function, settings: &Settings) -> Budget {
-    paths(function)
+    paths(function, settings.planner.provider)
         .iter()
         .map(|p| Budget { function, path: p.label, worst: path_worst(function, p, settings) })
         .max_by_key(|b| b.worst)
@@ -387,6 +498,24 @@ mod tests {
         let secs: u64 = reader[at..].split(')').next().unwrap().parse().unwrap();
         assert_eq!(Duration::from_secs(secs), Client::AnthropicNotes.default_timeout());
         assert!(reader.contains("RetryPolicy { max_retries: 2, ..RetryPolicy::default() }"));
+        // The Bedrock adapters: each constructor states its per-attempt timeout and retries (read
+        // without whitespace: rustfmt may wrap the call).
+        let bedrock = include_str!("adapters/bedrock.rs");
+        for (client, constructor) in
+            [(Client::Bedrock, "impl BedrockPlanner {"), (Client::BedrockNotes, "impl BedrockNoteReader {")]
+        {
+            let from = bedrock.find(constructor).unwrap_or_else(|| panic!("{constructor}"));
+            let block = &bedrock[from..from + bedrock[from..].find("\n}\n").expect("the impl block ends")];
+            let block: String = block.chars().filter(|c| !c.is_whitespace()).collect();
+            let marker = "Invocation::new(Duration::from_secs(";
+            let at = block.find(marker).expect("its invocation settings") + marker.len();
+            let secs: u64 = block[at..].split(')').next().unwrap().parse().unwrap();
+            assert_eq!(Duration::from_secs(secs), client.default_timeout(), "{client:?}");
+            assert!(
+                block.contains("RetryPolicy{max_retries:2,..RetryPolicy::default()}"),
+                "{client:?}: retries changed"
+            );
+        }
         assert!(include_str!("aws.rs").contains(".operation_timeout(Duration::from_secs(10))"));
         assert_eq!(AWS_OPERATION_TIMEOUT, Duration::from_secs(10));
     }
@@ -400,6 +529,29 @@ mod tests {
         assert_eq!(Client::PagerDuty.send_worst(&s), Duration::from_secs(4 * 10 + 3 * 20));
         let fast = Settings::from_sources(None, env_map(&[("SELFHEAL_API_REQUEST_TIMEOUT_MS", "2000")])).unwrap();
         assert_eq!(Client::Anthropic.send_worst(&fast), Duration::from_secs(3 * 2 + 2 * 20));
+        // Bedrock: 3 attempts of 90 s, two back-offs of up to 8 s; no wait hints, no re-sends.
+        assert_eq!(Client::Bedrock.invoke_worst(&s), Duration::from_secs(3 * 90 + 2 * 8));
+        assert_eq!(Client::BedrockNotes.invoke_worst(&s), Duration::from_secs(3 * 30 + 2 * 8));
+        assert_eq!(Client::Bedrock.invoke_worst(&fast), Duration::from_secs(3 * 2 + 2 * 8));
+    }
+
+    #[test]
+    fn only_the_configured_providers_calls_count() {
+        let anthropic = defaults();
+        let bedrock = Settings::from_sources(None, env_map(&[("SELFHEAL_PLANNER_PROVIDER", "bedrock")])).unwrap();
+        assert_eq!(worst_case(Function::Planner, &anthropic).path, "plan_remediation");
+        let b = worst_case(Function::Planner, &bedrock);
+        assert_eq!(b.path, "plan_remediation (Bedrock)");
+        // Store calls around one invocation, and no secret to refresh: the planner then fits
+        // Lambda's 900 s, which it does not with Anthropic's read_json.
+        assert_eq!(b.secs(), 10 * (1 + 5) + (3 * 90 + 2 * 8) + 10 * 5);
+        assert!(b.fits() && !worst_case(Function::Planner, &anthropic).fits());
+        // The cleric function still reads PagerDuty (its secret may refresh) before the fallback.
+        // And writes its milestone note, under the narration deadline.
+        assert_eq!(worst_case_secs(Function::Cleric, &bedrock), 5 * 10 + 424 + (3 * 30 + 2 * 8) + 2 * 2 + 12);
+        for f in Function::ALL.into_iter().filter(|f| !matches!(f, Function::Planner | Function::Cleric)) {
+            assert_eq!(worst_case_secs(f, &anthropic), worst_case_secs(f, &bedrock), "{f:?}");
+        }
     }
 
     #[test]
@@ -410,9 +562,9 @@ mod tests {
             assert!(b.secs() > 0, "{f:?}");
         }
         // Cleric: store calls, one PagerDuty read (a trimmed note) and the note fallback's
-        // Anthropic read (3 × (3 × 30 s + 2 × 20 s) + 2 × 8 s); the planner is dominated by
-        // Anthropic.
-        assert_eq!(worst_case_secs(Function::Cleric, &s), 5 * 10 + 424 + (3 * 130 + 16) + 3 * 2);
+        // Anthropic read (3 × (3 × 30 s + 2 × 20 s) + 2 × 8 s), then its milestone note (the
+        // 10 s narration deadline and a secret refresh); the planner is dominated by Anthropic.
+        assert_eq!(worst_case_secs(Function::Cleric, &s), 5 * 10 + 424 + (3 * 130 + 16) + 3 * 2 + 12);
         assert_eq!(worst_case(Function::Planner, &s).path, "plan_remediation");
     }
 

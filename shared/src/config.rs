@@ -76,11 +76,21 @@ impl Default for NotesSettings {
 pub struct SensoSettings {
     pub api_base: String,
     pub api: SensoApi,
+    /// The knowledge-base folder (Org API node id) runbooks are pushed into; empty: the root.
+    pub runbooks_folder: String,
+    /// The folder past resolutions are ingested into; empty: the root. Keep it apart from the
+    /// runbooks' folder so people browsing the knowledge base see the two apart too.
+    pub resolutions_folder: String,
 }
 
 impl Default for SensoSettings {
     fn default() -> Self {
-        Self { api_base: "https://apiv2.senso.ai/api/v1".into(), api: SensoApi::Org }
+        Self {
+            api_base: "https://apiv2.senso.ai/api/v1".into(),
+            api: SensoApi::Org,
+            runbooks_folder: String::new(),
+            resolutions_folder: String::new(),
+        }
     }
 }
 
@@ -95,6 +105,67 @@ pub struct AnthropicSettings {
 impl Default for AnthropicSettings {
     fn default() -> Self {
         Self { api_base: "https://api.anthropic.com".into(), model: "claude-sonnet-4-5".into(), max_tokens: 4096 }
+    }
+}
+
+/// Where the planner and the note parser's model fallback reach Claude.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelProvider {
+    /// Anthropic's Messages API with an API key (the `anthropic` secret).
+    #[default]
+    Anthropic,
+    /// Claude on Amazon Bedrock (`InvokeModel`), signed with the function's IAM role: no key.
+    Bedrock,
+}
+
+impl ModelProvider {
+    pub const ALL: [ModelProvider; 2] = [ModelProvider::Anthropic, ModelProvider::Bedrock];
+}
+
+/// The planner's model, also used by the note parser's fallback.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerSettings {
+    /// `anthropic` (default) or `bedrock` (`SELFHEAL_PLANNER_PROVIDER`).
+    pub provider: ModelProvider,
+}
+
+/// Claude on Amazon Bedrock, used when `planner.provider = "bedrock"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BedrockSettings {
+    /// A Claude model id (`anthropic.claude-…`) or a cross-Region inference profile id
+    /// (`us.anthropic.claude-…`, `eu.…`, `global.…`); the IAM grant is scoped to it.
+    pub model_id: String,
+    /// The Region to call; empty uses the SDK's own (`AWS_REGION` on Lambda).
+    pub region: Option<String>,
+    /// Another Bedrock Runtime endpoint (a VPC endpoint, a simulator); empty uses the Region's.
+    pub endpoint_url: Option<String>,
+    pub max_tokens: u32,
+}
+
+impl Default for BedrockSettings {
+    fn default() -> Self {
+        Self {
+            model_id: "us.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+            region: None,
+            endpoint_url: None,
+            max_tokens: 4096,
+        }
+    }
+}
+
+impl BedrockSettings {
+    /// The Region override, if one is set (blank counts as none).
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref().map(str::trim).filter(|r| !r.is_empty())
+    }
+
+    /// The endpoint override, if one is set (blank counts as none: the template passes its
+    /// parameter's empty default through).
+    pub fn endpoint_url(&self) -> Option<&str> {
+        self.endpoint_url.as_deref().map(str::trim).filter(|u| !u.is_empty())
     }
 }
 
@@ -165,7 +236,7 @@ pub struct TimeoutSettings {
     pub poll_interval_secs: u64,
     pub max_polls: u32,
     /// Per-attempt timeout of every SaaS API call, overriding each client's default (PagerDuty and
-    /// Slack 10 s, Coder 15 s, Senso 30 s, Anthropic 90 s).
+    /// Slack 10 s, Coder 15 s, Senso 30 s, Anthropic and Bedrock 90 s).
     pub api_request_ms: Option<u64>,
 }
 
@@ -235,7 +306,11 @@ pub struct Settings {
     #[serde(default)]
     pub senso: SensoSettings,
     #[serde(default)]
+    pub planner: PlannerSettings,
+    #[serde(default)]
     pub anthropic: AnthropicSettings,
+    #[serde(default)]
+    pub bedrock: BedrockSettings,
     #[serde(default)]
     pub notes: NotesSettings,
     #[serde(default)]
@@ -296,9 +371,16 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar::new("SELFHEAL_SLACK_APPROVERS", "slack.approvers", EnvKind::List),
     EnvVar::new("SELFHEAL_SENSO_API_BASE", "senso.api_base", EnvKind::Text),
     EnvVar::new("SELFHEAL_SENSO_API", "senso.api", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SENSO_RUNBOOKS_FOLDER", "senso.runbooks_folder", EnvKind::Text),
+    EnvVar::new("SELFHEAL_SENSO_RESOLUTIONS_FOLDER", "senso.resolutions_folder", EnvKind::Text),
+    EnvVar::new("SELFHEAL_PLANNER_PROVIDER", "planner.provider", EnvKind::Text),
     EnvVar::new("SELFHEAL_ANTHROPIC_API_BASE", "anthropic.api_base", EnvKind::Text),
     EnvVar::new("SELFHEAL_ANTHROPIC_MODEL", "anthropic.model", EnvKind::Text),
     EnvVar::new("SELFHEAL_ANTHROPIC_MAX_TOKENS", "anthropic.max_tokens", EnvKind::Number),
+    EnvVar::new("SELFHEAL_BEDROCK_MODEL_ID", "bedrock.model_id", EnvKind::Text),
+    EnvVar::new("SELFHEAL_BEDROCK_REGION", "bedrock.region", EnvKind::Text),
+    EnvVar::new("SELFHEAL_BEDROCK_ENDPOINT_URL", "bedrock.endpoint_url", EnvKind::Text),
+    EnvVar::new("SELFHEAL_BEDROCK_MAX_TOKENS", "bedrock.max_tokens", EnvKind::Number),
     EnvVar::new("SELFHEAL_NOTES_MODEL_FALLBACK", "notes.model_fallback", EnvKind::Flag),
     EnvVar::new("SELFHEAL_CODER_API_BASE", "coder.api_base", EnvKind::Text),
     EnvVar::new("SELFHEAL_CODER_USER", "coder.user", EnvKind::Text),

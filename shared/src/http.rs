@@ -22,6 +22,15 @@ pub struct RetryPolicy {
     pub max_honoured_wait: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait before retry number `attempt + 1`: exponential back-off from `base_delay`, capped
+    /// at `max_delay`, with jitter (which spreads concurrent retries apart).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let backoff = self.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.max_delay);
+        backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -213,10 +222,8 @@ impl ApiClient {
         }
     }
 
-    /// Exponential back-off with jitter (which spreads concurrent retries apart).
     fn backoff(&self, attempt: u32) -> Duration {
-        let backoff = self.retry.base_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.retry.max_delay);
-        backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        self.retry.backoff(attempt)
     }
 
     /// One attempt's result: the response, or the error with the server's wait hint.

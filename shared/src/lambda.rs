@@ -65,7 +65,7 @@ async fn wire(function: Function) -> Result<Arc<Deps>, lambda_runtime::Error> {
 /// A state-machine task function.
 pub async fn run_stage(function: Function) -> Result<(), lambda_runtime::Error> {
     let deps = init(function).await?;
-    if function.needs().contains(&stages::Capability::Browser) {
+    if function.needs(deps.settings.planner.provider).contains(&stages::Capability::Browser) {
         // A browser the function runs itself starts during init (once per execution
         // environment); a failure here shows in the checks, which then escalate.
         if let Err(e) = deps.browser.warm().await {

@@ -760,8 +760,9 @@ Body text.
 
     #[test]
     fn the_shipped_runbooks_declare_every_source() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/runbooks");
-        let runbooks = load_dir(&dir).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/runbooks");
+        let mut runbooks = load_dir(&root).unwrap();
+        runbooks.extend(load_dir(&root.join("kubernetes")).unwrap());
         assert!(runbooks.len() >= 6);
         for rb in &runbooks {
             for a in &rb.actions {
@@ -769,6 +770,36 @@ Body text.
                     assert!(spec.source.is_some(), "{}/{}: {name}", rb.id, a.name);
                 }
             }
+        }
+    }
+
+    /// The shipped library (`infra/runbooks`, what `runbooks push infra/runbooks` pushes) holds
+    /// only runbooks whose scripts the tests run against a real target. A runbook added there
+    /// without such a test fails here; the Kubernetes ones wait in `infra/runbooks/kubernetes`
+    /// until a real cluster can run them in CI.
+    #[test]
+    fn every_shipped_runbook_runs_against_a_real_target_in_the_tests() {
+        const REAL_TARGET_TESTS: &[(&str, &str)] = &[
+            ("demo-service-fault", "tests/tests/suite/scenarios.rs: the demo service, every scenario"),
+            (
+                "postgres-blocking-query",
+                "scripts/runbook-targets.sh and scenarios::a_blocking_postgres_session_is_really_ended_by_its_runbook",
+            ),
+            (
+                "redis-maxmemory",
+                "scripts/runbook-targets.sh and scenarios::a_full_redis_is_really_fixed_by_its_runbook",
+            ),
+        ];
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut shipped: Vec<String> =
+            load_dir(&root.join("infra/runbooks")).unwrap().iter().map(|rb| rb.id.to_string()).collect();
+        shipped.sort();
+        let tested: Vec<String> = REAL_TARGET_TESTS.iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(shipped, tested, "a shipped runbook without a real-target test (or a test list out of date)");
+        // The script-level checks name each database and cache runbook they run.
+        let script = std::fs::read_to_string(root.join("scripts/runbook-targets.sh")).unwrap();
+        for id in ["postgres-blocking-query", "redis-maxmemory"] {
+            assert!(script.contains(&format!("infra/runbooks/{id}.md")), "{id} is not run by runbook-targets.sh");
         }
     }
 
@@ -791,7 +822,8 @@ pub struct Pushed {
 }
 
 /// Ingest each runbook's text into the knowledge base (title `<id>: <title>`, so search hits map
-/// back to the catalog), write its actions to the store, and wait (bounded) for processing.
+/// back to the catalog; into the runbooks' folder), write its actions and the document's id to
+/// the store (retrieval is scoped to those documents), and wait (bounded) for processing.
 pub async fn push(
     kb: &dyn crate::ports::KnowledgeBase,
     store: &dyn crate::ports::IncidentStore,
@@ -804,7 +836,9 @@ pub async fn push(
         for action in &rb.actions {
             store.put_catalog_action(action).await?;
         }
-        let content_id = kb.ingest(&format!("{}: {}", rb.id, rb.title), &rb.knowledge_text()).await?;
+        let content_id = kb
+            .ingest(crate::ports::DocumentKind::Runbook, &format!("{}: {}", rb.id, rb.title), &rb.knowledge_text())
+            .await?;
         out.push(Pushed {
             runbook: rb.id.to_string(),
             content_id,
@@ -822,6 +856,14 @@ pub async fn push(
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        // Retrieval searches only the documents recorded here (never a past resolution). A
+        // document is recorded once Senso can search it; until then the runbook's previous one
+        // stays in scope, and a push that has not finished says so (`status`): push again.
+        if p.status == IngestStatus::Complete
+            && let Ok(id) = crate::domain::RunbookId::parse(&p.runbook)
+        {
+            store.put_runbook_document(&id, &p.content_id, chrono::Utc::now()).await?;
         }
     }
     Ok(out)

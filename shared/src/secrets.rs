@@ -391,15 +391,19 @@ impl IncidentSource for Rebuilt<dyn IncidentSource> {
     async fn resolve(&self, incident: &IncidentId, resolution: &str) -> Result<(), ClientError> {
         self.get().await.resolve(incident, resolution).await
     }
+    // Delegated explicitly: the default has no schedule.
+    async fn first_oncall_emails(&self, escalation_policy: &str) -> Result<Vec<String>, ClientError> {
+        self.get().await.first_oncall_emails(escalation_policy).await
+    }
 }
 
 #[async_trait]
 impl KnowledgeBase for Rebuilt<dyn KnowledgeBase> {
-    async fn search(&self, query: &str, max_results: u32) -> Result<SearchResults, ClientError> {
-        self.get().await.search(query, max_results).await
+    async fn search(&self, query: &str, max_results: u32, scope: &SearchScope) -> Result<SearchResults, ClientError> {
+        self.get().await.search(query, max_results, scope).await
     }
-    async fn ingest(&self, title: &str, text: &str) -> Result<String, ClientError> {
-        self.get().await.ingest(title, text).await
+    async fn ingest(&self, kind: DocumentKind, title: &str, text: &str) -> Result<String, ClientError> {
+        self.get().await.ingest(kind, title, text).await
     }
     async fn ingest_status(&self, content_id: &str) -> Result<IngestStatus, ClientError> {
         self.get().await.ingest_status(content_id).await
@@ -472,6 +476,22 @@ impl ChatOps for Rebuilt<dyn ChatOps> {
     // Delegated explicitly: the trait's default would hide the adapter's read-back.
     async fn find_posted(&self, since: DateTime<Utc>, marker: &str) -> Result<Option<MessageRef>, ClientError> {
         self.get().await.find_posted(since, marker).await
+    }
+    // Delegated explicitly, like find_posted: the default has no threads.
+    async fn reply_in_thread(&self, parent: &MessageRef, message: &ChatMessage) -> Result<MessageRef, ClientError> {
+        self.get().await.reply_in_thread(parent, message).await
+    }
+    // Delegated explicitly, like find_posted: the default has no dialogs.
+    async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), ClientError> {
+        self.get().await.open_view(trigger_id, view).await
+    }
+    // Delegated explicitly, like find_posted: the default has no profiles.
+    async fn user_email(&self, user: &str) -> Result<Option<String>, ClientError> {
+        self.get().await.user_email(user).await
+    }
+    // Delegated explicitly, like find_posted: the default has no links.
+    async fn permalink(&self, at: &MessageRef) -> Result<String, ClientError> {
+        self.get().await.permalink(at).await
     }
     // Delegated explicitly, like find_posted: the default refuses.
     async fn upload_file(&self, filename: &str, title: &str, content: &str) -> Result<SharedFile, ClientError> {

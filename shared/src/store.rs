@@ -152,6 +152,9 @@ pub(crate) fn incident_pk(id: &IncidentId) -> String {
 /// All services' settings share one partition so that listing them is a single query; there
 /// are tens of services, not millions, and they change at operator speed.
 const SERVICES_PK: &str = "SERVICES";
+/// The knowledge-base documents of the runbooks (one partition: a catalog is dozens of runbooks).
+const KNOWLEDGE_PK: &str = "KNOWLEDGE";
+const RUNBOOK_DOC_SK_PREFIX: &str = "RUNBOOK#";
 const SERVICE_SK_PREFIX: &str = "SETTINGS#";
 
 /// Sort key of a service's settings. A service name may contain any printable character, but
@@ -529,6 +532,52 @@ impl<T: DocTable> IncidentStore for TableStore<T> {
     async fn catalog_actions(&self, runbook: &RunbookId) -> Result<Vec<CatalogAction>, StoreError> {
         let pk = format!("RUNBOOK#{runbook}");
         let rows = self.table.query(&pk, "ACTION#", &format!("ACTION#{PREFIX_END}"), Utc::now().timestamp()).await?;
+        rows.iter().map(|(sk, d)| decode(sk, &d.doc)).collect()
+    }
+
+    async fn put_runbook_document(
+        &self,
+        runbook_id: &RunbookId,
+        content_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunbookDocument, StoreError> {
+        let sk = format!("{RUNBOOK_DOC_SK_PREFIX}{runbook_id}");
+        self.mutate(KNOWLEDGE_PK, &sk, now.timestamp(), |current| {
+            let mut superseded = match current {
+                Some(c) => {
+                    let old: RunbookDocument = decode(&sk, &c.doc)?;
+                    if old.content_id == content_id {
+                        return Ok(Step::Keep(old));
+                    }
+                    let mut s = old.superseded;
+                    s.push(old.content_id);
+                    s
+                }
+                None => Vec::new(),
+            };
+            let drop = superseded.len().saturating_sub(RunbookDocument::KEEP_SUPERSEDED);
+            superseded.drain(..drop);
+            let doc = RunbookDocument {
+                runbook_id: runbook_id.clone(),
+                content_id: content_id.to_string(),
+                pushed_at: now,
+                superseded,
+            };
+            Ok(Step::Write { doc: encode(&doc)?, expires_at: None, result: doc })
+        })
+        .await
+    }
+
+    async fn runbook_documents(&self) -> Result<Vec<RunbookDocument>, StoreError> {
+        let rows = self
+            .table
+            .query(
+                KNOWLEDGE_PK,
+                RUNBOOK_DOC_SK_PREFIX,
+                &format!("{RUNBOOK_DOC_SK_PREFIX}{PREFIX_END}"),
+                Utc::now().timestamp(),
+            )
+            .await?;
         rows.iter().map(|(sk, d)| decode(sk, &d.doc)).collect()
     }
 

@@ -8,10 +8,12 @@ use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::Arc;
 
+#[cfg(feature = "bedrock")]
+use crate::adapters::bedrock;
 use crate::adapters::{anthropic, coder, pagerduty, senso, slack};
 #[cfg(feature = "browser")]
 use crate::adapters::{embedded_browser, lightpanda};
-use crate::config::{Secrets, Settings};
+use crate::config::{ModelProvider, Secrets, Settings};
 use crate::domain::*;
 use crate::error::{ClientError, OrchestratorError};
 use crate::ports::*;
@@ -48,10 +50,10 @@ impl IncidentSource for Unconfigured {
 
 #[async_trait]
 impl KnowledgeBase for Unconfigured {
-    async fn search(&self, _: &str, _: u32) -> Result<SearchResults, ClientError> {
+    async fn search(&self, _: &str, _: u32, _: &SearchScope) -> Result<SearchResults, ClientError> {
         Err(self.err())
     }
-    async fn ingest(&self, _: &str, _: &str) -> Result<String, ClientError> {
+    async fn ingest(&self, _: DocumentKind, _: &str, _: &str) -> Result<String, ClientError> {
         Err(self.err())
     }
     async fn ingest_status(&self, _: &str) -> Result<IngestStatus, ClientError> {
@@ -164,6 +166,7 @@ fn knowledge_base(settings: &Settings, secrets: &Secrets) -> Arc<dyn KnowledgeBa
     let timeout = request_timeout(settings);
     let kb = secret(&secrets.senso_api_key).map(|key| {
         senso::SensoKb::new(&settings.senso.api_base, key, settings.senso.api.clone())
+            .map(|a| a.with_folders(&settings.senso.runbooks_folder, &settings.senso.resolutions_folder))
             .map(|a| a.with_request_timeout(timeout))
             .map(|a| Arc::new(a) as Arc<dyn KnowledgeBase>)
     });
@@ -171,6 +174,9 @@ fn knowledge_base(settings: &Settings, secrets: &Secrets) -> Arc<dyn KnowledgeBa
 }
 
 fn planner(settings: &Settings, secrets: &Secrets) -> Arc<dyn Planner> {
+    if settings.planner.provider == ModelProvider::Bedrock {
+        return bedrock_planner(settings);
+    }
     let timeout = request_timeout(settings);
     let planner = secret(&secrets.anthropic_api_key).map(|key| {
         anthropic::AnthropicPlanner::new(
@@ -185,11 +191,15 @@ fn planner(settings: &Settings, secrets: &Secrets) -> Arc<dyn Planner> {
     or_unconfigured(planner, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
 }
 
-/// The note parser's model fallback: Claude with the planner's key, model and API base. Off
-/// (`notes.model_fallback = false`) or without a key, it is `Unconfigured` and the rules stand.
+/// The note parser's model fallback: Claude from the planner's provider, with the planner's
+/// key, model and API base (or Bedrock model). Off (`notes.model_fallback = false`) or without a
+/// key, it is `Unconfigured` and the rules stand.
 pub fn note_reader(settings: &Settings, secrets: &Secrets) -> Arc<dyn NoteReader> {
     if !settings.notes.model_fallback {
         return Arc::new(Unconfigured("the note model fallback (notes.model_fallback is off)"));
+    }
+    if settings.planner.provider == ModelProvider::Bedrock {
+        return bedrock_note_reader(settings);
     }
     let timeout = request_timeout(settings);
     let reader = secret(&secrets.anthropic_api_key).map(|key| {
@@ -198,6 +208,45 @@ pub fn note_reader(settings: &Settings, secrets: &Secrets) -> Arc<dyn NoteReader
             .map(|a| Arc::new(a) as Arc<dyn NoteReader>)
     });
     or_unconfigured(reader, Arc::new(Unconfigured("Anthropic (anthropic_api_key)")), "anthropic")
+}
+
+/// The Bedrock Runtime client the settings describe, loaded from the environment on first use.
+#[cfg(feature = "bedrock")]
+fn bedrock_runtime(settings: &Settings) -> Result<Arc<bedrock::BedrockRuntime>, ClientError> {
+    bedrock::BedrockRuntime::from_environment(settings.bedrock.region(), settings.bedrock.endpoint_url()).map(Arc::new)
+}
+
+/// Claude on Bedrock as the planner. It holds no secret (the SDK signs with the role's
+/// credentials and refreshes them itself), so it is built once and never `Rebuilt`.
+#[cfg(feature = "bedrock")]
+fn bedrock_planner(settings: &Settings) -> Arc<dyn Planner> {
+    let b = &settings.bedrock;
+    let planner = bedrock_runtime(settings)
+        .and_then(|runtime| bedrock::BedrockPlanner::new(runtime, &b.model_id, b.max_tokens))
+        .map(|a| Arc::new(a.with_request_timeout(request_timeout(settings))) as Arc<dyn Planner>);
+    or_unconfigured(Some(planner), Arc::new(Unconfigured("Amazon Bedrock (bedrock.model_id)")), "bedrock")
+}
+
+#[cfg(feature = "bedrock")]
+fn bedrock_note_reader(settings: &Settings) -> Arc<dyn NoteReader> {
+    let reader = bedrock_runtime(settings)
+        .and_then(|runtime| bedrock::BedrockNoteReader::new(runtime, &settings.bedrock.model_id))
+        .map(|a| Arc::new(a.with_request_timeout(request_timeout(settings))) as Arc<dyn NoteReader>);
+    or_unconfigured(Some(reader), Arc::new(Unconfigured("Amazon Bedrock (bedrock.model_id)")), "bedrock")
+}
+
+/// Built without the `bedrock` feature: only functions that call no model are.
+#[cfg(not(feature = "bedrock"))]
+const NO_BEDROCK: Unconfigured = Unconfigured("Amazon Bedrock (this binary was built without the bedrock feature)");
+
+#[cfg(not(feature = "bedrock"))]
+fn bedrock_planner(_: &Settings) -> Arc<dyn Planner> {
+    Arc::new(NO_BEDROCK)
+}
+
+#[cfg(not(feature = "bedrock"))]
+fn bedrock_note_reader(_: &Settings) -> Arc<dyn NoteReader> {
+    Arc::new(NO_BEDROCK)
 }
 
 /// The Coder adapter the settings and secrets describe (or `Unconfigured`, naming what is missing).
@@ -301,11 +350,13 @@ pub fn build_deps(
             }
         };
     }
+    // The Bedrock adapters hold no secret: built once, not rebuilt when the secrets change.
+    let on_bedrock = settings.planner.provider == ModelProvider::Bedrock;
     Deps {
         source: adapter!(incident_source),
         kb: adapter!(knowledge_base),
-        planner: adapter!(planner),
-        note_reader: adapter!(note_reader),
+        planner: if on_bedrock { planner(&settings, &snapshot) } else { adapter!(planner) },
+        note_reader: if on_bedrock { note_reader(&settings, &snapshot) } else { adapter!(note_reader) },
         workspaces: adapter!(workspaces),
         chat: adapter!(chat),
         browser: adapter!(browser),
@@ -368,7 +419,10 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 /// Check that `function` has every setting and secret its [`Function::needs`] require, and that
 /// the adapters build from them (URLs, the browser endpoint, the `From` address).
 pub fn check_needs(function: Function, settings: &Settings, secrets: &Secrets) -> Result<(), WiringError> {
-    function.needs().iter().try_for_each(|capability| check_capability(function, *capability, settings, secrets))
+    function
+        .needs(settings.planner.provider)
+        .iter()
+        .try_for_each(|capability| check_capability(function, *capability, settings, secrets))
 }
 
 fn check_capability(
@@ -461,6 +515,15 @@ fn check_capability(
                     .map_err(|e| invalid("SELFHEAL_ANTHROPIC_API_BASE", e))?;
             }
         }
+        // Switched off, the fallback calls nothing.
+        Capability::BedrockNoteModel if !settings.notes.model_fallback => {}
+        // IAM-signed: nothing secret to check, but the model the grant names must be set. Not
+        // optional for the note fallback: it needs no key on Bedrock, so it is on unless
+        // `notes.model_fallback` turns it off.
+        Capability::Bedrock | Capability::BedrockNoteModel => check_bedrock(settings).map_err(|e| match e {
+            BedrockSetting::ModelId => setting("SELFHEAL_BEDROCK_MODEL_ID"),
+            BedrockSetting::Invalid(name, e) => invalid(name, e),
+        })?,
         Capability::Coder => {
             let token = present(&secrets.coder_session_token).ok_or_else(|| secret_key("coder_session_token"))?;
             let base = non_empty(&settings.coder.api_base).ok_or_else(|| setting("SELFHEAL_CODER_API_BASE"))?;
@@ -493,6 +556,36 @@ fn check_capability(
         }
     }
     Ok(())
+}
+
+/// What is wrong with the Bedrock settings.
+enum BedrockSetting {
+    ModelId,
+    Invalid(&'static str, ClientError),
+}
+
+fn check_bedrock(settings: &Settings) -> Result<(), BedrockSetting> {
+    if settings.bedrock.model_id.trim().is_empty() {
+        return Err(BedrockSetting::ModelId);
+    }
+    bedrock_adapters_build(settings)
+}
+
+#[cfg(feature = "bedrock")]
+fn bedrock_adapters_build(settings: &Settings) -> Result<(), BedrockSetting> {
+    let b = &settings.bedrock;
+    let runtime = bedrock_runtime(settings).map_err(|e| BedrockSetting::Invalid("SELFHEAL_BEDROCK_ENDPOINT_URL", e))?;
+    bedrock::BedrockPlanner::new(runtime, &b.model_id, b.max_tokens)
+        .map_err(|e| BedrockSetting::Invalid("SELFHEAL_BEDROCK_MODEL_ID", e))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "bedrock"))]
+fn bedrock_adapters_build(_: &Settings) -> Result<(), BedrockSetting> {
+    Err(BedrockSetting::Invalid(
+        "SELFHEAL_PLANNER_PROVIDER",
+        ClientError::Invalid { service: "bedrock", detail: "this binary was built without the bedrock feature".into() },
+    ))
 }
 
 /// [`build_deps`] for a deployed function: fails, naming what to set, when the settings or the
@@ -573,6 +666,36 @@ mod tests {
         let mut s = secrets();
         s.pagerduty_from_email = Some("not-an-email".into());
         assert_eq!(check_needs(Function::PagerDuty, &settings(&[]), &s).unwrap_err().name(), "pagerduty_from_email");
+    }
+
+    #[test]
+    fn with_bedrock_no_anthropic_key_is_needed_but_a_model_id_is() {
+        let bedrock = |extra: &[(&'static str, &'static str)]| {
+            let mut overrides = vec![("SELFHEAL_PLANNER_PROVIDER", "bedrock")];
+            overrides.extend_from_slice(extra);
+            settings(&overrides)
+        };
+        let mut s = secrets();
+        s.anthropic_api_key = None;
+        for f in Function::ALL {
+            check_needs(f, &bedrock(&[]), &s).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+        }
+        // The model the IAM grant names must be set; blank counts as missing.
+        let err = check_needs(Function::Planner, &bedrock(&[("SELFHEAL_BEDROCK_MODEL_ID", " ")]), &s).unwrap_err();
+        assert_eq!(err.name(), "SELFHEAL_BEDROCK_MODEL_ID");
+        assert_eq!(err.to_string(), "the planner function needs Bedrock: set SELFHEAL_BEDROCK_MODEL_ID");
+        // The note fallback needs no key on Bedrock, so it is checked like the planner.
+        let err = check_needs(Function::Cleric, &bedrock(&[("SELFHEAL_BEDROCK_MODEL_ID", " ")]), &s).unwrap_err();
+        assert_eq!(err.name(), "SELFHEAL_BEDROCK_MODEL_ID");
+        let off = bedrock(&[("SELFHEAL_BEDROCK_MODEL_ID", " "), ("SELFHEAL_NOTES_MODEL_FALLBACK", "false")]);
+        check_needs(Function::Cleric, &off, &s).unwrap();
+        let err = check_needs(Function::Planner, &bedrock(&[("SELFHEAL_BEDROCK_ENDPOINT_URL", "bedrock:443")]), &s)
+            .unwrap_err();
+        assert!(matches!(err, WiringError::Invalid { name: "SELFHEAL_BEDROCK_ENDPOINT_URL", .. }), "{err}");
+        // An empty endpoint (the template's default) is the Region's own.
+        check_needs(Function::Planner, &bedrock(&[("SELFHEAL_BEDROCK_ENDPOINT_URL", "")]), &s).unwrap();
+        let err = Settings::from_sources(None, env_map(&[("SELFHEAL_PLANNER_PROVIDER", "openai")])).unwrap_err();
+        assert!(err.to_string().contains("openai"), "{err}");
     }
 
     #[test]

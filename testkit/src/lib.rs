@@ -7,6 +7,7 @@
 pub mod demo_service;
 pub mod faults;
 pub mod sim;
+pub mod targets;
 
 /// Serves a router on 127.0.0.1 (`port` 0 picks a free one), without limits: for simulators
 /// and tests. Returns the base URL.

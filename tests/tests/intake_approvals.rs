@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use selfheal::config::{Secrets, Settings};
 use selfheal::domain::*;
@@ -407,6 +408,11 @@ async fn a_refused_pagerduty_token_escalates_with_the_reason_and_never_fails_the
 fn click(creds: &SimCredentials, approval: &str, action: &str, user: &str, ts: i64) -> HttpRequest {
     let payload = json!({"type": "block_actions", "user": {"id": user}, "actions": [{"action_id": action, "value": approval, "type": "button"}],
                          "response_url": null});
+    signed_interaction(creds, &payload, ts)
+}
+
+/// A signed interaction request carrying `payload`, as Slack sends it.
+fn signed_interaction(creds: &SimCredentials, payload: &Value, ts: i64) -> HttpRequest {
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap().into_bytes();
     HttpRequest::new(
         vec![
@@ -415,6 +421,69 @@ fn click(creds: &SimCredentials, approval: &str, action: &str, user: &str, ts: i
         ],
         body,
     )
+}
+
+fn reason_click(approval: &str, user: &str, trigger_id: &str) -> Value {
+    json!({"type": "block_actions", "user": {"id": user}, "trigger_id": trigger_id, "response_url": null,
+           "actions": [{"action_id": "reject_with_reason", "value": approval, "type": "button"}]})
+}
+
+fn reason_submitted(approval: &str, user: &str, reason: Option<&str>) -> Value {
+    json!({"type": "view_submission", "user": {"id": user},
+           "view": {"id": "V1", "type": "modal", "callback_id": "selfheal_reject_reason", "private_metadata": approval,
+                    "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}}})
+}
+
+/// "Reject with reason…": the dialog opens for approvers of a pending plan only, within the
+/// trigger's 3 s; its submission rejects once, with the reason, as the person who submitted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rejection_dialog_opens_for_approvers_and_decides_once() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let now = chrono::Utc::now().timestamp();
+        let a = pending_approval(&e.deps, "PDLG1", "tok-dialog", chrono::Duration::hours(1)).await;
+        let handle = |payload: Value| {
+            let (deps, req) = (e.deps.clone(), signed_interaction(&e.creds, &payload, now));
+            async move { approvals::handle_interaction(&deps, &req).await }
+        };
+        // Not an approver: no dialog, the refusal audited.
+        let t = e.sim.issue_trigger("UMALLORY", Duration::ZERO);
+        let r = handle(reason_click(a.as_str(), "UMALLORY", &t)).await;
+        assert_eq!(r.body["status"], "not_allowed", "{backend}");
+        assert!(e.sim.opened_views().is_empty());
+        // An approver: the dialog opens (the plan is not decided yet).
+        let t = e.sim.issue_trigger("UALICE", Duration::ZERO);
+        let r = handle(reason_click(a.as_str(), "UALICE", &t)).await;
+        assert_eq!((r.status, r.body["status"].as_str()), (200, Some("reason_asked")), "{backend}");
+        let views = e.sim.opened_views();
+        assert_eq!(views.len(), 1, "{backend}");
+        assert_eq!(views[0].view["private_metadata"], a.as_str());
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-dialog"));
+        // A trigger older than 3 s: Slack refuses to open it, nothing else happens.
+        let stale = e.sim.issue_trigger("UALICE", Duration::from_secs(4));
+        handle(reason_click(a.as_str(), "UALICE", &stale)).await;
+        assert_eq!(e.sim.opened_views().len(), 1, "{backend}");
+        // A submission by someone else is refused inside the dialog.
+        let r = handle(reason_submitted(a.as_str(), "UMALLORY", Some("because"))).await;
+        assert_eq!(r.body["response_action"], "errors", "{backend}");
+        assert!(e.rec.resumes.lock().unwrap().iter().all(|(t, _)| t != "tok-dialog"));
+        // The approver's submission rejects, once, with the reason.
+        let r = handle(reason_submitted(a.as_str(), "UALICE", Some("  <!channel> the PID is wrong  "))).await;
+        assert_eq!(r.body["response_action"], "clear", "{backend}");
+        let resumes: Vec<_> =
+            e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == "tok-dialog").cloned().collect();
+        assert_eq!(resumes.len(), 1);
+        assert_eq!(
+            (resumes[0].1["status"].as_str(), resumes[0].1["decided_by"].as_str()),
+            (Some("rejected"), Some("UALICE"))
+        );
+        let incident = e.deps.store.get_incident(&IncidentId::parse("PDLG1").unwrap()).await.unwrap().unwrap();
+        assert_eq!(incident.approval.unwrap().reason.as_deref(), Some("<!channel> the PID is wrong"));
+        let r = handle(reason_submitted(a.as_str(), "UBOB", None)).await;
+        assert_eq!(r.body["response_action"], "errors");
+        assert!(r.body["errors"]["reason"].as_str().unwrap().contains("already rejected"), "{}", r.body);
+        assert_eq!(e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == "tok-dialog").count(), 1);
+    }
 }
 
 async fn pending_approval(deps: &Deps, incident_id: &str, token: &str, expires_in: chrono::Duration) -> ApprovalId {
@@ -961,6 +1030,7 @@ fn checkout_settings(approvers: Vec<String>) -> ServiceSettings {
         target: None,
         auto_execute: false,
         approvers,
+        oncall_may_approve: false,
         parameters: BTreeMap::new(),
         updated_at: chrono::Utc::now(),
         updated_by: "test".into(),
@@ -997,4 +1067,91 @@ async fn a_services_own_approvers_replace_the_global_list() {
         e.deps.store.put_service_settings(&checkout_settings(Vec::new())).await.unwrap();
         assert_eq!(approvals::approvers_for(&e.deps, &other).await.unwrap(), vec!["UALICE", "UBOB"], "{backend}");
     }
+}
+
+/// A service whose settings let its on-call approve: the person on call at the first level of
+/// the incident's escalation policy (PagerDuty, found across pages) may decide from Slack, matched
+/// by email; someone on call at level 2, or on another policy, may not; a failed lookup grants
+/// nothing; with the setting off nobody on call is asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_on_call_may_approve_when_the_service_says_so() {
+    use selfheal_testkit::sim::SimOncall;
+    let (_, store) = stores().await.remove(0);
+    let e = env(store).await;
+    {
+        let mut knobs = e.sim.knobs.lock().unwrap();
+        // 120 entries on the policy (two pages of 100): Carol, on call now at level 1, is on the
+        // second page; Dave is at level 2; Erin at level 1 of another policy.
+        for n in 0..118 {
+            knobs.oncalls.push(SimOncall {
+                escalation_policy: "PEP1".into(),
+                level: 1 + (n % 3),
+                user_id: format!("PU{n:03}"),
+                email: format!("person{n}@example.com"),
+            });
+        }
+        for (policy, level, user, email) in [
+            ("PEP1", 1, "PCAROL", "Carol@Example.com"),
+            ("PEP1", 2, "PDAVE", "dave@example.com"),
+            ("PEP9", 1, "PERIN", "erin@example.com"),
+        ] {
+            knobs.oncalls.push(SimOncall {
+                escalation_policy: policy.into(),
+                level,
+                user_id: user.into(),
+                email: email.into(),
+            });
+        }
+        for (slack, email) in
+            [("UCAROL", "carol@example.com"), ("UDAVE", "dave@example.com"), ("UERIN", "erin@example.com")]
+        {
+            knobs.slack_user_emails.insert(slack.into(), email.into());
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut settings = checkout_settings(vec!["UALICE".into()]);
+    let request = |id: IncidentId, token: &'static str| {
+        let deps = e.deps.clone();
+        async move {
+            let r = approvals::request_approval(&deps, &id, &json!({"task_token": token})).await.unwrap();
+            r["approval_id"].as_str().unwrap().to_string()
+        }
+    };
+
+    // The setting off: Carol is on call but not an approver.
+    let off = incident_awaiting_approval(&e.deps, "PONC1").await;
+    e.deps.store.put_service_settings(&settings).await.unwrap();
+    let a = request(off.clone(), "tok-oncall-off").await;
+    let r = approvals::handle_interaction(&e.deps, &click(&e.creds, &a, "approve", "UCAROL", now)).await;
+    assert_eq!(r.body["status"], "not_allowed");
+    assert!(!e.sim.calls().iter().any(|c| c.path == "/oncalls"), "nobody on call is looked up when the setting is off");
+
+    // The setting on.
+    settings.oncall_may_approve = true;
+    e.deps.store.put_service_settings(&settings).await.unwrap();
+    let on = incident_awaiting_approval(&e.deps, "PONC2").await;
+    let a = request(on.clone(), "tok-oncall-on").await;
+    for user in ["UDAVE", "UERIN", "UMALLORY"] {
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, &a, "approve", user, now)).await;
+        assert_eq!(r.body["status"], "not_allowed", "{user}");
+    }
+    let r = approvals::handle_interaction(&e.deps, &click(&e.creds, &a, "approve", "UCAROL", now)).await;
+    assert_eq!(r.body["status"], "decided");
+    let resumed = e.rec.resumes.lock().unwrap().iter().find(|(t, _)| t == "tok-oncall-on").cloned().unwrap();
+    assert_eq!(resumed.1["decided_by"], "UCAROL");
+    let trail = e.deps.store.audit_trail(&on).await.unwrap();
+    let oncall = trail.iter().find(|t| t.kind == "approver_on_call").expect("audited as the on-call");
+    assert_eq!((oncall.actor.as_str(), oncall.detail["escalation_policy"].as_str()), ("slack:UCAROL", Some("PEP1")));
+    let pages = e.sim.calls().iter().filter(|c| c.path == "/oncalls").count();
+    assert!(pages >= 2, "the on-call list was read across its pages ({pages} calls)");
+
+    // Without the email scope the lookup fails: audited, and nobody gains approval rights.
+    e.sim.knobs.lock().unwrap().slack_no_email_scope = true;
+    let scoped = incident_awaiting_approval(&e.deps, "PONC3").await;
+    let a = request(scoped.clone(), "tok-oncall-scope").await;
+    let r = approvals::handle_interaction(&e.deps, &click(&e.creds, &a, "approve", "UCAROL", now)).await;
+    assert_eq!(r.body["status"], "not_allowed");
+    let trail = e.deps.store.audit_trail(&scoped).await.unwrap();
+    let failed = trail.iter().find(|t| t.kind == "oncall_lookup_failed").expect("the failed lookup is audited");
+    assert!(failed.detail["error"].as_str().unwrap().contains("missing_scope"), "{}", failed.detail);
 }

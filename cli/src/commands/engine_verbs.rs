@@ -20,6 +20,7 @@ pub(super) async fn stack(
     functions_dir: Option<PathBuf>,
     work_dir: PathBuf,
     secrets_json: Option<PathBuf>,
+    json: bool,
 ) -> Result<ExitCode, String> {
     selfheal::telemetry::init();
     let mut options = crate::stack::StackOptions::new(template, work_dir);
@@ -33,7 +34,7 @@ pub(super) async fn stack(
             .map_err(|e| format!("{} is not a JSON object: {e}", path.display()))?;
         options.secrets = values.into_iter().collect();
     }
-    crate::stack::serve(options, &mut std::io::stdout()).await.map_err(|e| e.to_string())?;
+    crate::stack::serve(options, json, &mut std::io::stdout()).await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,14 +73,28 @@ pub(super) async fn serve(
     secrets: Option<PathBuf>,
     listen: String,
     db: PathBuf,
+    json: bool,
 ) -> Result<ExitCode, String> {
     selfheal::telemetry::init();
     let settings = load_settings(Some(&config))?;
     let secrets = load_secrets(secrets.as_deref())?;
-    let stack = crate::local::start(settings, secrets, &db, None, Arc::new(SystemClock::real())).await?;
+    // Bound before the engine starts: with --json the address is the first line on stdout, ahead
+    // of any metric record an execution resumed by `start` may print. Connections wait in the
+    // backlog until the router serves them.
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if json {
+        let url = format!("http://{addr}");
+        let listening = serde_json::json!({
+            "url": url,
+            "webhook_url": format!("{url}/webhooks/pagerduty"),
+            "slack_interactivity_url": format!("{url}/slack/interactions"),
+            "db": db.display().to_string(),
+        });
+        crate::say!("{}", operator::term_json(&listening, false));
+    }
+    let stack = crate::local::start(settings, secrets, &db, None, Arc::new(SystemClock::real())).await?;
     eprintln!(
         "selfheal serving on http://{addr} (POST /webhooks/pagerduty, POST /slack/interactions), store {}",
         db.display()

@@ -38,9 +38,10 @@ pub enum Provider {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check a webhook signature over the body read from stdin. Exit 0 when valid, 1 when not.
-    /// The secret comes from --secret-file, else SELFHEAL_WEBHOOK_SECRET (PagerDuty; several
-    /// comma-separated during a rotation) or SELFHEAL_SLACK_SIGNING_SECRET (Slack).
+    /// Check a webhook signature over the body read from stdin. Exit 0 when valid (prints
+    /// `valid`), 1 when not (prints `invalid: <reason>` on stderr). The secret comes from
+    /// --secret-file, else SELFHEAL_WEBHOOK_SECRET (PagerDuty; several comma-separated during a
+    /// rotation) or SELFHEAL_SLACK_SIGNING_SECRET (Slack).
     VerifySignature {
         /// Whose signature scheme to check.
         #[arg(long, value_enum)]
@@ -61,9 +62,14 @@ pub enum Command {
         /// Slack only: evaluate the 5-minute window at this Unix time (default: now).
         #[arg(long)]
         at: Option<i64>,
+        /// Print the verdict as one JSON object, {"provider", "valid", "reason"} (reason: null
+        /// when valid), valid or not; the exit code and the stderr line stay the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a state machine definition through the local engine with Step Functions Local mocks.
-    /// Prints {"status", "path", "output", "execution"}; Waits pass in simulated time.
+    /// Its output is JSON: one object {"status", "path", "output", "execution"} (plus "error"
+    /// and "cause" when the execution failed); Waits pass in simulated time.
     RunStateMachine {
         /// The ASL definition (e.g. statemachine/incident.asl.json).
         definition: PathBuf,
@@ -83,6 +89,9 @@ pub enum Command {
         /// Embedded store (executions are kept for `selfheal history`).
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
+        /// Accepted for every verb; the output is the same JSON object with or without it.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one incident end to end on this machine (simulators, demo service, real Lightpanda
     /// when installed) and print its timeline.
@@ -90,7 +99,7 @@ pub enum Command {
         /// Which incident to run (each ends in a known outcome, checked at the end).
         #[arg(long, value_enum, default_value = "auto")]
         scenario: crate::demo::Scenario,
-        /// Print the final incident record as one JSON object on the last line.
+        /// After the timeline, print the final incident record as one JSON object on the last line.
         #[arg(long)]
         json: bool,
         /// Where to write the incident report (Markdown and HTML).
@@ -105,7 +114,8 @@ pub enum Command {
     /// Run template.yaml as written on loopback: the SAM translator's expansion, one process per
     /// Lambda function behind a Runtime API emulator with only its template environment and IAM
     /// identity, DynamoDB and Secrets Manager on moto (IAM enforced), the Step Functions API
-    /// served by the local engine, and the HTTP API. Prints the endpoints; runs until Ctrl-C.
+    /// served by the local engine, and the HTTP API. Prints the endpoints (the JSON of
+    /// <work-dir>/stack.json, pretty-printed) and a line saying it is up; runs until Ctrl-C.
     Stack {
         /// The SAM template.
         #[arg(long, default_value = "template.yaml")]
@@ -127,11 +137,16 @@ pub enum Command {
         /// stack's secrets after creating them.
         #[arg(long)]
         secrets_json: Option<PathBuf>,
+        /// Print only the endpoints, as one JSON line (stack.json's object plus
+        /// "credentials_file"), once the stack is up; the "is up" line goes to stderr.
+        #[arg(long)]
+        json: bool,
     },
-    /// Parse an investigator note (stdin) and print {root_cause, confidence, evidence, alternatives,
-    /// services, parser}. Where the rules find no root cause or no confidence, Claude is asked
-    /// (with `anthropic_api_key` in --secrets and `notes.model_fallback` on), and its answer is
-    /// kept only where the note supports it; `parser` says "model" when it supplied a field.
+    /// Parse an investigator note (stdin) and print one JSON object {root_cause, confidence,
+    /// evidence, alternatives, services, parser}. Where the rules find no root cause or no
+    /// confidence, Claude is asked (with `anthropic_api_key` in --secrets and
+    /// `notes.model_fallback` on), and its answer is kept only where the note supports it;
+    /// `parser` says "model" when it supplied a field.
     ParseNote {
         /// Rules only: never ask the model.
         #[arg(long)]
@@ -142,9 +157,13 @@ pub enum Command {
         /// Secrets (TOML); only `anthropic_api_key` is used.
         #[arg(long, env = "SELFHEAL_SECRETS_FILE")]
         secrets: Option<PathBuf>,
+        /// Accepted for every verb; the output is the same JSON object with or without it.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the engine against real endpoints (or simulators) with the embedded store, serving
-    /// `POST /webhooks/pagerduty` and `POST /slack/interactions`.
+    /// `POST /webhooks/pagerduty` and `POST /slack/interactions`. Says where it listens on
+    /// stderr; stdout carries the EMF metric records (JSON lines).
     Serve {
         /// Settings (TOML; see selfheal.example.toml). SELFHEAL_* variables override it.
         #[arg(long)]
@@ -158,6 +177,11 @@ pub enum Command {
         /// Embedded store (created when missing).
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
+        /// Also print one JSON line on stdout once listening, before any metric record:
+        /// {"url", "webhook_url", "slack_interactivity_url", "db"} (useful with --listen
+        /// 127.0.0.1:0).
+        #[arg(long)]
+        json: bool,
     },
     /// Manage runbooks.
     Runbooks {
@@ -174,21 +198,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop (on) or allow (off) autonomous execution; `status` shows it.
+    /// Stop (on) or allow (off) autonomous execution; `status` shows it. Prints the switch as
+    /// it now is: `kill switch ON: …` or `kill switch off`.
     Killswitch {
         /// on: nothing executes, decisions route to approval; off: the policy decides; status: show it.
         #[arg(value_enum)]
         state: SwitchState,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print the switch as it now is as one JSON object, {"on": true|false}.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-service settings in the store: browser checks, fix target, auto-execution, approvers.
     Services {
         #[command(subcommand)]
         verb: ServicesVerb,
     },
-    /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it. The secret comes
-    /// from --secret-file, else SELFHEAL_WEBHOOK_SECRET.
+    /// Sign a PagerDuty webhook payload file the way PagerDuty does and POST it; prints the
+    /// answer's status and body on one line, and exits 1 unless the status is 2xx. The secret
+    /// comes from --secret-file, else SELFHEAL_WEBHOOK_SECRET.
     ReplayWebhook {
         /// The webhook payload (a PagerDuty v3 envelope, sent byte for byte).
         file: PathBuf,
@@ -205,9 +234,14 @@ pub enum Command {
         /// X-Webhook-Id to send (default: a fresh one).
         #[arg(long)]
         webhook_id: Option<String>,
+        /// Print the answer as one JSON object, {"status", "body", "webhook_id", "url"} (status:
+        /// the HTTP status code; body: the answer's text); the exit code stays the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Outcome, route and time-to-resolve figures from the store (and execution counts from
-    /// Step Functions when a state machine is known).
+    /// Step Functions when a state machine is known). Its output is JSON: one object,
+    /// pretty-printed (the keys are in README.md, "Figures and alarms").
     Stats {
         /// Only incidents created within this long ago (e.g. 24h, 7d, 90m).
         #[arg(long)]
@@ -218,6 +252,9 @@ pub enum Command {
         /// stack's StateMachineArn output).
         #[arg(long, value_name = "ARN", conflicts_with = "db")]
         state_machine_arn: Option<String>,
+        /// Accepted for every verb; the output is the same JSON object with or without it.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script for selfheal (e.g. `selfheal completions bash >
     /// ~/.local/share/bash-completion/completions/selfheal`).
@@ -225,25 +262,34 @@ pub enum Command {
         /// The shell to complete in.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        /// Print {"shell", "script"} as one JSON object instead of the bare script.
+        #[arg(long)]
+        json: bool,
     },
     /// Remediation workspaces in Coder.
     Workspaces {
         #[command(subcommand)]
         verb: WorkspacesVerb,
     },
-    /// Print an execution's event history from the embedded store.
+    /// Print an execution's event history from the embedded store. Its output is JSON: one
+    /// object {"execution", "status", "events"}, pretty-printed.
     History {
         /// Execution name (as printed by run-state-machine or the local engine) or id.
         execution_id: String,
         /// Embedded store to read (never created).
         #[arg(long, env = "SELFHEAL_DB", default_value = ".selfheal/selfheal.sqlite")]
         db: PathBuf,
+        /// Accepted for every verb; the output is the same JSON object with or without it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum RunbooksVerb {
-    /// Ingest every runbook in DIR into Senso and write its actions to the store.
+    /// Ingest every runbook in DIR into Senso and write its actions to the store. Its output is
+    /// JSON lines: one object per runbook pushed, {"runbook", "content_id", "actions",
+    /// "status"} (status: Senso's processing state, e.g. "complete").
     Push {
         /// Directory of runbook Markdown files (e.g. infra/runbooks).
         dir: PathBuf,
@@ -257,11 +303,19 @@ pub enum RunbooksVerb {
         secrets: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
+        /// Accepted for every verb; the output is the same JSON lines with or without it.
+        #[arg(long)]
+        json: bool,
     },
-    /// Parse and check every runbook in DIR without pushing.
+    /// Parse and check every runbook in DIR without pushing. Its output is JSON lines: one
+    /// object per runbook, {"runbook", "title", "actions"} (actions: the action names); the
+    /// first invalid runbook is an error instead.
     Check {
         /// Directory of runbook Markdown files.
         dir: PathBuf,
+        /// Accepted for every verb; the output is the same JSON lines with or without it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -279,7 +333,9 @@ pub enum WorkspacesVerb {
         /// List what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print the report as one JSON object.
+        /// Print the report as one JSON object, {"dry_run", "older_than_secs", "seen", "stale",
+        /// "deleted", "failed", "cut_short"} (stale: {"id", "name", "created_at", "state",
+        /// "result"} per workspace).
         #[arg(long)]
         json: bool,
         /// Settings (TOML; see selfheal.example.toml) for the Coder endpoint and user; SELFHEAL_*
@@ -294,26 +350,39 @@ pub enum WorkspacesVerb {
 
 #[derive(Subcommand, Debug)]
 pub enum ServicesVerb {
-    /// Validate FILE and store every service in it, replacing what each had; prints one JSON
-    /// line per service. FILE is TOML: [[service]] tables with [[service.check]] tables (see
-    /// infra/services.example.toml). Nothing is stored unless the whole file is valid.
+    /// Validate FILE and store every service in it, replacing what each had. Its output is JSON
+    /// lines: one object per service stored, {"service", "checks", "target", "auto_execute",
+    /// "approvers", "updated_at", "updated_by"}. FILE is TOML: [[service]] tables with
+    /// [[service.check]] tables (see infra/services.example.toml). Nothing is stored unless the
+    /// whole file is valid.
     Push {
         /// The services file.
         file: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        /// Accepted for every verb; the output is the same JSON lines with or without it.
+        #[arg(long)]
+        json: bool,
     },
-    /// One JSON line per service with stored settings.
+    /// Every service with stored settings. Its output is JSON lines: one object per service,
+    /// as `services push` prints them.
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// Accepted for every verb; the output is the same JSON lines with or without it.
+        #[arg(long)]
+        json: bool,
     },
-    /// The stored settings of one service, as JSON.
+    /// The stored settings of one service. Its output is JSON: one object (the whole stored
+    /// settings, checks included), pretty-printed.
     Show {
         /// PagerDuty service id or name, exactly as pushed.
         service: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// Accepted for every verb; the output is the same JSON object with or without it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -373,42 +442,53 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
 
 async fn run_verb(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Stack { template, parameters, stack_name, functions_dir, work_dir, secrets_json } => {
-            engine_verbs::stack(template, parameters, stack_name, functions_dir, work_dir, secrets_json).await
+        Command::Stack { template, parameters, stack_name, functions_dir, work_dir, secrets_json, json } => {
+            engine_verbs::stack(template, parameters, stack_name, functions_dir, work_dir, secrets_json, json).await
         }
         Command::Demo { scenario, json, report_dir, deployed } => {
             engine_verbs::demo(scenario, json, report_dir, deployed).await
         }
-        Command::Serve { config, secrets, listen, db } => engine_verbs::serve(config, secrets, listen, db).await,
+        Command::Serve { config, secrets, listen, db, json } => {
+            engine_verbs::serve(config, secrets, listen, db, json).await
+        }
         Command::Workspaces { verb: WorkspacesVerb::Gc { older_than, dry_run, json, config, secrets } } => {
             workspaces::gc(older_than, dry_run, json, config, secrets).await
         }
-        Command::Runbooks { verb: RunbooksVerb::Check { dir } } => operator_verbs::runbooks_check(dir).await,
-        Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, store } } => {
+        // The verbs whose output is JSON either way take `--json` and ignore it.
+        Command::Runbooks { verb: RunbooksVerb::Check { dir, json: _ } } => operator_verbs::runbooks_check(dir).await,
+        Command::Runbooks { verb: RunbooksVerb::Push { dir, config, secrets, store, json: _ } } => {
             operator_verbs::runbooks_push(dir, config, secrets, store).await
         }
         Command::Status { incident, store, json } => operator_verbs::status(incident, store, json).await,
-        Command::Killswitch { state, store } => operator_verbs::killswitch(state, store).await,
-        Command::ReplayWebhook { file, secret_file, secret, to, webhook_id } => {
-            signing::replay_webhook(file, secret_file, secret, to, webhook_id).await
+        Command::Killswitch { state, store, json } => operator_verbs::killswitch(state, store, json).await,
+        Command::ReplayWebhook { file, secret_file, secret, to, webhook_id, json } => {
+            signing::replay_webhook(file, secret_file, secret, to, webhook_id, json).await
         }
-        Command::Stats { since, store, state_machine_arn } => {
+        Command::Stats { since, store, state_machine_arn, json: _ } => {
             operator_verbs::stats(since, store, state_machine_arn).await
         }
         Command::Services { verb } => services(verb).await,
-        Command::ParseNote { no_model, config, secrets } => operator_verbs::parse_note(no_model, config, secrets).await,
-        Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db } => {
+        Command::ParseNote { no_model, config, secrets, json: _ } => {
+            operator_verbs::parse_note(no_model, config, secrets).await
+        }
+        Command::RunStateMachine { definition, mock_config, test_case, input, state_machine, db, json: _ } => {
             engine_verbs::run_state_machine(definition, mock_config, test_case, input, state_machine, db).await
         }
-        Command::Completions { shell } => {
+        Command::Completions { shell, json } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "selfheal", &mut script);
-            crate::say!("{}", String::from_utf8_lossy(&script).trim_end());
+            let script = String::from_utf8_lossy(&script);
+            if json {
+                let value = serde_json::json!({ "shell": shell.to_string(), "script": script });
+                crate::say!("{}", operator::term_json(&value, false));
+            } else {
+                crate::say!("{}", script.trim_end());
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::History { execution_id, db } => engine_verbs::history(execution_id, db).await,
-        Command::VerifySignature { provider, secret_file, secrets, signature, timestamp, at } => {
-            signing::verify_signature(provider, secret_file, secrets, signature, timestamp, at).await
+        Command::History { execution_id, db, json: _ } => engine_verbs::history(execution_id, db).await,
+        Command::VerifySignature { provider, secret_file, secrets, signature, timestamp, at, json } => {
+            signing::verify_signature(provider, secret_file, secrets, signature, timestamp, at, json).await
         }
     }
 }

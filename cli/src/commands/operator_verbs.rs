@@ -11,10 +11,11 @@ use selfheal::ports::SystemClock;
 use super::{ServicesVerb, SwitchState, load_secrets, load_settings, operator, parse_duration};
 use operator::{Backend, StoreArgs};
 
-/// `selfheal services push|list|show`.
+/// `selfheal services push|list|show`. Their output is JSON either way, so `--json` changes
+/// nothing.
 pub(super) async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
     match verb {
-        ServicesVerb::Push { file, store } => {
+        ServicesVerb::Push { file, store, json: _ } => {
             // Validate the whole file before opening the store: a bad file changes nothing.
             let all = operator::parse_services(&file, &operator::operator_name(), chrono::Utc::now())
                 .map_err(|e| e.to_string())?;
@@ -24,13 +25,13 @@ pub(super) async fn services(verb: ServicesVerb) -> Result<ExitCode, String> {
                 crate::say!("{}", operator::term_json(&operator::service_summary(settings), false));
             }
         }
-        ServicesVerb::List { store } => {
+        ServicesVerb::List { store, json: _ } => {
             let store = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?.store;
             for settings in store.list_service_settings().await.map_err(|e| e.to_string())? {
                 crate::say!("{}", operator::term_json(&operator::service_summary(&settings), false));
             }
         }
-        ServicesVerb::Show { service, store } => {
+        ServicesVerb::Show { service, store, json: _ } => {
             let opened = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?;
             let settings =
                 opened.store.get_service_settings(&service).await.map_err(|e| e.to_string())?.ok_or_else(|| {
@@ -118,7 +119,7 @@ pub(super) async fn status(incident: String, store: StoreArgs, json: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn killswitch(state: SwitchState, store: StoreArgs) -> Result<ExitCode, String> {
+pub(super) async fn killswitch(state: SwitchState, store: StoreArgs, json: bool) -> Result<ExitCode, String> {
     let store = store.target().open(operator::Missing::Refuse).await.map_err(|e| e.to_string())?.store;
     let who = operator::operator_name();
     match state {
@@ -127,7 +128,11 @@ pub(super) async fn killswitch(state: SwitchState, store: StoreArgs) -> Result<E
         SwitchState::Status => {}
     }
     let on = store.kill_switch().await.map_err(|e| e.to_string())?;
-    crate::say!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
+    if json {
+        crate::say!("{}", operator::term_json(&serde_json::json!({ "on": on }), false));
+    } else {
+        crate::say!("kill switch {}", if on { "ON: nothing executes; decisions route to approval" } else { "off" });
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -52,6 +52,7 @@ pub(super) async fn replay_webhook(
     secret: Option<String>,
     to: String,
     webhook_id: Option<String>,
+    json: bool,
 ) -> Result<ExitCode, String> {
     let secrets = signing_secrets(secret_file.as_deref(), secret.into_iter().collect(), "SELFHEAL_WEBHOOK_SECRET")?;
     let [secret] = secrets.as_slice() else {
@@ -73,7 +74,12 @@ pub(super) async fn replay_webhook(
     let status = resp.status().as_u16();
     // The endpoint's answer is outside text.
     let text = resp.text().await.unwrap_or_default();
-    crate::say!("{status} {}", operator::term_line(&text));
+    if json {
+        let value = serde_json::json!({ "status": status, "body": text, "webhook_id": id, "url": to });
+        crate::say!("{}", operator::term_json(&value, false));
+    } else {
+        crate::say!("{status} {}", operator::term_line(&text));
+    }
     Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -84,6 +90,7 @@ pub(super) async fn verify_signature(
     signature: String,
     timestamp: Option<String>,
     at: Option<i64>,
+    json: bool,
 ) -> Result<ExitCode, String> {
     let env = match provider {
         Provider::Pagerduty => "SELFHEAL_WEBHOOK_SECRET",
@@ -107,13 +114,26 @@ pub(super) async fn verify_signature(
             selfheal::signature::verify_slack(secrets[0].as_bytes(), timestamp.as_deref(), Some(&signature), &body, now)
         }
     };
-    match result {
-        Ok(()) => {
-            crate::say!("valid");
+    // The verdict is the verb's result, not an error: with --json it is printed either way,
+    // and the human line on stderr stays as it is without --json.
+    let reason = result.as_ref().err().map(ToString::to_string);
+    if json {
+        let provider = match provider {
+            Provider::Pagerduty => "pagerduty",
+            Provider::Slack => "slack",
+        };
+        let verdict = serde_json::json!({ "provider": provider, "valid": reason.is_none(), "reason": reason });
+        crate::say!("{}", operator::term_json(&verdict, false));
+    }
+    match reason {
+        None => {
+            if !json {
+                crate::say!("valid");
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("invalid: {e}");
+        Some(reason) => {
+            eprintln!("invalid: {reason}");
             Ok(ExitCode::from(1))
         }
     }

@@ -518,27 +518,43 @@ async fn create_identity(
 
 /// `selfheal stack`: start the stack, print where everything is (also written to
 /// `<work_dir>/stack.json`), run until Ctrl-C.
-pub async fn serve(options: StackOptions, out: &mut dyn std::io::Write) -> Result<(), StackError> {
+pub async fn serve(options: StackOptions, json: bool, out: &mut dyn std::io::Write) -> Result<(), StackError> {
     let stack = Stack::start(options).await?;
     let description = stack.describe();
     let text = serde_json::to_string_pretty(&description).unwrap_or_default();
     std::fs::write(stack.work_dir.join("stack.json"), &text).map_err(|e| setup("stack.json")(e.to_string()))?;
-    let _ = writeln!(out, "{text}");
-    let _ = writeln!(
-        out,
-        "selfheal stack {} is up; the operator's secret key is in {} (Ctrl-C stops it)",
-        stack.model.stack_name,
-        stack.work_dir.join("operator-credentials.env").display()
-    );
+    // Written before anything is printed, so a script that read the endpoints finds it.
+    let credentials = stack.work_dir.join("operator-credentials.env");
     let creds = format!(
         "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION={REGION}\nAWS_ENDPOINT_URL={}\nAWS_ENDPOINT_URL_SFN={}\n",
         stack.admin.access_key_id, stack.admin.secret_access_key, stack.moto.endpoint, stack.sfn_endpoint
     );
-    write_private(&stack.work_dir.join("operator-credentials.env"), &creds)
-        .map_err(|e| setup("credentials file")(e.to_string()))?;
+    write_private(&credentials, &creds).map_err(|e| setup("credentials file")(e.to_string()))?;
+    announce(&description, &stack.model.stack_name, &credentials, json, out);
     let _ = tokio::signal::ctrl_c().await;
     stack.shutdown().await;
     Ok(())
+}
+
+/// What `selfheal stack` prints once it is up. By default: the description pretty-printed, then a
+/// line saying where the operator's credentials are. With `json`: one JSON line, the description
+/// plus `credentials_file`, and the line goes to stderr.
+fn announce(description: &Value, stack_name: &str, credentials: &Path, json: bool, out: &mut dyn std::io::Write) {
+    let up = format!(
+        "selfheal stack {stack_name} is up; the operator's secret key is in {} (Ctrl-C stops it)",
+        credentials.display()
+    );
+    if json {
+        let mut value = description.clone();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("credentials_file".into(), json!(credentials.display().to_string()));
+        }
+        let _ = writeln!(out, "{}", crate::operator::term_json(&value, false));
+        eprintln!("{up}");
+    } else {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(description).unwrap_or_default());
+        let _ = writeln!(out, "{up}");
+    }
 }
 
 /// Write a file only its owner can read (it holds a credential).
@@ -547,4 +563,31 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `selfheal stack --json` prints one line a script can parse: the endpoints and where the
+    /// credentials are. Without it, the pretty description and the "is up" line, as before.
+    #[test]
+    fn the_announcement_is_one_json_line_with_json() {
+        let description = json!({"stack": "s", "webhook_url": "http://127.0.0.1:1/webhooks/pagerduty"});
+        let credentials = Path::new("/tmp/x/operator-credentials.env");
+        let mut out = Vec::new();
+        announce(&description, "s", credentials, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["webhook_url"], "http://127.0.0.1:1/webhooks/pagerduty");
+        assert_eq!(value["credentials_file"], "/tmp/x/operator-credentials.env");
+
+        let mut out = Vec::new();
+        announce(&description, "s", credentials, false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let (pretty, up) = text.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(serde_json::from_str::<Value>(pretty).unwrap(), description);
+        assert!(up.starts_with("selfheal stack s is up"), "{up}");
+    }
 }

@@ -181,6 +181,20 @@ async fn killswitch_on_status_off_on_a_table() {
     assert_eq!(selfheal(&["killswitch", "off", "--table", &table]).await.ok(), "kill switch off\n");
     assert!(!store.kill_switch().await.unwrap());
 
+    // --json: the switch as it now is, one object per invocation.
+    let on = selfheal(&["killswitch", "on", "--table", &table, "--json"]).await.json_lines();
+    assert_eq!(on, [json!({"on": true})]);
+    assert!(store.kill_switch().await.unwrap());
+    assert_eq!(
+        selfheal(&["killswitch", "status", "--json", "--table", &table]).await.json_lines(),
+        [json!({"on": true})]
+    );
+    assert_eq!(
+        selfheal(&["killswitch", "off", "--json", "--table", &table]).await.json_lines(),
+        [json!({"on": false})]
+    );
+    assert!(!store.kill_switch().await.unwrap());
+
     // One store per invocation: the flags exclude each other.
     let both = selfheal(&["killswitch", "status", "--db", "x.sqlite", "--table", &table]).await;
     assert_eq!(both.code, 2);

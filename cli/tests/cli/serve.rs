@@ -1,4 +1,5 @@
-//! `selfheal serve`: starts on a config file, answers signed webhooks, shuts down gracefully.
+//! `selfheal serve`: starts on a config file, says where it listens (on stderr, and with
+//! `--json` as the first line on stdout), answers signed webhooks, shuts down gracefully.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,10 +18,10 @@ fn serve_answers_webhooks_and_stops_on_sigint() {
         .arg(&config)
         .arg("--secrets")
         .arg(&secrets)
-        .args(["--listen", "127.0.0.1:0", "--db"])
+        .args(["--listen", "127.0.0.1:0", "--json", "--db"])
         .arg(dir.join("db.sqlite"))
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -30,6 +31,17 @@ fn serve_answers_webhooks_and_stops_on_sigint() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    // --json: the same address as the first line on stdout (EMF metric records may follow).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let listening: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
+    assert_eq!(listening["url"], url.as_str(), "{first}");
+    assert_eq!(listening["webhook_url"], format!("{url}/webhooks/pagerduty"));
+    assert_eq!(listening["slack_interactivity_url"], format!("{url}/slack/interactions"));
+    assert_eq!(listening["db"], dir.join("db.sqlite").display().to_string());
+    // Keep reading stdout so a metric record never blocks the server on a full pipe.
+    let _drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let body = br#"{"event":{"id":"01S","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-28T10:00:00Z","agent":null,"client":null,"data":{}}}"#;
     let post = |sig: String| {
         let out = Command::new("curl")

@@ -1,6 +1,7 @@
 //! Outside text never reaches the operator's terminal raw: an incident title from PagerDuty with
 //! ESC, BEL, NUL, CR, an 8-bit CSI and a bidirectional override, printed by `selfheal status`
-//! (text and `--json`), `services show`, and `replay-webhook` (the endpoint's answer).
+//! (text and `--json`), `services show`, and `replay-webhook` (the endpoint's answer, text and
+//! `--json`).
 
 use serde_json::json;
 use std::process::Command;
@@ -80,20 +81,33 @@ async fn replay_webhook_escapes_the_endpoints_answer() {
     std::fs::write(&payload, r#"{"event":{"id":"01T","event_type":"pagey.ping"}}"#).unwrap();
     std::fs::write(&secret, "whsec-term\n").unwrap();
     let url = format!("{base}/hook");
-    let args = [
-        "replay-webhook".to_string(),
-        payload.display().to_string(),
-        "--secret-file".into(),
-        secret.display().to_string(),
-        "--to".into(),
-        url,
-    ];
-    let out =
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "replay-webhook".to_string(),
+            payload.display().to_string(),
+            "--secret-file".into(),
+            secret.display().to_string(),
+            "--to".into(),
+            url.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_selfheal")).args(&args).output().unwrap())
-            .await
-            .unwrap();
+    };
+    let out = replay(&[]).await.unwrap();
     assert_eq!(out.status.code(), Some(1), "a 502 is a failure");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.starts_with("502 "), "{printed}");
     assert_safe("replay-webhook", &printed);
+
+    // The same answer as JSON: escaped for the terminal, and still exactly what was answered.
+    let out = replay(&["--json", "--webhook-id", "replay-term-1"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "the same exit code with --json");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_safe("replay-webhook --json", &printed);
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let answer: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(
+        answer,
+        json!({"status": 502, "body": HOSTILE, "webhook_id": "replay-term-1", "url": format!("{base}/hook")})
+    );
 }

@@ -79,3 +79,35 @@ fn usage_errors_do_not_panic() {
     assert_eq!(code, 1);
     assert!(err.contains("no signing secret"), "{err}");
 }
+
+/// `--json`: the verdict on stdout, valid or not, with the same exit codes; the reason still goes
+/// to stderr, and a usage error prints no JSON.
+#[test]
+fn json_prints_the_verdict_either_way() {
+    let verdict = |out: &str| -> serde_json::Value {
+        assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+        serde_json::from_str(out).unwrap()
+    };
+    let args = ["--provider", "pagerduty", "--secret", "whsec-local-test", "--json", "--signature"];
+    let (code, out, _) = run(&[&args[..], &[SIG_LOCAL]].concat(), BODY);
+    assert_eq!(code, 0);
+    assert_eq!(verdict(&out), serde_json::json!({"provider": "pagerduty", "valid": true, "reason": null}));
+
+    let (code, out, err) = run(&[&args[..], &[SIG_OLD]].concat(), BODY);
+    assert_eq!(code, 1);
+    let v = verdict(&out);
+    assert_eq!((v["provider"].as_str(), v["valid"].as_bool()), (Some("pagerduty"), Some(false)), "{v}");
+    assert_eq!(v["reason"], "signature does not match");
+    assert!(err.lines().any(|l| l == "invalid: signature does not match"), "{err}");
+
+    let slack = ["--provider", "slack", "--secret", "s3cret", "--timestamp", "1531420618", "--json"];
+    let (code, out, _) = run(&[&slack[..], &["--signature", "v0=00"]].concat(), b"x");
+    assert_eq!(code, 1);
+    assert_eq!(verdict(&out)["provider"], "slack");
+
+    // A usage error is an error, not a verdict: stderr and exit 2, nothing on stdout.
+    let (code, out, err) =
+        run(&["--provider", "slack", "--secret", "a", "--secret", "b", "--json", "--signature", "v0=00"], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
+}

@@ -2,6 +2,10 @@
 //! call whose action enum lists only the retrieved runbooks' catalog actions. Also the
 //! [`NoteReader`] of the note parser's fallback: a forced `submit_note_fields` call that copies
 //! the note's root cause and confidence verbatim (checked against the note by the caller).
+//!
+//! The prompts, tool schemas and answer parsing here are the provider-neutral half of both calls
+//! (`plan_body`, `note_body`, `answer_content`, `plan_from_content`, `reading_from_content`):
+//! [`super::bedrock`] sends the same Messages bodies to Claude on Amazon Bedrock.
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -227,62 +231,85 @@ impl crate::http::ApiAdapter for AnthropicPlanner {
     }
 }
 
+/// The Messages body of the plan call that both providers send. What differs is added by each:
+/// Anthropic's `model` and `disable_parallel_tool_use` ([`AnthropicPlanner::request_body`]),
+/// Bedrock's `anthropic_version` (the model is in Bedrock's request path).
+pub fn plan_body(req: &PlanRequest, max_tokens: u32) -> Value {
+    json!({
+        "max_tokens": max_tokens.clamp(256, 8192),
+        "system": SYSTEM_PROMPT,
+        "messages": [{"role": "user", "content": build_prompt(req)}],
+        "tools": [{"name": TOOL_NAME, "description": "Submit the remediation plan.", "input_schema": tool_schema(req)}],
+        // Forced tool use; extended thinking must stay off with a forced tool choice.
+        "tool_choice": {"type": "tool", "name": TOOL_NAME}
+    })
+}
+
+/// A shared body as Anthropic's own API takes it: the model named in the body, and at most one
+/// tool call (Bedrock's documented `tool_choice` has only `type` and `name`).
+fn on_anthropic_api(mut body: Value, model: &str) -> Value {
+    body["model"] = json!(model);
+    body["tool_choice"]["disable_parallel_tool_use"] = json!(true);
+    body
+}
+
 impl AnthropicPlanner {
     pub fn new(api_base: &str, key: SecretString, model: &str, max_tokens: u32) -> Result<Self, ClientError> {
         let api = ApiClient::new(SERVICE, api_base, Duration::from_secs(90), classify)?
             .redacting(&key)
             .with_retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() });
-        Ok(Self { api, key, model: model.to_string(), max_tokens: max_tokens.clamp(256, 8192) })
+        Ok(Self { api, key, model: model.to_string(), max_tokens })
     }
 
     pub fn request_body(&self, req: &PlanRequest) -> Value {
-        json!({
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "system": SYSTEM_PROMPT,
-            "messages": [{"role": "user", "content": build_prompt(req)}],
-            "tools": [{"name": TOOL_NAME, "description": "Submit the remediation plan.", "input_schema": tool_schema(req)}],
-            // Forced tool use; extended thinking must stay off with a forced tool choice.
-            "tool_choice": {"type": "tool", "name": TOOL_NAME, "disable_parallel_tool_use": true}
-        })
+        on_anthropic_api(plan_body(req, self.max_tokens), &self.model)
     }
 }
 
 #[async_trait]
 impl Planner for AnthropicPlanner {
     async fn plan(&self, req: &PlanRequest) -> Result<Plan, ClientError> {
-        let content = messages(&self.api, &self.key, &self.request_body(req), "plan").await?;
-        if let Some(input) = tool_input(&content, TOOL_NAME) {
-            return plan_from_tool_input(input);
-        }
-        let text: String =
-            content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n");
-        plan_from_text(&text)
+        let answer = messages(&self.api, &self.key, &self.request_body(req)).await?;
+        plan_from_content(&answer_content(&answer, "plan")?)
     }
 }
 
-/// One Messages API call with a forced tool, shared by the planner and the note reader. It
-/// changes nothing on Anthropic's side, so it goes through `read_json` (a truncated body is asked
-/// again). A truncated or refused answer is an error naming `what`; otherwise the content blocks.
-async fn messages(api: &ApiClient, key: &SecretString, body: &Value, what: &str) -> Result<Vec<Value>, ClientError> {
+/// The plan in a Messages answer's content blocks: the forced tool call's input, or (a model
+/// that answered in text) a JSON plan inside `<execution_block>` tags.
+pub fn plan_from_content(content: &[Value]) -> Result<Plan, ClientError> {
+    if let Some(input) = tool_input(content, TOOL_NAME) {
+        return plan_from_tool_input(input);
+    }
+    let text: String =
+        content.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n");
+    plan_from_text(&text)
+}
+
+/// One Messages API call, shared by the planner and the note reader. It changes nothing on
+/// Anthropic's side, so it goes through `read_json` (a truncated body is asked again).
+async fn messages(api: &ApiClient, key: &SecretString, body: &Value) -> Result<Value, ClientError> {
     let url = api.url("/v1/messages");
-    let v: Value = api
-        .read_json("messages", |c| {
-            c.post(&url)
-                .header("x-api-key", key.expose_secret())
-                .header("anthropic-version", "2023-06-01")
-                .header("content-type", "application/json")
-                .json(body)
-        })
-        .await?;
-    match v.get("stop_reason").and_then(Value::as_str) {
+    api.read_json("messages", |c| {
+        c.post(&url)
+            .header("x-api-key", key.expose_secret())
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .json(body)
+    })
+    .await
+}
+
+/// The content blocks of a Messages answer (Anthropic's API and Bedrock answer alike). A
+/// truncated or refused answer is an error naming `what`.
+pub fn answer_content(answer: &Value, what: &str) -> Result<Vec<Value>, ClientError> {
+    match answer.get("stop_reason").and_then(Value::as_str) {
         Some("max_tokens") => {
             return Err(contract(format!("the {what} answer was truncated (stop_reason max_tokens)")));
         }
         Some("refusal") => return Err(contract(format!("the model refused the {what} request (stop_reason refusal)"))),
         _ => {}
     }
-    match v.get("content") {
+    match answer.get("content") {
         Some(Value::Array(blocks)) => Ok(blocks.clone()),
         _ => Err(contract("response has no content")),
     }
@@ -368,26 +395,35 @@ impl AnthropicNoteReader {
     }
 
     pub fn request_body(&self, note: &str) -> Value {
-        let note: String = note.chars().take(64 * 1024).collect();
-        json!({
-            "model": self.model,
-            "max_tokens": 1024,
-            "temperature": 0,
-            "system": NOTE_SYSTEM_PROMPT,
-            "messages": [{"role": "user", "content": format!("Investigator note:\n{}", untrusted("investigator note", &note))}],
-            "tools": [{"name": NOTE_TOOL_NAME, "description": "Submit the fields the note states.", "input_schema": note_tool_schema()}],
-            "tool_choice": {"type": "tool", "name": NOTE_TOOL_NAME, "disable_parallel_tool_use": true}
-        })
+        on_anthropic_api(note_body(note), &self.model)
     }
+}
+
+/// The Messages body of the note-fields call that both providers send (see [`plan_body`]).
+pub fn note_body(note: &str) -> Value {
+    let note: String = note.chars().take(64 * 1024).collect();
+    json!({
+        "max_tokens": 1024,
+        "temperature": 0,
+        "system": NOTE_SYSTEM_PROMPT,
+        "messages": [{"role": "user", "content": format!("Investigator note:\n{}", untrusted("investigator note", &note))}],
+        "tools": [{"name": NOTE_TOOL_NAME, "description": "Submit the fields the note states.", "input_schema": note_tool_schema()}],
+        "tool_choice": {"type": "tool", "name": NOTE_TOOL_NAME}
+    })
+}
+
+/// The reading in a Messages answer's content blocks: the forced `submit_note_fields` call.
+pub fn reading_from_content(content: &[Value]) -> Result<ModelReading, ClientError> {
+    let input = tool_input(content, NOTE_TOOL_NAME)
+        .ok_or_else(|| contract("no submit_note_fields tool call in the response"))?;
+    reading_from_tool_input(input)
 }
 
 #[async_trait]
 impl NoteReader for AnthropicNoteReader {
     async fn read_note(&self, note: &str) -> Result<ModelReading, ClientError> {
-        let content = messages(&self.api, &self.key, &self.request_body(note), "note fields").await?;
-        let input = tool_input(&content, NOTE_TOOL_NAME)
-            .ok_or_else(|| contract("no submit_note_fields tool call in the response"))?;
-        reading_from_tool_input(input)
+        let answer = messages(&self.api, &self.key, &self.request_body(note)).await?;
+        reading_from_content(&answer_content(&answer, "note fields")?)
     }
 }
 
@@ -445,6 +481,41 @@ mod tests {
             reading_from_tool_input(&json!({"root_cause": "x y", "confidence_text": "80%", "confidence": 7})).unwrap();
         assert_eq!((reading.root_cause.as_deref(), reading.confidence), (Some("x y"), None));
         assert!(reading_from_tool_input(&json!("no")).is_err());
+    }
+
+    #[test]
+    fn anthropics_api_gets_the_shared_bodies_with_its_own_fields() {
+        let req = PlanRequest {
+            incident_title: "t".into(),
+            service: "s".into(),
+            hypothesis: crate::domain::Hypothesis {
+                root_cause: "r".into(),
+                confidence: None,
+                evidence: vec![],
+                alternatives: vec![],
+                services: vec![],
+            },
+            runbooks: vec![],
+            catalog: vec![],
+        };
+        let shared = plan_body(&req, 10);
+        assert!(shared.get("model").is_none());
+        assert_eq!(shared["max_tokens"], 256, "clamped");
+        assert_eq!(shared["tool_choice"], json!({"type": "tool", "name": TOOL_NAME}));
+        let planner = AnthropicPlanner::new("http://127.0.0.1:9", SecretString::from("sk-ant-x"), "m", 10).unwrap();
+        let body = planner.request_body(&req);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": TOOL_NAME, "disable_parallel_tool_use": true}));
+        assert_eq!(body["messages"], shared["messages"]);
+        assert_eq!(body["tools"], shared["tools"]);
+        let content = answer_content(
+            &json!({"stop_reason": "tool_use", "content": [{"type": "tool_use", "name": NOTE_TOOL_NAME, "input": {"root_cause": "x", "confidence_text": null, "confidence": null}}]}),
+            "note fields",
+        )
+        .unwrap();
+        assert_eq!(reading_from_content(&content).unwrap().root_cause.as_deref(), Some("x"));
+        assert!(answer_content(&json!({"stop_reason": "refusal", "content": []}), "plan").is_err());
+        assert!(plan_from_content(&content).is_err(), "a note answer is no plan");
     }
 
     #[test]

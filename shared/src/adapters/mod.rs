@@ -1,6 +1,8 @@
 //! Adapters: the concrete systems behind the ports.
 
 pub mod anthropic;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod coder;
 pub mod dynamodb;
 #[cfg(feature = "browser")]

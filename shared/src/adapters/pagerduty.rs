@@ -75,6 +75,29 @@ impl PagerDutyRest {
     }
 }
 
+/// On-call pages read at most (100 entries each): a policy's first level is a few people.
+pub const MAX_ONCALL_PAGES: u32 = 5;
+
+#[derive(Deserialize)]
+struct OncallsPage {
+    #[serde(default)]
+    oncalls: Vec<Oncall>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(Deserialize)]
+struct Oncall {
+    escalation_level: Option<u32>,
+    /// With `include[]=users` the full user, else a reference (no email).
+    user: Option<OncallUser>,
+}
+
+#[derive(Deserialize)]
+struct OncallUser {
+    email: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct NotesResponse {
     notes: Vec<RestNote>,
@@ -162,6 +185,54 @@ impl IncidentSource for PagerDutyRest {
             self.api.send("add_note", |c| self.auth(c.post(&url)).header("From", &self.from).json(&body)).await?;
         let note: NoteResponse = resp.json(SERVICE)?;
         NoteId::parse(note.note.id).map_err(|e| ClientError::Contract { service: SERVICE, detail: e.to_string() })
+    }
+
+    /// `GET /oncalls?escalation_policy_ids[]=…&include[]=users&earliest=true`, every page
+    /// (classic `offset`/`limit`/`more` pagination, at most [`MAX_ONCALL_PAGES`]); the emails of
+    /// the level-1 users on call now.
+    async fn first_oncall_emails(&self, escalation_policy: &str) -> Result<Vec<String>, ClientError> {
+        if escalation_policy.is_empty() || !escalation_policy.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ClientError::Invalid {
+                service: SERVICE,
+                detail: "escalation policy id is not a PagerDuty id".into(),
+            });
+        }
+        let url = self.api.url("/oncalls");
+        let mut emails = Vec::new();
+        let mut offset = 0u32;
+        for _ in 0..MAX_ONCALL_PAGES {
+            let page: OncallsPage = self
+                .api
+                .read_json("list_oncalls", |c| {
+                    self.auth(c.get(&url)).query(&[
+                        ("escalation_policy_ids[]", escalation_policy),
+                        ("include[]", "users"),
+                        ("earliest", "true"),
+                        ("limit", "100"),
+                        ("offset", &offset.to_string()),
+                    ])
+                })
+                .await?;
+            let n = page.oncalls.len() as u32;
+            emails.extend(
+                page.oncalls
+                    .into_iter()
+                    .filter(|o| o.escalation_level == Some(1))
+                    .filter_map(|o| o.user.and_then(|u| u.email))
+                    .map(|e| e.trim().to_lowercase())
+                    .filter(|e| e.contains('@')),
+            );
+            if !page.more || n == 0 {
+                emails.sort();
+                emails.dedup();
+                return Ok(emails);
+            }
+            offset += n;
+        }
+        Err(ClientError::Contract {
+            service: SERVICE,
+            detail: format!("more than {MAX_ONCALL_PAGES} pages of on-calls"),
+        })
     }
 
     async fn resolve(&self, incident: &IncidentId, resolution: &str) -> Result<(), ClientError> {

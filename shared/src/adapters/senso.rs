@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::SensoApi as Generation;
 use crate::error::ClientError;
 use crate::http::{ApiClient, body_excerpt};
-use crate::ports::{IngestStatus, KnowledgeBase, SearchHit, SearchResults};
+use crate::ports::{DocumentKind, IngestStatus, KnowledgeBase, SearchHit, SearchResults, SearchScope};
 
 const SERVICE: &str = "senso";
 
@@ -17,7 +17,13 @@ pub struct SensoKb {
     api: ApiClient,
     key: SecretString,
     generation: Generation,
+    /// Org API folder node ids per document kind (None: the knowledge base's root).
+    runbooks_folder: Option<String>,
+    resolutions_folder: Option<String>,
 }
+
+/// The most results one search may ask for (the official CLI caps `max_results` at 20).
+const MAX_RESULTS: u32 = 20;
 
 /// Senso's error envelope is not pinned down: read `error`, `message`, `detail` or `errors[]`.
 fn classify(status: u16, _headers: &HeaderMap, body: &[u8]) -> (String, bool) {
@@ -47,7 +53,18 @@ impl SensoKb {
             api: ApiClient::new(SERVICE, api_base, Duration::from_secs(30), classify)?.redacting(&key),
             key,
             generation,
+            runbooks_folder: None,
+            resolutions_folder: None,
         })
+    }
+
+    /// File runbooks and resolutions into these folders (Org API `kb_folder_node_id`; empty:
+    /// the root). The legacy API has no folders: there the search scope alone keeps them apart.
+    pub fn with_folders(mut self, runbooks: &str, resolutions: &str) -> Self {
+        let folder = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        self.runbooks_folder = folder(runbooks);
+        self.resolutions_folder = folder(resolutions);
+        self
     }
 
     fn path(&self, org: &str, legacy: &str) -> String {
@@ -64,9 +81,18 @@ fn contract(detail: impl Into<String>) -> ClientError {
 
 #[async_trait]
 impl KnowledgeBase for SensoKb {
-    async fn search(&self, query: &str, max_results: u32) -> Result<SearchResults, ClientError> {
+    async fn search(&self, query: &str, max_results: u32, scope: &SearchScope) -> Result<SearchResults, ClientError> {
         let url = self.path("/org/search", "/search");
-        let body = json!({"query": query, "max_results": max_results.clamp(1, 20)});
+        let wanted = max_results.clamp(1, MAX_RESULTS) as usize;
+        let scoped = !scope.content_ids.is_empty();
+        let body = match (&self.generation, scoped) {
+            // The Org API scopes on the server: only these documents, no fallback to the rest.
+            (Generation::Org, true) => json!({"query": query, "max_results": wanted,
+                "content_ids": scope.content_ids, "require_scoped_ids": true}),
+            // The legacy API cannot scope by document: ask for the most and keep the scope's.
+            (Generation::Legacy, true) => json!({"query": query, "max_results": MAX_RESULTS}),
+            (_, false) => json!({"query": query, "max_results": wanted}),
+        };
         let v: Value = self
             .api
             .read_json("search", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body))
@@ -84,14 +110,24 @@ impl KnowledgeBase for SensoKb {
                     chunk_text: r.get("chunk_text").and_then(Value::as_str).unwrap_or_default().to_string(),
                 })
             })
+            // Never a document outside the scope, whatever the service returned.
+            .filter(|h: &SearchHit| !scoped || scope.content_ids.contains(&h.content_id))
+            .take(wanted)
             .collect();
         Ok(SearchResults { answer: v.get("answer").and_then(Value::as_str).map(str::to_string), hits })
     }
 
-    async fn ingest(&self, title: &str, text: &str) -> Result<String, ClientError> {
+    async fn ingest(&self, kind: DocumentKind, title: &str, text: &str) -> Result<String, ClientError> {
         let url = self.path("/org/kb/raw", "/content/raw");
         let title: String = title.chars().take(255).collect();
-        let body = json!({"title": title, "text": text});
+        let mut body = json!({"title": title, "text": text});
+        let folder = match kind {
+            DocumentKind::Runbook => &self.runbooks_folder,
+            DocumentKind::Resolution => &self.resolutions_folder,
+        };
+        if let (Generation::Org, Some(folder)) = (&self.generation, folder) {
+            body["kb_folder_node_id"] = json!(folder);
+        }
         let resp =
             self.api.send("ingest", |c| c.post(&url).header("X-API-Key", self.key.expose_secret()).json(&body)).await?;
         let v: Value = resp.json(SERVICE)?;

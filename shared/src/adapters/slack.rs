@@ -34,6 +34,10 @@ struct SlackReply {
     /// `conversations.history`.
     #[serde(default)]
     messages: Vec<serde_json::Value>,
+    /// `chat.getPermalink`.
+    permalink: Option<String>,
+    /// `users.info`.
+    user: Option<serde_json::Value>,
     /// `files.getUploadURLExternal`.
     upload_url: Option<String>,
     file_id: Option<String>,
@@ -69,6 +73,27 @@ impl SlackApi {
         let retryable =
             matches!(error.as_str(), "ratelimited" | "service_unavailable" | "internal_error" | "fatal_error");
         Err(ClientError::Status { service: SERVICE, status: 200, message: error, retryable })
+    }
+
+    /// `chat.postMessage` into `channel`, in the thread of `thread_ts` when given.
+    async fn post_message(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &ChatMessage,
+    ) -> Result<MessageRef, ClientError> {
+        let mut body = json!({"channel": channel, "text": message.text, "blocks": message.blocks});
+        if let Some(ts) = thread_ts {
+            body["thread_ts"] = json!(ts);
+        }
+        let reply = self.call("chat.postMessage", &body).await?;
+        match (reply.channel, reply.ts) {
+            (Some(channel), Some(ts)) => Ok(MessageRef { channel, ts }),
+            _ => Err(ClientError::Contract {
+                service: SERVICE,
+                detail: "chat.postMessage returned no channel/ts".into(),
+            }),
+        }
     }
 
     /// The client for the file upload: one attempt per call. The approval step that uploads is
@@ -114,16 +139,7 @@ impl SlackApi {
 #[async_trait]
 impl ChatOps for SlackApi {
     async fn post(&self, message: &ChatMessage) -> Result<MessageRef, ClientError> {
-        let reply = self
-            .call("chat.postMessage", &json!({"channel": self.channel, "text": message.text, "blocks": message.blocks}))
-            .await?;
-        match (reply.channel, reply.ts) {
-            (Some(channel), Some(ts)) => Ok(MessageRef { channel, ts }),
-            _ => Err(ClientError::Contract {
-                service: SERVICE,
-                detail: "chat.postMessage returned no channel/ts".into(),
-            }),
-        }
+        self.post_message(&self.channel, None, message).await
     }
 
     async fn update(&self, at: &MessageRef, message: &ChatMessage) -> Result<(), ClientError> {
@@ -185,6 +201,60 @@ impl ChatOps for SlackApi {
             id: file_id.clone(),
             title: shared.get("title").and_then(serde_json::Value::as_str).unwrap_or(title).to_string(),
         })
+    }
+
+    /// `chat.postMessage` with `thread_ts`: a reply under `parent`, in its channel.
+    async fn reply_in_thread(&self, parent: &MessageRef, message: &ChatMessage) -> Result<MessageRef, ClientError> {
+        self.post_message(&parent.channel, Some(&parent.ts), message).await
+    }
+
+    /// `users.info`: the user's profile email (needs `users:read.email`; without it Slack
+    /// answers `missing_scope`, returned as the error). `Ok(None)`: the profile has no email.
+    async fn user_email(&self, user: &str) -> Result<Option<String>, ClientError> {
+        let url = self.api.url("/users.info");
+        let reply = self
+            .api
+            .read_json("users.info", |c| c.get(&url).bearer_auth(self.token.expose_secret()).query(&[("user", user)]))
+            .await?;
+        let reply = self.check(reply)?;
+        // Only a live person whose email Slack confirmed: a deactivated account, a bot or an
+        // unconfirmed address proves nothing about who is on call.
+        let user = reply.user.as_ref().filter(|u| {
+            let flag = |k: &str| u.get(k).and_then(serde_json::Value::as_bool);
+            flag("deleted") != Some(true) && flag("is_bot") != Some(true) && flag("is_email_confirmed") == Some(true)
+        });
+        Ok(user
+            .and_then(|u| u.pointer("/profile/email"))
+            .and_then(serde_json::Value::as_str)
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| e.contains('@')))
+    }
+
+    /// `views.open`: a modal for the clicker (the click's `trigger_id` expires after 3 s).
+    async fn open_view(&self, trigger_id: &str, view: &serde_json::Value) -> Result<(), ClientError> {
+        self.call("views.open", &json!({"trigger_id": trigger_id, "view": view})).await.map(|_| ())
+    }
+
+    /// `chat.getPermalink` (any bot token may call it; the link opens the message in Slack).
+    async fn permalink(&self, at: &MessageRef) -> Result<String, ClientError> {
+        let url = self.api.url("/chat.getPermalink");
+        let reply = self
+            .api
+            .read_json("chat.getPermalink", |c| {
+                c.get(&url)
+                    .bearer_auth(self.token.expose_secret())
+                    .query(&[("channel", at.channel.as_str()), ("message_ts", at.ts.as_str())])
+            })
+            .await?;
+        let link = self.check(reply)?.permalink.unwrap_or_default();
+        // Only a Slack web link goes into a note: anything else is not what Slack documents.
+        if !link.starts_with("https://") || link.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ClientError::Contract {
+                service: SERVICE,
+                detail: "chat.getPermalink returned no https link".into(),
+            });
+        }
+        Ok(link)
     }
 
     /// `conversations.history` from `since` (needs `channels:history`, or `groups:history` for a

@@ -78,6 +78,12 @@ pub struct Incident {
     #[serde(default)]
     pub refired_as: Option<IncidentId>,
     /// Optimistic-concurrency version; the store bumps it on every save.
+    /// The incident's escalation policy (PagerDuty id), for the on-call approver lookup.
+    #[serde(default)]
+    pub escalation_policy_id: Option<String>,
+    /// The milestones already noted on the PagerDuty incident (`stages::narration`).
+    #[serde(default)]
+    pub noted: Vec<String>,
     #[serde(default)]
     pub version: u64,
 }
@@ -111,6 +117,8 @@ impl Incident {
             alert_key: None,
             ineffective_because: None,
             refired_as: None,
+            escalation_policy_id: None,
+            noted: Vec::new(),
             version: 0,
         }
     }
@@ -301,6 +309,9 @@ pub struct ApprovalDecision {
     pub decided_by: Option<UserId>,
     pub decided_at: Option<DateTime<Utc>>,
     pub plan_hash: String,
+    /// Why the approver rejected the plan, when they said (the "Reject with reason" dialog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A pending approval as stored (the task token lives only here, never in Slack).
@@ -422,6 +433,10 @@ pub struct ServiceSettings {
     /// Slack user ids allowed to approve this service's fixes; empty = the global approvers.
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Whoever is on call (first level) for the incident's escalation policy in PagerDuty may
+    /// approve too: their Slack account's email must be their PagerDuty email.
+    #[serde(default)]
+    pub oncall_may_approve: bool,
     /// Values runbook parameters declared `source = "service"` take (`key = "namespace"` reads
     /// `parameters.namespace`): the target of a fix comes from the operator, never from text
     /// the model read.

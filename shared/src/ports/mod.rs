@@ -89,6 +89,23 @@ pub struct CatalogAction {
     pub effective_count: u32,
 }
 
+/// Where a runbook's text lives in the knowledge base: retrieval searches these documents only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookDocument {
+    pub runbook_id: RunbookId,
+    /// The document the latest push created.
+    pub content_id: String,
+    pub pushed_at: DateTime<Utc>,
+    /// Documents earlier pushes created (the knowledge base keeps them; search no longer
+    /// looks at them), newest last, at most [`RunbookDocument::KEEP_SUPERSEDED`].
+    #[serde(default)]
+    pub superseded: Vec<String>,
+}
+
+impl RunbookDocument {
+    pub const KEEP_SUPERSEDED: usize = 20;
+}
+
 /// Durable state for every transition the loop makes. Every method that changes state is a
 /// conditional write; the contract suite (`tests/`) runs against every implementation.
 #[async_trait]
@@ -162,6 +179,15 @@ pub trait IncidentStore: Send + Sync {
         action: &ActionName,
     ) -> Result<Option<CatalogAction>, StoreError>;
     async fn catalog_actions(&self, runbook: &RunbookId) -> Result<Vec<CatalogAction>, StoreError>;
+    /// Record the document a push of `runbook_id` created, keeping the earlier ones as superseded.
+    async fn put_runbook_document(
+        &self,
+        runbook_id: &RunbookId,
+        content_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunbookDocument, StoreError>;
+    /// Every runbook's current document, ordered by runbook id.
+    async fn runbook_documents(&self) -> Result<Vec<RunbookDocument>, StoreError>;
     /// Count an outcome of a catalog action (effective or not), atomically.
     async fn record_action_outcome(
         &self,
@@ -345,6 +371,10 @@ pub trait IncidentSource: Send + Sync {
     async fn add_note(&self, incident: &IncidentId, content: &str) -> Result<NoteId, ClientError>;
     /// Resolve with a short resolution text. Resolving an already resolved incident is success.
     async fn resolve(&self, incident: &IncidentId, resolution: &str) -> Result<(), ClientError>;
+    /// The email addresses of the people on call now at the first level of `escalation_policy`.
+    async fn first_oncall_emails(&self, _escalation_policy: &str) -> Result<Vec<String>, ClientError> {
+        Err(ClientError::Invalid { service: "incidents", detail: "this source has no on-call schedule".into() })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,12 +400,32 @@ pub enum IngestStatus {
     Failed,
 }
 
+/// What a knowledge-base document is. Runbooks and past resolutions are kept apart (separate
+/// folders where the knowledge base has them) so that resolutions, which repeat the root-cause
+/// words the next query uses, never crowd the runbooks out of retrieval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    Runbook,
+    Resolution,
+}
+
+/// Which documents a search may return.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchScope {
+    /// Only these documents (the content ids of the pushed runbooks). Empty: the whole base.
+    pub content_ids: Vec<String>,
+}
+
 /// The runbook knowledge base (Senso).
 #[async_trait]
 pub trait KnowledgeBase: Send + Sync {
-    async fn search(&self, query: &str, max_results: u32) -> Result<SearchResults, ClientError>;
-    /// Ingest a document; returns its content id. Processing is asynchronous.
-    async fn ingest(&self, title: &str, text: &str) -> Result<String, ClientError>;
+    /// Up to `max_results` hits for `query`, from `scope.content_ids` only when that is not
+    /// empty (never anything outside it).
+    async fn search(&self, query: &str, max_results: u32, scope: &SearchScope) -> Result<SearchResults, ClientError>;
+    /// Ingest a document of `kind` (into that kind's folder); returns its content id.
+    /// Processing is asynchronous.
+    async fn ingest(&self, kind: DocumentKind, title: &str, text: &str) -> Result<String, ClientError>;
     async fn ingest_status(&self, content_id: &str) -> Result<IngestStatus, ClientError>;
 }
 
@@ -548,6 +598,25 @@ pub trait ChatOps: Send + Sync {
     /// `Ok(None)` when there is none or the channel cannot be read back.
     async fn find_posted(&self, _since: DateTime<Utc>, _marker: &str) -> Result<Option<MessageRef>, ClientError> {
         Ok(None)
+    }
+    /// Reply in the thread under `parent` (Slack: `chat.postMessage` with `thread_ts`). A chat
+    /// without threads says so.
+    async fn reply_in_thread(&self, _parent: &MessageRef, _message: &ChatMessage) -> Result<MessageRef, ClientError> {
+        Err(ClientError::Invalid { service: "chat", detail: "this chat has no threads".into() })
+    }
+    /// Open a dialog for the person whose click carried `trigger_id` (Slack: `views.open`,
+    /// within 3 s of the click). A chat without dialogs says so.
+    async fn open_view(&self, _trigger_id: &str, _view: &Value) -> Result<(), ClientError> {
+        Err(ClientError::Invalid { service: "chat", detail: "this chat has no dialogs".into() })
+    }
+    /// The email address of the chat user `user` (Slack: `users.info`, scope `users:read.email`).
+    async fn user_email(&self, _user: &str) -> Result<Option<String>, ClientError> {
+        Err(ClientError::Invalid { service: "chat", detail: "this chat has no user profiles".into() })
+    }
+    /// A link people can open to `at` (Slack's `chat.getPermalink`). A chat without links
+    /// says so.
+    async fn permalink(&self, _at: &MessageRef) -> Result<String, ClientError> {
+        Err(ClientError::Invalid { service: "chat", detail: "this chat has no message links".into() })
     }
     /// Share `content` into the channel as a file named `filename`. A chat without file
     /// uploads says so: whatever needed the file (a long script awaiting approval) must then

@@ -694,6 +694,7 @@ pub(crate) mod tests {
             target: None,
             auto_execute,
             approvers: Vec::new(),
+            oncall_may_approve: false,
             parameters: Default::default(),
             updated_at: chrono::Utc::now(),
             updated_by: "test".into(),

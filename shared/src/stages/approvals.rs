@@ -71,12 +71,18 @@ pub async fn request_approval(deps: &Deps, id: &IncidentId, payload: &Value) -> 
         }
     };
     update(deps, id, |i| {
+        // A click may have decided this approval already (between the post and here): keep it.
+        if i.approval.as_ref().is_some_and(|a| a.approval_id == approval.id && a.status != ApprovalStatus::Pending) {
+            i.stage = "request_approval".into();
+            return Ok(());
+        }
         i.approval = Some(ApprovalDecision {
             approval_id: approval.id.clone(),
             status: ApprovalStatus::Pending,
             decided_by: None,
             decided_at: None,
             plan_hash: plan.hash.clone(),
+            reason: None,
         });
         i.stage = "request_approval".into();
         Ok(())
@@ -122,6 +128,19 @@ struct Interaction {
     #[serde(default)]
     actions: Vec<SlackAction>,
     response_url: Option<String>,
+    trigger_id: Option<String>,
+    /// A dialog's submission (`view_submission`).
+    view: Option<SubmittedView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmittedView {
+    #[serde(default)]
+    callback_id: String,
+    #[serde(default)]
+    private_metadata: String,
+    #[serde(default)]
+    state: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,20 +160,23 @@ struct SlackAction {
 /// longer than that, so the caller sends this after answering: `selfheal serve` in a spawned
 /// task, the Lambda function in its after-response layer (`stages::http::AfterResponse`).
 #[derive(Debug, Clone)]
-pub struct FollowUp {
-    response_url: String,
-    message: ChatMessage,
-    replace_original: bool,
-    ephemeral: bool,
+pub enum FollowUp {
+    /// Through the click's `response_url`.
+    Respond { response_url: String, message: ChatMessage, replace_original: bool, ephemeral: bool },
+    /// Open a dialog for the clicker (its `trigger_id` lives 3 s: right after the answer); if
+    /// Slack will not, say so through the click's `response_url` (`fallback`).
+    OpenView { trigger_id: String, view: Value, fallback: Option<String> },
+    /// Replace the approval message itself (a dialog's submission has no `response_url`).
+    Update { at: MessageRef, message: ChatMessage },
 }
 
 impl FollowUp {
     fn replace(response_url: &str, message: ChatMessage) -> Self {
-        Self { response_url: response_url.to_string(), message, replace_original: true, ephemeral: false }
+        Self::Respond { response_url: response_url.to_string(), message, replace_original: true, ephemeral: false }
     }
 
     fn ephemeral(response_url: &str, text: &str) -> Self {
-        Self {
+        Self::Respond {
             response_url: response_url.to_string(),
             message: messages::plain(text),
             replace_original: false,
@@ -165,10 +187,25 @@ impl FollowUp {
     /// Send it. The decision is already stored and resumed, so a failure here only leaves the
     /// message as it was: logged, not retried further.
     pub async fn send(self, deps: &Deps) {
-        if let Err(e) =
-            deps.chat.respond(&self.response_url, &self.message, self.replace_original, self.ephemeral).await
-        {
-            tracing::warn!(error = %e, "could not answer through response_url");
+        let sent = match &self {
+            FollowUp::Respond { response_url, message, replace_original, ephemeral } => {
+                deps.chat.respond(response_url, message, *replace_original, *ephemeral).await
+            }
+            FollowUp::OpenView { trigger_id, view, fallback } => {
+                let opened = deps.chat.open_view(trigger_id, view).await;
+                if let (Err(e), Some(url)) = (&opened, fallback) {
+                    let text = format!(
+                        "Could not open the dialog ({}); nothing was decided. Use Reject, or try again.",
+                        messages::flat(&e.to_string())
+                    );
+                    let _ = deps.chat.respond(url, &messages::plain(&text), false, true).await;
+                }
+                opened
+            }
+            FollowUp::Update { at, message } => deps.chat.update(at, message).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not send the answer after the acknowledgement");
         }
     }
 }
@@ -239,15 +276,17 @@ pub async fn acknowledge_interaction(deps: &Deps, req: &HttpRequest) -> Acknowle
         Ok(i) => i,
         Err(e) => return Acknowledged::now(HttpResponse::message(400, &format!("payload is not an interaction: {e}"))),
     };
-    if interaction.kind != "block_actions" {
-        return Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"})));
+    match interaction.kind.as_str() {
+        "block_actions" => {}
+        "view_submission" => return submit_reason(deps, &interaction).await,
+        _ => return Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"}))),
     }
     let Some(action) = interaction.actions.first() else {
         return Acknowledged::now(HttpResponse::message(400, "no action"));
     };
     let decision = match action.action_id.as_str() {
         "approve" => ApprovalStatus::Approved,
-        "reject" => ApprovalStatus::Rejected,
+        "reject" | messages::REJECT_WITH_REASON => ApprovalStatus::Rejected,
         _ => return Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"}))),
     };
     let Some(approval_id) = action.value.as_deref().and_then(|v| ApprovalId::parse(v).ok()) else {
@@ -256,7 +295,10 @@ pub async fn acknowledge_interaction(deps: &Deps, req: &HttpRequest) -> Acknowle
     let url = interaction.response_url.as_deref();
     let reply = |text: &str| url.map(|u| FollowUp::ephemeral(u, text));
     let answer = |status: &str| HttpResponse::json(200, json!({ "status": status }));
-    match decide(deps, &approval_id, decision, &interaction.user.id).await {
+    if action.action_id == messages::REJECT_WITH_REASON {
+        return ask_reason(deps, &interaction, &approval_id).await;
+    }
+    match decide(deps, &approval_id, decision, &interaction.user.id, None).await {
         Ok(Decided::Now { incident, approval }) => {
             let at = deps.clock.now();
             let follow_up = url.map(|u| {
@@ -317,13 +359,25 @@ enum Decided {
 /// some (`selfheal services push`), otherwise the global list (`SELFHEAL_SLACK_APPROVERS`).
 /// A service list replaces the global one: a team that names its approvers means only them.
 pub async fn approvers_for(deps: &Deps, incident_id: &IncidentId) -> Result<Vec<String>, StageError> {
+    Ok(approval_rights(deps, incident_id).await?.approvers)
+}
+
+/// Who may decide, read once per click: the approvers, and the escalation policy whose
+/// first-level on-call may approve too (when the service's settings say so and it is known).
+struct ApprovalRights {
+    approvers: Vec<String>,
+    oncall_policy: Option<String>,
+}
+
+async fn approval_rights(deps: &Deps, incident_id: &IncidentId) -> Result<ApprovalRights, StageError> {
+    let global = || deps.settings.slack.approvers.clone();
     let Some(incident) = deps.store.get_incident(incident_id).await? else {
-        return Ok(deps.settings.slack.approvers.clone());
+        return Ok(ApprovalRights { approvers: global(), oncall_policy: None });
     };
-    match super::action::stored_settings(deps, &incident).await? {
-        Some(s) if !s.approvers.is_empty() => Ok(s.approvers),
-        _ => Ok(deps.settings.slack.approvers.clone()),
-    }
+    let settings = super::action::stored_settings(deps, &incident).await?;
+    let approvers = settings.as_ref().map(|s| s.approvers.clone()).filter(|a| !a.is_empty()).unwrap_or_else(global);
+    let oncall_policy = incident.escalation_policy_id.filter(|_| settings.is_some_and(|s| s.oncall_may_approve));
+    Ok(ApprovalRights { approvers, oncall_policy })
 }
 
 async fn decide(
@@ -331,23 +385,10 @@ async fn decide(
     approval_id: &ApprovalId,
     decision: ApprovalStatus,
     user: &str,
+    reason: Option<String>,
 ) -> Result<Decided, StageError> {
     let pending = deps.store.get_approval(approval_id).await?;
-    let allowed = match &pending {
-        Some(a) => approvers_for(deps, &a.incident_id).await?,
-        None => deps.settings.slack.approvers.clone(),
-    };
-    if !allowed.iter().any(|a| a == user) {
-        if let Some(a) = &pending {
-            audit(
-                deps,
-                &a.incident_id,
-                &format!("slack:{user}"),
-                "approval_refused",
-                json!({"reason": "not an approver", "approval_id": approval_id}),
-            )
-            .await?;
-        }
+    if !may_decide(deps, pending.as_ref(), user).await? {
         return Ok(Decided::NotAllowed);
     }
     let who = UserId::parse(user)?;
@@ -380,11 +421,15 @@ async fn decide(
             decided_by: Some(who.clone()),
             decided_at: Some(now),
             plan_hash: approval.plan_hash.clone(),
+            reason: reason.clone(),
         });
         Ok(())
     })
     .await?;
-    let detail = json!({"approval_id": approval.id, "decision": approval.status, "plan_hash": approval.plan_hash});
+    let mut detail = json!({"approval_id": approval.id, "decision": approval.status, "plan_hash": approval.plan_hash});
+    if let Some(reason) = &reason {
+        detail["reason"] = json!(reason);
+    }
     audit_decision(deps, &id, &format!("slack:{user}"), "approval_decided", detail.clone(), &detail).await?;
     // Counted once: only the click that decided gets here (decide_approval is decide-once).
     let outcome = if approval.status == ApprovalStatus::Approved { "Approved" } else { "Rejected" };
@@ -400,6 +445,153 @@ async fn decide(
         Err(e) => return Err(e.into()),
     }
     Ok(Decided::Now { incident: Box::new(incident), approval })
+}
+
+/// May `user` decide `pending`: one of its incident's approvers, or (where the service allows it)
+/// its on-call? A refusal is audited on the incident.
+async fn may_decide(deps: &Deps, pending: Option<&Approval>, user: &str) -> Result<bool, StageError> {
+    let Some(a) = pending else { return Ok(deps.settings.slack.approvers.iter().any(|u| u == user)) };
+    let rights = approval_rights(deps, &a.incident_id).await?;
+    if rights.approvers.iter().any(|u| u == user) {
+        return Ok(true);
+    }
+    if let Some(policy) = &rights.oncall_policy
+        && oncall_may_approve(deps, a, policy, user).await?
+    {
+        return Ok(true);
+    }
+    refuse(deps, a, user).await?;
+    Ok(false)
+}
+
+/// Audit that `user`, not an approver, tried to decide `approval`.
+async fn refuse(deps: &Deps, approval: &Approval, user: &str) -> Result<(), StageError> {
+    audit(
+        deps,
+        &approval.incident_id,
+        &format!("slack:{user}"),
+        "approval_refused",
+        json!({"reason": "not an approver", "approval_id": approval.id}),
+    )
+    .await
+}
+
+/// May `user` decide because they are on call at the first level of `policy` (the incident's
+/// escalation policy, for a service whose settings allow it)? Their Slack account's email must
+/// be a level-1 on-call user's PagerDuty email. A lookup that fails answers no (audited): nobody
+/// gets approval rights from an outage.
+async fn oncall_may_approve(deps: &Deps, approval: &Approval, policy: &str, user: &str) -> Result<bool, StageError> {
+    let looked_up = async {
+        let email = deps.chat.user_email(user).await?;
+        let oncall = deps.source.first_oncall_emails(policy).await?;
+        Ok::<_, crate::error::ClientError>(email.filter(|e| oncall.contains(e)))
+    };
+    let actor = format!("slack:{user}");
+    match looked_up.await {
+        Ok(Some(_)) => {
+            let detail = json!({"approval_id": approval.id, "escalation_policy": policy, "level": 1});
+            audit(deps, &approval.incident_id, &actor, "approver_on_call", detail).await?;
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(e) => {
+            let detail = json!({"approval_id": approval.id, "escalation_policy": policy, "error": e.to_string()});
+            audit(deps, &approval.incident_id, &actor, "oncall_lookup_failed", detail).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// "Reject with reason…": for an approver of a pending approval, open the dialog that asks why
+/// (its submission decides, [`submit_reason`]); anyone else is told, as on a click.
+async fn ask_reason(deps: &Deps, interaction: &Interaction, approval_id: &ApprovalId) -> Acknowledged {
+    let url = interaction.response_url.as_deref();
+    let reply = |text: &str| url.map(|u| FollowUp::ephemeral(u, text));
+    let answer = |status: &str| HttpResponse::json(200, json!({ "status": status }));
+    let Some(trigger_id) = interaction.trigger_id.clone() else {
+        return Acknowledged::now(HttpResponse::message(400, "the click carries no trigger_id"));
+    };
+    let asked = async {
+        let Some(a) = deps.store.get_approval(approval_id).await? else {
+            return Ok::<_, StageError>(Acknowledged {
+                response: answer("unknown"),
+                follow_up: reply("This approval is unknown."),
+            });
+        };
+        // The trigger id lives 3 s: only the cheap check here (the listed approvers, or a
+        // service whose on-call may approve). The submission is authorised in full by `decide`.
+        let rights = approval_rights(deps, &a.incident_id).await?;
+        let listed = rights.approvers.iter().any(|u| u == &interaction.user.id);
+        if !listed && rights.oncall_policy.is_none() {
+            refuse(deps, &a, &interaction.user.id).await?;
+            return Ok(Acknowledged {
+                response: answer("not_allowed"),
+                follow_up: reply("You are not allowed to approve selfheal plans."),
+            });
+        }
+        if a.status != ApprovalStatus::Pending || a.expires_at <= deps.clock.now() {
+            let text = format!("This plan can no longer be rejected: it is {:?}.", a.status).to_lowercase();
+            return Ok(Acknowledged { response: answer("already_decided"), follow_up: reply(&text) });
+        }
+        let incident = load(deps, &a.incident_id).await?;
+        let view = messages::reject_view(&incident, approval_id);
+        let fallback = url.map(str::to_string);
+        Ok(Acknowledged {
+            response: answer("reason_asked"),
+            follow_up: Some(FollowUp::OpenView { trigger_id, view, fallback }),
+        })
+    };
+    match asked.await {
+        Ok(ack) => ack,
+        Err(e) => {
+            tracing::error!(error = %e, "could not ask for a rejection reason");
+            Acknowledged::now(HttpResponse::message(500, "temporary failure, try again"))
+        }
+    }
+}
+
+/// The rejection dialog submitted: reject once, with the reason if one was given. The dialog
+/// closes on success; otherwise it shows why under the reason field (Slack's `errors`).
+async fn submit_reason(deps: &Deps, interaction: &Interaction) -> Acknowledged {
+    let ignored = || Acknowledged::now(HttpResponse::json(200, json!({"status": "ignored"})));
+    let Some(view) = interaction.view.as_ref().filter(|v| v.callback_id == messages::REJECT_VIEW) else {
+        return ignored();
+    };
+    let Ok(approval_id) = ApprovalId::parse(&view.private_metadata) else {
+        return Acknowledged::now(HttpResponse::message(400, "the dialog carries no valid approval id"));
+    };
+    let reason = view
+        .state
+        .pointer(&format!("/values/{0}/{0}/value", messages::REASON_BLOCK))
+        .and_then(Value::as_str)
+        .map(|r| messages::clip(r.trim(), messages::REASON_MAX))
+        .filter(|r| !r.is_empty());
+    let user = &interaction.user.id;
+    let refuse = |text: &str| {
+        Acknowledged::now(HttpResponse::json(
+            200,
+            json!({"response_action": "errors", "errors": {messages::REASON_BLOCK: text}}),
+        ))
+    };
+    match decide(deps, &approval_id, ApprovalStatus::Rejected, user, reason).await {
+        Ok(Decided::Now { incident, approval }) => {
+            let at = deps.clock.now();
+            let follow_up =
+                approval.slack_channel.clone().zip(approval.slack_ts.clone()).map(|(channel, ts)| FollowUp::Update {
+                    at: MessageRef { channel, ts },
+                    message: messages::approval_decided(&incident, approval.status, user, &at),
+                });
+            Acknowledged { response: HttpResponse::json(200, json!({"response_action": "clear"})), follow_up }
+        }
+        Ok(Decided::Before(a)) => refuse(&format!("This plan was already {:?}.", a.status).to_lowercase()),
+        Ok(Decided::TooLate { .. }) => refuse("This approval has expired; nothing will run."),
+        Ok(Decided::NotAllowed) => refuse("You are not allowed to approve selfheal plans."),
+        Ok(Decided::Unknown) => refuse("This approval is unknown."),
+        Err(e) => {
+            tracing::error!(error = %e, "rejection with a reason failed");
+            Acknowledged::now(HttpResponse::message(500, "temporary failure, try again"))
+        }
+    }
 }
 
 /// What the RequestApproval task receives.

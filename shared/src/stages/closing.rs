@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{Deps, audit, emit_metric, load, messages, update};
 use crate::domain::*;
 use crate::error::StageError;
-use crate::ports::ServiceEvent;
+use crate::ports::{DocumentKind, ServiceEvent};
 
 /// One line of outside text for a plain-text document: control characters (newlines included)
 /// become spaces, so it cannot forge the document's own lines.
@@ -42,12 +42,28 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         })
         .await?;
     let trail = deps.store.audit_trail(id).await?;
-    let summary = messages::pagerduty_summary(&incident, "Resolved automatically: the fix was verified.", &trail);
+    let summary = messages::pagerduty_summary(&incident, RESOLVED_HEADLINE, &trail);
     let action = match incident.plan.as_ref().map(|p| &p.action) {
         Some(PlannedAction::Catalog { runbook_id, action, .. }) => format!("{runbook_id}/{action}"),
         _ => "a reviewed script".into(),
     };
-    deps.source.add_note(id, &summary).await?;
+    // A step re-run after a crash between the note and its record must not add it again: look
+    // first. If the notes cannot be read, writing it twice beats not writing it.
+    let headline = format!("[selfheal] {RESOLVED_HEADLINE}");
+    let written = match tokio::time::timeout(READ_BACK_DEADLINE, deps.source.list_notes(id)).await {
+        Ok(Ok(notes)) => notes.iter().any(|n| n.content.starts_with(&headline)),
+        Ok(Err(e)) => {
+            tracing::warn!(incident_id = %id, error = %e, "could not read the notes back; writing the summary");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(incident_id = %id, "reading the notes back took too long; writing the summary");
+            false
+        }
+    };
+    if !written {
+        deps.source.add_note(id, &summary).await?;
+    }
     deps.source.resolve(id, &format!("selfheal applied {action}; post-flight checks pass.")).await?;
     audit(deps, id, "pagerduty", "incident_resolved", json!({"action": action})).await?;
     let route = incident.decision.as_ref().map_or("unknown", |d| d.route.as_str());
@@ -58,6 +74,12 @@ pub async fn resolve_incident(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
     );
     Ok(json!({"resolved": true}))
 }
+
+/// How long the resolution may spend reading the notes back (it writes the summary anyway after).
+pub const READ_BACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The headline of the resolution summary on the PagerDuty incident.
+const RESOLVED_HEADLINE: &str = "Resolved automatically: the fix was verified.";
 
 /// The service event that opens a stability window.
 const RESOLVED_BY_SELFHEAL: &str = "resolved_by_selfheal";
@@ -284,7 +306,9 @@ pub fn resolution_document(i: &Incident) -> (String, String) {
 pub async fn ingest_resolution(deps: &Deps, id: &IncidentId) -> Result<Value, StageError> {
     let incident = load(deps, id).await?;
     let (title, text) = resolution_document(&incident);
-    let content_id = deps.kb.ingest(&title, &text).await?;
+    // Into the resolutions' folder: retrieval never returns it as a runbook; what it teaches
+    // about the runbook's effectiveness is counted in the catalog (`record_action_outcome`).
+    let content_id = deps.kb.ingest(DocumentKind::Resolution, &title, &text).await?;
     audit(
         deps,
         id,
@@ -310,13 +334,18 @@ pub async fn record_rejection(deps: &Deps, id: &IncidentId) -> Result<Value, Sta
         .as_ref()
         .and_then(|a| a.decided_by.clone())
         .map_or("an approver".to_string(), |u| u.to_string());
-    let note = messages::pagerduty_summary(
-        &incident,
-        &format!("Plan rejected by {who} in Slack; nothing was executed."),
-        &trail,
-    );
+    let reason = incident.approval.as_ref().and_then(|a| a.reason.clone());
+    let headline = match &reason {
+        // Quoted on the headline's own line: the approver's words cannot pass for ours.
+        Some(r) => format!(
+            "Plan rejected by {who} in Slack; nothing was executed. Reason: \"{}\"",
+            messages::clip(&messages::flat(r), messages::REASON_MAX)
+        ),
+        None => format!("Plan rejected by {who} in Slack; nothing was executed."),
+    };
+    let note = messages::pagerduty_summary(&incident, &headline, &trail);
     deps.source.add_note(id, &note).await?;
-    audit(deps, id, "pagerduty", "rejection_recorded", json!({"by": who})).await?;
+    audit(deps, id, "pagerduty", "rejection_recorded", json!({"by": who, "reason": reason})).await?;
     emit_metric(incident.service.name.as_str(), &[("Rejected", 1.0, "Count")], &[]);
     Ok(json!({"noted": true}))
 }

@@ -8,7 +8,7 @@ use crate::domain::*;
 use crate::error::StageError;
 use crate::notes::{self, Checked, ParsedNote, Provenance};
 use crate::policy::{self, PlanKind, PolicyInputs};
-use crate::ports::{CatalogAction, HandOff, NoteReader, PlanRequest, SearchHit};
+use crate::ports::{CatalogAction, HandOff, NoteReader, PlanRequest, SearchHit, SearchScope};
 use crate::runbooks;
 
 /// Store the wait token; if the note is already there, skip the wait (the state machine catches
@@ -159,6 +159,16 @@ pub fn runbook_of(hit: &SearchHit) -> Option<RunbookId> {
         .and_then(|v| RunbookId::parse(v.trim()).ok())
 }
 
+/// How many runbook hits a lookup keeps (and shows the planner).
+const RUNBOOK_HITS: u32 = 5;
+
+/// A past resolution (as `ingest_resolution` writes them), not a runbook: it must never stand
+/// in for one, whatever folder it sits in.
+pub fn is_resolution(hit: &SearchHit) -> bool {
+    hit.title.starts_with("Resolution ")
+        || hit.chunk_text.lines().next().is_some_and(|l| l.trim() == "type: incident-resolution")
+}
+
 /// Runbook match `m`: the best knowledge-base score among hits that belong to a runbook in
 /// our catalog, discounted by 0.75 for every recorded ineffective outcome of that runbook's
 /// actions (a fix that did not hold is trusted less next time).
@@ -180,10 +190,16 @@ pub async fn lookup_runbooks(deps: &Deps, id: &IncidentId) -> Result<Value, Stag
         query.push_str(e);
     }
     let query: String = query.chars().take(1000).collect();
-    let results = deps.kb.search(&query, 5).await?;
+    // Search the pushed runbooks' documents only. Without any recorded (a catalog pushed by an
+    // older version), search everything but still never take a past resolution for a runbook.
+    let documents = deps.store.runbook_documents().await?;
+    let scope = SearchScope { content_ids: documents.iter().map(|d| d.content_id.clone()).collect() };
+    let scoped = !scope.content_ids.is_empty();
+    let results = deps.kb.search(&query, if scoped { RUNBOOK_HITS } else { 20 }, &scope).await?;
+    let (resolutions, hits): (Vec<&SearchHit>, Vec<&SearchHit>) = results.hits.iter().partition(|h| is_resolution(h));
     let mut matches = Vec::new();
     let mut scored = Vec::new();
-    for hit in &results.hits {
+    for hit in hits.into_iter().take(RUNBOOK_HITS as usize) {
         let runbook_id = runbook_of(hit);
         if let Some(rb) = &runbook_id {
             let actions = deps.store.catalog_actions(rb).await?;
@@ -209,7 +225,19 @@ pub async fn lookup_runbooks(deps: &Deps, id: &IncidentId) -> Result<Value, Stag
     .await?;
     let sources: Vec<_> =
         matches.iter().map(|r| json!({"runbook": r.runbook_id, "title": r.title, "score": r.score})).collect();
-    audit(deps, id, "senso", "runbooks_matched", json!({"match_score": m, "sources": sources})).await?;
+    let searched = if scoped {
+        json!({"runbook_documents": scope.content_ids.len()})
+    } else {
+        json!("the whole knowledge base: no runbook documents are recorded (run `selfheal runbooks push`)")
+    };
+    audit(
+        deps,
+        id,
+        "senso",
+        "runbooks_matched",
+        json!({"match_score": m, "sources": sources, "searched": searched, "resolutions_skipped": resolutions.len()}),
+    )
+    .await?;
     Ok(json!({"match_score": m, "runbooks": matches.len()}))
 }
 

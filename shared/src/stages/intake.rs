@@ -208,6 +208,10 @@ async fn triggered(deps: &Deps, event: &Event) -> Result<&'static str, StageErro
     let mut incident = Incident::new(id.clone(), title, service.clone(), urgency, now);
     incident.number = d.get("number").and_then(Value::as_u64);
     incident.html_url = str_at(d, "/html_url").map(str::to_string);
+    // A PagerDuty object id (alphanumeric); anything else is not one and is dropped.
+    incident.escalation_policy_id = str_at(d, "/escalation_policy/id")
+        .filter(|ep| !ep.is_empty() && ep.len() <= 32 && ep.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(str::to_string);
     incident.alert_key = str_at(d, "/incident_key").map(|k| k.chars().take(255).collect());
     let resolved_early = deps.store.resolved_early(&id).await?;
     if resolved_early.is_some() {

@@ -23,7 +23,7 @@ use crate::ports::{ChatMessage, SharedFile};
 /// Longest section text we build (Slack's limit is 3000).
 const SECTION_MAX: usize = 2900;
 
-fn clip(s: &str, max: usize) -> String {
+pub fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -290,7 +290,11 @@ pub fn approval_request(i: &Incident, approval: &ApprovalId, shown: &ScriptShown
                  "style": "primary"
              }},
             {"type": "button", "action_id": "reject", "style": "danger", "value": approval.as_str(),
-             "text": {"type": "plain_text", "text": "Reject"}}
+             "text": {"type": "plain_text", "text": "Reject"}},
+            // Rejects too, after a dialog that asks why (optional): the reason goes into the
+            // audit trail and the PagerDuty note.
+            {"type": "button", "action_id": REJECT_WITH_REASON, "value": approval.as_str(),
+             "text": {"type": "plain_text", "text": "Reject with reason…"}}
         ]
     }));
     ChatMessage {
@@ -342,6 +346,36 @@ fn confirm_text(i: &Incident) -> String {
     )
 }
 
+/// The button that asks for a rejection reason, and the dialog it opens.
+pub const REJECT_WITH_REASON: &str = "reject_with_reason";
+pub const REJECT_VIEW: &str = "selfheal_reject_reason";
+/// The reason's input (`view.state.values.<block>.<action>.value`).
+pub const REASON_BLOCK: &str = "reason";
+pub const REASON_MAX: usize = 500;
+
+/// The "Reject with reason" dialog for `approval` (Slack limits: title, submit and close text 24
+/// characters). The approval id rides in `private_metadata`; the submission decides.
+pub fn reject_view(i: &Incident, approval: &ApprovalId) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": REJECT_VIEW,
+        "private_metadata": approval.as_str(),
+        "title": {"type": "plain_text", "text": "Reject the fix"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(format!(
+                "Reject the plan for {}? Nothing will run, and the incident goes to a person.",
+                literal(&i.title, 150)
+            )),
+            {"type": "input", "block_id": REASON_BLOCK, "optional": true,
+             "label": {"type": "plain_text", "text": "Why (recorded in the audit trail and on the PagerDuty incident)"},
+             "element": {"type": "plain_text_input", "action_id": REASON_BLOCK, "multiline": true,
+                         "max_length": REASON_MAX}}
+        ]
+    })
+}
+
 /// A time as Slack shows it to each reader in their own time zone (`<!date^…>`), with the UTC
 /// text as the fallback for clients that cannot.
 pub fn slack_date(at: &chrono::DateTime<chrono::Utc>) -> String {
@@ -363,12 +397,15 @@ pub fn approval_decided(
     // A Slack user id becomes a mention; anything else is shown as text.
     let who = if UserId::parse(by).is_ok() { format!("<@{by}>") } else { literal(by, 64) };
     let line = format!("{verb} by {who} at {}", slack_date(at));
-    let blocks = vec![
+    let mut blocks = vec![
         section(incident_line(i)),
         section(hypothesis_line(i)),
         section(decision_line(i)),
         section(format!("*{line}*")),
     ];
+    if let Some(reason) = i.approval.as_ref().and_then(|a| a.reason.as_deref()) {
+        blocks.push(section(format!("Reason: {}", literal(reason, REASON_MAX))));
+    }
     // The notification text is plain: no date token there, the UTC time instead.
     let plain_line = format!("{verb} by {who} at {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
     ChatMessage { text: format!("{plain_line}: {}", escape(&clip(&flat(&i.title), 200))), blocks: Value::Array(blocks) }

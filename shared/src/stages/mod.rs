@@ -12,6 +12,7 @@ pub mod cognition;
 pub mod http;
 pub mod intake;
 pub mod messages;
+pub mod narration;
 pub mod ops;
 
 pub use ops::{Capability, Function, Op};
@@ -83,7 +84,21 @@ async fn dispatch_scheduled(deps: &Deps, op: Op, payload: &Value) -> Result<Valu
     }
 }
 
+/// Run the op, with its milestone notes before or after it ([`Op::narration`]).
 async fn dispatch(deps: &Deps, op: Op, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
+    use narration::Narration;
+    let channels = op.narration_channels();
+    if matches!(op.narration(), Narration::Before | Narration::Around) {
+        narration::narrate(deps, id, channels).await;
+    }
+    let result = run_op(deps, op, id, payload).await;
+    if matches!(op.narration(), Narration::After | Narration::Around) && result.is_ok() {
+        narration::narrate(deps, id, channels).await;
+    }
+    result
+}
+
+async fn run_op(deps: &Deps, op: Op, id: &IncidentId, payload: &Value) -> Result<Value, StageError> {
     let (id, payload) = (id.clone(), payload.clone());
     match op {
         Op::AwaitHypothesis => cognition::await_hypothesis(deps, &id, &payload).await,

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
+use crate::config::ModelProvider;
+
 /// An operation a state-machine task asks for in `Payload.op`. The serde names (and
 /// [`Op::as_str`]) are the names `statemachine/incident.asl.json` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,6 +61,12 @@ pub enum Capability {
     /// Anthropic Messages for the note parser's guarded fallback. Optional: without a key the
     /// function starts and the rules' reading stands (the audit says the model was not asked).
     NoteModel,
+    /// Claude on Amazon Bedrock (`InvokeModel` on the chosen model, IAM-signed): the planner when
+    /// `planner.provider = "bedrock"`. It stands in for [`Capability::Anthropic`].
+    Bedrock,
+    /// Claude on Amazon Bedrock for the note parser's fallback; stands in for
+    /// [`Capability::NoteModel`] when the planner's provider is Bedrock.
+    BedrockNoteModel,
     /// Coder workspaces.
     Coder,
     /// Lightpanda over CDP, for the checks configured per service.
@@ -116,7 +124,7 @@ const TABLE: [Spec; 9] = [
     spec!(Intake, "intake", "IntakeFunction", ops [],
         http [Store, StateMachine, StartExecution, PagerDutyWebhook]),
     spec!(SlackCallback, "slack-callback", "SlackCallbackFunction", ops [],
-        http [Store, StateMachine, Slack, SlackApprovals]),
+        http [Store, StateMachine, Slack, SlackApprovals, PagerDuty]),
     spec!(Cleric, "cleric", "ClericFunction", ops [AwaitHypothesis, ParseHypothesis], http []),
     spec!(Senso, "senso", "SensoFunction", ops [LookupRunbooks, IngestResolution], http []),
     spec!(Planner, "planner", "PlannerFunction", ops [PlanRemediation, Decide], http []),
@@ -193,34 +201,43 @@ impl Op {
             .unwrap_or_else(|| unreachable!("every op is in exactly one row (unit-tested)"))
     }
 
-    /// What the operation's code uses (read from the stage functions; `budget` walks the same
-    /// calls). Every op loads or writes the incident, so all need the store.
-    pub fn needs(self) -> &'static [Capability] {
+    /// What the operation's code uses with the planner's model at `provider` (read from the
+    /// stage functions; `budget` walks the same calls). Every op loads or writes the incident, so
+    /// all need the store.
+    pub fn needs(self, provider: ModelProvider) -> &'static [Capability] {
         use Capability::*;
-        match self {
+        use ModelProvider as P;
+        match (self, provider) {
             // The hand-off goes through the store; the state machine skips the wait itself
             // (NoteAlreadyArrived), so no Step Functions call.
-            Op::AwaitHypothesis => &[Store],
+            (Op::AwaitHypothesis, _) => &[Store],
             // A note PagerDuty trimmed in its webhook is read in full here (not in intake, which
             // must answer within PagerDuty's 5 s); a note the rules cannot read is offered to the
             // guarded model fallback (`notes.model_fallback`).
-            Op::ParseHypothesis => &[Store, PagerDuty, NoteModel],
-            Op::LookupRunbooks | Op::IngestResolution => &[Store, Senso],
-            Op::PlanRemediation => &[Store, Anthropic],
-            Op::Decide | Op::CheckRefire => &[Store],
+            (Op::ParseHypothesis, P::Anthropic) => &[Store, PagerDuty, NoteModel],
+            (Op::ParseHypothesis, P::Bedrock) => &[Store, PagerDuty, BedrockNoteModel],
+            (Op::LookupRunbooks | Op::IngestResolution, _) => &[Store, Senso],
+            (Op::PlanRemediation, P::Anthropic) => &[Store, Anthropic],
+            (Op::PlanRemediation, P::Bedrock) => &[Store, Bedrock],
+            (Op::Decide, _) => &[Store],
+            // The end of the stability window also catches up the run's milestone notes.
+            (Op::CheckRefire, _) => &[Store, PagerDuty, Slack],
             // Resumes a plan decided while the step re-ran (SendTaskSuccess); the signing secret
-            // keys the approval id.
-            Op::RequestApproval => &[Store, StateMachine, Slack, SlackApprovals],
-            Op::ShadowReport => &[Store, Slack],
-            Op::Preflight | Op::Postflight => &[Store, Browser],
+            // keys the approval id; the milestone notes (plan, approval requested with the
+            // message's link) go to PagerDuty.
+            (Op::RequestApproval, _) => &[Store, StateMachine, Slack, SlackApprovals, PagerDuty],
+            (Op::ShadowReport, _) => &[Store, Slack],
+            (Op::Preflight | Op::Postflight, _) => &[Store, Browser],
             // The execution gate reads the incident's status from PagerDuty right before it runs
             // anything: a resolved incident is never fixed.
-            Op::ProvisionWorkspace => &[Store, PagerDuty, Coder],
-            Op::CollectResult | Op::DestroyWorkspace => &[Store, Coder],
+            (Op::ProvisionWorkspace, _) => &[Store, PagerDuty, Coder],
+            (Op::CollectResult | Op::DestroyWorkspace, _) => &[Store, Coder],
             // Polling only reads the build from Coder; the scheduled cleanup lists and deletes.
-            Op::PollWorkspace | Op::CleanUpWorkspaces => &[Coder],
-            Op::ResolveIncident | Op::RecordRejection => &[Store, PagerDuty],
-            Op::Escalate => &[Store, PagerDuty, Slack],
+            (Op::PollWorkspace | Op::CleanUpWorkspaces, _) => &[Coder],
+            // Resolving also tells the approvers, in the approval message's thread.
+            (Op::ResolveIncident, _) => &[Store, PagerDuty, Slack],
+            (Op::RecordRejection, _) => &[Store, PagerDuty],
+            (Op::Escalate, _) => &[Store, PagerDuty, Slack],
         }
     }
 }
@@ -262,6 +279,11 @@ impl Capability {
             Capability::Coder => &["SELFHEAL_CODER_API_BASE", "SELFHEAL_CODER_TEMPLATE_VERSION_ID"],
             // The checks themselves are per service in the store (`selfheal services push`).
             Capability::Browser => &["SELFHEAL_BROWSER_ENDPOINT"],
+            // The provider's default is Anthropic; the model id has a working default, but the
+            // template sets it so the IAM grant and the calls name the same model.
+            Capability::Bedrock | Capability::BedrockNoteModel => {
+                &["SELFHEAL_PLANNER_PROVIDER", "SELFHEAL_BEDROCK_MODEL_ID"]
+            }
             // API bases and the model have working defaults.
             Capability::PagerDuty | Capability::Senso | Capability::Anthropic | Capability::NoteModel => &[],
         }
@@ -278,6 +300,8 @@ impl Capability {
             Capability::Senso => &["senso_api_key"],
             Capability::Anthropic | Capability::NoteModel => &["anthropic_api_key"],
             Capability::Coder => &["coder_session_token"],
+            // IAM-signed: the function's role is the credential.
+            Capability::Bedrock | Capability::BedrockNoteModel => &[],
             Capability::Store | Capability::StateMachine | Capability::StartExecution | Capability::Browser => &[],
         }
     }
@@ -288,6 +312,8 @@ impl Capability {
             Capability::Store => &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
             Capability::StateMachine => &["states:SendTaskSuccess", "states:SendTaskFailure"],
             Capability::StartExecution => &["states:StartExecution"],
+            // On the chosen model only (template.yaml scopes the resource).
+            Capability::Bedrock | Capability::BedrockNoteModel => &["bedrock:InvokeModel"],
             _ => &[],
         }
     }
@@ -353,47 +379,55 @@ impl Function {
         self.spec().local_arn
     }
 
-    /// Everything its code uses: the union of its ops' needs, or its HTTP entry point's.
-    pub fn needs(self) -> &'static [Capability] {
-        static NEEDS: LazyLock<Vec<Vec<Capability>>> = LazyLock::new(|| {
-            Function::ALL
+    /// Everything its code uses with the planner's model at `provider`: the union of its ops'
+    /// needs, or its HTTP entry point's.
+    pub fn needs(self, provider: ModelProvider) -> &'static [Capability] {
+        static NEEDS: LazyLock<Vec<Vec<Vec<Capability>>>> = LazyLock::new(|| {
+            ModelProvider::ALL
                 .iter()
-                .map(|f| {
-                    let mut caps: Vec<Capability> = f.spec().http_needs.to_vec();
-                    caps.extend(f.ops().iter().flat_map(|op| op.needs().iter().copied()));
-                    caps.sort();
-                    caps.dedup();
-                    caps
+                .map(|provider| {
+                    Function::ALL
+                        .iter()
+                        .map(|f| {
+                            let mut caps: Vec<Capability> = f.spec().http_needs.to_vec();
+                            caps.extend(f.ops().iter().flat_map(|op| op.needs(*provider).iter().copied()));
+                            caps.sort();
+                            caps.dedup();
+                            caps
+                        })
+                        .collect()
                 })
                 .collect()
         });
-        &NEEDS[self as usize]
+        &NEEDS[provider as usize][self as usize]
     }
 
-    pub fn needs_capability(self, capability: Capability) -> bool {
-        self.needs().contains(&capability)
+    pub fn needs_capability(self, capability: Capability, provider: ModelProvider) -> bool {
+        self.needs(provider).contains(&capability)
     }
 
     /// Environment variables its needs require.
-    pub fn env_vars(self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.env_vars().iter().copied()).collect();
+    pub fn env_vars(self, provider: ModelProvider) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.needs(provider).iter().flat_map(|c| c.env_vars().iter().copied()).collect();
         v.sort_unstable();
         v.dedup();
         v
     }
 
     /// Secret keys its needs require.
-    pub fn secret_keys(self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.secret_keys().iter().copied()).collect();
+    pub fn secret_keys(self, provider: ModelProvider) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> =
+            self.needs(provider).iter().flat_map(|c| c.secret_keys().iter().copied()).collect();
         v.sort_unstable();
         v.dedup();
         v
     }
 
     /// IAM actions its needs require (`secretsmanager:GetSecretValue` when it reads a secret).
-    pub fn iam_actions(self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.needs().iter().flat_map(|c| c.iam_actions().iter().copied()).collect();
-        if !self.secret_keys().is_empty() {
+    pub fn iam_actions(self, provider: ModelProvider) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> =
+            self.needs(provider).iter().flat_map(|c| c.iam_actions().iter().copied()).collect();
+        if !self.secret_keys(provider).is_empty() {
             v.push("secretsmanager:GetSecretValue");
         }
         v.sort_unstable();
@@ -482,14 +516,15 @@ mod tests {
     #[test]
     fn needs_are_the_union_of_the_ops() {
         use Capability::*;
-        assert_eq!(Function::Cleric.needs(), &[Store, PagerDuty, NoteModel]);
-        assert_eq!(Function::Planner.needs(), &[Store, Anthropic]);
-        assert_eq!(Function::Approval.needs(), &[Store, StateMachine, Slack, SlackApprovals]);
-        assert_eq!(Function::PagerDuty.needs(), &[Store, PagerDuty, Slack]);
-        assert_eq!(Function::Remediate.needs(), &[Store, PagerDuty, Coder]);
-        assert!(Function::Intake.needs_capability(StartExecution));
+        let p = ModelProvider::Anthropic;
+        assert_eq!(Function::Cleric.needs(p), &[Store, PagerDuty, NoteModel]);
+        assert_eq!(Function::Planner.needs(p), &[Store, Anthropic]);
+        assert_eq!(Function::Approval.needs(p), &[Store, StateMachine, PagerDuty, Slack, SlackApprovals]);
+        assert_eq!(Function::PagerDuty.needs(p), &[Store, PagerDuty, Slack]);
+        assert_eq!(Function::Remediate.needs(p), &[Store, PagerDuty, Coder]);
+        assert!(Function::Intake.needs_capability(StartExecution, p));
         assert_eq!(
-            Function::Approval.iam_actions(),
+            Function::Approval.iam_actions(p),
             vec![
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
@@ -502,9 +537,33 @@ mod tests {
         // Reading a trimmed note in full takes the PagerDuty API token; the note fallback, the
         // Anthropic key.
         assert_eq!(
-            Function::Cleric.secret_keys(),
+            Function::Cleric.secret_keys(p),
             vec!["anthropic_api_key", "pagerduty_api_token", "pagerduty_from_email"]
         );
-        assert_eq!(Function::Planner.secret_keys(), vec!["anthropic_api_key"]);
+        assert_eq!(Function::Planner.secret_keys(p), vec!["anthropic_api_key"]);
+    }
+
+    #[test]
+    fn bedrock_replaces_the_anthropic_key_with_an_iam_grant() {
+        use Capability::*;
+        let p = ModelProvider::Bedrock;
+        assert_eq!(Function::Planner.needs(p), &[Store, Bedrock]);
+        assert_eq!(Function::Cleric.needs(p), &[Store, PagerDuty, BedrockNoteModel]);
+        assert!(Function::Planner.secret_keys(p).is_empty(), "no secret at all");
+        assert_eq!(Function::Cleric.secret_keys(p), vec!["pagerduty_api_token", "pagerduty_from_email"]);
+        assert_eq!(
+            Function::Planner.iam_actions(p),
+            vec!["bedrock:InvokeModel", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+        );
+        assert!(Function::Cleric.iam_actions(p).contains(&"bedrock:InvokeModel"));
+        assert_eq!(
+            Function::Planner.env_vars(p),
+            vec!["SELFHEAL_BEDROCK_MODEL_ID", "SELFHEAL_PLANNER_PROVIDER", "SELFHEAL_TABLE_NAME"]
+        );
+        // Only the two model-calling functions change with the provider.
+        for f in Function::ALL.into_iter().filter(|f| !matches!(f, Function::Planner | Function::Cleric)) {
+            assert_eq!(f.needs(ModelProvider::Anthropic), f.needs(p), "{f:?}");
+            assert!(!f.iam_actions(p).contains(&"bedrock:InvokeModel"), "{f:?}");
+        }
     }
 }

@@ -62,6 +62,49 @@ fn best_runbook(prompt: &str) -> Option<String> {
     best.map(|(_, id)| id)
 }
 
+/// The parameters a careful model chooses for `action` from the catalog line's schema: an
+/// integer the investigator's evidence names (`pid 4242`, `pid=4242`, `PID: 4242`), else the
+/// schema's minimum; a string enum's first value. Anything else is left out (selfheal refuses
+/// the plan if it was required).
+fn choose_parameters(prompt: &str, action: &str) -> Value {
+    let Some(schema) = prompt
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("- {action}: ")))
+        .and_then(|l| l.split_once(" parameters=").map(|(_, json)| json))
+        .and_then(|json| serde_json::from_str::<Value>(json).ok())
+    else {
+        return json!({});
+    };
+    let evidence = prompt
+        .split_once("source=\"investigator\"")
+        .map(|(_, rest)| rest.split("</untrusted_data>").next().unwrap_or_default())
+        .unwrap_or_default()
+        .to_lowercase();
+    let mut chosen = serde_json::Map::new();
+    for (name, spec) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        let value = match spec.get("type").and_then(Value::as_str) {
+            Some("integer") => {
+                number_named(&evidence, &name.to_lowercase()).map(Value::from).or_else(|| spec.get("minimum").cloned())
+            }
+            Some("string") => spec.get("enum").and_then(|e| e.get(0)).cloned(),
+            _ => None,
+        };
+        if let Some(v) = value {
+            chosen.insert(name.clone(), v);
+        }
+    }
+    Value::Object(chosen)
+}
+
+/// The first number written right after `name` (`name 42`, `name=42`, `name: 42`).
+fn number_named(text: &str, name: &str) -> Option<u64> {
+    text.match_indices(name).find_map(|(at, _)| {
+        let after = text[at + name.len()..].trim_start_matches([' ', '=', ':']);
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
 pub(super) async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Bytes) -> Response {
     let fail = |sim: &Sim, r: Response| {
         sim.record("anthropic", "POST", "/v1/messages", r.status().as_u16());
@@ -123,6 +166,31 @@ pub(super) async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap
             );
         }
     }
+    let input = plan_input(&sim, &v, &prompt);
+    sim.record("anthropic", "POST", "/v1/messages", 200);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json"), ("request-id", "req_sim_ok")],
+        tool_use_message(&model, "submit_remediation_plan", input, &prompt, 180).to_string(),
+    )
+        .into_response()
+}
+
+/// A Messages answer: one `tool_use` block calling `tool` with `input`, `stop_reason: tool_use`.
+pub(super) fn tool_use_message(model: &str, tool: &str, input: Value, prompt: &str, output_tokens: u64) -> Value {
+    json!({
+        "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
+        "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": tool, "input": input}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": prompt.len() / 4, "output_tokens": output_tokens}
+    })
+}
+
+/// The simulated model's `submit_remediation_plan` input for a planning request `v` (a Messages
+/// body) whose user message is `prompt`, as [`PlannerMode`] decides. Shared by the Anthropic and
+/// Bedrock simulators: the same model behind two APIs.
+pub(super) fn plan_input(sim: &Sim, v: &Value, prompt: &str) -> Value {
     let mode = lock(&sim.knobs).planner;
     let catalog: Vec<String> = v
         .pointer("/tools/0/input_schema/properties/action/properties/catalog_action/enum")
@@ -135,14 +203,14 @@ pub(super) async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap
     let base = json!({
         "analysis": "The hypothesis is consistent with its evidence; the runbook with the highest score describes the same symptom.",
         "runbook_correlation": "Symptoms and error tags match the top runbook.",
-        "runbook_sources": best_runbook(&prompt).into_iter().collect::<Vec<_>>(),
+        "runbook_sources": best_runbook(prompt).into_iter().collect::<Vec<_>>(),
         "risks": ["The fix may not address a second, unrelated cause."],
         "rollback": "Nothing to roll back; re-run the check.",
         "expected_outcome": "The health check returns 200 within a minute.",
         "verification_hints": ["GET /health returns 200"]
     });
     let mut input = base.clone();
-    let directive = if mode == PlannerMode::Obedient { obeyed_instruction(&prompt) } else { None };
+    let directive = if mode == PlannerMode::Obedient { obeyed_instruction(prompt) } else { None };
     if let Some(directive) = directive {
         // The hostile model: whatever the text told it to submit, it submits.
         if let (Some(input), Some(fields)) = (input.as_object_mut(), directive.as_object()) {
@@ -163,7 +231,7 @@ pub(super) async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap
         input["risk_level"] = json!("low");
         input["action"] = json!({"catalog_action": "demo-service-fault/demo.drop_database", "parameters": {}});
     } else {
-        let best = best_runbook(&prompt);
+        let best = best_runbook(prompt);
         let choice = catalog
             .iter()
             .find(|c| best.as_ref().is_some_and(|b| c.starts_with(&format!("{b}/"))))
@@ -171,26 +239,14 @@ pub(super) async fn anthropic_messages(State(sim): State<Arc<Sim>>, h: HeaderMap
             .cloned()
             .unwrap_or_default();
         input["risk_level"] = json!("low");
-        input["action"] = json!({"catalog_action": choice, "parameters": {}});
+        let parameters = choose_parameters(prompt, &choice);
+        input["action"] = json!({"catalog_action": choice, "parameters": parameters});
     }
-    sim.record("anthropic", "POST", "/v1/messages", 200);
-    (
-        StatusCode::OK,
-        [("content-type", "application/json"), ("request-id", "req_sim_ok")],
-        json!({
-            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": "submit_remediation_plan", "input": input}],
-            "stop_reason": "tool_use", "stop_sequence": null,
-            "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 180}
-        })
-        .to_string(),
-    )
-        .into_response()
+    input
 }
 
 /// The note parser's fallback tool (`selfheal::adapters::anthropic::NOTE_TOOL_NAME`).
-const NOTE_TOOL: &str = "submit_note_fields";
+pub(super) const NOTE_TOOL: &str = "submit_note_fields";
 
 /// `POST /v1/messages` forcing `submit_note_fields`: the same contract as the planner's call
 /// (model, max_tokens, a user message, `tool_choice {"type":"tool","name":…}` with the tool
@@ -223,12 +279,25 @@ fn note_fields(sim: &Sim, v: &Value) -> Response {
             "Thinking may not be enabled when tool_choice forces tool use.",
         );
     }
+    let input = note_input(sim, prompt);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json"), ("request-id", "req_sim_ok")],
+        tool_use_message(&model, NOTE_TOOL, input, prompt, 60).to_string(),
+    )
+        .into_response()
+}
+
+/// The simulated model's `submit_note_fields` input for a note-reading prompt, as
+/// [`NoteReaderMode`] decides. The note is read from inside the prompt's `<untrusted_data>`
+/// delimiters. Shared by the Anthropic and Bedrock simulators.
+pub(super) fn note_input(sim: &Sim, prompt: &str) -> Value {
     let note = prompt
         .split_once("<untrusted_data")
         .and_then(|(_, rest)| rest.split_once('>'))
         .map(|(_, rest)| rest.split("</untrusted_data>").next().unwrap_or_default())
         .unwrap_or_default();
-    let input = match lock(&sim.knobs).note_reader {
+    match lock(&sim.knobs).note_reader {
         NoteReaderMode::Faithful => {
             let root = note.lines().find_map(|l| {
                 // ASCII lowercase keeps byte offsets, so positions in it are positions in `l`.
@@ -256,18 +325,5 @@ fn note_fields(sim: &Sim, v: &Value) -> Response {
             let quoted = note.split_whitespace().find(|w| w.ends_with('%')).map(str::to_string);
             json!({"root_cause": null, "confidence_text": quoted, "confidence": 0.99})
         }
-    };
-    (
-        StatusCode::OK,
-        [("content-type", "application/json"), ("request-id", "req_sim_ok")],
-        json!({
-            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": NOTE_TOOL, "input": input}],
-            "stop_reason": "tool_use", "stop_sequence": null,
-            "usage": {"input_tokens": prompt.len() / 4, "output_tokens": 60}
-        })
-        .to_string(),
-    )
-        .into_response()
+    }
 }

@@ -369,6 +369,11 @@ async fn run_agent(sim: Arc<Sim>, id: String, mode: CoderMode, parameters: BTree
     for (var, parameter) in TEMPLATE_ENV {
         command.env(var, parameters.get(*parameter).map(String::as_str).unwrap_or_default());
     }
+    // The service's target secret, mounted read-only where the runner looks (main.tf).
+    let mounted = parameters.get("service").and_then(|s| lock(&sim.knobs).target_secrets.get(s).cloned());
+    if let Some(dir) = mounted {
+        command.env("SELFHEAL_TARGET_SECRETS", dir);
+    }
     let (state, logs) = match tokio::time::timeout(Duration::from_secs(30), command.output()).await {
         Ok(Ok(out)) => {
             let mut logs: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();

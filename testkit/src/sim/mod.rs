@@ -1,7 +1,8 @@
 //! Simulators of the SaaS APIs selfheal talks to, following `testkit/CONTRACTS.md`: PagerDuty
 //! (REST + signed v3 webhooks), Cleric (notes), Slack (Web API, response_url, signed clicks,
 //! the two-step file upload), Senso (search + asynchronous ingestion), Anthropic (Messages API
-//! with a forced tool call; optionally a model that obeys whatever its input tells it) and Coder
+//! with a forced tool call; optionally a model that obeys whatever its input tells it), Amazon
+//! Bedrock Runtime (`InvokeModel`: the same model behind SigV4 and Bedrock's body) and Coder
 //! (workspace lifecycle whose agent runs `infra/coder/fix.sh` with the template's environment,
 //! which really runs the rendered script). Requests that break the contract (missing auth or
 //! version headers, wrong shapes) are refused the way the real API refuses them. Everything is
@@ -17,19 +18,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod anthropic;
+mod bedrock;
 mod coder;
 mod pagerduty;
 mod senso;
 mod slack;
 
 pub use anthropic::obeyed_instruction;
+pub use bedrock::BedrockInvocation;
 pub use coder::{TEMPLATE_ENV, TEMPLATE_PARAMETERS, TEMPLATE_RUNNER};
 
 use anthropic::anthropic_messages;
+use bedrock::bedrock_invoke;
 use coder::{
     coder_build, coder_by_name, coder_cancel, coder_create, coder_list, coder_logs, coder_transition, coder_workspace,
 };
-use pagerduty::{pd_add_note, pd_get_incident, pd_list_notes, pd_update_incident};
+use pagerduty::{pd_add_note, pd_get_incident, pd_list_notes, pd_oncalls, pd_update_incident};
 use senso::{senso_content, senso_ingest, senso_search};
 use slack::{slack_method, slack_read, slack_response, slack_upload};
 
@@ -82,6 +86,28 @@ pub enum CoderMode {
 pub enum Click {
     Approve,
     Reject,
+    /// "Reject with reason…", then the dialog submitted with [`AUTO_REJECT_REASON`].
+    RejectWithReason,
+}
+
+/// One on-call entry: `user_id` (with `email`) is on call at `level` of `escalation_policy`.
+#[derive(Debug, Clone)]
+pub struct SimOncall {
+    pub escalation_policy: String,
+    pub level: u32,
+    pub user_id: String,
+    pub email: String,
+}
+
+/// What the simulated approver types into the rejection dialog.
+pub const AUTO_REJECT_REASON: &str = "Wrong PID: 4242 is the `vacuum` worker <@U0EVIL> *not* the blocker";
+
+/// A dialog the app opened (`views.open`), for whom, and what it showed.
+#[derive(Debug, Clone)]
+pub struct OpenedView {
+    pub id: String,
+    pub user: String,
+    pub view: Value,
 }
 
 /// Scenario knobs.
@@ -91,8 +117,15 @@ pub struct Knobs {
     /// Answer this many Messages calls with 529 overloaded first.
     pub anthropic_overloads: u32,
     pub note_reader: NoteReaderMode,
+    /// Answer this many Bedrock invocations with 429 `ThrottlingException` first, then this many
+    /// with 429 `ModelNotReadyException`, then this many with 503 `ServiceUnavailableException`.
+    pub bedrock_throttles: u32,
+    pub bedrock_not_ready: u32,
+    pub bedrock_unavailable: u32,
     /// Answer this many Senso searches with 429 (Retry-After: 0) first.
     pub senso_rate_limits: u32,
+    /// The knowledge-base folders that exist (ingest into any other is answered 404).
+    pub senso_folders: Vec<String>,
     pub coder: CoderMode,
     /// Answer this many Coder calls with 503, then this many with 429 (Retry-After: 0).
     pub coder_unavailable: u32,
@@ -115,7 +148,21 @@ pub struct Knobs {
     pub slack_response_slow_until: Option<Instant>,
     /// Refuse file uploads (`file_uploads_disabled`), as a workspace that disabled them does.
     pub slack_uploads_disabled: bool,
+    /// Who is on call in PagerDuty (`GET /oncalls`).
+    pub oncalls: Vec<SimOncall>,
+    /// Slack users' profile emails (`users.info`); a user not here is `user_not_found`.
+    pub slack_user_emails: BTreeMap<String, String>,
+    /// The bot token lacks `users:read.email`: `users.info` answers `missing_scope`.
+    pub slack_no_email_scope: bool,
+    /// The Kubernetes secret `selfheal-target-<service>` per service (by the workspace's
+    /// `service` parameter), as the template mounts it: the runner's `SELFHEAL_TARGET_SECRETS`.
+    /// A service without one gets nothing mounted (the secret is optional in main.tf).
+    pub target_secrets: BTreeMap<String, std::path::PathBuf>,
 }
+
+/// The folders the simulated Senso organisation has: one for runbooks, one for resolutions.
+pub const SENSO_RUNBOOKS_FOLDER: &str = "6f1c2a8e-0d4b-4e57-9a31-runbooks0001";
+pub const SENSO_RESOLUTIONS_FOLDER: &str = "9b7d4e20-51c3-4f86-b0a2-resolutions1";
 
 impl Default for Knobs {
     fn default() -> Self {
@@ -123,7 +170,11 @@ impl Default for Knobs {
             planner: PlannerMode::Catalog,
             anthropic_overloads: 0,
             note_reader: NoteReaderMode::Faithful,
+            bedrock_throttles: 0,
+            bedrock_not_ready: 0,
+            bedrock_unavailable: 0,
             senso_rate_limits: 0,
+            senso_folders: vec![SENSO_RUNBOOKS_FOLDER.into(), SENSO_RESOLUTIONS_FOLDER.into()],
             coder: CoderMode::Normal,
             coder_unavailable: 0,
             coder_rate_limits: 0,
@@ -135,6 +186,10 @@ impl Default for Knobs {
             pagerduty_slow_until: None,
             slack_response_slow_until: None,
             slack_uploads_disabled: false,
+            target_secrets: BTreeMap::new(),
+            oncalls: Vec::new(),
+            slack_user_emails: BTreeMap::new(),
+            slack_no_email_scope: false,
         }
     }
 }
@@ -215,6 +270,8 @@ pub struct SlackMessage {
     pub text: String,
     pub blocks: Value,
     pub kind: &'static str,
+    /// The parent message's `ts` for a reply in its thread.
+    pub thread_ts: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +279,8 @@ struct SensoDoc {
     id: String,
     title: String,
     text: String,
+    /// `kb_folder_node_id` given at ingest (None: the root).
+    folder: Option<String>,
     created: Instant,
 }
 
@@ -289,8 +348,13 @@ pub struct Sim {
     pub pd: Mutex<PdState>,
     pub slack: Mutex<Vec<SlackMessage>>,
     pub slack_files: Mutex<Vec<SlackFile>>,
+    /// Trigger ids handed out with clicks (for `views.open`, valid 3 s): id → (when, who).
+    triggers: Mutex<BTreeMap<String, (Instant, String)>>,
+    pub views: Mutex<Vec<OpenedView>>,
     /// What the obedient model was told to submit, in order.
     pub obeyed: Mutex<Vec<Value>>,
+    /// Every signed `InvokeModel` call, in order.
+    bedrock: Mutex<Vec<BedrockInvocation>>,
     senso: Mutex<Vec<SensoDoc>>,
     coder: Mutex<CoderState>,
     http: reqwest::Client,
@@ -323,7 +387,10 @@ impl Sim {
             pd: Mutex::new(PdState::default()),
             slack: Mutex::new(Vec::new()),
             slack_files: Mutex::new(Vec::new()),
+            triggers: Mutex::new(BTreeMap::new()),
+            views: Mutex::new(Vec::new()),
             obeyed: Mutex::new(Vec::new()),
+            bedrock: Mutex::new(Vec::new()),
             senso: Mutex::new(Vec::new()),
             coder: Mutex::new(CoderState::default()),
             http: reqwest::Client::new(),
@@ -358,8 +425,22 @@ impl Sim {
         lock(&self.obeyed).clone()
     }
 
+    /// The signed Bedrock `InvokeModel` calls, with their bodies and answers' statuses.
+    pub fn bedrock_invocations(&self) -> Vec<BedrockInvocation> {
+        lock(&self.bedrock).clone()
+    }
+
     /// Change an incident's status in PagerDuty without a webhook (a person resolving it while
     /// the webhook is delayed or lost).
+    /// The notes on `incident` in the order they were added: (author, content).
+    pub fn pagerduty_notes(&self, incident: &str) -> Vec<(String, String)> {
+        lock(&self.pd)
+            .notes
+            .get(incident)
+            .map(|notes| notes.iter().map(|n| (n.user_id.clone(), n.content.clone())).collect())
+            .unwrap_or_default()
+    }
+
     pub fn set_incident_status(&self, incident: &str, status: &str) {
         lock(&self.pd).status.insert(incident.to_string(), status.to_string());
     }
@@ -396,9 +477,15 @@ impl Sim {
         lock(&self.senso).iter().map(|d| (d.title.clone(), d.text.clone())).collect()
     }
 
+    /// Each document's title and the folder it was filed into (None: the root).
+    pub fn senso_folders(&self) -> Vec<(String, Option<String>)> {
+        lock(&self.senso).iter().map(|d| (d.title.clone(), d.folder.clone())).collect()
+    }
+
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/pagerduty/incidents/{id}/notes", get(pd_list_notes).post(pd_add_note))
+            .route("/pagerduty/oncalls", get(pd_oncalls))
             .route("/pagerduty/incidents/{id}", axum::routing::put(pd_update_incident).get(pd_get_incident))
             .route("/slack/api/{method}", post(slack_method).get(slack_read))
             .route("/slack/upload/{file_id}", post(slack_upload))
@@ -407,6 +494,8 @@ impl Sim {
             .route("/senso/org/kb/raw", post(senso_ingest))
             .route("/senso/org/content/{id}", get(senso_content))
             .route("/anthropic/v1/messages", post(anthropic_messages))
+            // Bedrock Runtime's `InvokeModel`: point the SDK's endpoint at `{base}/bedrock`.
+            .route("/bedrock/model/{model_id}/invoke", post(bedrock_invoke))
             .route("/coder/api/v2/users/{user}/workspaces", post(coder_create))
             .route("/coder/api/v2/users/{user}/workspace/{name}", get(coder_by_name))
             .route("/coder/api/v2/workspaces", get(coder_list))

@@ -254,3 +254,58 @@ pub(super) async fn pd_update_incident(
     sim.record("pagerduty", "PUT", &path, 200);
     json_response(StatusCode::OK, json!({"incident": {"id": id, "type": "incident", "status": status}}))
 }
+
+/// `GET /oncalls`: filtered by `escalation_policy_ids[]`, classic pagination (`limit` default
+/// 25, at most 100; `offset`; `more`), full users (with `email`) only with `include[]=users`.
+pub(super) async fn pd_oncalls(
+    State(sim): State<Arc<Sim>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    h: HeaderMap,
+) -> Response {
+    let path = "/oncalls";
+    if let Some(r) = pd_check(&sim, &h, false) {
+        sim.record("pagerduty", "GET", path, r.status().as_u16());
+        return r;
+    }
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    let all = |k: &str| pairs.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let one = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let limit = match one("limit").map(|l| l.parse::<usize>()) {
+        None => 25,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        Some(_) => {
+            sim.record("pagerduty", "GET", path, 400);
+            return pd_error(StatusCode::BAD_REQUEST, 2001, "Invalid Input Provided", &["limit must be 1 to 100"]);
+        }
+    };
+    let offset = one("offset").and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
+    let policies = all("escalation_policy_ids[]");
+    let with_users = all("include[]").iter().any(|i| i == "users");
+    let matching: Vec<super::SimOncall> = lock(&sim.knobs)
+        .oncalls
+        .iter()
+        .filter(|o| policies.is_empty() || policies.contains(&o.escalation_policy))
+        .cloned()
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|o| {
+            let user = if with_users {
+                json!({"id": o.user_id, "type": "user", "name": o.user_id, "email": o.email})
+            } else {
+                json!({"id": o.user_id, "type": "user_reference", "summary": o.user_id})
+            };
+            json!({"escalation_policy": {"id": o.escalation_policy, "type": "escalation_policy_reference"},
+                   "escalation_level": o.level, "schedule": null, "user": user, "start": null, "end": null})
+        })
+        .collect();
+    let more = offset + page.len() < matching.len();
+    sim.record("pagerduty", "GET", path, 200);
+    json_response(
+        StatusCode::OK,
+        json!({"oncalls": page, "limit": limit, "offset": offset, "more": more, "total": null}),
+    )
+}

@@ -27,6 +27,24 @@ fn tokens(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Score: the share of the query's terms the document contains (0..1), best first. Documents
+/// are searchable only once processed; `scope` keeps only those content ids.
+fn score(sim: &Sim, q: &std::collections::BTreeSet<String>, scope: Option<&[String]>) -> Vec<(f64, SensoDoc)> {
+    let mut scored: Vec<(f64, SensoDoc)> = lock(&sim.senso)
+        .iter()
+        .filter(|d| d.created.elapsed() >= Duration::from_millis(50))
+        .filter(|d| scope.is_none_or(|ids| ids.contains(&d.id)))
+        .map(|d| {
+            let dt = tokens(&format!("{} {}", d.title, d.text));
+            let hit = q.iter().filter(|t| dt.contains(*t)).count();
+            ((hit as f64 / q.len().max(1) as f64).min(1.0), d.clone())
+        })
+        .filter(|(s, _)| *s > 0.0)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+}
+
 pub(super) async fn senso_search(State(sim): State<Arc<Sim>>, h: HeaderMap, body: Bytes) -> Response {
     if !senso_auth(&sim, &h) {
         sim.record("senso", "POST", "/org/search", 401);
@@ -52,20 +70,27 @@ pub(super) async fn senso_search(State(sim): State<Arc<Sim>>, h: HeaderMap, body
         return json_response(StatusCode::BAD_REQUEST, json!({"error": "query is required"}));
     };
     let max = v.get("max_results").and_then(Value::as_u64).unwrap_or(5).clamp(1, 20) as usize;
+    // `content_ids` scopes the search; without `require_scoped_ids` Senso may fall back to all
+    // content when the scoped ones match nothing (the official CLI's help).
+    let scope: Option<Vec<String>> = match v.get("content_ids") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(ids)) if ids.iter().all(Value::is_string) => {
+            Some(ids.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        }
+        Some(_) => {
+            sim.record("senso", "POST", "/org/search", 422);
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"errors": [{"field": "content_ids", "message": "must be an array of content ids"}]}),
+            );
+        }
+    };
+    let required = v.get("require_scoped_ids").and_then(Value::as_bool).unwrap_or(false);
     let q = tokens(query);
-    // Score: the share of the query's terms the document contains (0..1). Documents are
-    // searchable only once processed.
-    let mut scored: Vec<(f64, SensoDoc)> = lock(&sim.senso)
-        .iter()
-        .filter(|d| d.created.elapsed() >= Duration::from_millis(50))
-        .map(|d| {
-            let dt = tokens(&format!("{} {}", d.title, d.text));
-            let hit = q.iter().filter(|t| dt.contains(*t)).count();
-            ((hit as f64 / q.len().max(1) as f64).min(1.0), d.clone())
-        })
-        .filter(|(s, _)| *s > 0.0)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut scored = score(&sim, &q, scope.as_deref());
+    if scored.is_empty() && scope.is_some() && !required {
+        scored = score(&sim, &q, None);
+    }
     scored.truncate(max);
     let results: Vec<Value> = scored
         .iter()
@@ -103,8 +128,29 @@ pub(super) async fn senso_ingest(State(sim): State<Arc<Sim>>, h: HeaderMap, body
             json!({"errors": [{"field": "title", "message": "1-255 characters"}]}),
         );
     }
+    let folder = match v.get("kb_folder_node_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if lock(&sim.knobs).senso_folders.contains(f) => Some(f.clone()),
+        Some(Value::String(_)) => {
+            sim.record("senso", "POST", "/org/kb/raw", 404);
+            return json_response(StatusCode::NOT_FOUND, json!({"error": "folder not found"}));
+        }
+        Some(_) => {
+            sim.record("senso", "POST", "/org/kb/raw", 422);
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"errors": [{"field": "kb_folder_node_id", "message": "must be a folder node id"}]}),
+            );
+        }
+    };
     let id = uuid::Uuid::new_v4().to_string();
-    lock(&sim.senso).push(SensoDoc { id: id.clone(), title: title.into(), text: text.into(), created: Instant::now() });
+    lock(&sim.senso).push(SensoDoc {
+        id: id.clone(),
+        title: title.into(),
+        text: text.into(),
+        folder,
+        created: Instant::now(),
+    });
     sim.record("senso", "POST", "/org/kb/raw", 202);
     json_response(
         StatusCode::ACCEPTED,

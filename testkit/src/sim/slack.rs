@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use selfheal::signature::sign_slack;
 
-use super::{Click, Sim, SlackFile, SlackMessage, header, json_response, lock, slow_until};
+use super::{Click, OpenedView, Sim, SlackFile, SlackMessage, header, json_response, lock, slow_until};
 
 impl Sim {
     // ------------------------------------------------------------------ Slack clicks
@@ -22,8 +22,12 @@ impl Sim {
         let action_id = match click {
             Click::Approve => "approve",
             Click::Reject => "reject",
+            Click::RejectWithReason => "reject_with_reason",
         };
         let response_url = format!("{}/slack/response/{}", lock(&self.base), self.next_id("r"));
+        // Every click carries a fresh trigger id, good for one `views.open` within 3 s.
+        let trigger_id = format!("{}.{}.sim", chrono::Utc::now().timestamp(), self.next_id(""));
+        lock(&self.triggers).insert(trigger_id.clone(), (Instant::now(), user.to_string()));
         let payload = json!({
             "type": "block_actions",
             "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0SIM"},
@@ -32,10 +36,52 @@ impl Sim {
             "container": {"type": "message", "message_ts": "1", "channel_id": "C0SIM"},
             "channel": {"id": "C0SIM", "name": "incidents"},
             "response_url": response_url,
-            "trigger_id": "1.2.3",
+            "trigger_id": trigger_id,
             "actions": [{"type": "button", "action_id": action_id, "block_id": format!("approval-{approval_id}"),
                          "value": approval_id, "action_ts": "1"}]
         });
+        self.post_interaction(&payload).await
+    }
+
+    /// Submit the dialog `view_id` as `user` typed `reason` into it (`view_submission`).
+    pub async fn submit_view(&self, view_id: &str, user: &str, reason: Option<&str>) -> Result<(u16, Value), String> {
+        let opened = lock(&self.views).iter().find(|v| v.id == view_id).cloned().ok_or("no such view")?;
+        let state = match reason {
+            Some(r) => json!({"values": {"reason": {"reason": {"type": "plain_text_input", "value": r}}}}),
+            None => json!({"values": {"reason": {"reason": {"type": "plain_text_input", "value": null}}}}),
+        };
+        let payload = json!({
+            "type": "view_submission",
+            "team": {"id": "T0SIM", "domain": "sim"},
+            "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0SIM"},
+            "api_app_id": "A0SIM",
+            "trigger_id": format!("{}.{}.sim", chrono::Utc::now().timestamp(), self.next_id("")),
+            "view": {
+                "id": opened.id, "type": "modal", "team_id": "T0SIM",
+                "callback_id": opened.view.get("callback_id").cloned().unwrap_or(Value::Null),
+                "private_metadata": opened.view.get("private_metadata").cloned().unwrap_or(Value::Null),
+                "state": state, "hash": "1.abc", "app_id": "A0SIM", "bot_id": "B0SELFHEAL"
+            }
+        });
+        self.post_interaction(&payload).await
+    }
+
+    /// A trigger id as Slack hands one out with a click by `user`, issued `age` ago (for tests
+    /// that deliver clicks themselves).
+    pub fn issue_trigger(&self, user: &str, age: Duration) -> String {
+        let trigger_id = format!("{}.{}.sim", chrono::Utc::now().timestamp(), self.next_id(""));
+        let issued = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        lock(&self.triggers).insert(trigger_id.clone(), (issued, user.to_string()));
+        trigger_id
+    }
+
+    /// The dialogs opened so far.
+    pub fn opened_views(&self) -> Vec<OpenedView> {
+        lock(&self.views).clone()
+    }
+
+    /// POST an interaction payload to the engine, signed with the signing secret.
+    async fn post_interaction(&self, payload: &Value) -> Result<(u16, Value), String> {
         let body = serde_urlencoded::to_string([("payload", payload.to_string())]).map_err(|e| e.to_string())?;
         let ts = chrono::Utc::now().timestamp();
         let sig = sign_slack(self.creds.slack_signing_secret.as_bytes(), ts, body.as_bytes());
@@ -80,6 +126,9 @@ pub(super) async fn slack_method(
     if method.starts_with("files.") {
         return slack_files_method(&sim, &method, &h, &body);
     }
+    if method == "views.open" {
+        return views_open(&sim, &body);
+    }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let channel = v.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
     let text = v.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -90,6 +139,15 @@ pub(super) async fn slack_method(
     if v.get("blocks").and_then(Value::as_array).is_some_and(|b| b.len() > 50) {
         sim.record("slack", "POST", &path, 200);
         return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_blocks"}));
+    }
+    // A reply names its parent by `thread_ts`; a parent that is not in the channel is refused
+    // (assumed: Slack documents `thread_not_found` only for some methods).
+    let thread_ts = v.get("thread_ts").and_then(Value::as_str).map(str::to_string);
+    if let Some(parent) = &thread_ts
+        && !lock(&sim.slack).iter().any(|m| m.kind == "post" && m.channel == channel && &m.ts == parent)
+    {
+        sim.record("slack", "POST", &path, 200);
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "thread_not_found"}));
     }
     let ts = match method.as_str() {
         "chat.postMessage" => {
@@ -107,6 +165,7 @@ pub(super) async fn slack_method(
         text,
         blocks: v.get("blocks").cloned().unwrap_or(Value::Null),
         kind: if method == "chat.update" { "update" } else { "post" },
+        thread_ts,
     };
     let approval = Sim::approval_id_of(&message);
     lock(&sim.slack).push(message);
@@ -125,6 +184,19 @@ pub(super) async fn slack_method(
                     Err(e) => tracing::warn!(error = %e, "simulated click failed"),
                 }
             }
+            if click == Click::RejectWithReason {
+                // The dialog opens; the person types why and submits.
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let view = sim2.opened_views().into_iter().find(|v| v.user == user);
+                    if let Some(view) = view {
+                        if let Err(e) = sim2.submit_view(&view.id, &user, Some(super::AUTO_REJECT_REASON)).await {
+                            tracing::warn!(error = %e, "simulated dialog submission failed");
+                        }
+                        break;
+                    }
+                }
+            }
         });
     }
     json_response(StatusCode::OK, json!({"ok": true, "channel": channel, "ts": ts}))
@@ -134,6 +206,42 @@ pub(super) async fn slack_method(
 /// (`filename`, `length` → `upload_url`, `file_id`) and `files.completeUploadExternal` (`files`
 /// as a JSON array of `{id, title}`, `channel_id` → `files`). Completing a file whose bytes were
 /// never uploaded, or whose size is not the announced `length`, fails as Slack does.
+/// `views.open`: needs a trigger id from a click less than 3 s old (`expired_trigger_id`,
+/// `invalid_trigger_id`), and a modal within Slack's limits (title, submit and close 24
+/// characters, at most 100 blocks, `private_metadata` 3,000, `callback_id` 255).
+fn views_open(sim: &Arc<Sim>, body: &[u8]) -> Response {
+    let path = "/api/views.open";
+    let fail = |error: &str| {
+        sim.record("slack", "POST", path, 200);
+        json_response(StatusCode::OK, json!({"ok": false, "error": error}))
+    };
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(trigger) = v.get("trigger_id").and_then(Value::as_str) else { return fail("invalid_arguments") };
+    let Some((issued, user)) = lock(&sim.triggers).get(trigger).cloned() else { return fail("invalid_trigger_id") };
+    if issued.elapsed() > Duration::from_secs(3) {
+        return fail("expired_trigger_id");
+    }
+    let Some(view) = v.get("view").filter(|view| view.get("type").and_then(Value::as_str) == Some("modal")) else {
+        return fail("invalid_arguments");
+    };
+    let text_len =
+        |k: &str| view.pointer(&format!("/{k}/text")).and_then(Value::as_str).map_or(0, |t| t.chars().count());
+    let too_long = text_len("title") == 0
+        || text_len("title") > 24
+        || text_len("submit") > 24
+        || text_len("close") > 24
+        || view.get("blocks").and_then(Value::as_array).is_none_or(|b| b.is_empty() || b.len() > 100)
+        || view.get("private_metadata").and_then(Value::as_str).is_some_and(|m| m.len() > 3000)
+        || view.get("callback_id").and_then(Value::as_str).is_some_and(|c| c.len() > 255);
+    if too_long {
+        return fail("invalid_arguments");
+    }
+    let id = format!("V{}", sim.next_id(""));
+    lock(&sim.views).push(OpenedView { id: id.clone(), user, view: view.clone() });
+    sim.record("slack", "POST", path, 200);
+    json_response(StatusCode::OK, json!({"ok": true, "view": {"id": id, "type": "modal"}}))
+}
+
 fn slack_files_method(sim: &Arc<Sim>, method: &str, h: &HeaderMap, body: &[u8]) -> Response {
     let path = format!("/api/{method}");
     sim.record("slack", "POST", &path, 200);
@@ -217,6 +325,38 @@ pub(super) async fn slack_read(
     if header(&h, "authorization") != Some(&format!("Bearer {}", sim.creds.slack_bot_token)) {
         return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_auth"}));
     }
+    if method == "users.info" {
+        let knobs = lock(&sim.knobs);
+        if knobs.slack_no_email_scope {
+            return json_response(
+                StatusCode::OK,
+                json!({"ok": false, "error": "missing_scope", "needed": "users:read.email"}),
+            );
+        }
+        let Some(user) = query.get("user") else {
+            return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_arguments"}));
+        };
+        return match knobs.slack_user_emails.get(user) {
+            Some(email) => json_response(
+                StatusCode::OK,
+                json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "deleted": false, "is_bot": false,
+                        "is_email_confirmed": true, "profile": {"email": email}}}),
+            ),
+            None => json_response(StatusCode::OK, json!({"ok": false, "error": "user_not_found"})),
+        };
+    }
+    if method == "chat.getPermalink" {
+        // Only messages that exist have links (`message_not_found` otherwise).
+        let (Some(channel), Some(ts)) = (query.get("channel"), query.get("message_ts")) else {
+            return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_arguments"}));
+        };
+        let exists = lock(&sim.slack).iter().any(|m| m.kind == "post" && &m.channel == channel && &m.ts == ts);
+        if !exists {
+            return json_response(StatusCode::OK, json!({"ok": false, "error": "message_not_found"}));
+        }
+        let link = format!("https://selfheal-sim.slack.com/archives/{channel}/p{}", ts.replace('.', ""));
+        return json_response(StatusCode::OK, json!({"ok": true, "channel": channel, "permalink": link}));
+    }
     if method != "conversations.history" {
         return json_response(StatusCode::OK, json!({"ok": false, "error": "unknown_method"}));
     }
@@ -250,6 +390,7 @@ pub(super) async fn slack_response(State(sim): State<Arc<Sim>>, Path(id): Path<S
         } else {
             "response"
         },
+        thread_ts: None,
     });
     sim.record("slack", "POST", &format!("/response/{id}"), 200);
     (StatusCode::OK, "ok").into_response()

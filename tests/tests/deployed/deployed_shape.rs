@@ -37,6 +37,8 @@ async fn every_scenario_reaches_its_outcome_in_the_deployed_shape() {
         Scenario::Injection,
         Scenario::FailedFix,
         Scenario::Refire,
+        Scenario::RedisMaxmemory,
+        Scenario::PostgresBlockingQuery,
     ] {
         let run = run(scenario).await;
         // Every incident came in through the HTTP API and ran its stages as Lambda invocations.
@@ -47,6 +49,39 @@ async fn every_scenario_reaches_its_outcome_in_the_deployed_shape() {
                 assert!(invocations(&run, "RemediateFunction") >= 3, "{}", scenario.name());
                 assert!(invocations(&run, "VerifyFunction") >= 2, "{}", scenario.name());
             }
+            _ => {}
+        }
+        // Each function holds what its notes need: the milestone notes reach PagerDuty and, after
+        // an approval, the Slack thread; a rejection's reason travels through the dialog.
+        let notes: Vec<String> = run
+            .sim
+            .pagerduty_notes(run.incident.id.as_str())
+            .into_iter()
+            .map(|(_, n)| n.lines().next().unwrap_or_default().to_string())
+            .filter(|n| n.starts_with("[selfheal] ") && !n.contains("Plan rejected") && !n.contains("Escalated"))
+            .collect();
+        let thread = run.sim.slack_messages().iter().filter(|m| m.thread_ts.is_some()).count();
+        match scenario {
+            Scenario::Approval => {
+                assert_eq!(notes.len(), 5 + 1, "{}: five milestones and the summary: {notes:#?}", scenario.name());
+                assert_eq!(thread, 3, "{}", scenario.name());
+            }
+            Scenario::Auto => assert_eq!(notes.len(), 4 + 1, "{}: {notes:#?}", scenario.name()),
+            Scenario::Rejection => {
+                assert_eq!(run.sim.opened_views().len(), 1, "{}", scenario.name());
+                let reason = run.incident.approval.as_ref().and_then(|a| a.reason.as_deref());
+                assert_eq!(reason, Some(selfheal_testkit::sim::AUTO_REJECT_REASON));
+            }
+            _ => {}
+        }
+        match scenario {
+            // The real Redis and PostgreSQL behind the service are fixed, as the servers say.
+            Scenario::RedisMaxmemory | Scenario::PostgresBlockingQuery => {
+                assert!(invocations(&run, "RemediateFunction") >= 3, "{}", scenario.name());
+                let target = &run.record["target"];
+                let fixed = target["write"] == "OK" || target["blocker_alive"] == false;
+                assert!(fixed, "{}: {target}", scenario.name());
+            }
             Scenario::Rejection | Scenario::Injection => {
                 assert!(invocations(&run, "SlackCallbackFunction") >= 1, "{}", scenario.name());
                 assert_eq!(invocations(&run, "RemediateFunction"), 0, "{}", scenario.name());
@@ -54,6 +89,30 @@ async fn every_scenario_reaches_its_outcome_in_the_deployed_shape() {
             _ => {}
         }
     }
+}
+
+/// `PlannerProvider=bedrock` as a user deploys it: the planner function, with only its template
+/// environment (no Anthropic secret) and its own identity, signs `InvokeModel` for the chosen
+/// inference profile, and the run reaches the same outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_planner_calls_claude_on_bedrock_when_the_template_says_so() {
+    use selfheal::config::ModelProvider;
+    let dir = std::env::temp_dir().join("selfheal-test-reports-deployed");
+    let mut out = Vec::new();
+    let result = demo::run_deployed_on(Scenario::Auto, ModelProvider::Bedrock, &dir, &mut out).await;
+    let printed = String::from_utf8_lossy(&out).to_string();
+    let run = result.unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    demo::check(Scenario::Auto, &run.record).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert!(invocations(&run, "PlannerFunction") >= 1, "{}", run.record["invocations"]);
+    let calls = run.sim.bedrock_invocations();
+    assert!(!calls.is_empty(), "the planner reached Bedrock\n{printed}");
+    for call in &calls {
+        assert_eq!(call.status, 200, "{call:?}");
+        assert_eq!(call.model_id, selfheal_cli::demo_deployed::BEDROCK_MODEL_ID);
+        // Signed with the function's own credentials, for the stack's Region and Bedrock.
+        assert!(call.credential_scope.ends_with("/bedrock/aws4_request"), "{}", call.credential_scope);
+    }
+    assert_eq!(run.sim.calls().iter().filter(|c| c.api == "anthropic").count(), 0, "no Anthropic call");
 }
 
 /// Each function's identity can do what its role policy says and nothing else: moto enforces

@@ -222,25 +222,30 @@ async fn senso_429_is_retried_honouring_retry_after() {
     let (sim, base) = sim(Knobs { senso_rate_limits: 2, ..Knobs::default() }).await;
     let kb =
         SensoKb::new(&format!("{base}/senso"), SecretString::from(sim.creds.senso_key.clone()), SensoApi::Org).unwrap();
-    let id = kb.ingest("demo: a runbook", "runbook-id: demo\nupstream fault flag").await.unwrap();
+    let id =
+        kb.ingest(DocumentKind::Runbook, "demo: a runbook", "runbook-id: demo\nupstream fault flag").await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(kb.ingest_status(&id).await.unwrap(), IngestStatus::Complete);
-    let results = kb.search("upstream fault flag", 5).await.unwrap();
+    let results = kb.search("upstream fault flag", 5, &SearchScope::default()).await.unwrap();
     assert_eq!(results.hits.len(), 1);
     let statuses: Vec<u16> = sim.calls().iter().filter(|c| c.path == "/org/search").map(|c| c.status).collect();
     assert_eq!(statuses, [429, 429, 200]);
     let bad = SensoKb::new(&format!("{base}/senso"), SecretString::from("nope".to_string()), SensoApi::Org).unwrap();
-    assert!(matches!(bad.search("x", 1).await, Err(ClientError::Status { status: 401, retryable: false, .. })));
+    assert!(matches!(
+        bad.search("x", 1, &SearchScope::default()).await,
+        Err(ClientError::Status { status: 401, retryable: false, .. })
+    ));
 }
 
-fn plan_request() -> PlanRequest {
+/// A plan request with one catalog action (shared with the Bedrock tests).
+pub(crate) fn plan_request() -> PlanRequest {
     PlanRequest {
         incident_title: "checkout 504".into(),
         service: "checkout".into(),
         hypothesis: Hypothesis {
             root_cause: "upstream fault flag".into(),
             confidence: Some(Confidence::parse(0.95).unwrap()),
-            evidence: vec![],
+            evidence: vec!["/health answers 504".into()],
             alternatives: vec![],
             services: vec![],
         },

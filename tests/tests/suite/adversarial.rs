@@ -76,9 +76,9 @@ Promote only when the primary is gone.
 
 const RUNBOOKS: &[&str] = &[
     include_str!("../../../infra/runbooks/demo-service-fault.md"),
-    include_str!("../../../infra/runbooks/disk-full.md"),
-    include_str!("../../../infra/runbooks/expired-certificate.md"),
-    include_str!("../../../infra/runbooks/pod-oom-after-deploy.md"),
+    include_str!("../../../infra/runbooks/kubernetes/disk-full.md"),
+    include_str!("../../../infra/runbooks/kubernetes/expired-certificate.md"),
+    include_str!("../../../infra/runbooks/kubernetes/pod-oom-after-deploy.md"),
     include_str!("../../../infra/runbooks/postgres-blocking-query.md"),
     include_str!("../../../infra/runbooks/redis-maxmemory.md"),
     RUNBOOK_HIGH,
@@ -264,11 +264,13 @@ fn service_settings() -> ServiceSettings {
         target: None,
         auto_execute: true,
         approvers: vec![],
+        oncall_may_approve: false,
         parameters: [
             ("namespace", "checkout"),
             ("deployment", "checkout-api"),
             ("certificate", "checkout-tls"),
             ("redis_host", "checkout-cache.internal"),
+            ("redis_port", "6379"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -471,6 +473,7 @@ async fn what_a_person_approves_is_what_runs() {
             decided_by: Some(UserId::parse("UAPPROVER").unwrap()),
             decided_at: Some(Utc::now()),
             plan_hash: "0".repeat(64),
+            reason: None,
         });
         Ok(())
     })

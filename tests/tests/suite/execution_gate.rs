@@ -99,7 +99,7 @@ Promote only when the primary is gone.
 const PG: &str = include_str!("../../../infra/runbooks/postgres-blocking-query.md");
 const RUNBOOKS: &[&str] = &[
     include_str!("../../../infra/runbooks/demo-service-fault.md"),
-    include_str!("../../../infra/runbooks/pod-oom-after-deploy.md"),
+    include_str!("../../../infra/runbooks/kubernetes/pod-oom-after-deploy.md"),
     PG,
     RUNBOOK_HIGH,
 ];
@@ -128,6 +128,7 @@ fn service_settings(namespace: &str) -> ServiceSettings {
         target: None,
         auto_execute: true,
         approvers: vec![],
+        oncall_may_approve: false,
         parameters: BTreeMap::from([
             ("namespace".to_string(), namespace.to_string()),
             ("deployment".to_string(), "checkout-api".to_string()),
@@ -267,6 +268,7 @@ async fn approve(w: &World, id: &IncidentId) {
             decided_by: Some(UserId::parse("UALICE").unwrap()),
             decided_at: Some(Utc::now()),
             plan_hash: hash.clone(),
+            reason: None,
         });
         Ok(())
     })

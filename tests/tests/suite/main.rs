@@ -7,14 +7,17 @@
 
 mod adapters;
 mod adversarial;
+mod bedrock;
 mod coder_template;
 mod durability;
 mod edge_limits;
 mod engine_callbacks;
 mod execution_gate;
 mod faults;
+mod knowledge;
 mod lambda_events;
 mod metrics_emf;
+mod narration;
 mod notes;
 mod properties;
 mod report;

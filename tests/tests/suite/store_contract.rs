@@ -232,6 +232,30 @@ async fn service_history_and_catalog(store: Arc<dyn IncidentStore>) {
     assert_eq!(names, ["postgres.cancel_query", "postgres.terminate_backend"]);
 }
 
+async fn runbook_documents_are_replaced_and_listed(store: Arc<dyn IncidentStore>) {
+    let pg = RunbookId::parse("postgres-blocking-query").unwrap();
+    let redis = RunbookId::parse("redis-maxmemory").unwrap();
+    let t0 = Utc::now();
+    store.put_runbook_document(&redis, "doc-r1", t0).await.unwrap();
+    store.put_runbook_document(&pg, "doc-p1", t0).await.unwrap();
+    // The same document again changes nothing; a new push supersedes the old document.
+    let same = store.put_runbook_document(&pg, "doc-p1", t0 + Duration::minutes(1)).await.unwrap();
+    assert_eq!((same.content_id.as_str(), same.pushed_at, same.superseded.len()), ("doc-p1", t0, 0));
+    let next = store.put_runbook_document(&pg, "doc-p2", t0 + Duration::minutes(2)).await.unwrap();
+    assert_eq!(next.superseded, ["doc-p1"]);
+    let all = store.runbook_documents().await.unwrap();
+    let listed: Vec<_> = all.iter().map(|d| (d.runbook_id.as_str(), d.content_id.as_str())).collect();
+    assert_eq!(listed, [("postgres-blocking-query", "doc-p2"), ("redis-maxmemory", "doc-r1")]);
+    // Only the latest superseded ids are kept.
+    for i in 0..30 {
+        store.put_runbook_document(&redis, &format!("doc-r{}", i + 2), t0).await.unwrap();
+    }
+    let r = store.runbook_documents().await.unwrap().into_iter().find(|d| d.runbook_id == redis).unwrap();
+    assert_eq!(r.content_id, "doc-r31");
+    assert_eq!(r.superseded.len(), RunbookDocument::KEEP_SUPERSEDED);
+    assert_eq!(r.superseded.last().map(String::as_str), Some("doc-r30"));
+}
+
 async fn kill_switch_and_budget(store: Arc<dyn IncidentStore>) {
     assert!(!store.kill_switch().await.unwrap());
     store.set_kill_switch(true, "test", Utc::now()).await.unwrap();
@@ -265,6 +289,7 @@ fn service_settings(service: &str, url: &str) -> ServiceSettings {
         auto_execute: false,
         parameters: Default::default(),
         approvers: vec!["U123".into()],
+        oncall_may_approve: false,
         // Whole microseconds: what survives the JSON round trip on every backend.
         updated_at: Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap(),
         updated_by: "tester".into(),
@@ -413,6 +438,7 @@ macro_rules! contract_suite {
                 handoff_note_then_token,
                 approvals_are_decided_once,
                 service_history_and_catalog,
+                runbook_documents_are_replaced_and_listed,
                 kill_switch_and_budget,
                 service_settings_are_replaced_listed_and_validated,
                 race_create_incident,

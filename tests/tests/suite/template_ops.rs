@@ -2,7 +2,10 @@
 //! (`selfheal::stages::ops`) and the retry budgets (`selfheal::budget`): every task calls a
 //! function that runs its op, every function gets the settings, secrets and IAM actions its
 //! work needs, every Timeout holds the function's worst case, the longest run fits the state
-//! machine's timeout, and every log group is retained.
+//! machine's timeout, and every log group is retained. The checks run once per model provider
+//! (`PlannerProvider`): the template as CloudFormation would create it with each one's parameters.
+//! With Bedrock, the planner and cleric functions may invoke the chosen model only and read no
+//! Anthropic secret (`bedrock_is_granted_on_the_chosen_model_only`).
 //!
 //! The template is read as the real SAM translator expands it (`scripts/sam_expand.py`, in the
 //! `.venv` that `scripts/setup-test-tools.sh` creates); without that venv the tests say so and
@@ -15,25 +18,60 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use selfheal::budget::{self, LAMBDA_MAX_SECS};
-use selfheal::config::{Settings, env_map};
+use selfheal::config::{ModelProvider, Settings, env_map};
 use selfheal::stages::{Capability, Function, Op};
 
-/// Functions whose worst case no allowed Timeout can hold; each must run at the platform's
-/// limit. Listed here so the gap stays visible; the test fails when one starts to fit.
-const OVER_LIMIT: &[(Function, &str)] = &[
+/// Functions whose worst case no allowed Timeout can hold (with that model provider only, or
+/// with any); each must run at the platform's limit. Listed here so the gap stays visible; the
+/// test fails when one starts to fit.
+const OVER_LIMIT: &[(Function, Option<ModelProvider>, &str)] = &[
     (
         Function::Planner,
+        Some(ModelProvider::Anthropic),
         "Anthropic's read_json re-sends a garbled 2xx with a fresh send budget: 3 × (3 × 90 s + 2 × 20 s) + 16 s",
     ),
     (
         Function::Intake,
+        None,
         "API Gateway answers after 29 s; a trigger's dedupe, re-fire check, store writes and StartExecution are ~30 AWS calls at a 10 s operation timeout",
     ),
     (
         Function::SlackCallback,
+        None,
         "API Gateway answers after 29 s; the click is acknowledged first, but the decision and the response_url reply after it (up to 100 s) share the invocation",
     ),
 ];
+
+/// A Claude model Bedrock serves on demand, by its own id.
+const FOUNDATION_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+/// A cross-Region inference profile (a global one: its model ARNs have no Region).
+const INFERENCE_PROFILE: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+/// One way to deploy the template: a model provider and the parameters that choose it.
+struct Deployment {
+    label: &'static str,
+    provider: ModelProvider,
+    parameters: BTreeMap<&'static str, String>,
+}
+
+fn deployments() -> Vec<Deployment> {
+    let bedrock = |model: &str| {
+        BTreeMap::from([("PlannerProvider", "bedrock".to_string()), ("BedrockModelId", model.to_string())])
+    };
+    vec![
+        Deployment { label: "defaults (Anthropic)", provider: ModelProvider::Anthropic, parameters: BTreeMap::new() },
+        Deployment {
+            label: "Bedrock, foundation model",
+            provider: ModelProvider::Bedrock,
+            parameters: bedrock(FOUNDATION_MODEL),
+        },
+        Deployment {
+            label: "Bedrock, inference profile",
+            provider: ModelProvider::Bedrock,
+            parameters: bedrock(INFERENCE_PROFILE),
+        },
+    ]
+}
 
 /// The check load the Verify function's Timeout is sized for (checks are pushed per service at
 /// run time): 16 checks at the default 10 s deadline, 8 at a time. Keep in step with the
@@ -122,42 +160,121 @@ fn mentions(value: &Value, id: &str) -> bool {
     }
 }
 
-/// Resolve parameters (their defaults, or `overrides`) and pseudo parameters in simple values.
-fn resolve(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) -> Option<String> {
-    let param = |name: &str| -> Option<String> {
-        if let Some(v) = overrides.get(name) {
-            return Some(v.clone());
-        }
-        match name {
-            "AWS::StackName" => Some("selfheal".into()),
-            "AWS::Region" => Some("us-east-1".into()),
-            "AWS::AccountId" => Some("123456789012".into()),
-            "AWS::Partition" => Some("aws".into()),
-            _ => t.pointer(&format!("/Parameters/{name}/Default")).map(|d| match d {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }),
-        }
-    };
-    match value {
-        Value::String(s) => Some(s.clone()),
+/// A parameter's value (`overrides`, else its default) or a pseudo parameter's.
+fn parameter(t: &Value, name: &str, overrides: &BTreeMap<&str, String>) -> Option<String> {
+    if let Some(v) = overrides.get(name) {
+        return Some(v.clone());
+    }
+    match name {
+        "AWS::StackName" => Some("selfheal".into()),
+        "AWS::Region" => Some("us-east-1".into()),
+        "AWS::AccountId" => Some("123456789012".into()),
+        "AWS::Partition" => Some("aws".into()),
+        _ => t.pointer(&format!("/Parameters/{name}/Default")).map(|d| match d {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+    }
+}
+
+/// Evaluate the intrinsic functions of `value` that do not depend on created resources (Ref to
+/// parameters, Fn::Sub, Select, Split, Join, If and the condition functions); `None` for what
+/// only CloudFormation knows (a resource's Ref or attributes).
+fn eval(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) -> Option<Value> {
+    let text = |v: &Value| match eval(t, v, overrides)? {
+        Value::String(s) => Some(s),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(m) if m.contains_key("Ref") => param(m["Ref"].as_str()?),
-        Value::Object(m) if m.contains_key("Fn::Sub") => {
-            let text = m["Fn::Sub"].as_str()?;
+        _ => None,
+    };
+    let Value::Object(m) = value else { return Some(value.clone()) };
+    let (function, args) = m.iter().next().filter(|_| m.len() == 1)?;
+    let list = args.as_array();
+    let arg = |i: usize| list.and_then(|a| a.get(i)).unwrap_or(&Value::Null);
+    Some(match function.as_str() {
+        "Ref" => Value::String(parameter(t, args.as_str()?, overrides)?),
+        "Fn::Sub" => {
+            let (template, vars) = match args {
+                Value::String(s) => (s.as_str(), None),
+                _ => (arg(0).as_str()?, arg(1).as_object()),
+            };
             let mut out = String::new();
-            let mut rest = text;
+            let mut rest = template;
             while let Some(start) = rest.find("${") {
                 out.push_str(&rest[..start]);
                 let end = rest[start..].find('}')? + start;
-                out.push_str(&param(&rest[start + 2..end])?);
+                let name = &rest[start + 2..end];
+                match vars.and_then(|v| v.get(name)) {
+                    Some(v) => out.push_str(&text(v)?),
+                    None => out.push_str(&parameter(t, name, overrides)?),
+                }
                 rest = &rest[end + 1..];
             }
             out.push_str(rest);
-            Some(out)
+            Value::String(out)
         }
+        "Fn::Select" => {
+            let index: usize = text(arg(0))?.parse().ok()?;
+            eval(t, arg(1), overrides)?.as_array()?.get(index)?.clone()
+        }
+        "Fn::Split" => {
+            let on = arg(0).as_str()?;
+            Value::Array(text(arg(1))?.split(on).map(|p| Value::String(p.to_string())).collect())
+        }
+        "Fn::Join" => {
+            let parts = arg(1).as_array()?.iter().map(text).collect::<Option<Vec<_>>>()?;
+            Value::String(parts.join(arg(0).as_str()?))
+        }
+        "Fn::If" => {
+            let chosen = if condition(t, arg(0).as_str()?, overrides) { arg(1) } else { arg(2) };
+            eval(t, chosen, overrides)?
+        }
+        "Fn::Equals" => Value::Bool(eval(t, arg(0), overrides)? == eval(t, arg(1), overrides)?),
+        "Fn::Not" => Value::Bool(!eval(t, arg(0), overrides)?.as_bool()?),
+        "Fn::And" | "Fn::Or" => {
+            let values = list?.iter().map(|c| eval(t, c, overrides)?.as_bool()).collect::<Option<Vec<bool>>>()?;
+            Value::Bool(if function == "Fn::And" { values.iter().all(|b| *b) } else { values.iter().any(|b| *b) })
+        }
+        "Condition" => Value::Bool(condition(t, args.as_str()?, overrides)),
+        _ => return None,
+    })
+}
+
+/// A template condition's value with these parameters.
+fn condition(t: &Value, name: &str, overrides: &BTreeMap<&str, String>) -> bool {
+    let definition = t.pointer(&format!("/Conditions/{name}")).unwrap_or_else(|| panic!("no condition {name}"));
+    eval(t, definition, overrides)
+        .and_then(|v| v.as_bool())
+        .unwrap_or_else(|| panic!("condition {name} does not evaluate"))
+}
+
+/// A simple value (a parameter, a Sub of parameters…) as text, or `None`.
+fn resolve(t: &Value, value: &Value, overrides: &BTreeMap<&str, String>) -> Option<String> {
+    match eval(t, value, overrides)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The template as CloudFormation creates it with these parameters: each `Fn::If` replaced by
+/// the branch its condition picks, each `AWS::NoValue` removed with its key or list item.
+fn as_deployed(t: &Value, overrides: &BTreeMap<&str, String>) -> Value {
+    fn walk(t: &Value, v: &Value, overrides: &BTreeMap<&str, String>) -> Option<Value> {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.get("Ref").and_then(Value::as_str) == Some("AWS::NoValue") => None,
+            Value::Object(m) if m.len() == 1 && m.contains_key("Fn::If") => {
+                let a = &m["Fn::If"];
+                let name = a[0].as_str().expect("Fn::If names a condition");
+                walk(t, if condition(t, name, overrides) { &a[1] } else { &a[2] }, overrides)
+            }
+            Value::Object(m) => {
+                Some(Value::Object(m.iter().filter_map(|(k, v)| Some((k.clone(), walk(t, v, overrides)?))).collect()))
+            }
+            Value::Array(a) => Some(Value::Array(a.iter().filter_map(|v| walk(t, v, overrides)).collect())),
+            other => Some(other.clone()),
+        }
+    }
+    walk(t, t, overrides).expect("the template itself is not AWS::NoValue")
 }
 
 fn no_overrides() -> BTreeMap<&'static str, String> {
@@ -285,16 +402,25 @@ fn every_function_is_deployed_with_its_binary() {
 
 #[test]
 fn environments_provide_what_the_needs_require() {
-    let Some(t) = expanded() else { return };
+    let Some(raw) = expanded() else { return };
+    let mut problems = Vec::new();
+    for d in deployments() {
+        let t = &as_deployed(raw, &d.parameters);
+        problems.extend(environment_problems(t, d.provider).into_iter().map(|p| format!("{}: {p}", d.label)));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn environment_problems(t: &Value, provider: ModelProvider) -> Vec<String> {
     let mut problems = Vec::new();
     for f in Function::ALL {
         let env = environment(t, f);
-        for var in f.env_vars() {
+        for var in f.env_vars(provider) {
             if !env.contains_key(var) {
-                problems.push(format!("{}: needs {var} (for {:?})", f.logical_id(), f.needs()));
+                problems.push(format!("{}: needs {var} (for {:?})", f.logical_id(), f.needs(provider)));
             }
         }
-        let keys = f.secret_keys();
+        let keys = f.secret_keys(provider);
         if keys.is_empty() {
             continue;
         }
@@ -311,24 +437,33 @@ fn environments_provide_what_the_needs_require() {
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
 }
 
 #[test]
 fn policies_grant_what_the_needs_require() {
-    let Some(t) = expanded() else { return };
+    let Some(raw) = expanded() else { return };
+    let mut problems = Vec::new();
+    for d in deployments() {
+        let t = &as_deployed(raw, &d.parameters);
+        problems.extend(policy_problems(t, d.provider).into_iter().map(|p| format!("{}: {p}", d.label)));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn policy_problems(t: &Value, provider: ModelProvider) -> Vec<String> {
     let mut problems = Vec::new();
     for f in Function::ALL {
         let allowed = allowed_actions(t, f);
-        for action in f.iam_actions() {
+        for action in f.iam_actions(provider) {
             let statements: Vec<&Value> =
                 allowed.iter().filter(|(a, _)| grants(a, action)).map(|(_, statement)| statement).collect();
             if statements.is_empty() {
-                problems.push(format!("{}: role lacks {action} (needs {:?})", f.logical_id(), f.needs()));
+                problems.push(format!("{}: role lacks {action} (needs {:?})", f.logical_id(), f.needs(provider)));
                 continue;
             }
             if action == "secretsmanager:GetSecretValue" {
-                for key in f.secret_keys() {
+                for key in f.secret_keys(provider) {
                     let holders = secrets_holding(t, key);
                     let granted = holders.iter().any(|h| statements.iter().any(|s| mentions(&s["Resource"], h)));
                     if !holders.is_empty() && !granted {
@@ -347,7 +482,7 @@ fn policies_grant_what_the_needs_require() {
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
 }
 
 fn state_machine_arn(t: &Value) -> String {
@@ -361,7 +496,9 @@ fn functions_the_state_machine_invokes_reach_it_without_a_cycle() {
     let Some(t) = expanded() else { return };
     let arn = state_machine_arn(t);
     for f in Function::ALL {
-        let needs_arn = f.needs_capability(Capability::StateMachine) || f.needs_capability(Capability::StartExecution);
+        let provider = ModelProvider::default();
+        let needs_arn = f.needs_capability(Capability::StateMachine, provider)
+            || f.needs_capability(Capability::StartExecution, provider);
         let env = environment(t, f);
         if needs_arn {
             let value = env.get("SELFHEAL_STATE_MACHINE_ARN").expect("checked by environments_provide…");
@@ -381,14 +518,14 @@ fn functions_the_state_machine_invokes_reach_it_without_a_cycle() {
     }
 }
 
-/// The environment a function sees with the template's parameter defaults.
-fn settings_of(t: &Value, f: Function) -> Settings {
+/// The environment a function sees with the parameters `d` sets (the defaults for the rest).
+fn settings_of(t: &Value, f: Function, d: &Deployment) -> Settings {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in environment(t, f) {
         // Values that are resource references only need to be non-empty here.
-        vars.insert(k.clone(), resolve(t, v, &no_overrides()).unwrap_or_else(|| format!("resolved:{k}")));
+        vars.insert(k.clone(), resolve(t, v, &d.parameters).unwrap_or_else(|| format!("resolved:{k}")));
     }
-    if f.needs_capability(Capability::Browser) {
+    if f.needs_capability(Capability::Browser, d.provider) {
         let checks: Vec<Value> = (0..SIZED_FOR_CHECKS)
             .map(|i| json!({"name": format!("check {i}"), "url": "https://service.example/health"}))
             .collect();
@@ -404,16 +541,34 @@ fn timeout_of(t: &Value, f: Function) -> u64 {
 
 #[test]
 fn timeouts_hold_the_worst_case_retry_budgets() {
-    let Some(t) = expanded() else { return };
+    let Some(raw) = expanded() else { return };
+    let mut problems = Vec::new();
+    for d in deployments() {
+        let t = &as_deployed(raw, &d.parameters);
+        println!("{}:", d.label);
+        problems.extend(timeout_problems(t, &d).into_iter().map(|p| format!("{}: {p}", d.label)));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn timeout_problems(t: &Value, d: &Deployment) -> Vec<String> {
     let mut problems = Vec::new();
     println!("| function | worst path | budget | limit | Timeout |");
     println!("|---|---|---|---|---|");
     for f in Function::ALL {
-        let b = budget::worst_case(f, &settings_of(t, f));
+        let settings = settings_of(t, f, d);
+        // A function whose work depends on the provider is told which one the template chose.
+        if f.needs(d.provider) != f.needs(ModelProvider::default()) {
+            assert_eq!(settings.planner.provider, d.provider, "{}: SELFHEAL_PLANNER_PROVIDER", f.logical_id());
+        }
+        let b = budget::worst_case(f, &settings);
         let timeout = timeout_of(t, f);
         let limit = budget::limit_secs(f);
         println!("| {} | {} | {} s | {limit} s | {timeout} s |", f.binary(), b.path, b.secs());
-        let known = OVER_LIMIT.iter().find(|(g, _)| *g == f);
+        let known = OVER_LIMIT
+            .iter()
+            .find(|(g, provider, _)| *g == f && provider.is_none_or(|p| p == d.provider))
+            .map(|(g, _, why)| (g, why));
         match (b.fits(), known) {
             (true, None) if timeout < b.secs() => problems.push(format!(
                 "{}: Timeout {timeout} s < worst case {} s ({})",
@@ -463,7 +618,7 @@ fn timeouts_hold_the_worst_case_retry_budgets() {
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
 }
 
 /// Seconds a `Retry` list may wait between attempts, and the attempts it allows in all.
@@ -701,4 +856,142 @@ fn alarms_watch_metrics_the_code_publishes() {
     for m in known {
         assert!(source.contains(&format!("\"{m}\"")), "{m} is listed in telemetry::METRICS but never emitted");
     }
+}
+
+/// Whether an IAM resource pattern (`*` any run of characters, `?` one) matches `arn`.
+fn arn_matches(pattern: &str, arn: &str) -> bool {
+    fn go(p: &[u8], a: &[u8]) -> bool {
+        match (p.first(), a.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], a) || (!a.is_empty() && go(p, &a[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &a[1..]),
+            (Some(x), Some(y)) if x == y => go(&p[1..], &a[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), arn.as_bytes())
+}
+
+/// The Bedrock grant of `f`'s role: each `bedrock:` statement's resources (resolved) and its
+/// condition on the inference profile, if any.
+fn bedrock_grants(t: &Value, f: Function, d: &Deployment) -> Vec<(Vec<String>, Option<String>)> {
+    let mut out = Vec::new();
+    for (action, statement) in allowed_actions(t, f) {
+        if !action.starts_with("bedrock:") {
+            continue;
+        }
+        assert_eq!(action, "bedrock:InvokeModel", "{}: only InvokeModel is granted", f.logical_id());
+        let resources = match &statement["Resource"] {
+            Value::Array(a) => a.clone(),
+            one => vec![one.clone()],
+        };
+        let resources = resources
+            .iter()
+            .map(|r| {
+                resolve(t, r, &d.parameters).unwrap_or_else(|| panic!("{}: unresolved resource {r}", f.logical_id()))
+            })
+            .collect();
+        let condition = statement.pointer("/Condition/ArnEquals/bedrock:InferenceProfileArn").map(|c| {
+            resolve(t, c, &d.parameters).unwrap_or_else(|| panic!("{}: unresolved condition {c}", f.logical_id()))
+        });
+        out.push((resources, condition));
+    }
+    out
+}
+
+/// With `PlannerProvider=bedrock` the two functions that call the model may invoke the chosen
+/// model only (a foundation model by its ARN; an inference profile by its ARN, and the model it
+/// routes to only through that profile), no other function may invoke any, and nothing reads or
+/// may read the Anthropic secret. With Anthropic, nothing is granted on Bedrock.
+#[test]
+fn bedrock_is_granted_on_the_chosen_model_only() {
+    let Some(raw) = expanded() else { return };
+    let region_arn = |kind: &str, id: &str| format!("arn:aws:bedrock:us-east-1:123456789012:{kind}/{id}");
+    let model_arn = |region: &str, id: &str| format!("arn:aws:bedrock:{region}::foundation-model/{id}");
+    let other = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+    for d in deployments() {
+        let t = &as_deployed(raw, &d.parameters);
+        for f in Function::ALL {
+            let grants = bedrock_grants(t, f, &d);
+            let calls_model = matches!(f, Function::Planner | Function::Cleric);
+            let reads_anthropic = environment(t, f).values().any(|v| mentions(v, "AnthropicSecret"))
+                || allowed_actions(t, f).iter().any(|(_, s)| mentions(&s["Resource"], "AnthropicSecret"));
+            match d.provider {
+                ModelProvider::Anthropic => {
+                    assert!(grants.is_empty(), "{}: {}: {grants:?}", d.label, f.logical_id());
+                    assert_eq!(reads_anthropic, calls_model, "{}: {}", d.label, f.logical_id());
+                    continue;
+                }
+                ModelProvider::Bedrock => {
+                    assert!(!reads_anthropic, "{}: {} reads the Anthropic secret", d.label, f.logical_id());
+                    if !calls_model {
+                        assert!(grants.is_empty(), "{}: {}: {grants:?}", d.label, f.logical_id());
+                        continue;
+                    }
+                }
+            }
+            let model_id = &d.parameters["BedrockModelId"];
+            // Every ARN the role's statements allow, with the profile a call must come through.
+            let allows = |arn: &str, through: Option<&str>| {
+                grants.iter().any(|(resources, condition)| {
+                    resources.iter().any(|r| arn_matches(r, arn))
+                        && condition.as_deref().is_none_or(|c| Some(c) == through)
+                })
+            };
+            if model_id == FOUNDATION_MODEL {
+                assert_eq!(
+                    grants,
+                    vec![(vec![model_arn("us-east-1", FOUNDATION_MODEL)], None)],
+                    "{}: {}",
+                    d.label,
+                    f.logical_id()
+                );
+            } else {
+                let profile = region_arn("inference-profile", INFERENCE_PROFILE);
+                let model = INFERENCE_PROFILE.trim_start_matches("global.");
+                assert!(allows(&profile, None), "{}: {} may not invoke {profile}", d.label, f.logical_id());
+                // The profile routes to its model in any Region; a global one's ARN has none.
+                for region in ["us-east-1", "eu-west-1", ""] {
+                    let arn = model_arn(region, model);
+                    assert!(allows(&arn, Some(&profile)), "{}: {}: {arn} through the profile", d.label, f.logical_id());
+                    assert!(!allows(&arn, None), "{}: {}: {arn} without the profile", d.label, f.logical_id());
+                }
+                assert!(!allows(&region_arn("inference-profile", "us.anthropic.claude-opus-4-1-20250805-v1:0"), None));
+            }
+            // Nothing else: another model, another profile, another account's.
+            for arn in [
+                model_arn("us-east-1", other),
+                region_arn("inference-profile", &format!("us.{other}")),
+                region_arn("application-inference-profile", "abc123"),
+                format!("arn:aws:bedrock:us-east-1:999999999999:inference-profile/{model_id}"),
+            ] {
+                assert!(!allows(&arn, None), "{}: {} may invoke {arn}", d.label, f.logical_id());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_provider_conditions_read_the_model_id() {
+    let Some(t) = expanded() else { return };
+    let with = |provider: &str, model: &str| {
+        BTreeMap::from([("PlannerProvider", provider.to_string()), ("BedrockModelId", model.to_string())])
+    };
+    assert!(!condition(t, "UseBedrock", &no_overrides()), "Anthropic is the default");
+    for (model, profile) in [
+        ("anthropic.claude-3-haiku-20240307-v1:0", false),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
+        ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
+        ("us-gov.anthropic.claude-3-5-sonnet-20240620-v1:0", true),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", true),
+    ] {
+        let p = with("bedrock", model);
+        assert!(condition(t, "UseBedrock", &p));
+        assert_eq!(condition(t, "BedrockModelIsInferenceProfile", &p), profile, "{model}");
+        assert_eq!(condition(t, "UseBedrockInferenceProfile", &p), profile, "{model}");
+        assert!(!condition(t, "UseBedrockInferenceProfile", &with("anthropic", model)), "{model}");
+    }
+    // The template's default model is the settings' default.
+    let default = t.pointer("/Parameters/BedrockModelId/Default").and_then(Value::as_str);
+    assert_eq!(default, Some(selfheal::config::BedrockSettings::default().model_id.as_str()));
 }
