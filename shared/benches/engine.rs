@@ -1,6 +1,7 @@
 //! Cost per state transition of the local engine: the HappyAuto incident (mocked tasks, every
 //! transition persisted to SQLite) end to end, and a Choice/Pass loop of 1k and 10k transitions
-//! (cost per transition must not grow with the execution's length).
+//! (cost per transition must not grow with the execution's length), and an Inline Map over 100
+//! and 1,000 items (cost per item must not grow with the number of items).
 //! Run: `cargo bench -p selfheal --bench engine` (`-- loop` for the loop alone).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -16,6 +17,7 @@ const MOCKS: &str = include_str!("../../statemachine/test/MockConfigFile.json");
 const INPUT: &str = include_str!("../../statemachine/test/input.json");
 const LOOP: &str = include_str!("fixtures/loop.asl.json");
 const LOOP_MOCKS: &str = include_str!("fixtures/loop.mock.json");
+const MAP: &str = include_str!("fixtures/map.asl.json");
 
 fn engine_on(table: Arc<dyn DocTable>, machine: &StateMachine, mocks: &MockConfig) -> Arc<Engine> {
     let engine = Engine::new(table, Arc::new(VirtualClock::starting_at(chrono::Utc::now())));
@@ -106,5 +108,41 @@ fn loop_sqlite_file(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, interpreter, durable, loop_memory, loop_sqlite_file);
+/// The Map fixture over `items` items on a fresh table per iteration (each item is a child
+/// record: created, run, reported to the parent).
+fn bench_map(c: &mut Criterion, store: &str, make_table: &dyn Fn() -> Arc<dyn DocTable>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let machine = StateMachine::parse(MAP).unwrap();
+    let mut group = c.benchmark_group("engine_map");
+    group.sample_size(10);
+    for items in [100usize, 1000] {
+        let input = serde_json::json!({ "items": (0..items).collect::<Vec<_>>() }).to_string();
+        let fresh = || {
+            let engine = Engine::new(make_table(), Arc::new(VirtualClock::starting_at(chrono::Utc::now())));
+            engine.register("map", machine.clone());
+            engine
+        };
+        let run = |engine: Arc<Engine>| {
+            rt.block_on(async {
+                engine.start("map", "bench", &input).await.unwrap();
+                let rec = engine.wait_for("bench", std::time::Duration::from_secs(120)).await.unwrap();
+                let doubled = rec.output.as_ref().and_then(|o| o["doubled"].as_array()).map(Vec::len);
+                assert_eq!(doubled, Some(items), "{:?}", rec.cause);
+            })
+        };
+        group.throughput(Throughput::Elements(items as u64));
+        group.bench_function(format!("{store}/{items}_items"), |b| b.iter_batched(fresh, run, BatchSize::PerIteration));
+    }
+    group.finish();
+}
+
+fn map_memory(c: &mut Criterion) {
+    bench_map(c, "memory", &|| Arc::new(MemoryTable::new()));
+}
+
+fn map_sqlite(c: &mut Criterion) {
+    bench_map(c, "sqlite", &|| Arc::new(SqliteTable::in_memory().unwrap()));
+}
+
+criterion_group!(benches, interpreter, durable, loop_memory, loop_sqlite_file, map_memory, map_sqlite);
 criterion_main!(benches);

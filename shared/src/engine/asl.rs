@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::path::{PathError, RefPath, read_path};
 
@@ -57,6 +58,40 @@ impl TaskState {
     }
 }
 
+/// The fields a failing state consults: Task, Map and Parallel have them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ErrorHandling {
+    pub retry: Vec<Retrier>,
+    pub catch: Vec<Catcher>,
+}
+
+/// An Inline `Map` state: runs `processor` once per item of the array `items_path` selects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapState {
+    /// A reference path into the effective input (`$` when absent).
+    pub items_path: Option<String>,
+    /// `ItemSelector` (or the deprecated `Parameters`): each iteration's input.
+    pub item_selector: Option<Value>,
+    pub processor: Arc<StateMachine>,
+    /// `MaxConcurrency` (0 or absent: as many as the inline mode allows).
+    pub max_concurrency: Option<u64>,
+    pub max_concurrency_path: Option<String>,
+    pub result_selector: Option<Value>,
+    pub result_path: Option<Value>,
+    pub handling: ErrorHandling,
+}
+
+/// A `Parallel` state: runs every branch on the same input; the output is their outputs, in
+/// branch order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParallelState {
+    pub branches: Vec<Arc<StateMachine>>,
+    pub parameters: Option<Value>,
+    pub result_selector: Option<Value>,
+    pub result_path: Option<Value>,
+    pub handling: ErrorHandling,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaitFor {
     Seconds(u64),
@@ -79,6 +114,8 @@ pub enum Kind {
         result_path: Option<Value>,
     },
     Succeed,
+    Map(MapState),
+    Parallel(ParallelState),
     /// `error_path` / `cause_path`: a reference path or an intrinsic function that yields a string.
     Fail {
         error: Option<String>,
@@ -104,7 +141,32 @@ impl State {
             Kind::Pass { .. } => "Pass",
             Kind::Succeed => "Succeed",
             Kind::Fail { .. } => "Fail",
+            Kind::Map(_) => "Map",
+            Kind::Parallel(_) => "Parallel",
         }
+    }
+
+    /// Retry and Catch, for the states that have them.
+    pub fn error_handling(&self) -> Option<(&[Retrier], &[Catcher])> {
+        match &self.kind {
+            Kind::Task(t) => Some((&t.retry, &t.catch)),
+            Kind::Map(m) => Some((&m.handling.retry, &m.handling.catch)),
+            Kind::Parallel(p) => Some((&p.handling.retry, &p.handling.catch)),
+            _ => None,
+        }
+    }
+
+    /// The states this one can move to (Next, Catch, Choice rules, Default).
+    fn transitions(&self) -> Vec<&str> {
+        let mut targets: Vec<&str> = self.common.next.iter().map(String::as_str).collect();
+        if let Some((_, catch)) = self.error_handling() {
+            targets.extend(catch.iter().map(|c| c.next.as_str()));
+        }
+        if let Kind::Choice { choices, default } = &self.kind {
+            targets.extend(choices.iter().map(|(_, n)| n.as_str()));
+            targets.extend(default.iter().map(String::as_str));
+        }
+        targets
     }
 }
 
@@ -421,8 +483,32 @@ impl StateMachine {
         {
             return Err(err("only the JSONPath query language is supported"));
         }
-        let start_at = get_str(root, "StartAt", "(root)")?.ok_or_else(|| err("StartAt is required"))?;
-        let states_obj = root.get("States").and_then(Value::as_object).ok_or_else(|| err("States is required"))?;
+        let mut sm = Self::states_of(root, "(root)")?;
+        sm.timeout_seconds = get_u64(root, "TimeoutSeconds", "(root)")?;
+        // "State names must be unique within the scope of the whole state machine", branches
+        // and Map processors included.
+        let mut seen = std::collections::BTreeSet::new();
+        sm.check_unique_names(&mut seen)?;
+        Ok(sm)
+    }
+
+    /// A Parallel branch or a Map processor: `StartAt` and `States` (plus the fields `extra`
+    /// allows), whose states transition only among themselves.
+    fn branch(v: &Value, owner: &str, extra: &[&str]) -> Result<Arc<Self>, DefinitionError> {
+        let obj = v.as_object().ok_or_else(|| err(format!("{owner}: a branch must be an object")))?;
+        let mut allowed = vec!["StartAt", "States"];
+        allowed.extend_from_slice(extra);
+        allowed_fields(obj, owner, &allowed)?;
+        Ok(Arc::new(Self::states_of(obj, owner)?))
+    }
+
+    fn states_of(obj: &serde_json::Map<String, Value>, owner: &str) -> Result<Self, DefinitionError> {
+        let start_at = get_str(obj, "StartAt", owner)?.ok_or_else(|| err(format!("{owner}: StartAt is required")))?;
+        let states_obj =
+            obj.get("States").and_then(Value::as_object).ok_or_else(|| err(format!("{owner}: States is required")))?;
+        if states_obj.is_empty() {
+            return Err(err(format!("{owner}: States must not be empty")));
+        }
         let mut states = BTreeMap::new();
         for (name, sv) in states_obj {
             if name.is_empty() || name.chars().count() > 80 {
@@ -430,28 +516,39 @@ impl StateMachine {
             }
             states.insert(name.clone(), parse_state(name, sv)?);
         }
-        let sm = StateMachine { start_at, timeout_seconds: get_u64(root, "TimeoutSeconds", "(root)")?, states };
-        sm.check_references()?;
+        let sm = StateMachine { start_at, timeout_seconds: None, states };
+        sm.check_references(owner)?;
         Ok(sm)
     }
 
-    fn check_references(&self) -> Result<(), DefinitionError> {
-        let exists = |n: &str| self.states.contains_key(n);
-        if !exists(&self.start_at) {
-            return Err(err(format!("StartAt {} names no state", self.start_at)));
-        }
-        for s in self.states.values() {
-            let mut targets: Vec<&str> = s.common.next.iter().map(String::as_str).collect();
-            match &s.kind {
-                Kind::Task(t) => targets.extend(t.catch.iter().map(|c| c.next.as_str())),
-                Kind::Choice { choices, default } => {
-                    targets.extend(choices.iter().map(|(_, n)| n.as_str()));
-                    targets.extend(default.iter().map(String::as_str));
+    fn check_unique_names<'a>(&'a self, seen: &mut std::collections::BTreeSet<&'a str>) -> Result<(), DefinitionError> {
+        for (name, state) in &self.states {
+            if !seen.insert(name.as_str()) {
+                return Err(err(format!("state name {name} is used more than once in the state machine")));
+            }
+            match &state.kind {
+                Kind::Map(m) => m.processor.check_unique_names(seen)?,
+                Kind::Parallel(p) => {
+                    for b in &p.branches {
+                        b.check_unique_names(seen)?;
+                    }
                 }
                 _ => {}
             }
-            for t in targets {
+        }
+        Ok(())
+    }
+
+    fn check_references(&self, owner: &str) -> Result<(), DefinitionError> {
+        let exists = |n: &str| self.states.contains_key(n);
+        if !exists(&self.start_at) {
+            return Err(err(format!("{owner}: StartAt {} names no state", self.start_at)));
+        }
+        for s in self.states.values() {
+            for t in s.transitions() {
                 if !exists(t) {
+                    // Inside a branch this also refuses a jump out of the branch: "States in a
+                    // branch can transition only to other states in the same branch."
                     return Err(err(format!("{}: transition to unknown state {t}", s.name)));
                 }
             }
@@ -463,16 +560,7 @@ impl StateMachine {
             if !seen.insert(n) {
                 continue;
             }
-            let s = &self.states[n];
-            stack.extend(s.common.next.iter().map(String::as_str));
-            match &s.kind {
-                Kind::Task(t) => stack.extend(t.catch.iter().map(|c| c.next.as_str())),
-                Kind::Choice { choices, default } => {
-                    stack.extend(choices.iter().map(|(_, n)| n.as_str()));
-                    stack.extend(default.iter().map(String::as_str));
-                }
-                _ => {}
-            }
+            stack.extend(self.states[n].transitions());
         }
         if let Some(unreachable) = self.states.keys().find(|k| !seen.contains(k.as_str())) {
             return Err(err(format!("state {unreachable} is unreachable")));
@@ -648,6 +736,154 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
             }
             Kind::Fail { error, cause, error_path, cause_path }
         }
+        "Map" => {
+            allowed_fields(
+                o,
+                name,
+                &[
+                    "ItemProcessor",
+                    "Iterator",
+                    "ItemsPath",
+                    "ItemSelector",
+                    "Parameters",
+                    "MaxConcurrency",
+                    "MaxConcurrencyPath",
+                    "ResultSelector",
+                    "ResultPath",
+                    "InputPath",
+                    "OutputPath",
+                    "Next",
+                    "End",
+                    "Retry",
+                    "Catch",
+                    // Refused below with a reason rather than as unknown fields.
+                    "ItemReader",
+                    "ItemBatcher",
+                    "ResultWriter",
+                    "Label",
+                    "ToleratedFailurePercentage",
+                    "ToleratedFailurePercentagePath",
+                    "ToleratedFailureCount",
+                    "ToleratedFailureCountPath",
+                ],
+            )?;
+            needs_transition(&common)?;
+            let processor_value = match (o.get("ItemProcessor"), o.get("Iterator")) {
+                (Some(p), None) | (None, Some(p)) => p,
+                (Some(_), Some(_)) => {
+                    return Err(err(format!("{name}: specify either ItemProcessor or the deprecated Iterator")));
+                }
+                (None, None) => return Err(err(format!("{name}: a Map state needs ItemProcessor"))),
+            };
+            let mode = processor_value
+                .get("ProcessorConfig")
+                .map(|c| {
+                    let c = c.as_object().ok_or_else(|| err(format!("{name}: ProcessorConfig must be an object")))?;
+                    allowed_fields(c, name, &["Mode", "ExecutionType"])?;
+                    Ok::<_, DefinitionError>(get_str(c, "Mode", name)?.unwrap_or_else(|| "INLINE".into()))
+                })
+                .transpose()?
+                .unwrap_or_else(|| "INLINE".into());
+            match mode.as_str() {
+                "INLINE" => {}
+                // Distributed Map reads items from S3 and runs child executions in the cloud:
+                // nothing the local engine can stand in for faithfully.
+                "DISTRIBUTED" => {
+                    return Err(err(format!(
+                        "{name}: Map in DISTRIBUTED mode is not supported by the local engine (INLINE only)"
+                    )));
+                }
+                other => return Err(err(format!("{name}: unknown ProcessorConfig Mode {other}"))),
+            }
+            for distributed_only in [
+                "ItemReader",
+                "ItemBatcher",
+                "ResultWriter",
+                "Label",
+                "ToleratedFailurePercentage",
+                "ToleratedFailurePercentagePath",
+                "ToleratedFailureCount",
+                "ToleratedFailureCountPath",
+            ] {
+                if o.contains_key(distributed_only) {
+                    // "In this mode, any iteration failure causes the Map state to fail": the
+                    // tolerated-failure fields, like the reader and writer, belong to
+                    // Distributed mode.
+                    return Err(err(format!("{name}: {distributed_only} is only valid in a DISTRIBUTED Map")));
+                }
+            }
+            let processor = StateMachine::branch(processor_value, name, &["ProcessorConfig"])?;
+            if o.contains_key("ItemSelector") && o.contains_key("Parameters") {
+                return Err(err(format!("{name}: specify either ItemSelector or the deprecated Parameters")));
+            }
+            let items_path = get_str(o, "ItemsPath", name)?;
+            if let Some(p) = &items_path {
+                check_path(p, name)?;
+            }
+            let max_concurrency = match o.get("MaxConcurrency") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64().ok_or_else(|| err(format!("{name}: MaxConcurrency must be a non-negative integer")))?,
+                ),
+            };
+            let max_concurrency_path = get_str(o, "MaxConcurrencyPath", name)?;
+            if max_concurrency.is_some() && max_concurrency_path.is_some() {
+                return Err(err(format!("{name}: MaxConcurrency and MaxConcurrencyPath are exclusive")));
+            }
+            if let Some(p) = &max_concurrency_path {
+                check_path(p, name)?;
+            }
+            Kind::Map(MapState {
+                items_path,
+                item_selector: o.get("ItemSelector").or_else(|| o.get("Parameters")).cloned(),
+                processor,
+                max_concurrency,
+                max_concurrency_path,
+                result_selector: o.get("ResultSelector").cloned(),
+                result_path: path_or_null(o, "ResultPath", name)?,
+                handling: ErrorHandling {
+                    retry: parse_retry(o.get("Retry"), name)?,
+                    catch: parse_catch(o.get("Catch"), name)?,
+                },
+            })
+        }
+        "Parallel" => {
+            allowed_fields(
+                o,
+                name,
+                &[
+                    "Branches",
+                    "Parameters",
+                    "ResultSelector",
+                    "ResultPath",
+                    "InputPath",
+                    "OutputPath",
+                    "Next",
+                    "End",
+                    "Retry",
+                    "Catch",
+                ],
+            )?;
+            needs_transition(&common)?;
+            let list = o
+                .get("Branches")
+                .and_then(Value::as_array)
+                .ok_or_else(|| err(format!("{name}: a Parallel state needs Branches (an array)")))?;
+            if list.is_empty() {
+                return Err(err(format!("{name}: Branches must not be empty")));
+            }
+            let branches = list.iter().map(|b| StateMachine::branch(b, name, &[])).collect::<Result<Vec<_>, _>>()?;
+            Kind::Parallel(ParallelState {
+                branches,
+                parameters: o.get("Parameters").cloned(),
+                result_selector: o.get("ResultSelector").cloned(),
+                result_path: path_or_null(o, "ResultPath", name)?,
+                handling: ErrorHandling {
+                    retry: parse_retry(o.get("Retry"), name)?,
+                    catch: parse_catch(o.get("Catch"), name)?,
+                },
+            })
+        }
         other => {
             return Err(err(format!("{name}: state type {other} is not supported by the local engine")));
         }
@@ -805,6 +1041,7 @@ mod tests {
             json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}),
             json!({"StartAt": "A", "States": {"A": {"Type": "Pass"}}}),
             json!({"StartAt": "A", "States": {"A": {"Type": "Parallel", "End": true}}}),
+            json!({"StartAt": "A", "States": {"A": {"Type": "Parallel", "Branches": [], "End": true}}}),
             json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}, "B": {"Type": "Succeed"}}}),
             json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "x", "End": true, "Bogus": 1}}}),
             json!({"StartAt": "A", "States": {"A": {"Type": "Wait", "Seconds": 1, "SecondsPath": "$.x", "End": true}}}),

@@ -16,6 +16,7 @@ use crate::error::{OrchestratorError, StoreError};
 use crate::ports::{Clock, ExecutionRef, Orchestrator};
 use crate::store::DocTable;
 
+mod branches;
 mod callbacks;
 mod orchestrator;
 mod retry;
@@ -104,6 +105,11 @@ enum Phase {
     WaitUntil { until: DateTime<Utc>, output: Value },
     /// A callback task waiting for its token.
     AwaitToken { token: String },
+    /// A Map or Parallel state waiting for its iterations or branches (child executions named
+    /// `{name}/{run}/{index}`); `released` of `total` have been let run.
+    AwaitBranches { run: String, total: usize, released: usize, limit: usize },
+    /// A Map iteration created but not yet let run (MaxConcurrency).
+    Queued,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +153,23 @@ pub struct ExecutionRecord {
     /// Events of the current step (already in their stored form), written with the record.
     #[serde(skip)]
     pending_events: Vec<(u32, Value)>,
+    /// Set on a Map iteration or Parallel branch: the execution that runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<ParentLink>,
+}
+
+/// How a Map iteration or Parallel branch finds its states, its context and its parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ParentLink {
+    /// The record (an execution, or itself an iteration or branch) waiting for this one.
+    name: String,
+    run: String,
+    index: usize,
+    /// From the root state machine down to this branch: (Map or Parallel state, branch index).
+    scope: Vec<(String, usize)>,
+    /// The Context object's `Execution`, `StateMachine` (the root execution's) and, for a Map
+    /// iteration, `Map.Item`.
+    context: Value,
 }
 
 impl ExecutionRecord {
@@ -343,6 +366,23 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownMachine(name.to_string()))
     }
 
+    /// The states an execution record runs: the root machine's, or a branch's inside it.
+    fn machine_of(&self, rec: &ExecutionRecord) -> Result<Arc<StateMachine>, EngineError> {
+        let mut machine = self.machine(&rec.machine)?;
+        let Some(link) = &rec.parent else { return Ok(machine) };
+        for (state, branch) in &link.scope {
+            let inner = match machine.states.get(state).map(|s| &s.kind) {
+                Some(Kind::Map(m)) => Some(m.processor.clone()),
+                Some(Kind::Parallel(p)) => p.branches.get(*branch).cloned(),
+                _ => None,
+            };
+            machine = inner.ok_or_else(|| {
+                EngineError::Corrupt(rec.name.clone(), format!("no branch {branch} of state {state}"))
+            })?;
+        }
+        Ok(machine)
+    }
+
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = match self.locks.lock() {
             Ok(l) => l,
@@ -409,6 +449,7 @@ impl Engine {
             invocations: BTreeMap::new(),
             event_count: 0,
             pending_events: Vec::new(),
+            parent: None,
         };
         rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
         if !self.save(&mut rec, None).await? {
@@ -428,7 +469,7 @@ impl Engine {
     /// Resume every open execution (after a restart).
     pub async fn resume_open_executions(&self) -> Result<usize, EngineError> {
         let mut n = 0;
-        for (name, open) in self.list_executions().await? {
+        for (name, open, _) in self.indexed_executions().await? {
             if open {
                 n += 1;
                 self.spawn_drive(name);
@@ -471,6 +512,7 @@ impl Engine {
             if let Some(Cursor { phase: Phase::AwaitToken { token }, .. }) = &rec.cursor {
                 let _ = self.complete_token(token, TokenStatus::Closed, None, None, None).await;
             }
+            Box::pin(self.abort_branches(&rec)).await;
             rec.status = ExecutionStatus::Aborted;
             rec.stopped_at = Some(now);
             rec.cause = Some(cause.to_string());

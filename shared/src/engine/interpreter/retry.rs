@@ -24,21 +24,41 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn task_failed(
         &self,
-        mut rec: ExecutionRecord,
+        rec: ExecutionRecord,
         rev: u64,
         _machine: &StateMachine,
         state: &State,
-        task: &TaskState,
+        _task: &TaskState,
+        cursor: &Cursor,
+        failure: TaskFailure,
+    ) -> Result<Step, EngineError> {
+        self.state_failed(rec, rev, state, cursor, failure).await
+    }
+
+    /// A Task, Map or Parallel state failed: its Retry, then its Catch, decide; otherwise the
+    /// execution fails with the error.
+    pub(super) async fn state_failed(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        state: &State,
         cursor: &Cursor,
         failure: TaskFailure,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        rec.push_event(now, "TaskFailed", Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
+        let event = match state.kind {
+            Kind::Task(_) => "TaskFailed",
+            Kind::Map(_) => "MapStateFailed",
+            Kind::Parallel(_) => "ParallelStateFailed",
+            _ => "StateFailed",
+        };
+        rec.push_event(now, event, Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
+        let (retry, catch) = state.error_handling().unwrap_or((&[], &[]));
         // Retry: the first retrier that matches decides; its own counter bounds it.
-        if let Some(idx) = task.retry.iter().position(|r| error_matches(&r.error_equals, &failure.error)) {
-            let retrier = &task.retry[idx];
+        if let Some(idx) = retry.iter().position(|r| error_matches(&r.error_equals, &failure.error)) {
+            let retrier = &retry[idx];
             let mut counts = cursor.retry_counts.clone();
-            counts.resize(task.retry.len(), 0);
+            counts.resize(retry.len(), 0);
             if counts[idx] < retrier.max_attempts {
                 let mut delay = retrier.interval_seconds * retrier.backoff_rate.powi(counts[idx] as i32);
                 if let Some(max) = retrier.max_delay_seconds {
@@ -53,7 +73,7 @@ impl Engine {
                 return self.commit(rec, rev).await;
             }
         }
-        if let Some(catcher) = task.catch.iter().find(|c| error_matches(&c.error_equals, &failure.error)) {
+        if let Some(catcher) = catch.iter().find(|c| error_matches(&c.error_equals, &failure.error)) {
             self.caught(&mut rec, state, cursor, catcher, &failure, now);
         } else {
             self.fail_execution(&mut rec, &failure.error, &failure.cause);
@@ -75,7 +95,7 @@ impl Engine {
             Ok(out) => {
                 rec.push_event(
                     now,
-                    "TaskStateExited",
+                    &format!("{}StateExited", state.type_name()),
                     Some(&state.name),
                     json!({ "output": out, "caught": failure.error }),
                 );

@@ -18,6 +18,8 @@ impl Engine {
                 },
             };
             if !rec.is_open() {
+                // Resumed after a crash between an iteration's end and its report.
+                self.report_to_parent(&rec).await?;
                 self.forget_lock(name);
                 return Ok(());
             }
@@ -44,8 +46,17 @@ impl Engine {
     }
 
     pub(super) fn context(&self, rec: &ExecutionRecord, cursor: &Cursor, token: Option<&str>) -> Value {
-        let input: Value = serde_json::from_str(&rec.input_text).unwrap_or(Value::Null);
         let retry: u32 = cursor.retry_counts.iter().sum();
+        if let Some(link) = &rec.parent {
+            // An iteration or branch sees the execution it belongs to, and its own state.
+            let mut ctx = link.context.clone();
+            ctx["State"] = json!({"Name": cursor.state, "EnteredTime": cursor.entered_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "RetryCount": retry});
+            if let Some(t) = token {
+                ctx["Task"] = json!({ "Token": t });
+            }
+            return ctx;
+        }
+        let input: Value = serde_json::from_str(&rec.input_text).unwrap_or(Value::Null);
         let mut ctx = json!({
             "Execution": {"Id": rec.execution_id, "Name": rec.name, "StartTime": rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "Input": input},
             "StateMachine": {"Id": format!("local:{}", rec.machine), "Name": rec.machine},
@@ -59,11 +70,12 @@ impl Engine {
 
     /// One step of the execution: run or resume the current state, persist, report.
     pub(super) async fn step(&self, mut rec: ExecutionRecord, rev: u64) -> Result<Step, EngineError> {
-        let machine = self.machine(&rec.machine)?;
+        let machine = self.machine_of(&rec)?;
         let now = now_of(self.clock.as_ref());
         if let Some(deadline) = rec.deadline
             && now >= deadline
         {
+            self.abort_branches(&rec).await;
             self.finish(
                 &mut rec,
                 ExecutionStatus::TimedOut,
@@ -95,6 +107,11 @@ impl Engine {
                 self.commit(rec, rev).await
             }
             Phase::AwaitToken { token } => self.resume_callback(rec, rev, &machine, state, &cursor, &token).await,
+            Phase::AwaitBranches { run, total, released, limit } => {
+                self.collect_branches(rec, rev, &machine, state, &cursor, &run, total, released, limit).await
+            }
+            // Released by the parent when a MaxConcurrency slot frees up.
+            Phase::Queued => Ok(Step::Stop),
             Phase::Enter => self.enter(rec, rev, &machine, state, &cursor).await,
         }
     }
@@ -344,6 +361,9 @@ impl Engine {
             }
             Kind::Task(task) => {
                 return self.run_task(rec, rev, machine, state, task, cursor, input, context).await;
+            }
+            Kind::Map(_) | Kind::Parallel(_) => {
+                return self.start_branches(rec, rev, state, cursor, input, context).await;
             }
         }
         self.commit(rec, rev).await

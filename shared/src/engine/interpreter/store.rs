@@ -28,6 +28,9 @@ impl Engine {
         let now = now_of(self.clock.as_ref()).timestamp();
         let written = self.table.put_if_with_log(&exec_pk(&rec.name), "META", &doc, rev, None, &log, now).await?;
         if written && rec.status != ExecutionStatus::Running {
+            // An iteration reports to its parent before it leaves the index of open executions:
+            // a crash in between re-reports on resume (the report is idempotent).
+            self.report_to_parent(rec).await?;
             self.index(&rec.name, false).await?;
             self.forget_lock(&rec.name);
             // Only `wait_for` listens, and it waits for the end: waking it on every transition
@@ -70,7 +73,10 @@ impl Engine {
         let now = now_of(self.clock.as_ref()).timestamp();
         let sk = format!("EXEC#{name}");
         let current = self.table.get(INDEX_PK, &sk, now).await?;
-        self.table.put_if(INDEX_PK, &sk, &json!({ "open": open }), current.map(|c| c.rev), None, now).await?;
+        // Map iterations and Parallel branches are indexed (a restart resumes them) but are not
+        // executions of their own: listings leave them out.
+        let doc = if name.contains('/') { json!({ "open": open, "child": true }) } else { json!({ "open": open }) };
+        self.table.put_if(INDEX_PK, &sk, &doc, current.map(|c| c.rev), None, now).await?;
         Ok(())
     }
 
@@ -92,13 +98,31 @@ impl Engine {
             .collect())
     }
 
-    /// Every execution the store knows, open or not (most recent last).
+    /// Every execution the store knows, open or not (most recent last); not Map iterations or
+    /// Parallel branches.
     pub async fn list_executions(&self) -> Result<Vec<(String, bool)>, EngineError> {
+        Ok(self
+            .indexed_executions()
+            .await?
+            .into_iter()
+            .filter(|(_, _, child)| !child)
+            .map(|(name, open, _)| (name, open))
+            .collect())
+    }
+
+    /// Every indexed record: (name, open, is a Map iteration or Parallel branch).
+    pub(super) async fn indexed_executions(&self) -> Result<Vec<(String, bool, bool)>, EngineError> {
         let now = now_of(self.clock.as_ref()).timestamp();
         let rows = self.table.query(INDEX_PK, "EXEC#", "EXEC#~", now).await?;
         Ok(rows
             .into_iter()
-            .map(|(sk, d)| (sk.trim_start_matches("EXEC#").to_string(), d.doc["open"].as_bool().unwrap_or(false)))
+            .map(|(sk, d)| {
+                (
+                    sk.trim_start_matches("EXEC#").to_string(),
+                    d.doc["open"].as_bool().unwrap_or(false),
+                    d.doc["child"].as_bool().unwrap_or(false),
+                )
+            })
             .collect())
     }
 }

@@ -1,0 +1,462 @@
+//! Map (Inline) and Parallel states. Each iteration or branch runs as a child record
+//! (`{parent}/{run}/{index}`) with the engine's ordinary durable machinery, so Tasks, callbacks,
+//! Waits, Retry and Catch inside a branch behave exactly as at the top level and survive a
+//! restart. A child that ends reports once to its parent: one conditional write of the parent's
+//! run tally with the child's result as an append-only item, so the parent's cost per finished
+//! child is one read, whatever the number of items.
+
+use super::*;
+use crate::engine::asl::MapState;
+
+/// "In this mode, the Map state supports up to 40 concurrent iterations."
+pub const INLINE_MAP_MAX_CONCURRENCY: usize = 40;
+
+/// The parent's tally of one Map or Parallel run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RunTally {
+    done: usize,
+    failed: usize,
+    /// The first iteration or branch that did not succeed: its error ends the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_failure: Option<(usize, TaskFailure)>,
+}
+
+fn run_sk(run: &str) -> String {
+    format!("RUN#{run}")
+}
+fn done_sk(run: &str, index: usize) -> String {
+    format!("DONE#{run}#{index:08}")
+}
+fn child_name(parent: &str, run: &str, index: usize) -> String {
+    format!("{parent}/{run}/{index}")
+}
+
+/// The error a failing payload template raises.
+fn template_failure(state: &str, what: &str, e: &PathError) -> TaskFailure {
+    let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+    TaskFailure::new(name, format!("{state}: {what}: {e}"))
+}
+
+impl Engine {
+    /// Enter a Map or Parallel state: create its iterations or branches, let the first
+    /// `limit` run, and wait for them.
+    pub(super) async fn start_branches(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        state: &State,
+        cursor: &Cursor,
+        input: Value,
+        context: Value,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        let prepared = match &state.kind {
+            Kind::Map(map) => self.map_inputs(map, state, &input, &context),
+            Kind::Parallel(p) => {
+                let effective = match &p.parameters {
+                    Some(t) => path::render_template(t, &input, &context)
+                        .map_err(|e| Err(template_failure(&state.name, "Parameters", &e))),
+                    None => Ok(input.clone()),
+                };
+                effective.map(|v| (vec![v; p.branches.len()], p.branches.len()))
+            }
+            _ => return Err(EngineError::Corrupt(rec.name.clone(), "not a Map or Parallel state".into())),
+        };
+        let (inputs, limit) = match prepared {
+            Ok(p) => p,
+            // Uncatchable (States.Runtime): the execution fails.
+            Err(Ok(runtime)) => {
+                self.fail_execution(&mut rec, &runtime.error, &runtime.cause);
+                return self.commit(rec, rev).await;
+            }
+            Err(Err(failure)) => return self.state_failed(rec, rev, state, cursor, failure).await,
+        };
+        let started = if matches!(state.kind, Kind::Map(_)) { "MapStateStarted" } else { "ParallelStateStarted" };
+        rec.push_event(now, started, Some(&state.name), json!({ "length": inputs.len() }));
+        if inputs.is_empty() {
+            return self.branches_succeeded(rec, rev, state, cursor, Vec::new()).await;
+        }
+        // Deterministic per visit of the state (a loop or a retry makes a new run), so a restart
+        // before this step is saved re-creates the same children.
+        let retries: u32 = cursor.retry_counts.iter().sum();
+        let run = format!("{}-{}", rec.transitions, retries);
+        let total = inputs.len();
+        let released = limit.min(total);
+        let mut scope = rec.parent.as_ref().map(|l| l.scope.clone()).unwrap_or_default();
+        let base_context = {
+            let mut c = serde_json::Map::new();
+            for key in ["Execution", "StateMachine"] {
+                if let Some(v) = context.get(key) {
+                    c.insert(key.to_string(), v.clone());
+                }
+            }
+            c
+        };
+        for (index, child_input) in inputs.into_iter().enumerate() {
+            let (branch, start_at) = match &state.kind {
+                Kind::Map(m) => (0, m.processor.start_at.as_str()),
+                Kind::Parallel(p) => (index, p.branches[index].start_at.as_str()),
+                _ => return Err(EngineError::Corrupt(rec.name.clone(), "not a Map or Parallel state".into())),
+            };
+            scope.push((state.name.clone(), branch));
+            // `$$.Map.Item` is for ItemSelector only, as on AWS: the iteration's states see the
+            // execution's Context object.
+            let child_context = Value::Object(base_context.clone());
+            let link = ParentLink {
+                name: rec.name.clone(),
+                run: run.clone(),
+                index,
+                scope: scope.clone(),
+                context: child_context,
+            };
+            scope.pop();
+            self.create_child(&rec, state, start_at, link, child_input, index < released).await?;
+        }
+        let iteration =
+            if matches!(state.kind, Kind::Map(_)) { "MapIterationStarted" } else { "ParallelBranchStarted" };
+        for index in 0..released {
+            rec.push_event(now, iteration, Some(&state.name), json!({ "index": index }));
+        }
+        let mut waiting = cursor.clone();
+        waiting.phase = Phase::AwaitBranches { run: run.clone(), total, released, limit };
+        rec.cursor = Some(waiting);
+        if !self.save(&mut rec, Some(rev)).await? {
+            return Ok(Step::Continue(None));
+        }
+        for index in 0..released {
+            self.spawn_drive(child_name(&rec.name, &run, index));
+        }
+        // Children that already finished (before a restart) have reported: look once.
+        Ok(Step::Continue(Some((rec, rev + 1))))
+    }
+
+    /// A Map's iteration inputs and its concurrency. `Err(Ok(_))` is a runtime error that ends
+    /// the execution; `Err(Err(_))` a failure that Retry and Catch see.
+    #[allow(clippy::type_complexity)]
+    fn map_inputs(
+        &self,
+        map: &MapState,
+        state: &State,
+        input: &Value,
+        context: &Value,
+    ) -> Result<(Vec<Value>, usize), Result<TaskFailure, TaskFailure>> {
+        let items = match &map.items_path {
+            Some(p) => path::read_path(p, input, context)
+                .map_err(|e| Ok(TaskFailure::new("States.Runtime", format!("{}: ItemsPath: {e}", state.name))))?,
+            None => input.clone(),
+        };
+        // "In Inline mode, the Map state accepts only a JSON array as input."
+        let Value::Array(items) = items else {
+            return Err(Ok(TaskFailure::new(
+                "States.Runtime",
+                format!("{}: ItemsPath must select a JSON array, not {}", state.name, type_name(&items)),
+            )));
+        };
+        let requested = match (&map.max_concurrency, &map.max_concurrency_path) {
+            (Some(n), _) => *n,
+            (None, Some(p)) => path::read_path(p, input, context).ok().and_then(|v| v.as_u64()).ok_or_else(|| {
+                Ok(TaskFailure::new(
+                    "States.Runtime",
+                    format!("{}: MaxConcurrencyPath {p} must select a non-negative integer", state.name),
+                ))
+            })?,
+            (None, None) => 0,
+        };
+        let limit = match usize::try_from(requested) {
+            Ok(0) | Err(_) => INLINE_MAP_MAX_CONCURRENCY,
+            Ok(n) => n.min(INLINE_MAP_MAX_CONCURRENCY),
+        };
+        let mut inputs = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let child = match &map.item_selector {
+                Some(selector) => {
+                    let mut ctx = context.clone();
+                    ctx["Map"] = json!({ "Item": { "Index": index, "Value": item } });
+                    path::render_template(selector, input, &ctx)
+                        .map_err(|e| Err(template_failure(&state.name, "ItemSelector", &e)))?
+                }
+                None => item.clone(),
+            };
+            if payload_size(&child) > MAX_PAYLOAD_BYTES {
+                return Err(Ok(TaskFailure::new(
+                    "States.DataLimitExceeded",
+                    format!("the input of iteration {index} of {} exceeds 262144 bytes", state.name),
+                )));
+            }
+            inputs.push(child);
+        }
+        Ok((inputs, limit))
+    }
+
+    /// Create one iteration or branch record (idempotent: an existing one is left alone).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_child(
+        &self,
+        parent: &ExecutionRecord,
+        state: &State,
+        start_at: &str,
+        link: ParentLink,
+        input: Value,
+        released: bool,
+    ) -> Result<(), EngineError> {
+        let name = child_name(&parent.name, &link.run, link.index);
+        let now = now_of(self.clock.as_ref());
+        let mut child = ExecutionRecord {
+            name: name.clone(),
+            execution_id: parent.execution_id.clone(),
+            machine: parent.machine.clone(),
+            status: ExecutionStatus::Running,
+            input_text: input.to_string(),
+            started_at: now,
+            stopped_at: None,
+            deadline: parent.deadline,
+            output: None,
+            error: None,
+            cause: None,
+            cursor: Some(Cursor {
+                state: start_at.to_string(),
+                raw_input: input.clone(),
+                entered_at: now,
+                phase: if released { Phase::Enter } else { Phase::Queued },
+                retry_counts: Vec::new(),
+            }),
+            path: Vec::new(),
+            transitions: 0,
+            max_payload_bytes: 0,
+            invocations: BTreeMap::new(),
+            event_count: 0,
+            pending_events: Vec::new(),
+            parent: Some(link),
+        };
+        let kind = if matches!(state.kind, Kind::Map(_)) { "MapIterationStarted" } else { "ParallelBranchStarted" };
+        child.push_event(now, kind, Some(&state.name), json!({ "input": input }));
+        if self.save(&mut child, None).await? {
+            self.index(&name, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Let a queued iteration run (idempotent).
+    async fn release_child(&self, name: &str) -> Result<(), EngineError> {
+        for _ in 0..50 {
+            let Some((mut child, rev)) = self.load(name).await? else { return Ok(()) };
+            match &mut child.cursor {
+                Some(c) if c.phase == Phase::Queued => c.phase = Phase::Enter,
+                _ => return Ok(()),
+            }
+            if self.save(&mut child, Some(rev)).await? {
+                self.spawn_drive(name.to_string());
+                return Ok(());
+            }
+        }
+        Err(EngineError::Corrupt(name.to_string(), "record contention".into()))
+    }
+
+    /// A child ended: add its result to the parent's tally, once, and wake the parent.
+    pub(super) async fn report_to_parent(&self, rec: &ExecutionRecord) -> Result<(), EngineError> {
+        let Some(link) = &rec.parent else { return Ok(()) };
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let parent_pk = exec_pk(&link.name);
+        let (tally_sk, result_sk) = (run_sk(&link.run), done_sk(&link.run, link.index));
+        let succeeded = rec.status == ExecutionStatus::Succeeded;
+        let result = json!({
+            "index": link.index,
+            "succeeded": succeeded,
+            "output": rec.output,
+            "error": rec.error,
+            "cause": rec.cause,
+        });
+        for _ in 0..MAX_REPORT_ATTEMPTS {
+            if self.table.get(&parent_pk, &result_sk, now).await?.is_some() {
+                break; // reported before
+            }
+            let stored = self.table.get(&parent_pk, &tally_sk, now).await?;
+            let (mut tally, rev) = match stored {
+                Some(s) => (
+                    serde_json::from_value::<RunTally>(s.doc)
+                        .map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?,
+                    Some(s.rev),
+                ),
+                None => (RunTally::default(), None),
+            };
+            tally.done += 1;
+            if !succeeded {
+                tally.failed += 1;
+                if tally.first_failure.is_none() {
+                    let error = match rec.status {
+                        ExecutionStatus::Aborted => "States.Runtime".to_string(),
+                        _ => rec.error.clone().unwrap_or_else(|| "States.Runtime".into()),
+                    };
+                    tally.first_failure =
+                        Some((link.index, TaskFailure::new(error, rec.cause.clone().unwrap_or_default())));
+                }
+            }
+            let doc =
+                serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?;
+            if self
+                .table
+                .put_if_with_log(&parent_pk, &tally_sk, &doc, rev, None, &[(result_sk.clone(), result.clone())], now)
+                .await?
+            {
+                break;
+            }
+        }
+        self.spawn_drive(link.name.clone());
+        Ok(())
+    }
+
+    /// Stop the iterations or branches of the state the record waits in (if any).
+    pub(super) async fn abort_branches(&self, rec: &ExecutionRecord) {
+        let Some(Cursor { phase: Phase::AwaitBranches { run, total, .. }, .. }) = &rec.cursor else { return };
+        for index in 0..*total {
+            let name = child_name(&rec.name, run, index);
+            if let Err(e) = self.stop(&name, "the state that ran this branch ended").await {
+                tracing::warn!(execution = %name, error = %e, "could not stop a branch");
+            }
+        }
+    }
+
+    /// The parent woke: finish the state when every child has ended (or one failed), else let
+    /// more iterations run.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn collect_branches(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        _machine: &StateMachine,
+        state: &State,
+        cursor: &Cursor,
+        run: &str,
+        total: usize,
+        released: usize,
+        limit: usize,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        let pk = exec_pk(&rec.name);
+        let tally = match self.table.get(&pk, &run_sk(run), now.timestamp()).await? {
+            Some(s) => serde_json::from_value::<RunTally>(s.doc)
+                .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?,
+            None => RunTally::default(),
+        };
+        let (is_map, name) = (matches!(state.kind, Kind::Map(_)), state.name.clone());
+        if let Some((index, failure)) = tally.first_failure {
+            // "Any iteration failure causes the Map state to fail. When the Map state fails, all
+            // iterations stop." A failing branch likewise fails the Parallel state.
+            let event = if is_map { "MapIterationFailed" } else { "ParallelBranchFailed" };
+            rec.push_event(now, event, Some(&name), json!({ "index": index, "error": failure.error }));
+            self.abort_branches(&rec).await;
+            if failure.error == "States.Runtime" || failure.error == "States.DataLimitExceeded" {
+                self.fail_execution(&mut rec, &failure.error, &failure.cause);
+                return self.commit(rec, rev).await;
+            }
+            return self.state_failed(rec, rev, state, cursor, failure).await;
+        }
+        if tally.done >= total {
+            let rows =
+                self.table.query(&pk, &format!("DONE#{run}#"), &format!("DONE#{run}#~"), now.timestamp()).await?;
+            let mut outputs = Vec::with_capacity(total);
+            for (_, row) in rows {
+                outputs.push(row.doc.get("output").cloned().unwrap_or(Value::Null));
+            }
+            if outputs.len() != total {
+                return Err(EngineError::Corrupt(rec.name.clone(), format!("{} of {total} results", outputs.len())));
+            }
+            let event = if is_map { "MapIterationSucceeded" } else { "ParallelBranchSucceeded" };
+            rec.push_event(now, event, Some(&name), json!({ "count": total }));
+            return self.branches_succeeded(rec, rev, state, cursor, outputs).await;
+        }
+        // Let more iterations run as slots free up.
+        let running = released.saturating_sub(tally.done);
+        let more = limit.saturating_sub(running).min(total - released);
+        if more == 0 {
+            return Ok(Step::Stop);
+        }
+        for index in released..released + more {
+            self.release_child(&child_name(&rec.name, run, index)).await?;
+            rec.push_event(now, "MapIterationStarted", Some(&name), json!({ "index": index }));
+        }
+        let mut waiting = cursor.clone();
+        waiting.phase = Phase::AwaitBranches { run: run.to_string(), total, released: released + more, limit };
+        rec.cursor = Some(waiting);
+        if !self.save(&mut rec, Some(rev)).await? {
+            return Ok(Step::Continue(None));
+        }
+        Ok(Step::Stop)
+    }
+
+    /// Every iteration or branch succeeded: ResultSelector, ResultPath, OutputPath, move on.
+    async fn branches_succeeded(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        state: &State,
+        cursor: &Cursor,
+        outputs: Vec<Value>,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        let machine = self.machine_of(&rec)?;
+        let (result_selector, result_path) = match &state.kind {
+            Kind::Map(m) => (&m.result_selector, &m.result_path),
+            Kind::Parallel(p) => (&p.result_selector, &p.result_path),
+            _ => return Err(EngineError::Corrupt(rec.name.clone(), "not a Map or Parallel state".into())),
+        };
+        let result = Value::Array(outputs);
+        if payload_size(&result) > MAX_PAYLOAD_BYTES {
+            self.fail_execution(
+                &mut rec,
+                "States.DataLimitExceeded",
+                &format!("the result of {} exceeds 262144 bytes", state.name),
+            );
+            return self.commit(rec, rev).await;
+        }
+        let succeeded = if matches!(state.kind, Kind::Map(_)) { "MapStateSucceeded" } else { "ParallelStateSucceeded" };
+        rec.push_event(now, succeeded, Some(&state.name), Value::Null);
+        let mut at_entry = cursor.clone();
+        at_entry.phase = Phase::Enter;
+        let context = self.context(&rec, &at_entry, None);
+        let selected = match result_selector {
+            Some(sel) => match path::render_template(sel, &result, &context) {
+                Ok(s) => s,
+                Err(e) => {
+                    let failure = template_failure(&state.name, "ResultSelector", &e);
+                    return self.state_failed(rec, rev, state, cursor, failure).await;
+                }
+            },
+            None => result,
+        };
+        let merged = match path::merge_result(result_path.as_ref(), &cursor.raw_input, selected) {
+            Ok(m) => m,
+            Err(e) => {
+                let failure = TaskFailure::new("States.ResultPathMatchFailure", format!("{}: {e}", state.name));
+                return self.state_failed(rec, rev, state, cursor, failure).await;
+            }
+        };
+        match path::select(state.common.output_path.as_ref(), &merged, &context) {
+            Ok(out) => {
+                rec.push_event(
+                    now,
+                    &format!("{}StateExited", state.type_name()),
+                    Some(&state.name),
+                    json!({ "output": out }),
+                );
+                self.transition(&mut rec, &machine, state, out, now);
+            }
+            Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name)),
+        }
+        self.commit(rec, rev).await
+    }
+}
+
+/// Bounds the optimistic loop of a report (only reachable under extreme contention).
+const MAX_REPORT_ATTEMPTS: usize = 1_000;
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
