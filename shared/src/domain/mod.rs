@@ -409,7 +409,9 @@ impl AuditEvent {
         Self { at, actor: actor.into(), kind: kind.into(), detail, inputs_hash: None }
     }
     pub fn with_inputs_hash(mut self, inputs: &Value) -> Self {
-        self.inputs_hash = Some(crate::sha256_hex(inputs.to_string().as_bytes()));
+        // Canonical (sorted keys): the same inputs hash the same in every build, whatever order
+        // its JSON objects keep.
+        self.inputs_hash = Some(crate::sha256_hex(canonical_json(inputs).as_bytes()));
         self
     }
 }

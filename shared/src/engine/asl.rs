@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::jsonata::{Template, parse_assign};
 use super::path::{PathError, RefPath, read_path};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -94,6 +95,8 @@ pub struct ParallelState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaitFor {
+    /// A JSONata `Seconds` or `Timestamp` expression (in the state's `JsonataFields::wait`).
+    Expression,
     Seconds(u64),
     SecondsPath(String),
     Timestamp(DateTime<Utc>),
@@ -130,6 +133,59 @@ pub struct State {
     pub name: String,
     pub kind: Kind,
     pub common: Common,
+    /// Set on a state whose query language is JSONata: its expressions, compiled.
+    pub jsonata: Option<Box<JsonataFields>>,
+}
+
+/// A JSONata state's fields (the JSONPath-only fields are refused on such a state).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JsonataFields {
+    /// Task and Parallel: what the task or the branches receive (default: the state input).
+    pub arguments: Option<Template>,
+    /// The state output (default: the result for Task, Map and Parallel, else the input).
+    pub output: Option<Template>,
+    pub assign: Vec<(String, Template)>,
+    /// Map: the items (default: the state input).
+    pub items: Option<Template>,
+    /// Map: each iteration's input, with `$states.context.Map.Item`.
+    pub item_selector: Option<Template>,
+    /// Choice: one `Condition` per rule, in order.
+    pub conditions: Vec<Template>,
+    /// Wait: `Seconds` (true) or `Timestamp` (false) as an expression.
+    pub wait: Option<(bool, Template)>,
+    /// Fail: `Error` and `Cause` as expressions.
+    pub error: Option<Template>,
+    pub cause: Option<Template>,
+    /// Catch: each catcher's `Output` and `Assign`, in order.
+    pub catch: Vec<(Option<Template>, Assignments)>,
+}
+
+/// An `Assign` field: variable name and value template, in order.
+pub type Assignments = Vec<(String, Template)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryLanguage {
+    JsonPath,
+    Jsonata,
+}
+
+impl QueryLanguage {
+    fn of(obj: &serde_json::Map<String, Value>, default: Self, owner: &str) -> Result<Self, DefinitionError> {
+        match obj.get("QueryLanguage") {
+            None => Ok(default),
+            Some(v) if v == "JSONata" => Ok(QueryLanguage::Jsonata),
+            Some(v) if v == "JSONPath" => {
+                // "If the top-level QueryLanguage is JSONata, ... states cannot use JSONPath."
+                if default == QueryLanguage::Jsonata {
+                    return Err(err(format!(
+                        "{owner}: a JSONPath state cannot be used when the state machine uses JSONata"
+                    )));
+                }
+                Ok(QueryLanguage::JsonPath)
+            }
+            Some(other) => Err(err(format!("{owner}: unknown QueryLanguage {other}"))),
+        }
+    }
 }
 
 impl State {
@@ -144,6 +200,10 @@ impl State {
             Kind::Map(_) => "Map",
             Kind::Parallel(_) => "Parallel",
         }
+    }
+
+    pub fn is_jsonata(&self) -> bool {
+        self.jsonata.is_some()
     }
 
     /// Retry and Catch, for the states that have them.
@@ -208,12 +268,36 @@ pub enum ChoiceRule {
     And(Vec<ChoiceRule>),
     Or(Vec<ChoiceRule>),
     Not(Box<ChoiceRule>),
-    String { variable: String, cmp: Cmp, operand: Operand },
-    StringMatches { variable: String, pattern: String },
-    Numeric { variable: String, cmp: Cmp, operand: Operand },
-    Boolean { variable: String, operand: Operand },
-    Timestamp { variable: String, cmp: Cmp, operand: Operand },
-    Is { variable: String, test: TypeTest, expected: bool },
+    String {
+        variable: String,
+        cmp: Cmp,
+        operand: Operand,
+    },
+    StringMatches {
+        variable: String,
+        pattern: String,
+    },
+    Numeric {
+        variable: String,
+        cmp: Cmp,
+        operand: Operand,
+    },
+    Boolean {
+        variable: String,
+        operand: Operand,
+    },
+    Timestamp {
+        variable: String,
+        cmp: Cmp,
+        operand: Operand,
+    },
+    Is {
+        variable: String,
+        test: TypeTest,
+        expected: bool,
+    },
+    /// A JSONata `Condition` (index into the state's `JsonataFields::conditions`).
+    Condition(usize),
 }
 
 fn err(msg: impl Into<String>) -> DefinitionError {
@@ -478,31 +562,32 @@ impl StateMachine {
     pub fn from_value(v: &Value) -> Result<Self, DefinitionError> {
         let root = v.as_object().ok_or_else(|| err("the definition must be an object"))?;
         allowed_fields(root, "(root)", &["StartAt", "States", "TimeoutSeconds", "Version", "QueryLanguage"])?;
-        if let Some(q) = root.get("QueryLanguage")
-            && q != "JSONPath"
-        {
-            return Err(err("only the JSONPath query language is supported"));
-        }
-        let mut sm = Self::states_of(root, "(root)")?;
+        let language = QueryLanguage::of(root, QueryLanguage::JsonPath, "(root)")?;
+        let mut sm = Self::states_of(root, "(root)", language)?;
         sm.timeout_seconds = get_u64(root, "TimeoutSeconds", "(root)")?;
         // "State names must be unique within the scope of the whole state machine", branches
         // and Map processors included.
         let mut seen = std::collections::BTreeSet::new();
         sm.check_unique_names(&mut seen)?;
+        sm.check_variable_scopes(&std::collections::BTreeSet::new())?;
         Ok(sm)
     }
 
     /// A Parallel branch or a Map processor: `StartAt` and `States` (plus the fields `extra`
     /// allows), whose states transition only among themselves.
-    fn branch(v: &Value, owner: &str, extra: &[&str]) -> Result<Arc<Self>, DefinitionError> {
+    fn branch(v: &Value, owner: &str, extra: &[&str], language: QueryLanguage) -> Result<Arc<Self>, DefinitionError> {
         let obj = v.as_object().ok_or_else(|| err(format!("{owner}: a branch must be an object")))?;
         let mut allowed = vec!["StartAt", "States"];
         allowed.extend_from_slice(extra);
         allowed_fields(obj, owner, &allowed)?;
-        Ok(Arc::new(Self::states_of(obj, owner)?))
+        Ok(Arc::new(Self::states_of(obj, owner, language)?))
     }
 
-    fn states_of(obj: &serde_json::Map<String, Value>, owner: &str) -> Result<Self, DefinitionError> {
+    fn states_of(
+        obj: &serde_json::Map<String, Value>,
+        owner: &str,
+        language: QueryLanguage,
+    ) -> Result<Self, DefinitionError> {
         let start_at = get_str(obj, "StartAt", owner)?.ok_or_else(|| err(format!("{owner}: StartAt is required")))?;
         let states_obj =
             obj.get("States").and_then(Value::as_object).ok_or_else(|| err(format!("{owner}: States is required")))?;
@@ -514,7 +599,7 @@ impl StateMachine {
             if name.is_empty() || name.chars().count() > 80 {
                 return Err(err(format!("state name {name:?} must be 1..=80 characters")));
             }
-            states.insert(name.clone(), parse_state(name, sv)?);
+            states.insert(name.clone(), parse_state(name, sv, language)?);
         }
         let sm = StateMachine { start_at, timeout_seconds: None, states };
         sm.check_references(owner)?;
@@ -531,6 +616,43 @@ impl StateMachine {
                 Kind::Parallel(p) => {
                     for b in &p.branches {
                         b.check_unique_names(seen)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The variables this machine's own states assign (not its branches').
+    fn assigned_here(&self) -> std::collections::BTreeSet<&str> {
+        let mut names = std::collections::BTreeSet::new();
+        for state in self.states.values() {
+            if let Some(f) = &state.jsonata {
+                names.extend(f.assign.iter().map(|(n, _)| n.as_str()));
+                names.extend(f.catch.iter().flat_map(|(_, a)| a.iter().map(|(n, _)| n.as_str())));
+            }
+        }
+        names
+    }
+
+    /// "You can't assign a value to a variable in an outer scope": a branch may read the
+    /// variables of the scopes around it, not assign them.
+    fn check_variable_scopes(&self, outer: &std::collections::BTreeSet<&str>) -> Result<(), DefinitionError> {
+        let here = self.assigned_here();
+        if let Some(clash) = here.iter().find(|n| outer.contains(*n)) {
+            return Err(err(format!(
+                "variable {clash} is assigned in an outer scope and cannot be assigned inside a Map or Parallel"
+            )));
+        }
+        let mut visible = outer.clone();
+        visible.extend(here);
+        for state in self.states.values() {
+            match &state.kind {
+                Kind::Map(m) => m.processor.check_variable_scopes(&visible)?,
+                Kind::Parallel(p) => {
+                    for b in &p.branches {
+                        b.check_variable_scopes(&visible)?;
                     }
                 }
                 _ => {}
@@ -569,8 +691,15 @@ impl StateMachine {
     }
 }
 
-fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
+fn parse_state(name: &str, v: &Value, default_language: QueryLanguage) -> Result<State, DefinitionError> {
     let o = v.as_object().ok_or_else(|| err(format!("{name}: a state must be an object")))?;
+    let language = QueryLanguage::of(o, default_language, name)?;
+    if language == QueryLanguage::Jsonata {
+        return parse_jsonata_state(name, o, default_language);
+    }
+    let mut o = o.clone();
+    o.remove("QueryLanguage");
+    let o = &o;
     let ty = get_str(o, "Type", name)?.ok_or_else(|| err(format!("{name}: Type is required")))?;
     let next = get_str(o, "Next", name)?;
     let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
@@ -812,7 +941,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
                     return Err(err(format!("{name}: {distributed_only} is only valid in a DISTRIBUTED Map")));
                 }
             }
-            let processor = StateMachine::branch(processor_value, name, &["ProcessorConfig"])?;
+            let processor = StateMachine::branch(processor_value, name, &["ProcessorConfig"], default_language)?;
             if o.contains_key("ItemSelector") && o.contains_key("Parameters") {
                 return Err(err(format!("{name}: specify either ItemSelector or the deprecated Parameters")));
             }
@@ -872,7 +1001,10 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
             if list.is_empty() {
                 return Err(err(format!("{name}: Branches must not be empty")));
             }
-            let branches = list.iter().map(|b| StateMachine::branch(b, name, &[])).collect::<Result<Vec<_>, _>>()?;
+            let branches = list
+                .iter()
+                .map(|b| StateMachine::branch(b, name, &[], default_language))
+                .collect::<Result<Vec<_>, _>>()?;
             Kind::Parallel(ParallelState {
                 branches,
                 parameters: o.get("Parameters").cloned(),
@@ -888,7 +1020,252 @@ fn parse_state(name: &str, v: &Value) -> Result<State, DefinitionError> {
             return Err(err(format!("{name}: state type {other} is not supported by the local engine")));
         }
     };
-    Ok(State { name: name.to_string(), kind, common })
+    Ok(State { name: name.to_string(), kind, common, jsonata: None })
+}
+
+/// A state in the JSONata query language: `Arguments` and `Output` instead of the five JSONPath
+/// fields, `Assign`, `Condition`, `Items`, and `{% %}` expressions in value fields.
+fn parse_jsonata_state(
+    name: &str,
+    o: &serde_json::Map<String, Value>,
+    machine_language: QueryLanguage,
+) -> Result<State, DefinitionError> {
+    let ty = get_str(o, "Type", name)?.ok_or_else(|| err(format!("{name}: Type is required")))?;
+    for jsonpath_only in ["InputPath", "OutputPath", "Parameters", "ResultSelector", "ResultPath", "ItemsPath"] {
+        if o.contains_key(jsonpath_only) {
+            return Err(err(format!(
+                "{name}: {jsonpath_only} is a JSONPath field; a JSONata state uses Arguments and Output"
+            )));
+        }
+    }
+    let template = |key: &str| -> Result<Option<Template>, DefinitionError> {
+        o.get(key).map(|v| Template::parse(v, &format!("{name}: {key}"))).transpose()
+    };
+    let mut fields = JsonataFields {
+        output: template("Output")?,
+        assign: match o.get("Assign") {
+            Some(a) => parse_assign(a, name)?,
+            None => Vec::new(),
+        },
+        ..JsonataFields::default()
+    };
+    let next = get_str(o, "Next", name)?;
+    let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
+    let common = Common { input_path: None, output_path: None, next, end };
+    let needs_transition = |c: &Common| -> Result<(), DefinitionError> {
+        if c.next.is_some() == c.end {
+            return Err(err(format!("{name}: exactly one of Next and End is required")));
+        }
+        Ok(())
+    };
+    const COMMON: &[&str] = &["QueryLanguage", "Output", "Assign", "Next", "End"];
+    let allow = |extra: &[&str]| -> Result<(), DefinitionError> {
+        let mut all = COMMON.to_vec();
+        all.extend_from_slice(extra);
+        allowed_fields(o, name, &all)
+    };
+    let catch = |fields: &mut JsonataFields| -> Result<Vec<Catcher>, DefinitionError> {
+        let Some(list) = o.get("Catch") else { return Ok(Vec::new()) };
+        let list = list.as_array().ok_or_else(|| err(format!("{name}: Catch must be an array")))?;
+        let mut out = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            let co = c.as_object().ok_or_else(|| err(format!("{name}: Catch[{i}] must be an object")))?;
+            allowed_fields(co, name, &["ErrorEquals", "Next", "Output", "Assign"])?;
+            out.push(Catcher {
+                error_equals: error_list(co.get("ErrorEquals"), name)?,
+                result_path: None,
+                next: get_str(co, "Next", name)?.ok_or_else(|| err(format!("{name}: Catch[{i}] needs Next")))?,
+            });
+            fields.catch.push((
+                co.get("Output").map(|v| Template::parse(v, &format!("{name}: Catch Output"))).transpose()?,
+                match co.get("Assign") {
+                    Some(a) => parse_assign(a, name)?,
+                    None => Vec::new(),
+                },
+            ));
+        }
+        all_only_last(out.iter().map(|c| c.error_equals.as_slice()), "catcher", "Catch", name)?;
+        Ok(out)
+    };
+    let kind = match ty.as_str() {
+        "Pass" => {
+            allow(&[])?;
+            needs_transition(&common)?;
+            Kind::Pass { result: None, parameters: None, result_path: None }
+        }
+        "Succeed" => {
+            allowed_fields(o, name, &["QueryLanguage", "Output"])?;
+            Kind::Succeed
+        }
+        "Fail" => {
+            allowed_fields(o, name, &["QueryLanguage", "Error", "Cause"])?;
+            let literal_or_expression = |key: &str| -> Result<(Option<String>, Option<Template>), DefinitionError> {
+                match o.get(key) {
+                    None => Ok((None, None)),
+                    Some(Value::String(s)) if super::jsonata::expression_text(s).is_none() => {
+                        Ok((Some(s.clone()), None))
+                    }
+                    Some(v @ Value::String(_)) => Ok((None, Some(Template::parse(v, &format!("{name}: {key}"))?))),
+                    Some(_) => Err(err(format!("{name}: {key} must be a string"))),
+                }
+            };
+            let (error, error_t) = literal_or_expression("Error")?;
+            let (cause, cause_t) = literal_or_expression("Cause")?;
+            fields.error = error_t;
+            fields.cause = cause_t;
+            Kind::Fail { error, cause, error_path: None, cause_path: None }
+        }
+        "Wait" => {
+            allow(&["Seconds", "Timestamp"])?;
+            needs_transition(&common)?;
+            let wait = match (o.get("Seconds"), o.get("Timestamp")) {
+                (Some(Value::String(s)), None) => {
+                    fields.wait =
+                        Some((true, Template::parse(&Value::String(s.clone()), &format!("{name}: Seconds"))?));
+                    WaitFor::Expression
+                }
+                (Some(v), None) => WaitFor::Seconds(
+                    v.as_u64().ok_or_else(|| err(format!("{name}: Seconds must be a non-negative integer")))?,
+                ),
+                (None, Some(Value::String(t))) if super::jsonata::expression_text(t).is_some() => {
+                    fields.wait =
+                        Some((false, Template::parse(&Value::String(t.clone()), &format!("{name}: Timestamp"))?));
+                    WaitFor::Expression
+                }
+                (None, Some(Value::String(t))) => {
+                    WaitFor::Timestamp(parse_timestamp(t).ok_or_else(|| err(format!("{name}: bad Timestamp")))?)
+                }
+                _ => return Err(err(format!("{name}: exactly one of Seconds and Timestamp"))),
+            };
+            Kind::Wait(wait)
+        }
+        "Choice" => {
+            allowed_fields(o, name, &["QueryLanguage", "Choices", "Default", "Output", "Assign"])?;
+            if common.end || common.next.is_some() {
+                return Err(err(format!("{name}: a Choice state has no Next or End")));
+            }
+            let list = o
+                .get("Choices")
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| err(format!("{name}: Choices must be a non-empty array")))?;
+            let mut choices = Vec::new();
+            for (i, c) in list.iter().enumerate() {
+                let co = c.as_object().ok_or_else(|| err(format!("{name}: a choice rule must be an object")))?;
+                // Per-rule Output and Assign are not run by the local engine: refused, not ignored.
+                allowed_fields(co, name, &["Condition", "Next"])?;
+                let condition =
+                    co.get("Condition").ok_or_else(|| err(format!("{name}: a JSONata choice rule needs Condition")))?;
+                fields.conditions.push(Template::parse(condition, &format!("{name}: Condition"))?);
+                let next =
+                    get_str(co, "Next", name)?.ok_or_else(|| err(format!("{name}: every choice rule needs Next")))?;
+                choices.push((ChoiceRule::Condition(i), next));
+            }
+            Kind::Choice { choices, default: get_str(o, "Default", name)? }
+        }
+        "Task" => {
+            allow(&["Resource", "Arguments", "TimeoutSeconds", "HeartbeatSeconds", "Retry", "Catch"])?;
+            needs_transition(&common)?;
+            fields.arguments = template("Arguments")?;
+            let t = TaskState {
+                resource: get_str(o, "Resource", name)?.ok_or_else(|| err(format!("{name}: Resource is required")))?,
+                parameters: None,
+                result_selector: None,
+                result_path: None,
+                timeout_seconds: get_u64(o, "TimeoutSeconds", name)?,
+                timeout_seconds_path: None,
+                heartbeat_seconds: get_u64(o, "HeartbeatSeconds", name)?,
+                heartbeat_seconds_path: None,
+                retry: parse_retry(o.get("Retry"), name)?,
+                catch: catch(&mut fields)?,
+            };
+            if let (Some(h), Some(to)) = (t.heartbeat_seconds, t.timeout_seconds)
+                && h >= to
+            {
+                return Err(err(format!("{name}: HeartbeatSeconds must be smaller than TimeoutSeconds")));
+            }
+            Kind::Task(t)
+        }
+        "Map" => {
+            allow(&["ItemProcessor", "Items", "ItemSelector", "MaxConcurrency", "Retry", "Catch"])?;
+            needs_transition(&common)?;
+            let processor_value =
+                o.get("ItemProcessor").ok_or_else(|| err(format!("{name}: a Map state needs ItemProcessor")))?;
+            if let Some(mode) = processor_value.get("ProcessorConfig").and_then(|c| c.get("Mode"))
+                && mode != "INLINE"
+            {
+                return Err(err(format!(
+                    "{name}: Map in {mode} mode is not supported by the local engine (INLINE only)"
+                )));
+            }
+            fields.items = template("Items")?;
+            fields.item_selector = template("ItemSelector")?;
+            let processor = StateMachine::branch(processor_value, name, &["ProcessorConfig"], machine_language)?;
+            let max_concurrency = match o.get("MaxConcurrency") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64().ok_or_else(|| err(format!("{name}: MaxConcurrency must be a non-negative integer")))?,
+                ),
+            };
+            Kind::Map(MapState {
+                items_path: None,
+                item_selector: None,
+                processor,
+                max_concurrency,
+                max_concurrency_path: None,
+                result_selector: None,
+                result_path: None,
+                handling: ErrorHandling { retry: parse_retry(o.get("Retry"), name)?, catch: catch(&mut fields)? },
+            })
+        }
+        "Parallel" => {
+            allow(&["Branches", "Arguments", "Retry", "Catch"])?;
+            needs_transition(&common)?;
+            fields.arguments = template("Arguments")?;
+            let list = o
+                .get("Branches")
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| err(format!("{name}: Branches must be a non-empty array")))?;
+            let branches = list
+                .iter()
+                .map(|b| StateMachine::branch(b, name, &[], machine_language))
+                .collect::<Result<Vec<_>, _>>()?;
+            Kind::Parallel(ParallelState {
+                branches,
+                parameters: None,
+                result_selector: None,
+                result_path: None,
+                handling: ErrorHandling { retry: parse_retry(o.get("Retry"), name)?, catch: catch(&mut fields)? },
+            })
+        }
+        other => return Err(err(format!("{name}: state type {other} is not supported by the local engine"))),
+    };
+    // "$states.result" exists only in a Task, Map or Parallel's Output and Assign, and
+    // "$states.errorOutput" only in a Catch's.
+    let has_result = matches!(kind, Kind::Task(_) | Kind::Map(_) | Kind::Parallel(_));
+    let inputs = [&fields.arguments, &fields.items, &fields.item_selector, &fields.error, &fields.cause];
+    let exits = fields.output.iter().chain(fields.assign.iter().map(|(_, t)| t));
+    let catches = fields.catch.iter().flat_map(|(o, a)| o.iter().chain(a.iter().map(|(_, t)| t)));
+    for t in inputs.into_iter().flatten().chain(fields.conditions.iter()).chain(fields.wait.iter().map(|(_, t)| t)) {
+        if t.mentions("result") || t.mentions("errorOutput") {
+            return Err(err(format!("{name}: $states.result and $states.errorOutput are not available in this field")));
+        }
+    }
+    for t in exits {
+        if t.mentions("errorOutput") || (!has_result && t.mentions("result")) {
+            return Err(err(format!(
+                "{name}: Output and Assign of this state cannot use $states.errorOutput{}",
+                if has_result { "" } else { " or $states.result" }
+            )));
+        }
+    }
+    for t in catches {
+        if t.mentions("result") {
+            return Err(err(format!("{name}: a Catch cannot use $states.result")));
+        }
+    }
+    Ok(State { name: name.to_string(), kind, common, jsonata: Some(Box::new(fields)) })
 }
 
 /// Evaluate a choice rule. Type mismatches compare false (as AWS does); a missing variable is an
@@ -964,6 +1341,9 @@ pub fn evaluate(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<boo
                 (TypeTest::Timestamp, Some(v)) => v.as_str().and_then(parse_timestamp).is_some(),
             };
             actual == *expected
+        }
+        ChoiceRule::Condition(_) => {
+            return Err(PathError("a JSONata Condition is evaluated with the state's variables".into()));
         }
     })
 }

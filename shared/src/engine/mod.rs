@@ -5,6 +5,7 @@
 pub mod asl;
 pub mod inprocess;
 pub mod interpreter;
+pub mod jsonata;
 pub mod mock;
 pub mod path;
 

@@ -51,12 +51,15 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
         let prepared = match &state.kind {
-            Kind::Map(map) => self.map_inputs(map, state, &input, &context),
+            Kind::Map(map) => self.map_inputs(&rec, map, state, &input, &context),
             Kind::Parallel(p) => {
-                let effective = match &p.parameters {
-                    Some(t) => path::render_template(t, &input, &context)
+                let effective = match (&p.parameters, state.jsonata.as_deref().and_then(|f| f.arguments.as_ref())) {
+                    (_, Some(arguments)) => jsonata_eval(&rec, arguments, &input, &context).map_err(|e| {
+                        Err(TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Arguments: {e}", state.name)))
+                    }),
+                    (Some(t), None) => path::render_template(t, &input, &context)
                         .map_err(|e| Err(template_failure(&state.name, "Parameters", &e))),
-                    None => Ok(input.clone()),
+                    (None, None) => Ok(input.clone()),
                 };
                 effective.map(|v| (vec![v; p.branches.len()], p.branches.len()))
             }
@@ -135,17 +138,26 @@ impl Engine {
     #[allow(clippy::type_complexity)]
     fn map_inputs(
         &self,
+        rec: &ExecutionRecord,
         map: &MapState,
         state: &State,
         input: &Value,
         context: &Value,
     ) -> Result<(Vec<Value>, usize), Result<TaskFailure, TaskFailure>> {
-        let items = match &map.items_path {
-            Some(p) => path::read_path(p, input, context)
+        let fields = state.jsonata.as_deref();
+        let query_failure = |what: &str, e: String| {
+            Err(TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: {what}: {e}", state.name)))
+        };
+        let items = match (&map.items_path, fields.and_then(|f| f.items.as_ref())) {
+            (_, Some(items)) => jsonata_eval(rec, items, input, context).map_err(|e| query_failure("Items", e))?,
+            (Some(p), None) => path::read_path(p, input, context)
                 .map_err(|e| Ok(TaskFailure::new("States.Runtime", format!("{}: ItemsPath: {e}", state.name))))?,
-            None => input.clone(),
+            (None, None) => input.clone(),
         };
         // "In Inline mode, the Map state accepts only a JSON array as input."
+        if fields.is_some_and(|f| f.items.is_some()) && !items.is_array() {
+            return Err(query_failure("Items", format!("must produce a JSON array, not {}", type_name(&items))));
+        }
         let Value::Array(items) = items else {
             return Err(Ok(TaskFailure::new(
                 "States.Runtime",
@@ -168,6 +180,12 @@ impl Engine {
         };
         let mut inputs = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
+            if let Some(selector) = fields.and_then(|f| f.item_selector.as_ref()) {
+                let mut ctx = context.clone();
+                ctx["Map"] = json!({ "Item": { "Index": index, "Value": item } });
+                inputs.push(jsonata_eval(rec, selector, input, &ctx).map_err(|e| query_failure("ItemSelector", e))?);
+                continue;
+            }
             let child = match &map.item_selector {
                 Some(selector) => {
                     let mut ctx = context.clone();
@@ -227,6 +245,7 @@ impl Engine {
             event_count: 0,
             pending_events: Vec::new(),
             parent: Some(link),
+            variables: parent.variables.clone(),
         };
         let kind = if matches!(state.kind, Kind::Map(_)) { "MapIterationStarted" } else { "ParallelBranchStarted" };
         child.push_event(now, kind, Some(&state.name), json!({ "input": input }));
@@ -424,6 +443,34 @@ impl Engine {
             },
             None => result,
         };
+        if let Some(fields) = state.jsonata.as_deref() {
+            let exit = jsonata_exit(
+                &mut rec,
+                fields.output.as_ref(),
+                &fields.assign,
+                &cursor.raw_input,
+                &context,
+                Some(&selected),
+                None,
+                selected.clone(),
+            );
+            return match exit {
+                Ok(out) => {
+                    rec.push_event(
+                        now,
+                        &format!("{}StateExited", state.type_name()),
+                        Some(&state.name),
+                        json!({ "output": out }),
+                    );
+                    self.transition(&mut rec, &machine, state, out, now);
+                    self.commit(rec, rev).await
+                }
+                Err(e) => {
+                    let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Output: {e}", state.name));
+                    self.state_failed(rec, rev, state, cursor, failure).await
+                }
+            };
+        }
         let merged = match path::merge_result(result_path.as_ref(), &cursor.raw_input, selected) {
             Ok(m) => m,
             Err(e) => {

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use super::asl::{self, Catcher, Kind, State, StateMachine, TaskState, WaitFor};
+use super::asl::{self, JsonataFields, Kind, State, StateMachine, TaskState, WaitFor};
+use super::jsonata::{self, QUERY_EVALUATION_ERROR, Template};
 use super::path::{self, PathError};
 use crate::domain::TaskToken;
 use crate::error::{OrchestratorError, StoreError};
@@ -156,6 +157,10 @@ pub struct ExecutionRecord {
     /// Set on a Map iteration or Parallel branch: the execution that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<ParentLink>,
+    /// Workflow variables (`Assign`). An iteration or branch starts with its parent's and its
+    /// own assignments stay inside it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    variables: BTreeMap<String, Value>,
 }
 
 /// How a Map iteration or Parallel branch finds its states, its context and its parent.
@@ -265,6 +270,33 @@ impl From<EngineError> for OrchestratorError {
             other => OrchestratorError::Rejected(other.to_string()),
         }
     }
+}
+
+/// A JSONata state's output and variables: `Output` (or `default`) and `Assign`, evaluated with
+/// the same `$states` and with the variables as they were before the state.
+#[allow(clippy::too_many_arguments)]
+fn jsonata_exit(
+    rec: &mut ExecutionRecord,
+    output: Option<&Template>,
+    assign: &[(String, Template)],
+    input: &Value,
+    context: &Value,
+    result: Option<&Value>,
+    error_output: Option<&Value>,
+    default: Value,
+) -> Result<Value, String> {
+    let scope = jsonata::Scope { input, context, result, error_output, variables: &rec.variables };
+    let out = match output {
+        Some(t) => t.eval(&scope)?,
+        None => default,
+    };
+    let assigned = jsonata::assign(assign, &scope)?;
+    rec.variables.extend(assigned);
+    Ok(out)
+}
+
+fn jsonata_eval(rec: &ExecutionRecord, template: &Template, input: &Value, context: &Value) -> Result<Value, String> {
+    template.eval(&jsonata::Scope { input, context, result: None, error_output: None, variables: &rec.variables })
 }
 
 /// The interpreter. Cheap to share (`Arc<Engine>`); continuations run on spawned tasks.
@@ -450,6 +482,7 @@ impl Engine {
             event_count: 0,
             pending_events: Vec::new(),
             parent: None,
+            variables: BTreeMap::new(),
         };
         rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
         if !self.save(&mut rec, None).await? {

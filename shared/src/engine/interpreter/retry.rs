@@ -73,8 +73,8 @@ impl Engine {
                 return self.commit(rec, rev).await;
             }
         }
-        if let Some(catcher) = catch.iter().find(|c| error_matches(&c.error_equals, &failure.error)) {
-            self.caught(&mut rec, state, cursor, catcher, &failure, now);
+        if let Some(index) = catch.iter().position(|c| error_matches(&c.error_equals, &failure.error)) {
+            self.caught(&mut rec, state, cursor, index, &failure, now);
         } else {
             self.fail_execution(&mut rec, &failure.error, &failure.cause);
         }
@@ -86,12 +86,34 @@ impl Engine {
         rec: &mut ExecutionRecord,
         state: &State,
         cursor: &Cursor,
-        catcher: &Catcher,
+        index: usize,
         failure: &TaskFailure,
         now: DateTime<Utc>,
     ) {
+        let Some(catcher) = state.error_handling().and_then(|(_, catch)| catch.get(index)) else {
+            self.fail_execution(rec, &failure.error, &failure.cause);
+            return;
+        };
         let error_output = json!({ "Error": failure.error, "Cause": failure.cause });
-        match path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output) {
+        let output = match state.jsonata.as_deref().and_then(|f| f.catch.get(index)) {
+            Some((output, assign)) => {
+                let context = self.context(rec, cursor, None);
+                jsonata_exit(
+                    rec,
+                    output.as_ref(),
+                    assign,
+                    &cursor.raw_input,
+                    &context,
+                    None,
+                    Some(&error_output),
+                    error_output.clone(),
+                )
+                .map_err(|e| (QUERY_EVALUATION_ERROR, format!("{}: Catch Output: {e}", state.name)))
+            }
+            None => path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output)
+                .map_err(|e| ("States.Runtime", format!("{}: Catch ResultPath: {e}", state.name))),
+        };
+        match output {
             Ok(out) => {
                 rec.push_event(
                     now,
@@ -107,7 +129,7 @@ impl Engine {
                     retry_counts: Vec::new(),
                 });
             }
-            Err(e) => self.fail_execution(rec, "States.Runtime", &format!("{}: Catch ResultPath: {e}", state.name)),
+            Err((error, cause)) => self.fail_execution(rec, error, &cause),
         }
     }
 }

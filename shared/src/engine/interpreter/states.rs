@@ -215,6 +215,12 @@ impl Engine {
             );
         }
         let context = self.context(&rec, cursor, None);
+        if let Some(fields) = state.jsonata.as_deref()
+            && !matches!(state.kind, Kind::Task(_) | Kind::Map(_) | Kind::Parallel(_))
+        {
+            self.enter_jsonata(&mut rec, machine, state, fields, cursor, &context, now);
+            return self.commit(rec, rev).await;
+        }
         let input = match path::select(state.common.input_path.as_ref(), &cursor.raw_input, &context) {
             Ok(v) => v,
             Err(e) => {
@@ -330,6 +336,8 @@ impl Engine {
             }
             Kind::Wait(wait) => {
                 let until = match wait {
+                    // Only JSONata states have expression waits, and they go through enter_jsonata.
+                    WaitFor::Expression => Err(PathError("a JSONata Wait in a JSONPath state".into())),
                     WaitFor::Seconds(s) => Ok(now + Duration::seconds(*s as i64)),
                     WaitFor::Timestamp(t) => Ok(*t),
                     WaitFor::SecondsPath(p) => path::read_path(p, &input, &context).and_then(|v| {
@@ -367,5 +375,170 @@ impl Engine {
             }
         }
         self.commit(rec, rev).await
+    }
+
+    /// Pass, Succeed, Fail, Choice and Wait in the JSONata query language. A failing expression
+    /// fails the execution with States.QueryEvaluationError (these states have no Catch).
+    #[allow(clippy::too_many_arguments)]
+    fn enter_jsonata(
+        &self,
+        rec: &mut ExecutionRecord,
+        machine: &StateMachine,
+        state: &State,
+        fields: &JsonataFields,
+        cursor: &Cursor,
+        context: &Value,
+        now: DateTime<Utc>,
+    ) {
+        let input = &cursor.raw_input;
+        let query_failed = |engine: &Self, rec: &mut ExecutionRecord, what: &str, e: String| {
+            engine.fail_execution(rec, QUERY_EVALUATION_ERROR, &format!("{}: {what}: {e}", state.name));
+        };
+        let exited = |rec: &mut ExecutionRecord, out: &Value| {
+            rec.push_event(
+                now,
+                &format!("{}StateExited", state.type_name()),
+                Some(&state.name),
+                json!({ "output": out }),
+            );
+        };
+        match &state.kind {
+            Kind::Pass { .. } => {
+                match jsonata_exit(
+                    rec,
+                    fields.output.as_ref(),
+                    &fields.assign,
+                    input,
+                    context,
+                    None,
+                    None,
+                    input.clone(),
+                ) {
+                    Ok(out) => {
+                        exited(rec, &out);
+                        self.transition(rec, machine, state, out, now);
+                    }
+                    Err(e) => query_failed(self, rec, "Output", e),
+                }
+            }
+            Kind::Succeed => {
+                match jsonata_exit(rec, fields.output.as_ref(), &[], input, context, None, None, input.clone()) {
+                    Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
+                        rec,
+                        "States.DataLimitExceeded",
+                        &format!("the output of {} exceeds 262144 bytes", state.name),
+                    ),
+                    Ok(out) => {
+                        exited(rec, &out);
+                        self.finish(rec, ExecutionStatus::Succeeded, Some(out), None, None);
+                    }
+                    Err(e) => query_failed(self, rec, "Output", e),
+                }
+            }
+            Kind::Fail { error, cause, .. } => {
+                let text = |literal: &Option<String>, template: &Option<Template>| -> Result<Option<String>, String> {
+                    match template {
+                        None => Ok(literal.clone()),
+                        Some(t) => match jsonata_eval(rec, t, input, context)? {
+                            Value::String(s) => Ok(Some(s)),
+                            other => Err(format!("must produce a string, not {other}")),
+                        },
+                    }
+                };
+                match (text(error, &fields.error), text(cause, &fields.cause)) {
+                    (Ok(error), Ok(cause)) => self.fail_execution(
+                        rec,
+                        &error.unwrap_or_else(|| "States.Fail".into()),
+                        &cause.unwrap_or_default(),
+                    ),
+                    (Err(e), _) | (_, Err(e)) => query_failed(self, rec, "Error/Cause", e),
+                }
+            }
+            Kind::Choice { choices, default } => {
+                let mut chosen = None;
+                for (rule, next) in choices {
+                    let asl::ChoiceRule::Condition(i) = rule else { continue };
+                    let Some(condition) = fields.conditions.get(*i) else { continue };
+                    match jsonata_eval(rec, condition, input, context) {
+                        Ok(Value::Bool(true)) => {
+                            chosen = Some(next.clone());
+                            break;
+                        }
+                        Ok(Value::Bool(false)) => {}
+                        Ok(other) => {
+                            return query_failed(
+                                self,
+                                rec,
+                                "Condition",
+                                format!("must produce a boolean, not {other}"),
+                            );
+                        }
+                        Err(e) => return query_failed(self, rec, "Condition", e),
+                    }
+                }
+                // "The Assign ... of the Choice state is evaluated only when no rule matches and the
+                // Default is taken."
+                let assign: &[(String, Template)] = if chosen.is_some() { &[] } else { &fields.assign };
+                let Some(next) = chosen.or_else(|| default.clone()) else {
+                    return self.fail_execution(
+                        rec,
+                        "States.NoChoiceMatched",
+                        &format!("no choice rule of {} matched", state.name),
+                    );
+                };
+                match jsonata_exit(rec, fields.output.as_ref(), assign, input, context, None, None, input.clone()) {
+                    Ok(out) => {
+                        exited(rec, &out);
+                        rec.cursor = Some(Cursor {
+                            state: next,
+                            raw_input: out,
+                            entered_at: now,
+                            phase: Phase::Enter,
+                            retry_counts: Vec::new(),
+                        });
+                    }
+                    Err(e) => query_failed(self, rec, "Output", e),
+                }
+            }
+            Kind::Wait(wait) => {
+                let until = match (wait, &fields.wait) {
+                    (WaitFor::Expression, Some((true, t))) => jsonata_eval(rec, t, input, context).and_then(|v| {
+                        v.as_u64()
+                            .map(|s| now + Duration::seconds(s.min(31_536_000) as i64))
+                            .ok_or_else(|| format!("Seconds must be a non-negative integer, not {v}"))
+                    }),
+                    (WaitFor::Expression, Some((false, t))) => jsonata_eval(rec, t, input, context).and_then(|v| {
+                        v.as_str()
+                            .and_then(asl::parse_timestamp)
+                            .ok_or_else(|| format!("Timestamp must be a timestamp, not {v}"))
+                    }),
+                    (WaitFor::Seconds(s), _) => Ok(now + Duration::seconds(*s as i64)),
+                    (WaitFor::Timestamp(t), _) => Ok(*t),
+                    _ => Err("a JSONata Wait needs Seconds or Timestamp".to_string()),
+                };
+                let until = match until {
+                    Ok(u) => u,
+                    Err(e) => return query_failed(self, rec, "Wait", e),
+                };
+                match jsonata_exit(
+                    rec,
+                    fields.output.as_ref(),
+                    &fields.assign,
+                    input,
+                    context,
+                    None,
+                    None,
+                    input.clone(),
+                ) {
+                    Ok(out) => {
+                        let mut next = cursor.clone();
+                        next.phase = Phase::WaitUntil { until, output: out };
+                        rec.cursor = Some(next);
+                    }
+                    Err(e) => query_failed(self, rec, "Output", e),
+                }
+            }
+            _ => {}
+        }
     }
 }

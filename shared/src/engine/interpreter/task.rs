@@ -55,17 +55,18 @@ impl Engine {
             Some(t) => self.context(&rec, cursor, Some(t)),
             None => context,
         };
-        let parameters = match &task.parameters {
-            Some(p) => path::render_template(p, &input, &context),
-            None => Ok(input.clone()),
+        let parameters = match (&task.parameters, state.jsonata.as_deref().and_then(|f| f.arguments.as_ref())) {
+            (_, Some(arguments)) => jsonata_eval(&rec, arguments, &input, &context)
+                .map_err(|e| TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Arguments: {e}", state.name))),
+            (Some(p), None) => path::render_template(p, &input, &context).map_err(|e| {
+                let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+                TaskFailure::new(name, format!("{}: {e}", state.name))
+            }),
+            (None, None) => Ok(input.clone()),
         };
         let parameters = match parameters {
             Ok(p) => p,
-            Err(e) => {
-                let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
-                let failure = TaskFailure::new(name, format!("{}: {e}", state.name));
-                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
-            }
+            Err(failure) => return self.task_failed(rec, rev, machine, state, task, cursor, failure).await,
         };
         // "States.DataLimitExceeded: ... the input of a state is larger than the payload size
         // quota, after Parameters processing." Terminal: no Retry or Catch applies.
@@ -183,6 +184,29 @@ impl Engine {
         }
         rec.push_event(now, "TaskSucceeded", Some(&state.name), json!({ "output": result }));
         let context = self.context(&rec, cursor, None);
+        if let Some(fields) = state.jsonata.as_deref() {
+            let exit = jsonata_exit(
+                &mut rec,
+                fields.output.as_ref(),
+                &fields.assign,
+                &cursor.raw_input,
+                &context,
+                Some(&result),
+                None,
+                result.clone(),
+            );
+            return match exit {
+                Ok(out) => {
+                    rec.push_event(now, "TaskStateExited", Some(&state.name), json!({ "output": out }));
+                    self.transition(&mut rec, machine, state, out, now);
+                    self.commit(rec, rev).await
+                }
+                Err(e) => {
+                    let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Output: {e}", state.name));
+                    self.task_failed(rec, rev, machine, state, task, cursor, failure).await
+                }
+            };
+        }
         let selected = match &task.result_selector {
             Some(sel) => path::render_template(sel, &result, &context),
             None => Ok(result),
