@@ -744,19 +744,7 @@ mod tests {
         assert_eq!(strict.err().map(|e| e.name()), Some("anthropic_api_key"));
         // The local engine keeps running and says what is missing when the planner is called.
         let deps = build_deps(settings(&[]), s, store, orchestrator, clock);
-        let request = PlanRequest {
-            incident_title: "t".into(),
-            service: "s".into(),
-            hypothesis: Hypothesis {
-                root_cause: "r".into(),
-                confidence: None,
-                evidence: vec![],
-                alternatives: vec![],
-                services: vec![],
-            },
-            runbooks: vec![],
-            catalog: vec![],
-        };
+        let request = PlanRequest::bare("t", "s", "r");
         let err = deps.planner.plan(&request).await.unwrap_err();
         assert!(err.to_string().contains("anthropic_api_key"), "{err}");
     }

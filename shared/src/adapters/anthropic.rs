@@ -485,19 +485,7 @@ mod tests {
 
     #[test]
     fn anthropics_api_gets_the_shared_bodies_with_its_own_fields() {
-        let req = PlanRequest {
-            incident_title: "t".into(),
-            service: "s".into(),
-            hypothesis: crate::domain::Hypothesis {
-                root_cause: "r".into(),
-                confidence: None,
-                evidence: vec![],
-                alternatives: vec![],
-                services: vec![],
-            },
-            runbooks: vec![],
-            catalog: vec![],
-        };
+        let req = PlanRequest::bare("t", "s", "r");
         let shared = plan_body(&req, 10);
         assert!(shared.get("model").is_none());
         assert_eq!(shared["max_tokens"], 256, "clamped");

@@ -439,6 +439,26 @@ pub struct PlanRequest {
     pub catalog: Vec<CatalogAction>,
 }
 
+#[cfg(test)]
+impl PlanRequest {
+    /// A request with only a title, a service and a root cause (no runbooks, no catalog).
+    pub(crate) fn bare(incident_title: &str, service: &str, root_cause: &str) -> Self {
+        Self {
+            incident_title: incident_title.into(),
+            service: service.into(),
+            hypothesis: Hypothesis {
+                root_cause: root_cause.into(),
+                confidence: None,
+                evidence: vec![],
+                alternatives: vec![],
+                services: vec![],
+            },
+            runbooks: vec![],
+            catalog: vec![],
+        }
+    }
+}
+
 /// The remediation planner (Claude).
 #[async_trait]
 pub trait Planner: Send + Sync {

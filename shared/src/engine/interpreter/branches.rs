@@ -31,19 +31,15 @@ fn child_name(parent: &str, run: &str, index: usize) -> String {
     format!("{parent}/{run}/{index}")
 }
 
-/// The error a failing payload template raises.
-fn template_failure(state: &str, what: &str, e: &PathError) -> TaskFailure {
-    let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
-    TaskFailure::new(name, format!("{state}: {what}: {e}"))
-}
-
 impl Engine {
     /// Enter a Map or Parallel state: create its iterations or branches, let the first
     /// `limit` run, and wait for them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_branches(
         &self,
         mut rec: ExecutionRecord,
         rev: u64,
+        machine: &StateMachine,
         state: &State,
         cursor: &Cursor,
         input: Value,
@@ -74,10 +70,14 @@ impl Engine {
             }
             Err(Err(failure)) => return self.state_failed(rec, rev, state, cursor, failure).await,
         };
-        let started = if matches!(state.kind, Kind::Map(_)) { "MapStateStarted" } else { "ParallelStateStarted" };
-        rec.push_event(now, started, Some(&state.name), json!({ "length": inputs.len() }));
+        rec.push_event(
+            now,
+            &format!("{}StateStarted", state.type_name()),
+            Some(&state.name),
+            json!({ "length": inputs.len() }),
+        );
         if inputs.is_empty() {
-            return self.branches_succeeded(rec, rev, state, cursor, Vec::new()).await;
+            return self.branches_succeeded(rec, rev, machine, state, cursor, Vec::new()).await;
         }
         // Deterministic per visit of the state (a loop or a retry makes a new run), so a restart
         // before this step is saved re-creates the same children.
@@ -115,10 +115,8 @@ impl Engine {
             scope.pop();
             self.create_child(&rec, state, start_at, link, child_input, index < released).await?;
         }
-        let iteration =
-            if matches!(state.kind, Kind::Map(_)) { "MapIterationStarted" } else { "ParallelBranchStarted" };
         for index in 0..released {
-            rec.push_event(now, iteration, Some(&state.name), json!({ "index": index }));
+            rec.push_event(now, &child_event(state, "Started"), Some(&state.name), json!({ "index": index }));
         }
         let mut waiting = cursor.clone();
         waiting.phase = Phase::AwaitBranches { run: run.clone(), total, released, limit };
@@ -179,21 +177,22 @@ impl Engine {
             Ok(n) => n.min(INLINE_MAP_MAX_CONCURRENCY),
         };
         let mut inputs = Vec::with_capacity(items.len());
+        // One copy of the Context object for every item (it carries the execution input):
+        // only `Map.Item` changes from one item to the next.
+        let mut item_context = context.clone();
+        let jsonata_selector = fields.and_then(|f| f.item_selector.as_ref());
+        let selecting = jsonata_selector.is_some() || map.item_selector.is_some();
         for (index, item) in items.iter().enumerate() {
-            if let Some(selector) = fields.and_then(|f| f.item_selector.as_ref()) {
-                let mut ctx = context.clone();
-                ctx["Map"] = json!({ "Item": { "Index": index, "Value": item } });
-                inputs.push(jsonata_eval(rec, selector, input, &ctx).map_err(|e| query_failure("ItemSelector", e))?);
-                continue;
+            if selecting {
+                item_context["Map"] = json!({ "Item": { "Index": index, "Value": item } });
             }
-            let child = match &map.item_selector {
-                Some(selector) => {
-                    let mut ctx = context.clone();
-                    ctx["Map"] = json!({ "Item": { "Index": index, "Value": item } });
-                    path::render_template(selector, input, &ctx)
-                        .map_err(|e| Err(template_failure(&state.name, "ItemSelector", &e)))?
+            let child = match (jsonata_selector, &map.item_selector) {
+                (Some(s), _) => {
+                    jsonata_eval(rec, s, input, &item_context).map_err(|e| query_failure("ItemSelector", e))?
                 }
-                None => item.clone(),
+                (None, Some(t)) => path::render_template(t, input, &item_context)
+                    .map_err(|e| Err(template_failure(&state.name, "ItemSelector", &e)))?,
+                (None, None) => item.clone(),
             };
             if payload_size(&child) > MAX_PAYLOAD_BYTES {
                 return Err(Ok(TaskFailure::new(
@@ -247,8 +246,7 @@ impl Engine {
             parent: Some(link),
             variables: parent.variables.clone(),
         };
-        let kind = if matches!(state.kind, Kind::Map(_)) { "MapIterationStarted" } else { "ParallelBranchStarted" };
-        child.push_event(now, kind, Some(&state.name), json!({ "input": input }));
+        child.push_event(now, &child_event(state, "Started"), Some(&state.name), json!({ "input": input }));
         if self.save(&mut child, None).await? {
             self.index(&name, true).await?;
         }
@@ -342,7 +340,7 @@ impl Engine {
         &self,
         mut rec: ExecutionRecord,
         rev: u64,
-        _machine: &StateMachine,
+        machine: &StateMachine,
         state: &State,
         cursor: &Cursor,
         run: &str,
@@ -357,17 +355,19 @@ impl Engine {
                 .map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?,
             None => RunTally::default(),
         };
-        let (is_map, name) = (matches!(state.kind, Kind::Map(_)), state.name.clone());
+        let name = state.name.clone();
         if let Some((index, failure)) = tally.first_failure {
             // "Any iteration failure causes the Map state to fail. When the Map state fails, all
             // iterations stop." A failing branch likewise fails the Parallel state.
-            let event = if is_map { "MapIterationFailed" } else { "ParallelBranchFailed" };
-            rec.push_event(now, event, Some(&name), json!({ "index": index, "error": failure.error }));
+            rec.push_event(
+                now,
+                &child_event(state, "Failed"),
+                Some(&name),
+                json!({ "index": index, "error": failure.error }),
+            );
             self.abort_branches(&rec).await;
-            if failure.error == "States.Runtime" || failure.error == "States.DataLimitExceeded" {
-                self.fail_execution(&mut rec, &failure.error, &failure.cause);
-                return self.commit(rec, rev).await;
-            }
+            // Retry and Catch never match States.Runtime or States.DataLimitExceeded, so those
+            // end the execution there.
             return self.state_failed(rec, rev, state, cursor, failure).await;
         }
         if tally.done >= total {
@@ -380,9 +380,8 @@ impl Engine {
             if outputs.len() != total {
                 return Err(EngineError::Corrupt(rec.name.clone(), format!("{} of {total} results", outputs.len())));
             }
-            let event = if is_map { "MapIterationSucceeded" } else { "ParallelBranchSucceeded" };
-            rec.push_event(now, event, Some(&name), json!({ "count": total }));
-            return self.branches_succeeded(rec, rev, state, cursor, outputs).await;
+            rec.push_event(now, &child_event(state, "Succeeded"), Some(&name), json!({ "count": total }));
+            return self.branches_succeeded(rec, rev, machine, state, cursor, outputs).await;
         }
         // Let more iterations run as slots free up.
         let running = released.saturating_sub(tally.done);
@@ -392,7 +391,7 @@ impl Engine {
         }
         for index in released..released + more {
             self.release_child(&child_name(&rec.name, run, index)).await?;
-            rec.push_event(now, "MapIterationStarted", Some(&name), json!({ "index": index }));
+            rec.push_event(now, &child_event(state, "Started"), Some(&name), json!({ "index": index }));
         }
         let mut waiting = cursor.clone();
         waiting.phase = Phase::AwaitBranches { run: run.to_string(), total, released: released + more, limit };
@@ -408,12 +407,12 @@ impl Engine {
         &self,
         mut rec: ExecutionRecord,
         rev: u64,
+        machine: &StateMachine,
         state: &State,
         cursor: &Cursor,
         outputs: Vec<Value>,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        let machine = self.machine_of(&rec)?;
         let (result_selector, result_path) = match &state.kind {
             Kind::Map(m) => (&m.result_selector, &m.result_path),
             Kind::Parallel(p) => (&p.result_selector, &p.result_path),
@@ -428,74 +427,22 @@ impl Engine {
             );
             return self.commit(rec, rev).await;
         }
-        let succeeded = if matches!(state.kind, Kind::Map(_)) { "MapStateSucceeded" } else { "ParallelStateSucceeded" };
-        rec.push_event(now, succeeded, Some(&state.name), Value::Null);
-        let mut at_entry = cursor.clone();
-        at_entry.phase = Phase::Enter;
-        let context = self.context(&rec, &at_entry, None);
-        let selected = match result_selector {
-            Some(sel) => match path::render_template(sel, &result, &context) {
-                Ok(s) => s,
-                Err(e) => {
-                    let failure = template_failure(&state.name, "ResultSelector", &e);
-                    return self.state_failed(rec, rev, state, cursor, failure).await;
-                }
-            },
-            None => result,
-        };
-        if let Some(fields) = state.jsonata.as_deref() {
-            let exit = jsonata_exit(
-                &mut rec,
-                fields.output.as_ref(),
-                &fields.assign,
-                &cursor.raw_input,
-                &context,
-                Some(&selected),
-                None,
-                selected.clone(),
-            );
-            return match exit {
-                Ok(out) => {
-                    rec.push_event(
-                        now,
-                        &format!("{}StateExited", state.type_name()),
-                        Some(&state.name),
-                        json!({ "output": out }),
-                    );
-                    self.transition(&mut rec, &machine, state, out, now);
-                    self.commit(rec, rev).await
-                }
-                Err(e) => {
-                    let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Output: {e}", state.name));
-                    self.state_failed(rec, rev, state, cursor, failure).await
-                }
-            };
-        }
-        let merged = match path::merge_result(result_path.as_ref(), &cursor.raw_input, selected) {
-            Ok(m) => m,
-            Err(e) => {
-                let failure = TaskFailure::new("States.ResultPathMatchFailure", format!("{}: {e}", state.name));
-                return self.state_failed(rec, rev, state, cursor, failure).await;
-            }
-        };
-        match path::select(state.common.output_path.as_ref(), &merged, &context) {
-            Ok(out) => {
-                rec.push_event(
-                    now,
-                    &format!("{}StateExited", state.type_name()),
-                    Some(&state.name),
-                    json!({ "output": out }),
-                );
-                self.transition(&mut rec, &machine, state, out, now);
-            }
-            Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name)),
-        }
-        self.commit(rec, rev).await
+        rec.push_event(now, &format!("{}StateSucceeded", state.type_name()), Some(&state.name), Value::Null);
+        self.state_result(rec, rev, machine, state, cursor, result, result_selector.as_ref(), result_path.as_ref())
+            .await
     }
 }
 
 /// Bounds the optimistic loop of a report (only reachable under extreme contention).
 const MAX_REPORT_ATTEMPTS: usize = 1_000;
+
+/// The history event of one iteration or branch: `MapIteration…` or `ParallelBranch…`.
+fn child_event(state: &State, what: &str) -> String {
+    match state.kind {
+        Kind::Map(_) => format!("MapIteration{what}"),
+        _ => format!("ParallelBranch{what}"),
+    }
+}
 
 fn type_name(v: &Value) -> &'static str {
     match v {

@@ -198,7 +198,7 @@ impl Engine {
         let now = now_of(self.clock.as_ref());
         let Some(stored) = self.table.get(&token_pk(token), "META", now.timestamp()).await? else {
             let failure = TaskFailure::new("States.Runtime", "the task token record is missing");
-            return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
+            return self.state_failed(rec, rev, state, cursor, failure).await;
         };
         let tok: TokenRecord =
             serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
@@ -237,19 +237,19 @@ impl Engine {
                     tok.error.unwrap_or_else(|| "States.TaskFailed".into()),
                     tok.cause.unwrap_or_default(),
                 );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
+                self.state_failed(rec, rev, state, cursor, failure).await
             }
             TokenStatus::TimedOut => {
                 let mut rec = rec;
                 rec.push_event(now, "TaskTimedOut", Some(&state.name), Value::Null);
                 let failure =
                     TaskFailure::new("States.Timeout", format!("{} timed out waiting for its callback", state.name));
-                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
+                self.state_failed(rec, rev, state, cursor, failure).await
             }
             TokenStatus::HeartbeatTimedOut => {
                 let failure =
                     TaskFailure::new("States.HeartbeatTimeout", format!("{} missed its heartbeat", state.name));
-                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
+                self.state_failed(rec, rev, state, cursor, failure).await
             }
             TokenStatus::Closed => Ok(Step::Stop),
         }

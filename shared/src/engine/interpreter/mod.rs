@@ -299,6 +299,12 @@ fn jsonata_eval(rec: &ExecutionRecord, template: &Template, input: &Value, conte
     template.eval(&jsonata::Scope { input, context, result: None, error_output: None, variables: &rec.variables })
 }
 
+/// The error a failing payload template (Parameters, ItemSelector, ResultSelector) raises.
+fn template_failure(state: &str, what: &str, e: &PathError) -> TaskFailure {
+    let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
+    TaskFailure::new(name, format!("{state}: {what}: {e}"))
+}
+
 /// The interpreter. Cheap to share (`Arc<Engine>`); continuations run on spawned tasks.
 pub struct Engine {
     table: Arc<dyn DocTable>,

@@ -21,20 +21,6 @@ pub(super) fn error_matches(list: &[String], error: &str) -> bool {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn task_failed(
-        &self,
-        rec: ExecutionRecord,
-        rev: u64,
-        _machine: &StateMachine,
-        state: &State,
-        _task: &TaskState,
-        cursor: &Cursor,
-        failure: TaskFailure,
-    ) -> Result<Step, EngineError> {
-        self.state_failed(rec, rev, state, cursor, failure).await
-    }
-
     /// A Task, Map or Parallel state failed: its Retry, then its Catch, decide; otherwise the
     /// execution fails with the error.
     pub(super) async fn state_failed(
@@ -46,13 +32,12 @@ impl Engine {
         failure: TaskFailure,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
+        // TaskFailed, MapStateFailed, ParallelStateFailed.
         let event = match state.kind {
-            Kind::Task(_) => "TaskFailed",
-            Kind::Map(_) => "MapStateFailed",
-            Kind::Parallel(_) => "ParallelStateFailed",
-            _ => "StateFailed",
+            Kind::Task(_) => "TaskFailed".to_string(),
+            _ => format!("{}StateFailed", state.type_name()),
         };
-        rec.push_event(now, event, Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
+        rec.push_event(now, &event, Some(&state.name), json!({ "error": failure.error, "cause": failure.cause }));
         let (retry, catch) = state.error_handling().unwrap_or((&[], &[]));
         // Retry: the first retrier that matches decides; its own counter bounds it.
         if let Some(idx) = retry.iter().position(|r| error_matches(&r.error_equals, &failure.error)) {

@@ -195,6 +195,76 @@ impl Engine {
         }
     }
 
+    /// Leave `state` with `out`: its `…StateExited` event, then Next or the end.
+    pub(super) fn leave(
+        &self,
+        rec: &mut ExecutionRecord,
+        machine: &StateMachine,
+        state: &State,
+        out: Value,
+        now: DateTime<Utc>,
+    ) {
+        rec.push_event(now, &format!("{}StateExited", state.type_name()), Some(&state.name), json!({ "output": &out }));
+        self.transition(rec, machine, state, out, now);
+    }
+
+    /// A Task, Map or Parallel state produced `result`: ResultSelector, ResultPath and
+    /// OutputPath (in JSONata, Output and Assign), then leave the state. A failure goes through
+    /// the state's Retry and Catch, except OutputPath's (States.Runtime).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn state_result(
+        &self,
+        mut rec: ExecutionRecord,
+        rev: u64,
+        machine: &StateMachine,
+        state: &State,
+        cursor: &Cursor,
+        result: Value,
+        result_selector: Option<&Value>,
+        result_path: Option<&Value>,
+    ) -> Result<Step, EngineError> {
+        let now = now_of(self.clock.as_ref());
+        let context = self.context(&rec, cursor, None);
+        let out = if let Some(fields) = state.jsonata.as_deref() {
+            let (output, assign) = (fields.output.as_ref(), &fields.assign);
+            let raw = &cursor.raw_input;
+            match jsonata_exit(&mut rec, output, assign, raw, &context, Some(&result), None, result.clone()) {
+                Ok(out) => out,
+                Err(e) => {
+                    let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Output: {e}", state.name));
+                    return self.state_failed(rec, rev, state, cursor, failure).await;
+                }
+            }
+        } else {
+            let selected = match result_selector {
+                Some(sel) => match path::render_template(sel, &result, &context) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let failure = template_failure(&state.name, "ResultSelector", &e);
+                        return self.state_failed(rec, rev, state, cursor, failure).await;
+                    }
+                },
+                None => result,
+            };
+            let merged = match path::merge_result(result_path, &cursor.raw_input, selected) {
+                Ok(m) => m,
+                Err(e) => {
+                    let failure = TaskFailure::new("States.ResultPathMatchFailure", format!("{}: {e}", state.name));
+                    return self.state_failed(rec, rev, state, cursor, failure).await;
+                }
+            };
+            match path::select(state.common.output_path.as_ref(), &merged, &context) {
+                Ok(out) => out,
+                Err(e) => {
+                    self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name));
+                    return self.commit(rec, rev).await;
+                }
+            }
+        };
+        self.leave(&mut rec, machine, state, out, now);
+        self.commit(rec, rev).await
+    }
+
     pub(super) async fn enter(
         &self,
         mut rec: ExecutionRecord,
@@ -371,7 +441,7 @@ impl Engine {
                 return self.run_task(rec, rev, machine, state, task, cursor, input, context).await;
             }
             Kind::Map(_) | Kind::Parallel(_) => {
-                return self.start_branches(rec, rev, state, cursor, input, context).await;
+                return self.start_branches(rec, rev, machine, state, cursor, input, context).await;
             }
         }
         self.commit(rec, rev).await
@@ -394,6 +464,10 @@ impl Engine {
         let query_failed = |engine: &Self, rec: &mut ExecutionRecord, what: &str, e: String| {
             engine.fail_execution(rec, QUERY_EVALUATION_ERROR, &format!("{}: {what}: {e}", state.name));
         };
+        // Pass, Succeed, Choice and Wait: the output is the input unless Output says otherwise.
+        let pass_through = |rec: &mut ExecutionRecord, assign: &[(String, Template)]| {
+            jsonata_exit(rec, fields.output.as_ref(), assign, input, context, None, None, input.clone())
+        };
         let exited = |rec: &mut ExecutionRecord, out: &Value| {
             rec.push_event(
                 now,
@@ -403,38 +477,22 @@ impl Engine {
             );
         };
         match &state.kind {
-            Kind::Pass { .. } => {
-                match jsonata_exit(
+            Kind::Pass { .. } => match pass_through(rec, &fields.assign) {
+                Ok(out) => self.leave(rec, machine, state, out, now),
+                Err(e) => query_failed(self, rec, "Output", e),
+            },
+            Kind::Succeed => match pass_through(rec, &[]) {
+                Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
                     rec,
-                    fields.output.as_ref(),
-                    &fields.assign,
-                    input,
-                    context,
-                    None,
-                    None,
-                    input.clone(),
-                ) {
-                    Ok(out) => {
-                        exited(rec, &out);
-                        self.transition(rec, machine, state, out, now);
-                    }
-                    Err(e) => query_failed(self, rec, "Output", e),
+                    "States.DataLimitExceeded",
+                    &format!("the output of {} exceeds 262144 bytes", state.name),
+                ),
+                Ok(out) => {
+                    exited(rec, &out);
+                    self.finish(rec, ExecutionStatus::Succeeded, Some(out), None, None);
                 }
-            }
-            Kind::Succeed => {
-                match jsonata_exit(rec, fields.output.as_ref(), &[], input, context, None, None, input.clone()) {
-                    Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
-                        rec,
-                        "States.DataLimitExceeded",
-                        &format!("the output of {} exceeds 262144 bytes", state.name),
-                    ),
-                    Ok(out) => {
-                        exited(rec, &out);
-                        self.finish(rec, ExecutionStatus::Succeeded, Some(out), None, None);
-                    }
-                    Err(e) => query_failed(self, rec, "Output", e),
-                }
-            }
+                Err(e) => query_failed(self, rec, "Output", e),
+            },
             Kind::Fail { error, cause, .. } => {
                 let text = |literal: &Option<String>, template: &Option<Template>| -> Result<Option<String>, String> {
                     match template {
@@ -486,7 +544,7 @@ impl Engine {
                         &format!("no choice rule of {} matched", state.name),
                     );
                 };
-                match jsonata_exit(rec, fields.output.as_ref(), assign, input, context, None, None, input.clone()) {
+                match pass_through(rec, assign) {
                     Ok(out) => {
                         exited(rec, &out);
                         rec.cursor = Some(Cursor {
@@ -520,16 +578,7 @@ impl Engine {
                     Ok(u) => u,
                     Err(e) => return query_failed(self, rec, "Wait", e),
                 };
-                match jsonata_exit(
-                    rec,
-                    fields.output.as_ref(),
-                    &fields.assign,
-                    input,
-                    context,
-                    None,
-                    None,
-                    input.clone(),
-                ) {
+                match pass_through(rec, &fields.assign) {
                     Ok(out) => {
                         let mut next = cursor.clone();
                         next.phase = Phase::WaitUntil { until, output: out };

@@ -66,7 +66,7 @@ impl Engine {
         };
         let parameters = match parameters {
             Ok(p) => p,
-            Err(failure) => return self.task_failed(rec, rev, machine, state, task, cursor, failure).await,
+            Err(failure) => return self.state_failed(rec, rev, state, cursor, failure).await,
         };
         // "States.DataLimitExceeded: ... the input of a state is larger than the payload size
         // quota, after Parameters processing." Terminal: no Retry or Catch applies.
@@ -153,9 +153,9 @@ impl Engine {
                     "States.Runtime",
                     format!("{} is not a callback task but the dispatcher awaited one", state.name),
                 );
-                self.task_failed(rec, rev, machine, state, task, cursor, failure).await
+                self.state_failed(rec, rev, state, cursor, failure).await
             }
-            (None, Err(f)) => self.task_failed(rec, rev, machine, state, task, cursor, f).await,
+            (None, Err(f)) => self.state_failed(rec, rev, state, cursor, f).await,
             (Some(t), result) => self.callback_dispatched(&rec.name, machine, state, t.expose(), result).await,
         }
     }
@@ -183,56 +183,16 @@ impl Engine {
             return self.commit(rec, rev).await;
         }
         rec.push_event(now, "TaskSucceeded", Some(&state.name), json!({ "output": result }));
-        let context = self.context(&rec, cursor, None);
-        if let Some(fields) = state.jsonata.as_deref() {
-            let exit = jsonata_exit(
-                &mut rec,
-                fields.output.as_ref(),
-                &fields.assign,
-                &cursor.raw_input,
-                &context,
-                Some(&result),
-                None,
-                result.clone(),
-            );
-            return match exit {
-                Ok(out) => {
-                    rec.push_event(now, "TaskStateExited", Some(&state.name), json!({ "output": out }));
-                    self.transition(&mut rec, machine, state, out, now);
-                    self.commit(rec, rev).await
-                }
-                Err(e) => {
-                    let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Output: {e}", state.name));
-                    self.task_failed(rec, rev, machine, state, task, cursor, failure).await
-                }
-            };
-        }
-        let selected = match &task.result_selector {
-            Some(sel) => path::render_template(sel, &result, &context),
-            None => Ok(result),
-        };
-        let selected = match selected {
-            Ok(s) => s,
-            Err(e) => {
-                let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
-                let failure = TaskFailure::new(name, format!("{}: ResultSelector: {e}", state.name));
-                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
-            }
-        };
-        let merged = match path::merge_result(task.result_path.as_ref(), &cursor.raw_input, selected) {
-            Ok(m) => m,
-            Err(e) => {
-                let failure = TaskFailure::new("States.ResultPathMatchFailure", format!("{}: {e}", state.name));
-                return self.task_failed(rec, rev, machine, state, task, cursor, failure).await;
-            }
-        };
-        match path::select(state.common.output_path.as_ref(), &merged, &context) {
-            Ok(out) => {
-                rec.push_event(now, "TaskStateExited", Some(&state.name), json!({ "output": out }));
-                self.transition(&mut rec, machine, state, out, now);
-            }
-            Err(e) => self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name)),
-        }
-        self.commit(rec, rev).await
+        self.state_result(
+            rec,
+            rev,
+            machine,
+            state,
+            cursor,
+            result,
+            task.result_selector.as_ref(),
+            task.result_path.as_ref(),
+        )
+        .await
     }
 }
