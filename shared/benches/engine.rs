@@ -77,12 +77,16 @@ fn bench_loop(c: &mut Criterion, store: &str, make_table: &dyn Fn() -> Arc<dyn D
             engine.set_dispatcher(Arc::new(mocks.dispatcher("loop", "Loop").unwrap()));
             engine
         };
+        // The engine is handed back so criterion drops it (and its store) outside the timing.
         let run = |engine: Arc<Engine>| {
             rt.block_on(async {
                 engine.start("loop", "bench", &input).await.unwrap();
-                let rec = engine.wait_for("bench", std::time::Duration::from_secs(120)).await.unwrap();
+                // The outcome, as aws-local-stepfunctions gives it (not the path, read from the
+                // whole history: `wait_for`).
+                let rec = engine.wait_until_done("bench", std::time::Duration::from_secs(120)).await.unwrap();
                 assert_eq!(rec.transitions as u64, transitions, "{:?}", rec.cause);
-            })
+            });
+            engine
         };
         group.throughput(Throughput::Elements(transitions));
         group.bench_function(format!("{store}/{transitions}_transitions"), |b| {
@@ -125,10 +129,11 @@ fn bench_map(c: &mut Criterion, store: &str, make_table: &dyn Fn() -> Arc<dyn Do
         let run = |engine: Arc<Engine>| {
             rt.block_on(async {
                 engine.start("map", "bench", &input).await.unwrap();
-                let rec = engine.wait_for("bench", std::time::Duration::from_secs(120)).await.unwrap();
+                let rec = engine.wait_until_done("bench", std::time::Duration::from_secs(120)).await.unwrap();
                 let doubled = rec.output.as_ref().and_then(|o| o["doubled"].as_array()).map(Vec::len);
                 assert_eq!(doubled, Some(items), "{:?}", rec.cause);
-            })
+            });
+            engine
         };
         group.throughput(Throughput::Elements(items as u64));
         group.bench_function(format!("{store}/{items}_items"), |b| b.iter_batched(fresh, run, BatchSize::PerIteration));

@@ -43,22 +43,24 @@ pub trait DocTable: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// `put_if`, and when it succeeds also create the append-only `log` items of the same
     /// partition (items that exist are left as they are). Backends that can, do both in one
-    /// transaction; the default does them in order.
+    /// transaction; the default does them in order. Takes its documents by value: the engine
+    /// writes one record and its events per transition, and a backend that keeps documents as
+    /// they are (the memory table) must not have to copy them.
     #[allow(clippy::too_many_arguments)]
     async fn put_if_with_log(
         &self,
         pk: &str,
         sk: &str,
-        doc: &Value,
+        doc: Value,
         expected_rev: Option<u64>,
         expires_at: Option<i64>,
-        log: &[(String, Value)],
+        log: Vec<(String, Value)>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        if !self.put_if(pk, sk, doc, expected_rev, expires_at, now).await? {
+        if !self.put_if(pk, sk, &doc, expected_rev, expires_at, now).await? {
             return Ok(false);
         }
-        for (log_sk, log_doc) in log {
+        for (log_sk, log_doc) in &log {
             self.put_if(pk, log_sk, log_doc, None, None, now).await?;
         }
         Ok(true)
@@ -71,6 +73,27 @@ pub trait DocTable: Send + Sync {
         sk_to: &str,
         now: i64,
     ) -> Result<Vec<(String, StoredDoc)>, StoreError>;
+    /// `query`, keeping only the named top-level `fields` of each document, in the order
+    /// asked (null where a field is absent), as DynamoDB's projection expressions do: for reads
+    /// that need a little of many items, such as an execution's path from its history events,
+    /// whose documents carry whole state payloads.
+    async fn query_fields(
+        &self,
+        pk: &str,
+        sk_from: &str,
+        sk_to: &str,
+        fields: &[&str],
+        now: i64,
+    ) -> Result<Vec<(String, Vec<Value>)>, StoreError> {
+        Ok(self
+            .query(pk, sk_from, sk_to, now)
+            .await?
+            .into_iter()
+            .map(|(sk, mut stored)| {
+                (sk, fields.iter().map(|f| stored.doc.get_mut(*f).map(Value::take).unwrap_or_default()).collect())
+            })
+            .collect())
+    }
 }
 
 /// Upper bound for prefix queries: every sort key we write uses characters below `~`.

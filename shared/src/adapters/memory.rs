@@ -53,6 +53,38 @@ impl DocTable for MemoryTable {
         Ok(true)
     }
 
+    /// Both writes under one lock, moving the documents in (no copies).
+    async fn put_if_with_log(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: Value,
+        expected_rev: Option<u64>,
+        expires_at: Option<i64>,
+        log: Vec<(String, Value)>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        let live = |d: &StoredDoc| d.expires_at.is_none_or(|e| e >= now);
+        let key = (pk.to_string(), sk.to_string());
+        if items.get(&key).filter(|d| live(d)).map(|d| d.rev) != expected_rev {
+            return Ok(false);
+        }
+        items.insert(key, StoredDoc { doc, rev: expected_rev.map_or(1, |r| r + 1), expires_at });
+        for (log_sk, log_doc) in log {
+            match items.entry((pk.to_string(), log_sk)) {
+                std::collections::btree_map::Entry::Occupied(mut e) if !live(e.get()) => {
+                    e.insert(StoredDoc { doc: log_doc, rev: 1, expires_at: None });
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {}
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(StoredDoc { doc: log_doc, rev: 1, expires_at: None });
+                }
+            }
+        }
+        Ok(true)
+    }
+
     async fn query(
         &self,
         pk: &str,
@@ -67,6 +99,27 @@ impl DocTable for MemoryTable {
             .range(from..=to)
             .filter(|(_, d)| d.expires_at.is_none_or(|e| e >= now))
             .map(|((_, sk), d)| (sk.clone(), d.clone()))
+            .collect())
+    }
+
+    /// Copies only the named fields, not whole documents.
+    async fn query_fields(
+        &self,
+        pk: &str,
+        sk_from: &str,
+        sk_to: &str,
+        fields: &[&str],
+        now: i64,
+    ) -> Result<Vec<(String, Vec<Value>)>, StoreError> {
+        let items = self.lock();
+        let from = (pk.to_string(), sk_from.to_string());
+        let to = (pk.to_string(), sk_to.to_string());
+        Ok(items
+            .range(from..=to)
+            .filter(|(_, d)| d.expires_at.is_none_or(|e| e >= now))
+            .map(|((_, sk), d)| {
+                (sk.clone(), fields.iter().map(|f| d.doc.get(*f).cloned().unwrap_or_default()).collect())
+            })
             .collect())
     }
 }

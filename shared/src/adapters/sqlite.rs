@@ -140,10 +140,10 @@ impl DocTable for SqliteTable {
         &self,
         pk: &str,
         sk: &str,
-        doc: &Value,
+        doc: Value,
         expected_rev: Option<u64>,
         expires_at: Option<i64>,
-        log: &[(String, Value)],
+        log: Vec<(String, Value)>,
         now: i64,
     ) -> Result<bool, StoreError> {
         // One transaction: the record and its log items land together or not at all.
@@ -192,6 +192,43 @@ impl DocTable for SqliteTable {
                 let (sk, rev, doc, exp) = row.map_err(sql_err)?;
                 let parsed = parse_doc(pk, &sk, rev, doc, exp)?;
                 out.push((sk, parsed));
+            }
+            Ok(out)
+        })
+    }
+
+    /// SQLite picks the fields out of each document (`->`), so only they are parsed here.
+    async fn query_fields(
+        &self,
+        pk: &str,
+        sk_from: &str,
+        sk_to: &str,
+        fields: &[&str],
+        now: i64,
+    ) -> Result<Vec<(String, Vec<Value>)>, StoreError> {
+        // Field names go in as JSON path parameters, never into the SQL text.
+        let picks: Vec<String> = (0..fields.len()).map(|i| format!("doc -> ?{}", i + 5)).collect();
+        let sql = format!(
+            "SELECT sk, json_array({}) FROM items
+             WHERE pk = ?1 AND sk >= ?2 AND sk <= ?3 AND (expires_at IS NULL OR expires_at >= ?4)
+             ORDER BY sk",
+            if picks.is_empty() { "null".to_string() } else { picks.join(", ") }
+        );
+        // Field names are the caller's constants (plain names, no quotes).
+        let paths: Vec<String> = fields.iter().map(|f| format!("$.\"{f}\"")).collect();
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&pk, &sk_from, &sk_to, &now];
+            args.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
+            let rows = stmt
+                .query_map(args.as_slice(), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sk, picked) = row.map_err(sql_err)?;
+                let values: Vec<Value> = serde_json::from_str(&picked)
+                    .map_err(|e| StoreError::Corrupt { key: format!("{pk}/{sk}"), why: e.to_string() })?;
+                out.push((sk, values));
             }
             Ok(out)
         })

@@ -135,6 +135,10 @@ pub struct State {
     pub common: Common,
     /// Set on a state whose query language is JSONata: its expressions, compiled.
     pub jsonata: Option<Box<JsonataFields>>,
+    /// Whether anything in the state can read the Context object (`$$`, `$states.context`),
+    /// or hands it on (Map, Parallel). Building it costs more than the rest of a Pass or Choice
+    /// state, so a state that cannot read it runs without.
+    pub reads_context: bool,
 }
 
 /// A JSONata state's fields (the JSONPath-only fields are refused on such a state).
@@ -599,7 +603,9 @@ impl StateMachine {
             if name.is_empty() || name.chars().count() > 80 {
                 return Err(err(format!("state name {name:?} must be 1..=80 characters")));
             }
-            states.insert(name.clone(), parse_state(name, sv, language)?);
+            let mut state = parse_state(name, sv, language)?;
+            state.reads_context = matches!(state.kind, Kind::Map(_) | Kind::Parallel(_)) || mentions_context(sv);
+            states.insert(name.clone(), state);
         }
         let sm = StateMachine { start_at, timeout_seconds: None, states };
         sm.check_references(owner)?;
@@ -688,6 +694,30 @@ impl StateMachine {
             return Err(err(format!("state {unreachable} is unreachable")));
         }
         Ok(())
+    }
+}
+
+/// Whether any string in a state's definition can reach the Context object: a JSONPath `$$`,
+/// or a JSONata `$states` other than `$states.input`, `.result` and `.errorOutput`. Errs on the
+/// side of yes.
+fn mentions_context(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            if s.contains("$$") {
+                return true;
+            }
+            s.match_indices("$states").any(|(at, found)| {
+                let rest = &s[at + found.len()..];
+                !["input", "result", "errorOutput"].iter().any(|field| {
+                    rest.strip_prefix('.')
+                        .and_then(|r| r.strip_prefix(field))
+                        .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+                })
+            })
+        }
+        Value::Array(items) => items.iter().any(mentions_context),
+        Value::Object(fields) => fields.values().any(mentions_context),
+        _ => false,
     }
 }
 
@@ -1020,7 +1050,7 @@ fn parse_state(name: &str, v: &Value, default_language: QueryLanguage) -> Result
             return Err(err(format!("{name}: state type {other} is not supported by the local engine")));
         }
     };
-    Ok(State { name: name.to_string(), kind, common, jsonata: None })
+    Ok(State { name: name.to_string(), kind, common, jsonata: None, reads_context: true })
 }
 
 /// A state in the JSONata query language: `Arguments` and `Output` instead of the five JSONPath
@@ -1265,7 +1295,7 @@ fn parse_jsonata_state(
             return Err(err(format!("{name}: a Catch cannot use $states.result")));
         }
     }
-    Ok(State { name: name.to_string(), kind, common, jsonata: Some(Box::new(fields)) })
+    Ok(State { name: name.to_string(), kind, common, jsonata: Some(Box::new(fields)), reads_context: true })
 }
 
 /// Evaluate a choice rule. Type mismatches compare false (as AWS does); a missing variable is an

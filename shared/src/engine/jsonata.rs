@@ -6,12 +6,13 @@
 //! compiled once, when the definition is loaded, so a syntax error is a definition error.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use jlens_core::{Bindings, Expression};
+use jlens_core::{Bindings, Expression, HostFunction};
 use serde_json::{Map, Value, json};
 
 use super::asl::DefinitionError;
+use super::path;
 
 /// The error a failing JSONata expression raises ("States.QueryEvaluationError").
 pub const QUERY_EVALUATION_ERROR: &str = "States.QueryEvaluationError";
@@ -153,11 +154,63 @@ fn bindings(scope: &Scope<'_>) -> Bindings {
     if let Some(e) = scope.error_output {
         states["errorOutput"] = e.clone();
     }
-    let mut b = Bindings::new().var("states", states);
+    // The functions are shared (cloning the bindings clones a pointer to them).
+    let mut b = step_functions_functions().clone().var("states", states);
     for (name, value) in scope.variables {
         b = b.var(name.clone(), value.clone());
     }
     b
+}
+
+/// The JSONata functions Step Functions adds to the language, and `$eval`, which it leaves out
+/// ("use $parse() instead"). Each of the first five does what the intrinsic function it
+/// replaces does in JSONPath states, so both share one implementation and one set of limits.
+fn step_functions_functions() -> &'static Bindings {
+    static FUNCTIONS: OnceLock<Bindings> = OnceLock::new();
+    FUNCTIONS.get_or_init(|| {
+        let intrinsic = |function: &'static str, intrinsic: &'static str, arity: usize| {
+            HostFunction::new(arity, move |args, _| {
+                // JSONata's undefined (a missing field) reaches the function as null, which
+                // every one of them refuses with its own message.
+                let args = args.iter().map(|a| a.clone().unwrap_or(Value::Null)).collect();
+                path::call_intrinsic(intrinsic, args)
+                    .map(Some)
+                    .map_err(|e| function_error(&e.0.replacen(intrinsic, &format!("${function}"), 1)))
+            })
+            .without_input()
+        };
+        let random = HostFunction::new(1, |args, _| {
+            use rand::{Rng, SeedableRng};
+            let value: f64 = match args.first().cloned().flatten() {
+                None => rand::random(),
+                Some(seed) => {
+                    let seed = seed
+                        .as_i64()
+                        .or_else(|| seed.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                        .ok_or_else(|| function_error("$random: the seed must be an integer"))?;
+                    rand::rngs::StdRng::seed_from_u64(seed as u64).random()
+                }
+            };
+            Ok(Some(json!(value)))
+        })
+        .without_input();
+        let eval = HostFunction::new(1, |_, _| {
+            Err(function_error("$eval is not available in Step Functions: use $parse() to deserialize JSON strings"))
+        })
+        .without_input();
+        Bindings::new()
+            .function("partition", intrinsic("partition", "States.ArrayPartition", 2))
+            .function("range", intrinsic("range", "States.ArrayRange", 3))
+            .function("hash", intrinsic("hash", "States.Hash", 2))
+            .function("uuid", intrinsic("uuid", "States.UUID", 0))
+            .function("parse", intrinsic("parse", "States.StringToJson", 1))
+            .function("random", random)
+            .function("eval", eval)
+    })
+}
+
+fn function_error(message: &str) -> jlens_core::Error {
+    jlens_core::Error::new("StepFunctions").with("message", message)
 }
 
 /// A state's `Assign`: variable name → value template. All values are evaluated with the

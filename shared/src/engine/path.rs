@@ -400,6 +400,12 @@ fn apply_intrinsic(name: &str, mut args: Vec<Value>) -> Result<Value, PathError>
             }
         }
     }
+    call_intrinsic(name, args)
+}
+
+/// Run the intrinsic function `name` on evaluated arguments (also the JSONata functions that
+/// replace them: `$partition`, `$range`, `$hash`, `$uuid`, `$parse`).
+pub(crate) fn call_intrinsic(name: &str, args: Vec<Value>) -> Result<Value, PathError> {
     let bad = |m: &str| PathError(format!("{name}: {m}"));
     match name {
         "States.Format" => {

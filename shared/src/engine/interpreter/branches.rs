@@ -245,6 +245,7 @@ impl Engine {
             pending_events: Vec::new(),
             parent: Some(link),
             variables: parent.variables.clone(),
+            head_stored: false,
         };
         child.push_event(now, &child_event(state, "Started"), Some(&state.name), json!({ "input": input }));
         if self.save(&mut child, None).await? {
@@ -312,7 +313,7 @@ impl Engine {
                 serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?;
             if self
                 .table
-                .put_if_with_log(&parent_pk, &tally_sk, &doc, rev, None, &[(result_sk.clone(), result.clone())], now)
+                .put_if_with_log(&parent_pk, &tally_sk, doc, rev, None, vec![(result_sk.clone(), result.clone())], now)
                 .await?
             {
                 break;

@@ -161,6 +161,76 @@ pub struct ExecutionRecord {
     /// own assignments stay inside it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     variables: BTreeMap<String, Value>,
+    /// Whether the store holds this record's [`RecordHead`] (false for a new record, and for
+    /// one written before the head was kept apart): the next save writes it.
+    #[serde(skip)]
+    head_stored: bool,
+}
+
+/// What of an execution record never changes after its start, stored once in its own item so
+/// that a transition does not re-write the execution input (up to 256 KiB) with every step.
+#[derive(Serialize)]
+struct RecordHead<'a> {
+    name: &'a str,
+    execution_id: &'a str,
+    machine: &'a str,
+    input_text: &'a str,
+    started_at: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a ParentLink>,
+}
+
+/// What of an execution record a transition changes: the item written on every step.
+#[derive(Serialize)]
+struct RecordState<'a> {
+    status: ExecutionStatus,
+    stopped_at: Option<DateTime<Utc>>,
+    output: &'a Option<Value>,
+    error: &'a Option<String>,
+    cause: &'a Option<String>,
+    cursor: &'a Option<Cursor>,
+    transitions: u32,
+    max_payload_bytes: usize,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    invocations: &'a BTreeMap<String, u32>,
+    event_count: u32,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    variables: &'a BTreeMap<String, Value>,
+}
+
+fn is_empty_map<V>(m: &&BTreeMap<String, V>) -> bool {
+    m.is_empty()
+}
+
+impl ExecutionRecord {
+    fn head(&self) -> RecordHead<'_> {
+        RecordHead {
+            name: &self.name,
+            execution_id: &self.execution_id,
+            machine: &self.machine,
+            input_text: &self.input_text,
+            started_at: self.started_at,
+            deadline: self.deadline,
+            parent: self.parent.as_ref(),
+        }
+    }
+
+    fn state(&self) -> RecordState<'_> {
+        RecordState {
+            status: self.status,
+            stopped_at: self.stopped_at,
+            output: &self.output,
+            error: &self.error,
+            cause: &self.cause,
+            cursor: &self.cursor,
+            transitions: self.transitions,
+            max_payload_bytes: self.max_payload_bytes,
+            invocations: &self.invocations,
+            event_count: self.event_count,
+            variables: &self.variables,
+        }
+    }
 }
 
 /// How a Map iteration or Parallel branch finds its states, its context and its parent.
@@ -489,6 +559,7 @@ impl Engine {
             pending_events: Vec::new(),
             parent: None,
             variables: BTreeMap::new(),
+            head_stored: false,
         };
         rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
         if !self.save(&mut rec, None).await? {
@@ -518,20 +589,31 @@ impl Engine {
     }
 
     /// Wait until the execution is no longer running (or `timeout` of real time passes) and
-    /// return its record as it then is.
+    /// return its record as it then is, with its `path`.
     pub async fn wait_for(&self, name: &str, timeout: std::time::Duration) -> Result<ExecutionRecord, EngineError> {
+        let mut rec = self.wait_until_done(name, timeout).await?;
+        rec.path = self.entered_states(name).await?;
+        Ok(rec)
+    }
+
+    /// [`Engine::wait_for`] without the `path`, which is read from the whole history: for
+    /// callers that want the outcome only.
+    pub async fn wait_until_done(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<ExecutionRecord, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
             // `load`, not `describe`: this wakes on every transition, and reading the path (the
             // whole history) each time would make waiting quadratic in the execution's length.
-            let (mut rec, _) = self
+            let (rec, _) = self
                 .load(name)
                 .await?
                 .ok_or_else(|| EngineError::Corrupt(name.to_string(), "no such execution".into()))?;
             let now = tokio::time::Instant::now();
             if !rec.is_open() || now >= deadline {
-                rec.path = self.entered_states(name).await?;
                 return Ok(rec);
             }
             let nap = (deadline - now).min(std::time::Duration::from_millis(200));

@@ -82,7 +82,7 @@ impl Engine {
         let error_output = json!({ "Error": failure.error, "Cause": failure.cause });
         let output = match state.jsonata.as_deref().and_then(|f| f.catch.get(index)) {
             Some((output, assign)) => {
-                let context = self.context(rec, cursor, None);
+                let context = self.state_context(rec, cursor, state);
                 jsonata_exit(
                     rec,
                     output.as_ref(),

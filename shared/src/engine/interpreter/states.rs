@@ -45,6 +45,11 @@ impl Engine {
         if rec.is_open() { Ok(Step::Continue(Some((rec, rev + 1)))) } else { Ok(Step::Stop) }
     }
 
+    /// The Context object for `state`, or null when nothing in the state can read it.
+    pub(super) fn state_context(&self, rec: &ExecutionRecord, cursor: &Cursor, state: &State) -> Value {
+        if state.reads_context { self.context(rec, cursor, None) } else { Value::Null }
+    }
+
     pub(super) fn context(&self, rec: &ExecutionRecord, cursor: &Cursor, token: Option<&str>) -> Value {
         let retry: u32 = cursor.retry_counts.iter().sum();
         if let Some(link) = &rec.parent {
@@ -224,7 +229,7 @@ impl Engine {
         result_path: Option<&Value>,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
-        let context = self.context(&rec, cursor, None);
+        let context = self.state_context(&rec, cursor, state);
         let out = if let Some(fields) = state.jsonata.as_deref() {
             let (output, assign) = (fields.output.as_ref(), &fields.assign);
             let raw = &cursor.raw_input;
@@ -284,14 +289,20 @@ impl Engine {
                 json!({ "input": cursor.raw_input }),
             );
         }
-        let context = self.context(&rec, cursor, None);
+        let context = self.state_context(&rec, cursor, state);
         if let Some(fields) = state.jsonata.as_deref()
             && !matches!(state.kind, Kind::Task(_) | Kind::Map(_) | Kind::Parallel(_))
         {
             self.enter_jsonata(&mut rec, machine, state, fields, cursor, &context, now);
             return self.commit(rec, rev).await;
         }
-        let input = match path::select(state.common.input_path.as_ref(), &cursor.raw_input, &context) {
+        // Borrowed when there is no InputPath: most states have none, and copying the payload
+        // was a good part of a Pass or Choice state's cost.
+        let input = match state.common.input_path.as_ref() {
+            None => Ok(std::borrow::Cow::Borrowed(&cursor.raw_input)),
+            Some(p) => path::select(Some(p), &cursor.raw_input, &context).map(std::borrow::Cow::Owned),
+        };
+        let input = match input {
             Ok(v) => v,
             Err(e) => {
                 self.fail_execution(&mut rec, "States.Runtime", &format!("{}: InputPath: {e}", state.name));
@@ -299,7 +310,10 @@ impl Engine {
             }
         };
         let exit = |rec: &mut ExecutionRecord, out: Value| -> Result<Value, PathError> {
-            let out = path::select(state.common.output_path.as_ref(), &out, &context)?;
+            let out = match state.common.output_path.as_ref() {
+                None => out,
+                path => path::select(path, &out, &context)?,
+            };
             rec.push_event(
                 now,
                 &format!("{}StateExited", state.type_name()),
@@ -320,7 +334,7 @@ impl Engine {
                             if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
                         (name, e)
                     }),
-                    (None, None) => Ok(input.clone()),
+                    (None, None) => Ok(input.into_owned()),
                 };
                 let out = produced
                     .and_then(|r| {
@@ -333,7 +347,7 @@ impl Engine {
                     Err((error, e)) => self.fail_execution(&mut rec, error, &format!("{}: {e}", state.name)),
                 }
             }
-            Kind::Succeed => match exit(&mut rec, input) {
+            Kind::Succeed => match exit(&mut rec, input.into_owned()) {
                 Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
                     &mut rec,
                     "States.DataLimitExceeded",
@@ -380,7 +394,7 @@ impl Engine {
                     }
                 }
                 match chosen.or_else(|| default.clone()) {
-                    Some(next) => match exit(&mut rec, input) {
+                    Some(next) => match exit(&mut rec, input.into_owned()) {
                         Ok(out) if payload_size(&out) > MAX_PAYLOAD_BYTES => self.fail_execution(
                             &mut rec,
                             "States.DataLimitExceeded",
@@ -438,10 +452,10 @@ impl Engine {
                 }
             }
             Kind::Task(task) => {
-                return self.run_task(rec, rev, machine, state, task, cursor, input, context).await;
+                return self.run_task(rec, rev, machine, state, task, cursor, input.into_owned(), context).await;
             }
             Kind::Map(_) | Kind::Parallel(_) => {
-                return self.start_branches(rec, rev, machine, state, cursor, input, context).await;
+                return self.start_branches(rec, rev, machine, state, cursor, input.into_owned(), context).await;
             }
         }
         self.commit(rec, rev).await
