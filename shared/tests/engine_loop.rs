@@ -254,6 +254,34 @@ mod branches {
         assert_eq!(rec.output, Some(Value::Array(want)));
     }
 
+    /// The iteration that ends lets the next queued one run: first it counts it in the run's
+    /// tally, then it releases it. A crash in between must not leave the queued one waiting
+    /// forever: resumed, it sees the tally and lets itself run.
+    #[tokio::test]
+    async fn a_release_lost_in_a_crash_is_made_on_resume() {
+        use selfheal::store::DocTable;
+        let table = Arc::new(MemoryTable::new());
+        let worker = Arc::new(Worker::default());
+        let first = engine_on(table.clone(), map_of(1, "wait.waitForTaskToken"), worker.clone());
+        first.start("map", "lost", &items(2)).await.expect("start");
+        wait_for_tokens(&worker, 1).await;
+        drop(first);
+        // As the first iteration would leave it had it died right after counting the second one
+        // as let run.
+        let now = chrono::Utc::now().timestamp();
+        let (sk, tally) =
+            table.query("EXEC#lost", "RUN#", "RUN#~", now).await.expect("query").pop().expect("the run's tally");
+        assert_eq!(tally.doc["released"], json!(1), "{}", tally.doc);
+        let mut doc = tally.doc.clone();
+        doc["released"] = json!(2);
+        assert!(table.put_if("EXEC#lost", &sk, &doc, Some(tally.rev), None, now).await.expect("write"));
+        assert_eq!(worker.tokens.lock().unwrap_or_else(|p| p.into_inner()).len(), 1, "the second ran early");
+
+        let second = engine_on(table, map_of(1, "wait.waitForTaskToken"), worker.clone());
+        second.resume_open_executions().await.expect("resume");
+        wait_for_tokens(&worker, 2).await;
+    }
+
     #[tokio::test]
     async fn a_failed_branch_fails_the_parallel_state_and_catch_sees_its_error() {
         struct Thrower;

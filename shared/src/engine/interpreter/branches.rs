@@ -2,8 +2,10 @@
 //! (`{parent}/{run}/{index}`) with the engine's ordinary durable machinery, so Tasks, callbacks,
 //! Waits, Retry and Catch inside a branch behave exactly as at the top level and survive a
 //! restart. A child that ends reports once to its parent: one conditional write of the parent's
-//! run tally with the child's result as an append-only item, so the parent's cost per finished
-//! child is one read, whatever the number of items.
+//! run tally with the child's result as an append-only item. The tally also counts the children
+//! let run, so the child that ends lets the next queued one run itself (MaxConcurrency) and wakes
+//! the parent only when the last one ends or the first one fails: the parent record, which holds
+//! the whole item list, is read a constant number of times per run, not once per item.
 
 use super::*;
 use crate::engine::asl::MapState;
@@ -19,6 +21,13 @@ struct RunTally {
     /// The first iteration or branch that did not succeed: its error ends the state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_failure: Option<(usize, TaskFailure)>,
+    /// How many children the run has, and how many have been let run (written by the parent
+    /// when it creates them). A tally without them (a run started before they existed) is
+    /// driven by the parent, which then wakes for every child that ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    total: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    released: Option<usize>,
 }
 
 fn run_sk(run: &str) -> String {
@@ -86,15 +95,11 @@ impl Engine {
         let total = inputs.len();
         let released = limit.min(total);
         let mut scope = rec.parent.as_ref().map(|l| l.scope.clone()).unwrap_or_default();
-        let base_context = {
-            let mut c = serde_json::Map::new();
-            for key in ["Execution", "StateMachine"] {
-                if let Some(v) = context.get(key) {
-                    c.insert(key.to_string(), v.clone());
-                }
-            }
-            c
-        };
+        // Before any child exists (a child may end before the parent is saved). A restart finds
+        // it already written and leaves it.
+        let tally = RunTally { total: Some(total), released: Some(released), ..RunTally::default() };
+        let tally = serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
+        self.table.put_if(&exec_pk(&rec.name), &run_sk(&run), &tally, None, None, now.timestamp()).await?;
         for (index, child_input) in inputs.into_iter().enumerate() {
             let (branch, start_at) = match &state.kind {
                 Kind::Map(m) => (0, m.processor.start_at.as_str()),
@@ -103,14 +108,15 @@ impl Engine {
             };
             scope.push((state.name.clone(), branch));
             // `$$.Map.Item` is for ItemSelector only, as on AWS: the iteration's states see the
-            // execution's Context object.
-            let child_context = Value::Object(base_context.clone());
+            // execution's Context object, which is read from the root execution when a state
+            // needs it (copying the execution input into every child made a Map over n items
+            // cost n times that input).
             let link = ParentLink {
                 name: rec.name.clone(),
                 run: run.clone(),
                 index,
                 scope: scope.clone(),
-                context: child_context,
+                context: Value::Null,
             };
             scope.pop();
             self.create_child(&rec, state, start_at, link, child_input, index < released).await?;
@@ -298,6 +304,7 @@ impl Engine {
                 None => (RunTally::default(), None),
             };
             tally.done += 1;
+            let first_failure = !succeeded && tally.first_failure.is_none();
             if !succeeded {
                 tally.failed += 1;
                 if tally.first_failure.is_none() {
@@ -309,6 +316,18 @@ impl Engine {
                         Some((link.index, TaskFailure::new(error, rec.cause.clone().unwrap_or_default())));
                 }
             }
+            // This child's slot goes to the next queued one, unless the run has failed.
+            let next = match (tally.total, tally.released) {
+                (Some(total), Some(released)) if released < total && tally.first_failure.is_none() => {
+                    tally.released = Some(released + 1);
+                    Some(released)
+                }
+                _ => None,
+            };
+            let wake_parent = match tally.total {
+                Some(total) => tally.done >= total || first_failure,
+                None => true,
+            };
             let doc =
                 serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?;
             if self
@@ -316,11 +335,38 @@ impl Engine {
                 .put_if_with_log(&parent_pk, &tally_sk, doc, rev, None, vec![(result_sk.clone(), result.clone())], now)
                 .await?
             {
-                break;
+                // A crash before the release is healed by the queued child itself, which looks
+                // at the tally when it is resumed (`resume_if_released`).
+                if let Some(index) = next {
+                    // Boxed: releasing saves a record, and saving an ended child reports here.
+                    Box::pin(self.release_child(&child_name(&link.name, &link.run, index))).await?;
+                }
+                if wake_parent {
+                    self.spawn_drive(link.name.clone());
+                }
+                return Ok(());
             }
         }
+        // Reported before (or given up under contention): the parent looks for itself.
         self.spawn_drive(link.name.clone());
         Ok(())
+    }
+
+    /// A queued child that is driven (after a restart) lets itself run if the tally says it was
+    /// released: the child that released it may have died between the tally and the release.
+    pub(super) async fn resume_if_released(&self, rec: &ExecutionRecord) -> Result<bool, EngineError> {
+        let Some(link) = &rec.parent else { return Ok(false) };
+        let now = now_of(self.clock.as_ref()).timestamp();
+        let Some(stored) = self.table.get(&exec_pk(&link.name), &run_sk(&link.run), now).await? else {
+            return Ok(false);
+        };
+        let tally: RunTally =
+            serde_json::from_value(stored.doc).map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?;
+        if tally.released.is_some_and(|released| link.index < released) {
+            self.release_child(&rec.name).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Stop the iterations or branches of the state the record waits in (if any).
@@ -371,6 +417,7 @@ impl Engine {
             // end the execution there.
             return self.state_failed(rec, rev, state, cursor, failure).await;
         }
+        let parent_releases = tally.total.is_none();
         if tally.done >= total {
             let rows =
                 self.table.query(&pk, &format!("DONE#{run}#"), &format!("DONE#{run}#~"), now.timestamp()).await?;
@@ -384,7 +431,12 @@ impl Engine {
             rec.push_event(now, &child_event(state, "Succeeded"), Some(&name), json!({ "count": total }));
             return self.branches_succeeded(rec, rev, machine, state, cursor, outputs).await;
         }
-        // Let more iterations run as slots free up.
+        if !parent_releases {
+            // The children let each other run; the parent waits for the last one.
+            return Ok(Step::Stop);
+        }
+        // A run started before the tally counted releases: let more iterations run as slots
+        // free up.
         let running = released.saturating_sub(tally.done);
         let more = limit.saturating_sub(running).min(total - released);
         if more == 0 {

@@ -45,6 +45,19 @@ impl Engine {
         if rec.is_open() { Ok(Step::Continue(Some((rec, rev + 1)))) } else { Ok(Step::Stop) }
     }
 
+    /// The Context object's `Execution` and `StateMachine` of the execution a Map iteration or
+    /// Parallel branch (`root/run/index/...`) belongs to.
+    async fn root_context(&self, child: &str) -> Result<Value, EngineError> {
+        let root = child.split('/').next().unwrap_or(child);
+        let (rec, _) = self
+            .load(root)
+            .await?
+            .ok_or_else(|| EngineError::Corrupt(child.to_string(), format!("its execution {root} is gone")))?;
+        let mut ctx = self.execution_context(&rec);
+        ctx.remove("State");
+        Ok(Value::Object(ctx))
+    }
+
     /// The Context object for `state`, or null when nothing in the state can read it.
     pub(super) fn state_context(&self, rec: &ExecutionRecord, cursor: &Cursor, state: &State) -> Value {
         if state.reads_context { self.context(rec, cursor, None) } else { Value::Null }
@@ -61,15 +74,26 @@ impl Engine {
             }
             return ctx;
         }
-        let input: Value = serde_json::from_str(&rec.input_text).unwrap_or(Value::Null);
-        let mut ctx = json!({
-            "Execution": {"Id": rec.execution_id, "Name": rec.name, "StartTime": rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "Input": input},
-            "StateMachine": {"Id": format!("local:{}", rec.machine), "Name": rec.machine},
-            "State": {"Name": cursor.state, "EnteredTime": cursor.entered_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "RetryCount": retry},
-        });
+        let mut ctx = self.execution_context(rec);
+        ctx.insert(
+            "State".into(),
+            json!({"Name": cursor.state, "EnteredTime": cursor.entered_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "RetryCount": retry}),
+        );
         if let Some(t) = token {
-            ctx["Task"] = json!({ "Token": t });
+            ctx.insert("Task".into(), json!({ "Token": t }));
         }
+        Value::Object(ctx)
+    }
+
+    /// `Execution` and `StateMachine` of a top-level execution's Context object.
+    fn execution_context(&self, rec: &ExecutionRecord) -> serde_json::Map<String, Value> {
+        let input: Value = serde_json::from_str(&rec.input_text).unwrap_or(Value::Null);
+        let mut ctx = serde_json::Map::with_capacity(4);
+        ctx.insert(
+            "Execution".into(),
+            json!({"Id": rec.execution_id, "Name": rec.name, "StartTime": rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "Input": input}),
+        );
+        ctx.insert("StateMachine".into(), json!({"Id": format!("local:{}", rec.machine), "Name": rec.machine}));
         ctx
     }
 
@@ -96,6 +120,12 @@ impl Engine {
         let Some(state) = machine.states.get(&cursor.state) else {
             return Err(EngineError::Corrupt(rec.name.clone(), format!("unknown state {}", cursor.state)));
         };
+        if state.reads_context
+            && let Some(link) = rec.parent.as_mut()
+            && link.context.is_null()
+        {
+            link.context = self.root_context(&rec.name).await?;
+        }
         match cursor.phase.clone() {
             Phase::RetryAt { at } => {
                 self.sleep_until(at).await;
@@ -115,8 +145,11 @@ impl Engine {
             Phase::AwaitBranches { run, total, released, limit } => {
                 self.collect_branches(rec, rev, &machine, state, &cursor, &run, total, released, limit).await
             }
-            // Released by the parent when a MaxConcurrency slot frees up.
-            Phase::Queued => Ok(Step::Stop),
+            // Released when a MaxConcurrency slot frees up (or now, if that was lost in a crash).
+            Phase::Queued => {
+                self.resume_if_released(&rec).await?;
+                Ok(Step::Stop)
+            }
             Phase::Enter => self.enter(rec, rev, &machine, state, &cursor).await,
         }
     }
