@@ -15,6 +15,32 @@ use crate::domain::*;
 use crate::error::StoreError;
 use crate::ports::*;
 
+/// A document as JSON text, the form SQLite and DynamoDB store: the engine serialises its record
+/// and history events straight to text on every transition, instead of building a `Value` tree
+/// that those backends would only print again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        // Most documents the engine writes are a few hundred bytes: start there rather than
+        // growing from empty.
+        let mut text = Vec::with_capacity(256);
+        serde_json::to_writer(&mut text, value)?;
+        // serde_json writes UTF-8 only.
+        String::from_utf8(text).map(JsonText).map_err(|e| serde::ser::Error::custom(e.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn into_string(self) -> String {
+        self.0
+    }
+    pub fn parse(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
 /// A stored document with its revision (starts at 1) and optional expiry (epoch seconds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDoc {
@@ -43,25 +69,27 @@ pub trait DocTable: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// `put_if`, and when it succeeds also create the append-only `log` items of the same
     /// partition (items that exist are left as they are). Backends that can, do both in one
-    /// transaction; the default does them in order. Takes its documents by value: the engine
-    /// writes one record and its events per transition, and a backend that keeps documents as
-    /// they are (the memory table) must not have to copy them.
+    /// transaction; the default does them in order. The engine writes a record and its events
+    /// this way on every transition, so the documents come as JSON text, by value.
     #[allow(clippy::too_many_arguments)]
     async fn put_if_with_log(
         &self,
         pk: &str,
         sk: &str,
-        doc: Value,
+        doc: JsonText,
         expected_rev: Option<u64>,
         expires_at: Option<i64>,
-        log: Vec<(String, Value)>,
+        log: Vec<(String, JsonText)>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        if !self.put_if(pk, sk, &doc, expected_rev, expires_at, now).await? {
+        let parse = |key: &str, text: &JsonText| {
+            text.parse().map_err(|e| StoreError::Corrupt { key: format!("{pk}/{key}"), why: e.to_string() })
+        };
+        if !self.put_if(pk, sk, &parse(sk, &doc)?, expected_rev, expires_at, now).await? {
             return Ok(false);
         }
         for (log_sk, log_doc) in &log {
-            self.put_if(pk, log_sk, log_doc, None, None, now).await?;
+            self.put_if(pk, log_sk, &parse(log_sk, log_doc)?, None, None, now).await?;
         }
         Ok(true)
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::StoreError;
-use crate::store::{DocTable, StoredDoc};
+use crate::store::{DocTable, JsonText, StoredDoc};
 
 /// A SQLite-backed [`DocTable`]. One connection behind a mutex: SQLite serialises writers anyway,
 /// and every operation is a single short statement. WAL mode lets other processes (the
@@ -140,22 +140,20 @@ impl DocTable for SqliteTable {
         &self,
         pk: &str,
         sk: &str,
-        doc: Value,
+        doc: JsonText,
         expected_rev: Option<u64>,
         expires_at: Option<i64>,
-        log: Vec<(String, Value)>,
+        log: Vec<(String, JsonText)>,
         now: i64,
     ) -> Result<bool, StoreError> {
         // One transaction: the record and its log items land together or not at all.
-        let text = doc.to_string();
-        let log: Vec<(&str, String)> = log.iter().map(|(sk, d)| (sk.as_str(), d.to_string())).collect();
         self.with_conn(|c| {
             let tx = c.unchecked_transaction().map_err(sql_err)?;
-            if !put_if_sql(&tx, pk, sk, &text, expected_rev, expires_at, now)? {
+            if !put_if_sql(&tx, pk, sk, doc.as_str(), expected_rev, expires_at, now)? {
                 return Ok(false); // dropping the transaction rolls it back
             }
             for (log_sk, log_text) in &log {
-                put_if_sql(&tx, pk, log_sk, log_text, None, None, now)?;
+                put_if_sql(&tx, pk, log_sk, log_text.as_str(), None, None, now)?;
             }
             tx.commit().map_err(sql_err)?;
             Ok(true)

@@ -193,6 +193,34 @@ impl QueryLanguage {
 }
 
 impl State {
+    /// The history event of entering this state (`PassStateEntered`, ...).
+    pub fn entered_event(&self) -> &'static str {
+        match self.kind {
+            Kind::Task(_) => "TaskStateEntered",
+            Kind::Choice { .. } => "ChoiceStateEntered",
+            Kind::Wait(_) => "WaitStateEntered",
+            Kind::Pass { .. } => "PassStateEntered",
+            Kind::Succeed => "SucceedStateEntered",
+            Kind::Fail { .. } => "FailStateEntered",
+            Kind::Map(_) => "MapStateEntered",
+            Kind::Parallel(_) => "ParallelStateEntered",
+        }
+    }
+
+    /// The history event of leaving this state (`PassStateExited`, ...).
+    pub fn exited_event(&self) -> &'static str {
+        match self.kind {
+            Kind::Task(_) => "TaskStateExited",
+            Kind::Choice { .. } => "ChoiceStateExited",
+            Kind::Wait(_) => "WaitStateExited",
+            Kind::Pass { .. } => "PassStateExited",
+            Kind::Succeed => "SucceedStateExited",
+            Kind::Fail { .. } => "FailStateExited",
+            Kind::Map(_) => "MapStateExited",
+            Kind::Parallel(_) => "ParallelStateExited",
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             Kind::Task(_) => "Task",

@@ -462,33 +462,43 @@ macro_rules! contract_suite {
 contract_suite!(sqlite, selfheal_tests::sqlite_store);
 contract_suite!(dynamodb, selfheal_tests::dynamodb_store);
 
-/// The document-table operations the engine's hot path uses, on the backends it runs on: a
-/// record written with its log items, log items never overwritten, and projections that carry
-/// only the fields asked for (null where absent), in key order.
+/// The document-table operations the engine's hot path uses, on every backend: a record written
+/// with its log items, log items never overwritten, and projections that carry only the fields
+/// asked for (null where absent), in key order.
 async fn doc_table_log_and_projection(table: Arc<dyn selfheal::store::DocTable>) {
+    use selfheal::store::JsonText;
     let now = Utc::now().timestamp();
-    let log = |ids: &[u32]| -> Vec<(String, serde_json::Value)> {
+    let text = |v: serde_json::Value| JsonText::of(&v).unwrap();
+    let log = |ids: &[u32]| -> Vec<(String, JsonText)> {
         ids.iter()
             .map(|i| {
-                (format!("EVT#{i:08}"), json!({"type": format!("T{i}"), "state": "S", "details": {"big": [1, 2, 3]}}))
+                (
+                    format!("EVT#{i:08}"),
+                    text(json!({"type": format!("T{i}"), "state": "S", "details": {"big": [1, 2, 3]}})),
+                )
             })
             .collect()
     };
-    assert!(table.put_if_with_log("P", "META", json!({"v": 1}), None, None, log(&[1, 2]), now).await.unwrap());
+    assert!(table.put_if_with_log("P", "META", text(json!({"v": 1})), None, None, log(&[1, 2]), now).await.unwrap());
     // A stale revision writes neither the record nor its log.
-    assert!(!table.put_if_with_log("P", "META", json!({"v": 9}), None, None, log(&[3]), now).await.unwrap());
+    assert!(!table.put_if_with_log("P", "META", text(json!({"v": 9})), None, None, log(&[3]), now).await.unwrap());
     assert!(table.get("P", "EVT#00000003", now).await.unwrap().is_none());
     // An existing log item is left as it is.
     let mut again = log(&[2, 3]);
-    again[0].1 = json!({"type": "overwritten"});
-    assert!(table.put_if_with_log("P", "META", json!({"v": 2}), Some(1), None, again, now).await.unwrap());
+    again[0].1 = text(json!({"type": "overwritten"}));
+    assert!(table.put_if_with_log("P", "META", text(json!({"v": 2})), Some(1), None, again, now).await.unwrap());
     let meta = table.get("P", "META", now).await.unwrap().unwrap();
     assert_eq!((meta.doc, meta.rev), (json!({"v": 2}), 2));
+    let event = table.get("P", "EVT#00000002", now).await.unwrap().unwrap();
+    assert_eq!(event.doc["type"], json!("T2"));
     let rows = table.query_fields("P", "EVT#", "EVT#~", &["type", "missing", "state"], now).await.unwrap();
     let want: Vec<(String, Vec<serde_json::Value>)> = (1..=3)
         .map(|i| (format!("EVT#{i:08}"), vec![json!(format!("T{i}")), serde_json::Value::Null, json!("S")]))
         .collect();
     assert_eq!(rows, want);
+    let full = table.query("P", "EVT#", "EVT#~", now).await.unwrap();
+    assert_eq!(full.len(), 3);
+    assert_eq!(full[0].1.doc["details"], json!({"big": [1, 2, 3]}));
 }
 
 #[tokio::test]
@@ -500,4 +510,14 @@ async fn doc_table_log_and_projection_memory() {
 async fn doc_table_log_and_projection_sqlite() {
     let path = std::env::temp_dir().join("selfheal-tests").join(format!("{}.sqlite", uuid::Uuid::new_v4().simple()));
     doc_table_log_and_projection(Arc::new(selfheal::adapters::sqlite::SqliteTable::open(path).unwrap())).await;
+}
+
+#[tokio::test]
+async fn doc_table_log_and_projection_dynamodb() {
+    use selfheal::adapters::dynamodb::DynamoTable;
+    let config = selfheal::aws::emulator_config(&selfheal_tests::moto_endpoint()).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let name = format!("selfheal-doctable-{}", uuid::Uuid::new_v4().simple());
+    DynamoTable::create_table(&client, &name).await.expect("create table on moto");
+    doc_table_log_and_projection(Arc::new(DynamoTable::new(client, name))).await;
 }

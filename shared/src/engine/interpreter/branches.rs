@@ -252,6 +252,7 @@ impl Engine {
             parent: Some(link),
             variables: parent.variables.clone(),
             head_stored: false,
+            last_stamp: None,
         };
         child.push_event(now, &child_event(state, "Started"), Some(&state.name), json!({ "input": input }));
         if self.save(&mut child, None).await? {
@@ -328,13 +329,10 @@ impl Engine {
                 Some(total) => tally.done >= total || first_failure,
                 None => true,
             };
-            let doc =
-                serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(link.name.clone(), e.to_string()))?;
-            if self
-                .table
-                .put_if_with_log(&parent_pk, &tally_sk, doc, rev, None, vec![(result_sk.clone(), result.clone())], now)
-                .await?
-            {
+            let corrupt = |e: serde_json::Error| EngineError::Corrupt(link.name.clone(), e.to_string());
+            let doc = JsonText::of(&tally).map_err(corrupt)?;
+            let log = vec![(result_sk.clone(), JsonText::of(&result).map_err(corrupt)?)];
+            if self.table.put_if_with_log(&parent_pk, &tally_sk, doc, rev, None, log, now).await? {
                 // A crash before the release is healed by the queued child itself, which looks
                 // at the tally when it is resumed (`resume_if_released`).
                 if let Some(index) = next {

@@ -15,7 +15,7 @@ use super::path::{self, PathError};
 use crate::domain::TaskToken;
 use crate::error::{OrchestratorError, StoreError};
 use crate::ports::{Clock, ExecutionRef, Orchestrator};
-use crate::store::DocTable;
+use crate::store::{DocTable, JsonText};
 
 mod branches;
 mod callbacks;
@@ -117,6 +117,7 @@ enum Phase {
 struct Cursor {
     state: String,
     raw_input: Value,
+    #[serde(serialize_with = "rfc3339")]
     entered_at: DateTime<Utc>,
     #[serde(flatten)]
     phase: Phase,
@@ -153,7 +154,7 @@ pub struct ExecutionRecord {
     pub event_count: u32,
     /// Events of the current step (already in their stored form), written with the record.
     #[serde(skip)]
-    pending_events: Vec<(u32, Value)>,
+    pending_events: Vec<(u32, JsonText)>,
     /// Set on a Map iteration or Parallel branch: the execution that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<ParentLink>,
@@ -165,6 +166,15 @@ pub struct ExecutionRecord {
     /// one written before the head was kept apart): the next save writes it.
     #[serde(skip)]
     head_stored: bool,
+    /// The last event timestamp and its text: a step's events share one instant.
+    #[serde(skip)]
+    last_stamp: Option<(DateTime<Utc>, String)>,
+}
+
+/// A timestamp as chrono writes it (RFC 3339, as many fraction digits as needed), without
+/// going through `Display` one character at a time: this runs on every transition.
+fn rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 /// What of an execution record never changes after its start, stored once in its own item so
@@ -257,20 +267,65 @@ impl ExecutionRecord {
     }
 
     fn push_event(&mut self, at: DateTime<Utc>, kind: &str, state: Option<&str>, details: Value) {
+        self.push_event_with(at, kind, state, (!details.is_null()).then_some(&details));
+    }
+
+    /// A `…StateEntered` / `…StateExited` event: `{field: payload}` as its details, written
+    /// from the borrowed payload (these two events carry the state payload on every transition).
+    fn push_payload_event(&mut self, at: DateTime<Utc>, kind: &str, state: &str, field: &'static str, payload: &Value) {
+        self.push_event_with(at, kind, Some(state), Some(&OneField(field, payload)));
+    }
+
+    /// Events go straight to their stored text (an event is never read back by the step that
+    /// writes it).
+    fn push_event_with<D: Serialize + ?Sized>(
+        &mut self,
+        at: DateTime<Utc>,
+        kind: &str,
+        state: Option<&str>,
+        details: Option<&D>,
+    ) {
+        #[derive(Serialize)]
+        struct EventDoc<'a, D: Serialize + ?Sized> {
+            id: u32,
+            timestamp: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            state: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<&'a D>,
+        }
         self.event_count += 1;
-        // Built directly as the stored document: events carry state payloads, and copying them
-        // once more through a struct was half of the engine's cost per transition.
-        let mut doc = serde_json::Map::with_capacity(5);
-        doc.insert("id".into(), self.event_count.into());
-        doc.insert("timestamp".into(), Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
-        doc.insert("type".into(), Value::String(kind.to_string()));
-        if let Some(state) = state {
-            doc.insert("state".into(), Value::String(state.to_string()));
+        let timestamp = match &self.last_stamp {
+            Some((t, text)) if *t == at => text.clone(),
+            _ => {
+                let text = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                self.last_stamp = Some((at, text.clone()));
+                text
+            }
+        };
+        let doc = EventDoc { id: self.event_count, timestamp: &timestamp, kind, state, details };
+        // Serialising JSON values and strings cannot fail; should it, the event still records
+        // what happened, without its details.
+        let text = JsonText::of(&doc).or_else(|_| {
+            JsonText::of(&EventDoc::<Value> { id: doc.id, timestamp: doc.timestamp, kind, state, details: None })
+        });
+        if let Ok(text) = text {
+            self.pending_events.push((self.event_count, text));
         }
-        if !details.is_null() {
-            doc.insert("details".into(), details);
-        }
-        self.pending_events.push((self.event_count, Value::Object(doc)));
+    }
+}
+
+/// A one-field JSON object whose value is borrowed.
+struct OneField<'a>(&'static str, &'a Value);
+
+impl Serialize for OneField<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, self.1)?;
+        map.end()
     }
 }
 
@@ -560,6 +615,7 @@ impl Engine {
             parent: None,
             variables: BTreeMap::new(),
             head_stored: false,
+            last_stamp: None,
         };
         rec.push_event(now, "ExecutionStarted", None, json!({ "input": input }));
         if !self.save(&mut rec, None).await? {

@@ -242,7 +242,7 @@ impl Engine {
         out: Value,
         now: DateTime<Utc>,
     ) {
-        rec.push_event(now, &format!("{}StateExited", state.type_name()), Some(&state.name), json!({ "output": &out }));
+        rec.push_payload_event(now, state.exited_event(), &state.name, "output", &out);
         self.transition(rec, machine, state, out, now);
     }
 
@@ -315,12 +315,7 @@ impl Engine {
         let first_attempt = cursor.retry_counts.iter().all(|c| *c == 0);
         if first_attempt {
             rec.transitions += 1;
-            rec.push_event(
-                now,
-                &format!("{}StateEntered", state.type_name()),
-                Some(&state.name),
-                json!({ "input": cursor.raw_input }),
-            );
+            rec.push_payload_event(now, state.entered_event(), &state.name, "input", &cursor.raw_input);
         }
         let context = self.state_context(&rec, cursor, state);
         if let Some(fields) = state.jsonata.as_deref()
@@ -347,12 +342,7 @@ impl Engine {
                 None => out,
                 path => path::select(path, &out, &context)?,
             };
-            rec.push_event(
-                now,
-                &format!("{}StateExited", state.type_name()),
-                Some(&state.name),
-                json!({ "output": out }),
-            );
+            rec.push_payload_event(now, state.exited_event(), &state.name, "output", &out);
             Ok(out)
         };
         match &state.kind {
@@ -516,12 +506,7 @@ impl Engine {
             jsonata_exit(rec, fields.output.as_ref(), assign, input, context, None, None, input.clone())
         };
         let exited = |rec: &mut ExecutionRecord, out: &Value| {
-            rec.push_event(
-                now,
-                &format!("{}StateExited", state.type_name()),
-                Some(&state.name),
-                json!({ "output": out }),
-            );
+            rec.push_payload_event(now, state.exited_event(), &state.name, "output", out);
         };
         match &state.kind {
             Kind::Pass { .. } => match pass_through(rec, &fields.assign) {

@@ -36,12 +36,12 @@ impl Engine {
     pub(super) async fn save(&self, rec: &mut ExecutionRecord, rev: Option<u64>) -> Result<bool, EngineError> {
         self.enforce_history_quota(rec);
         let corrupt = |name: &str, e: serde_json::Error| EngineError::Corrupt(name.to_string(), e.to_string());
-        let doc = serde_json::to_value(rec.state()).map_err(|e| corrupt(&rec.name, e))?;
+        let doc = JsonText::of(&rec.state()).map_err(|e| corrupt(&rec.name, e))?;
         // History items are append-only and written with the record, so history and state
         // never disagree after a crash.
-        let mut log: Vec<(String, Value)> = Vec::with_capacity(rec.pending_events.len() + 1);
+        let mut log: Vec<(String, JsonText)> = Vec::with_capacity(rec.pending_events.len() + 1);
         if !rec.head_stored {
-            log.push(("HEAD".to_string(), serde_json::to_value(rec.head()).map_err(|e| corrupt(&rec.name, e))?));
+            log.push(("HEAD".to_string(), JsonText::of(&rec.head()).map_err(|e| corrupt(&rec.name, e))?));
         }
         log.extend(rec.pending_events.drain(..).map(|(id, doc)| (format!("EVT#{id:08}"), doc)));
         let now = now_of(self.clock.as_ref()).timestamp();
