@@ -155,6 +155,9 @@ pub struct JsonataFields {
     pub item_selector: Option<Template>,
     /// Choice: one `Condition` per rule, in order.
     pub conditions: Vec<Template>,
+    /// Choice: each rule's own `Output` and `Assign`, in order (used when that rule is chosen,
+    /// instead of the state's).
+    pub rule_exits: Vec<(Option<Template>, Assignments)>,
     /// Wait: `Seconds` (true) or `Timestamp` (false) as an expression.
     pub wait: Option<(bool, Template)>,
     /// Fail: `Error` and `Cause` as expressions.
@@ -665,6 +668,7 @@ impl StateMachine {
             if let Some(f) = &state.jsonata {
                 names.extend(f.assign.iter().map(|(n, _)| n.as_str()));
                 names.extend(f.catch.iter().flat_map(|(_, a)| a.iter().map(|(n, _)| n.as_str())));
+                names.extend(f.rule_exits.iter().flat_map(|(_, a)| a.iter().map(|(n, _)| n.as_str())));
             }
         }
         names
@@ -1210,11 +1214,13 @@ fn parse_jsonata_state(
             let mut choices = Vec::new();
             for (i, c) in list.iter().enumerate() {
                 let co = c.as_object().ok_or_else(|| err(format!("{name}: a choice rule must be an object")))?;
-                // Per-rule Output and Assign are not run by the local engine: refused, not ignored.
-                allowed_fields(co, name, &["Condition", "Next"])?;
+                allowed_fields(co, name, &["Condition", "Next", "Output", "Assign"])?;
                 let condition =
                     co.get("Condition").ok_or_else(|| err(format!("{name}: a JSONata choice rule needs Condition")))?;
                 fields.conditions.push(Template::parse(condition, &format!("{name}: Condition"))?);
+                let output = co.get("Output").map(|v| Template::parse(v, &format!("{name}: Output"))).transpose()?;
+                let assign = co.get("Assign").map(|v| parse_assign(v, name)).transpose()?.unwrap_or_default();
+                fields.rule_exits.push((output, assign));
                 let next =
                     get_str(co, "Next", name)?.ok_or_else(|| err(format!("{name}: every choice rule needs Next")))?;
                 choices.push((ChoiceRule::Condition(i), next));
@@ -1303,7 +1309,8 @@ fn parse_jsonata_state(
     // "$states.errorOutput" only in a Catch's.
     let has_result = matches!(kind, Kind::Task(_) | Kind::Map(_) | Kind::Parallel(_));
     let inputs = [&fields.arguments, &fields.items, &fields.item_selector, &fields.error, &fields.cause];
-    let exits = fields.output.iter().chain(fields.assign.iter().map(|(_, t)| t));
+    let rule_exits = fields.rule_exits.iter().flat_map(|(o, a)| o.iter().chain(a.iter().map(|(_, t)| t)));
+    let exits = fields.output.iter().chain(fields.assign.iter().map(|(_, t)| t)).chain(rule_exits);
     let catches = fields.catch.iter().flat_map(|(o, a)| o.iter().chain(a.iter().map(|(_, t)| t)));
     for t in inputs.into_iter().flatten().chain(fields.conditions.iter()).chain(fields.wait.iter().map(|(_, t)| t)) {
         if t.mentions("result") || t.mentions("errorOutput") {

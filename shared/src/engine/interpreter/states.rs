@@ -551,7 +551,7 @@ impl Engine {
                     let Some(condition) = fields.conditions.get(*i) else { continue };
                     match jsonata_eval(rec, condition, input, context) {
                         Ok(Value::Bool(true)) => {
-                            chosen = Some(next.clone());
+                            chosen = Some((*i, next.clone()));
                             break;
                         }
                         Ok(Value::Bool(false)) => {}
@@ -566,17 +566,27 @@ impl Engine {
                         Err(e) => return query_failed(self, rec, "Condition", e),
                     }
                 }
-                // "The Assign ... of the Choice state is evaluated only when no rule matches and the
-                // Default is taken."
-                let assign: &[(String, Template)] = if chosen.is_some() { &[] } else { &fields.assign };
-                let Some(next) = chosen.or_else(|| default.clone()) else {
-                    return self.fail_execution(
-                        rec,
-                        "States.NoChoiceMatched",
-                        &format!("no choice rule of {} matched", state.name),
-                    );
+                // "If a Choice Rule is chosen, the interpreter evaluates the Choice Rule's
+                // "Assign" field, if any, and does not evaluate the state's top-level "Assign"
+                // field", and its "Output" (else the input) becomes the state output; the
+                // top-level Output and Assign are for the Default (ASL, Choice State).
+                let (next, output, assign) = match chosen {
+                    Some((i, next)) => match fields.rule_exits.get(i) {
+                        Some((output, assign)) => (next, output.as_ref(), assign.as_slice()),
+                        None => (next, None, &[][..]),
+                    },
+                    None => match default {
+                        Some(next) => (next.clone(), fields.output.as_ref(), fields.assign.as_slice()),
+                        None => {
+                            return self.fail_execution(
+                                rec,
+                                "States.NoChoiceMatched",
+                                &format!("no choice rule of {} matched", state.name),
+                            );
+                        }
+                    },
                 };
-                match pass_through(rec, assign) {
+                match jsonata_exit(rec, output, assign, input, context, None, None, input.clone()) {
                     Ok(out) => {
                         exited(rec, &out);
                         rec.cursor = Some(Cursor {
