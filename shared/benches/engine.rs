@@ -4,6 +4,10 @@
 //! and 1,000 items (cost per item must not grow with the number of items).
 //! Run: `cargo bench -p selfheal --bench engine` (`-- loop` for the loop alone).
 
+/// The allocator of the `selfheal` binary, which runs the local engine.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 
