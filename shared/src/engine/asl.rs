@@ -28,6 +28,8 @@ pub struct Catcher {
     pub error_equals: Vec<String>,
     pub result_path: Option<Value>,
     pub next: String,
+    /// JSONPath: the catcher's `Assign` (a payload template over the Error Output).
+    pub assign: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,11 @@ pub struct Common {
     pub output_path: Option<Value>,
     pub next: Option<String>,
     pub end: bool,
+    /// JSONPath: the state's `Assign`, a payload template whose top-level fields name the
+    /// variables (JSONata states keep theirs in [`JsonataFields`]).
+    pub assign: Option<Value>,
+    /// JSONPath Choice: each top-level rule's own `Assign`, in order.
+    pub rule_assign: Vec<Option<Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +146,9 @@ pub struct State {
     /// or hands it on (Map, Parallel). Building it costs more than the rest of a Pass or Choice
     /// state, so a state that cannot read it runs without.
     pub reads_context: bool,
+    /// JSONPath: whether a path in the state may read a workflow variable (`$name`); the
+    /// variables are handed to its paths only then.
+    pub reads_variables: bool,
 }
 
 /// A JSONata state's fields (the JSONPath-only fields are refused on such a state).
@@ -465,11 +475,12 @@ fn parse_catch(v: Option<&Value>, state: &str) -> Result<Vec<Catcher>, Definitio
     let mut out = Vec::new();
     for (i, c) in list.iter().enumerate() {
         let o = c.as_object().ok_or_else(|| err(format!("{state}: Catch[{i}] must be an object")))?;
-        allowed_fields(o, state, &["ErrorEquals", "ResultPath", "Next"])?;
+        allowed_fields(o, state, &["ErrorEquals", "ResultPath", "Next", "Assign"])?;
         out.push(Catcher {
             error_equals: error_list(o.get("ErrorEquals"), state)?,
             result_path: path_or_null(o, "ResultPath", state)?,
             next: get_str(o, "Next", state)?.ok_or_else(|| err(format!("{state}: Catch[{i}] needs Next")))?,
+            assign: o.get("Assign").map(|a| jsonpath_assign(a, state)).transpose()?,
         });
     }
     all_only_last(out.iter().map(|c| c.error_equals.as_slice()), "catcher", "Catch", state)?;
@@ -636,6 +647,7 @@ impl StateMachine {
             }
             let mut state = parse_state(name, sv, language)?;
             state.reads_context = matches!(state.kind, Kind::Map(_) | Kind::Parallel(_)) || mentions_context(sv);
+            state.reads_variables = state.jsonata.is_none() && mentions_variable(sv);
             states.insert(name.clone(), state);
         }
         let sm = StateMachine { start_at, timeout_seconds: None, states };
@@ -665,6 +677,13 @@ impl StateMachine {
     fn assigned_here(&self) -> std::collections::BTreeSet<&str> {
         let mut names = std::collections::BTreeSet::new();
         for state in self.states.values() {
+            let jsonpath = state.common.assign.iter().chain(state.common.rule_assign.iter().flatten());
+            let jsonpath = jsonpath.chain(
+                state.error_handling().into_iter().flat_map(|(_, c)| c.iter().filter_map(|c| c.assign.as_ref())),
+            );
+            names.extend(
+                jsonpath.filter_map(Value::as_object).flat_map(|o| o.keys()).map(|k| k.strip_suffix(".$").unwrap_or(k)),
+            );
             if let Some(f) = &state.jsonata {
                 names.extend(f.assign.iter().map(|(n, _)| n.as_str()));
                 names.extend(f.catch.iter().flat_map(|(_, a)| a.iter().map(|(n, _)| n.as_str())));
@@ -729,6 +748,35 @@ impl StateMachine {
     }
 }
 
+/// A JSONPath `Assign`: an object whose top-level fields name the variables (a `.$` suffix
+/// takes a path or intrinsic function); names follow the same rule as in JSONata.
+fn jsonpath_assign(value: &Value, state: &str) -> Result<Value, DefinitionError> {
+    let obj = value.as_object().ok_or_else(|| err(format!("{state}: Assign must be an object")))?;
+    for (name, v) in obj {
+        let plain = name.strip_suffix(".$").unwrap_or(name);
+        let valid = plain.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || plain == "states" {
+            return Err(err(format!("{state}: Assign: {name:?} is not a valid variable name")));
+        }
+        if name.ends_with(".$") && !v.is_string() {
+            return Err(err(format!("{state}: Assign: the value of {name:?} must be a path or intrinsic function")));
+        }
+    }
+    Ok(value.clone())
+}
+
+/// Whether any string in a JSONPath state's definition may reference a workflow variable
+/// (`$name`, not `$.`, `$[` or `$$`). Errs on the side of yes.
+fn mentions_variable(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.match_indices('$').any(|(at, _)| super::path::variable_name_at(&s[at + 1..])),
+        Value::Array(items) => items.iter().any(mentions_variable),
+        Value::Object(fields) => fields.values().any(mentions_variable),
+        _ => false,
+    }
+}
+
 /// Whether any string in a state's definition can reach the Context object: a JSONPath `$$`,
 /// or a JSONata `$states` other than `$states.input`, `.result` and `.errorOutput`. Errs on the
 /// side of yes.
@@ -761,15 +809,21 @@ fn parse_state(name: &str, v: &Value, default_language: QueryLanguage) -> Result
     }
     let mut o = o.clone();
     o.remove("QueryLanguage");
+    let assign = o.remove("Assign").map(|a| jsonpath_assign(&a, name)).transpose()?;
     let o = &o;
     let ty = get_str(o, "Type", name)?.ok_or_else(|| err(format!("{name}: Type is required")))?;
+    if assign.is_some() && matches!(ty.as_str(), "Succeed" | "Fail") {
+        return Err(err(format!("{name}: a {ty} state cannot have Assign")));
+    }
     let next = get_str(o, "Next", name)?;
     let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
-    let common = Common {
+    let mut common = Common {
         input_path: path_or_null(o, "InputPath", name)?,
         output_path: path_or_null(o, "OutputPath", name)?,
         next,
         end,
+        assign,
+        rule_assign: Vec::new(),
     };
     let needs_transition = |c: &Common| -> Result<(), DefinitionError> {
         if c.next.is_some() == c.end {
@@ -847,7 +901,11 @@ fn parse_state(name: &str, v: &Value, default_language: QueryLanguage) -> Result
                     .get("Next")
                     .and_then(Value::as_str)
                     .ok_or_else(|| err(format!("{name}: every top-level choice rule needs Next")))?;
-                choices.push((parse_rule(c, name, true)?, next.to_string()));
+                // A top-level rule may assign variables when it is chosen.
+                let mut rule = c.clone();
+                let assign = rule.as_object_mut().and_then(|r| r.remove("Assign"));
+                common.rule_assign.push(assign.map(|a| jsonpath_assign(&a, name)).transpose()?);
+                choices.push((parse_rule(&rule, name, true)?, next.to_string()));
             }
             Kind::Choice { choices, default: get_str(o, "Default", name)? }
         }
@@ -1082,7 +1140,7 @@ fn parse_state(name: &str, v: &Value, default_language: QueryLanguage) -> Result
             return Err(err(format!("{name}: state type {other} is not supported by the local engine")));
         }
     };
-    Ok(State { name: name.to_string(), kind, common, jsonata: None, reads_context: true })
+    Ok(State { name: name.to_string(), kind, common, jsonata: None, reads_context: true, reads_variables: false })
 }
 
 /// A state in the JSONata query language: `Arguments` and `Output` instead of the five JSONPath
@@ -1113,7 +1171,7 @@ fn parse_jsonata_state(
     };
     let next = get_str(o, "Next", name)?;
     let end = o.get("End").and_then(Value::as_bool).unwrap_or(false);
-    let common = Common { input_path: None, output_path: None, next, end };
+    let common = Common { input_path: None, output_path: None, next, end, assign: None, rule_assign: Vec::new() };
     let needs_transition = |c: &Common| -> Result<(), DefinitionError> {
         if c.next.is_some() == c.end {
             return Err(err(format!("{name}: exactly one of Next and End is required")));
@@ -1137,6 +1195,7 @@ fn parse_jsonata_state(
                 error_equals: error_list(co.get("ErrorEquals"), name)?,
                 result_path: None,
                 next: get_str(co, "Next", name)?.ok_or_else(|| err(format!("{name}: Catch[{i}] needs Next")))?,
+                assign: None,
             });
             fields.catch.push((
                 co.get("Output").map(|v| Template::parse(v, &format!("{name}: Catch Output"))).transpose()?,
@@ -1330,12 +1389,24 @@ fn parse_jsonata_state(
             return Err(err(format!("{name}: a Catch cannot use $states.result")));
         }
     }
-    Ok(State { name: name.to_string(), kind, common, jsonata: Some(Box::new(fields)), reads_context: true })
+    Ok(State {
+        name: name.to_string(),
+        kind,
+        common,
+        jsonata: Some(Box::new(fields)),
+        reads_context: true,
+        reads_variables: false,
+    })
 }
 
 /// Evaluate a choice rule. Type mismatches compare false (as AWS does); a missing variable is an
 /// error except under `IsPresent`.
-pub fn evaluate(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<bool, PathError> {
+pub fn evaluate<'a>(
+    rule: &ChoiceRule,
+    input: &'a Value,
+    env: impl Into<super::path::Env<'a>>,
+) -> Result<bool, PathError> {
+    let context = env.into();
     let var = |p: &str| read_path(p, input, context);
     let operand = |o: &Operand| -> Result<Value, PathError> {
         match o {

@@ -3,6 +3,56 @@
 //! the intrinsic functions we support.
 
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// What a path reads besides the state's input: the Context object (`$$`) and the workflow
+/// variables (`$name`). A bare `&Value` converts to an environment with that Context object
+/// and no variables.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    pub context: &'a Value,
+    pub variables: &'a BTreeMap<String, Value>,
+}
+
+static NO_VARIABLES: BTreeMap<String, Value> = BTreeMap::new();
+
+impl<'a> From<&'a Value> for Env<'a> {
+    fn from(context: &'a Value) -> Self {
+        Env { context, variables: &NO_VARIABLES }
+    }
+}
+
+impl<'a> Env<'a> {
+    pub fn new(context: &'a Value, variables: &'a BTreeMap<String, Value>) -> Self {
+        Env { context, variables }
+    }
+
+    /// The value a path starts from: the input, the Context object or a variable.
+    fn root(&self, input: &'a Value, context: bool, variable: Option<&str>) -> Result<&'a Value, PathError> {
+        match variable {
+            Some(name) => {
+                self.variables.get(name).ok_or_else(|| PathError(format!("the variable ${name} has no value")))
+            }
+            None if context => Ok(self.context),
+            None => Ok(input),
+        }
+    }
+}
+
+/// Whether `rest` (the text after a `$`) starts with a workflow variable's name.
+pub(crate) fn variable_name_at(rest: &str) -> bool {
+    variable_name(rest).is_some()
+}
+
+/// A workflow variable's name at the start of `rest` (the text after `$`): a letter or an
+/// underscore, then letters, digits and underscores.
+fn variable_name(rest: &str) -> Option<&str> {
+    if !rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        return None;
+    }
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -24,10 +74,12 @@ pub enum Segment {
     Index(usize),
 }
 
-/// A parsed reference path. `context` is true for `$$` paths.
+/// A parsed reference path. `context` is true for `$$` paths; `variable` is set for paths
+/// that start at a workflow variable (`$name.field`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefPath {
     pub context: bool,
+    pub variable: Option<String>,
     pub segments: Vec<Segment>,
 }
 
@@ -40,6 +92,9 @@ impl RefPath {
         } else {
             return Err(PathError(format!("path {text:?} must start with '$'")));
         };
+        let variable = if context { None } else { variable_name(rest) };
+        let rest = &rest[variable.map_or(0, str::len)..];
+        let variable = variable.map(str::to_string);
         let mut segments = Vec::new();
         let bytes: Vec<char> = rest.chars().collect();
         let mut i = 0;
@@ -85,12 +140,12 @@ impl RefPath {
                 c => return Err(PathError(format!("unexpected {c:?} in path {text:?}"))),
             }
         }
-        Ok(Self { context, segments })
+        Ok(Self { context, variable, segments })
     }
 
-    /// Read the value at this path.
-    pub fn read<'a>(&self, input: &'a Value, context: &'a Value) -> Option<&'a Value> {
-        let mut cur = if self.context { context } else { input };
+    /// Read the value at this path (None: nothing there, or a variable without a value).
+    pub fn read<'a>(&self, input: &'a Value, env: impl Into<Env<'a>>) -> Option<&'a Value> {
+        let mut cur = env.into().root(input, self.context, self.variable.as_deref()).ok()?;
         for seg in &self.segments {
             cur = match (seg, cur) {
                 (Segment::Key(k), Value::Object(m)) => m.get(k)?,
@@ -104,14 +159,17 @@ impl RefPath {
 
 /// Resolve a path: a reference path (one node; a missing value is an error) or, failing that, a
 /// JSONPath query (RFC 9535: wildcards, slices, filters, unions, `..`, negative indexes).
-pub fn read_path(text: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
+pub fn read_path<'a>(text: &str, input: &'a Value, env: impl Into<Env<'a>>) -> Result<Value, PathError> {
+    let env = env.into();
     match RefPath::parse(text) {
-        Ok(path) => path
-            .read(input, context)
-            .cloned()
-            .ok_or_else(|| PathError(format!("the path {text:?} matched nothing in the input"))),
+        Ok(path) => {
+            env.root(input, path.context, path.variable.as_deref())?;
+            path.read(input, env)
+                .cloned()
+                .ok_or_else(|| PathError(format!("the path {text:?} matched nothing in the input")))
+        }
         Err(reference_error) => match QueryPath::parse(text) {
-            Ok(query) => query.read(input, context),
+            Ok(query) => query.read(input, env),
             // Report the reference-path error when the text is not JSONPath either: it is
             // the more specific of the two.
             Err(_) => Err(reference_error),
@@ -125,23 +183,28 @@ pub fn read_path(text: &str, input: &Value, context: &Value) -> Result<Value, Pa
 pub struct QueryPath {
     text: String,
     context: bool,
+    variable: Option<String>,
     query: serde_json_path::JsonPath,
     singular: bool,
 }
 
 impl QueryPath {
     pub fn parse(text: &str) -> Result<Self, PathError> {
-        let (context, rest) = match text.strip_prefix("$$") {
-            Some(r) => (true, format!("${r}")),
-            None => (false, text.to_string()),
+        let variable = text.strip_prefix('$').and_then(variable_name);
+        let (context, rest) = match (text.strip_prefix("$$"), variable) {
+            (Some(r), _) => (true, format!("${r}")),
+            // A query on a variable is the same query on its value.
+            (None, Some(name)) => (false, format!("${}", &text[1 + name.len()..])),
+            (None, None) => (false, text.to_string()),
         };
         let query =
             serde_json_path::JsonPath::parse(&rest).map_err(|e| PathError(format!("bad path {text:?}: {e}")))?;
-        Ok(Self { text: text.to_string(), context, query, singular: is_singular(&rest) })
+        let variable = variable.map(str::to_string);
+        Ok(Self { text: text.to_string(), context, variable, query, singular: is_singular(&rest) })
     }
 
-    pub fn read(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
-        let root = if self.context { context } else { input };
+    pub fn read<'a>(&self, input: &'a Value, env: impl Into<Env<'a>>) -> Result<Value, PathError> {
+        let root = env.into().root(input, self.context, self.variable.as_deref())?;
         let nodes = self.query.query(root);
         if self.singular {
             return nodes
@@ -184,11 +247,11 @@ pub fn check_query_path(text: &str) -> Result<(), PathError> {
 }
 
 /// Apply `InputPath` / `OutputPath`: absent means `$`, `null` means `{}`.
-pub fn select(path: Option<&Value>, input: &Value, context: &Value) -> Result<Value, PathError> {
+pub fn select<'a>(path: Option<&Value>, input: &'a Value, env: impl Into<Env<'a>>) -> Result<Value, PathError> {
     match path {
         None => Ok(input.clone()),
         Some(Value::Null) => Ok(Value::Object(Map::new())),
-        Some(Value::String(p)) => read_path(p, input, context),
+        Some(Value::String(p)) => read_path(p, input, env),
         Some(other) => Err(PathError(format!("path must be a string or null, got {other}"))),
     }
 }
@@ -205,6 +268,9 @@ pub fn merge_result(result_path: Option<&Value>, input: &Value, result: Value) -
     };
     if path.context {
         return Err(PathError("ResultPath cannot write into the context object".into()));
+    }
+    if path.variable.is_some() {
+        return Err(PathError("ResultPath cannot write into a variable (use Assign)".into()));
     }
     if path.segments.is_empty() {
         return Ok(result);
@@ -232,32 +298,34 @@ pub fn merge_result(result_path: Option<&Value>, input: &Value, result: Value) -
 
 /// Evaluate a payload template (`Parameters`, `ResultSelector`, Pass `Parameters`): keys ending
 /// in `.$` take the value of a path or intrinsic function; everything else is copied.
-pub fn render_template(template: &Value, input: &Value, context: &Value) -> Result<Value, PathError> {
+pub fn render_template<'a>(template: &Value, input: &'a Value, env: impl Into<Env<'a>>) -> Result<Value, PathError> {
+    let env = env.into();
     match template {
         Value::Object(m) => {
             let mut out = Map::with_capacity(m.len());
             for (k, v) in m {
                 if let Some(name) = k.strip_suffix(".$") {
                     let expr = v.as_str().ok_or_else(|| PathError(format!("value of {k:?} must be a string")))?;
-                    out.insert(name.to_string(), evaluate_expression(expr, input, context)?);
+                    out.insert(name.to_string(), evaluate_expression(expr, input, env)?);
                 } else {
-                    out.insert(k.clone(), render_template(v, input, context)?);
+                    out.insert(k.clone(), render_template(v, input, env)?);
                 }
             }
             Ok(Value::Object(out))
         }
         Value::Array(a) => {
-            Ok(Value::Array(a.iter().map(|v| render_template(v, input, context)).collect::<Result<_, _>>()?))
+            Ok(Value::Array(a.iter().map(|v| render_template(v, input, env)).collect::<Result<_, _>>()?))
         }
         other => Ok(other.clone()),
     }
 }
 
 /// A `.$` value: a path or an intrinsic function call.
-pub fn evaluate_expression(expr: &str, input: &Value, context: &Value) -> Result<Value, PathError> {
+pub fn evaluate_expression<'a>(expr: &str, input: &'a Value, env: impl Into<Env<'a>>) -> Result<Value, PathError> {
+    let env = env.into();
     let expr = expr.trim();
     if expr.starts_with("States.") {
-        let mut parser = Intrinsic { chars: expr.chars().collect(), pos: 0, input, context };
+        let mut parser = Intrinsic { chars: expr.chars().collect(), pos: 0, input, env };
         let evaluated = parser.call().and_then(|v| {
             parser.skip_ws();
             if parser.pos != parser.chars.len() {
@@ -267,14 +335,14 @@ pub fn evaluate_expression(expr: &str, input: &Value, context: &Value) -> Result
         });
         return evaluated.map_err(|e| PathError(format!("{INTRINSIC_FAILED}{e}")));
     }
-    read_path(expr, input, context)
+    read_path(expr, input, env)
 }
 
 struct Intrinsic<'a> {
     chars: Vec<char>,
     pos: usize,
     input: &'a Value,
-    context: &'a Value,
+    env: Env<'a>,
 }
 
 impl Intrinsic<'_> {
@@ -354,7 +422,7 @@ impl Intrinsic<'_> {
                     self.pos += 1;
                 }
                 let p: String = self.chars[start..self.pos].iter().collect();
-                read_path(&p, self.input, self.context)
+                read_path(&p, self.input, self.env)
             }
             Some('S') => self.call(),
             Some(_) => {

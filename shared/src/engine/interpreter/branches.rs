@@ -56,14 +56,16 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
         let prepared = match &state.kind {
-            Kind::Map(map) => self.map_inputs(&rec, map, state, &input, &context),
+            Kind::Map(map) => self.map_inputs(&rec, map, state, &input, &context, &jsonpath_variables(&rec, state)),
             Kind::Parallel(p) => {
                 let effective = match (&p.parameters, state.jsonata.as_deref().and_then(|f| f.arguments.as_ref())) {
                     (_, Some(arguments)) => jsonata_eval(&rec, arguments, &input, &context).map_err(|e| {
                         Err(TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Arguments: {e}", state.name)))
                     }),
-                    (Some(t), None) => path::render_template(t, &input, &context)
-                        .map_err(|e| Err(template_failure(&state.name, "Parameters", &e))),
+                    (Some(t), None) => {
+                        path::render_template(t, &input, path::Env::new(&context, &jsonpath_variables(&rec, state)))
+                            .map_err(|e| Err(template_failure(&state.name, "Parameters", &e)))
+                    }
                     (None, None) => Ok(input.clone()),
                 };
                 effective.map(|v| (vec![v; p.branches.len()], p.branches.len()))
@@ -147,14 +149,16 @@ impl Engine {
         state: &State,
         input: &Value,
         context: &Value,
+        variables: &BTreeMap<String, Value>,
     ) -> Result<(Vec<Value>, usize), Result<TaskFailure, TaskFailure>> {
+        let env = path::Env::new(context, variables);
         let fields = state.jsonata.as_deref();
         let query_failure = |what: &str, e: String| {
             Err(TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: {what}: {e}", state.name)))
         };
         let items = match (&map.items_path, fields.and_then(|f| f.items.as_ref())) {
             (_, Some(items)) => jsonata_eval(rec, items, input, context).map_err(|e| query_failure("Items", e))?,
-            (Some(p), None) => path::read_path(p, input, context)
+            (Some(p), None) => path::read_path(p, input, env)
                 .map_err(|e| Ok(TaskFailure::new("States.Runtime", format!("{}: ItemsPath: {e}", state.name))))?,
             (None, None) => input.clone(),
         };
@@ -170,7 +174,7 @@ impl Engine {
         };
         let requested = match (&map.max_concurrency, &map.max_concurrency_path) {
             (Some(n), _) => *n,
-            (None, Some(p)) => path::read_path(p, input, context).ok().and_then(|v| v.as_u64()).ok_or_else(|| {
+            (None, Some(p)) => path::read_path(p, input, env).ok().and_then(|v| v.as_u64()).ok_or_else(|| {
                 Ok(TaskFailure::new(
                     "States.Runtime",
                     format!("{}: MaxConcurrencyPath {p} must select a non-negative integer", state.name),
@@ -196,7 +200,7 @@ impl Engine {
                 (Some(s), _) => {
                     jsonata_eval(rec, s, input, &item_context).map_err(|e| query_failure("ItemSelector", e))?
                 }
-                (None, Some(t)) => path::render_template(t, input, &item_context)
+                (None, Some(t)) => path::render_template(t, input, path::Env::new(&item_context, variables))
                     .map_err(|e| Err(template_failure(&state.name, "ItemSelector", &e)))?,
                 (None, None) => item.clone(),
             };

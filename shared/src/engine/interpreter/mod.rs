@@ -424,6 +424,33 @@ fn jsonata_eval(rec: &ExecutionRecord, template: &Template, input: &Value, conte
     template.eval(&jsonata::Scope { input, context, result: None, error_output: None, variables: &rec.variables })
 }
 
+/// The variables a JSONPath state's paths see: those there were when it was entered, copied
+/// only for a state that may read one.
+fn jsonpath_variables(rec: &ExecutionRecord, state: &State) -> BTreeMap<String, Value> {
+    if state.reads_variables { rec.variables.clone() } else { BTreeMap::new() }
+}
+
+/// A JSONPath `Assign` (state, chosen Choice rule or catcher): a payload template over
+/// `dollar` (what `$` means there), evaluated with the variables from before the state, whose
+/// top-level fields become the variables.
+fn assign_jsonpath(
+    rec: &mut ExecutionRecord,
+    state: &State,
+    template: Option<&Value>,
+    dollar: &Value,
+    env: path::Env<'_>,
+) -> Result<(), TaskFailure> {
+    let Some(template) = template else { return Ok(()) };
+    match path::render_template(template, dollar, env) {
+        Ok(Value::Object(assigned)) => {
+            rec.variables.extend(assigned);
+            Ok(())
+        }
+        Ok(_) => Ok(()), // an Assign is an object (checked at load), and so is what it renders to
+        Err(e) => Err(template_failure(&state.name, "Assign", &e)),
+    }
+}
+
 /// The error a failing payload template (Parameters, ItemSelector, ResultSelector) raises.
 fn template_failure(state: &str, what: &str, e: &PathError) -> TaskFailure {
     let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };

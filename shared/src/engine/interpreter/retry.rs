@@ -95,8 +95,18 @@ impl Engine {
                 )
                 .map_err(|e| (QUERY_EVALUATION_ERROR, format!("{}: Catch Output: {e}", state.name)))
             }
-            None => path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output)
-                .map_err(|e| ("States.Runtime", format!("{}: Catch ResultPath: {e}", state.name))),
+            None => {
+                // A JSONPath catcher's Assign sees the Error Output as "$" (ASL, Using Assign).
+                let context =
+                    if catcher.assign.is_some() { self.state_context(rec, cursor, state) } else { Value::Null };
+                let variables = jsonpath_variables(rec, state);
+                let env = path::Env::new(&context, &variables);
+                match assign_jsonpath(rec, state, catcher.assign.as_ref(), &error_output, env) {
+                    Err(f) => Err(("States.Runtime", format!("{}: Catch Assign: {}", state.name, f.cause))),
+                    Ok(()) => path::merge_result(catcher.result_path.as_ref(), &cursor.raw_input, error_output)
+                        .map_err(|e| ("States.Runtime", format!("{}: Catch ResultPath: {e}", state.name))),
+                }
+            }
         };
         match output {
             Ok(out) => {

@@ -274,8 +274,15 @@ impl Engine {
                 }
             }
         } else {
+            let variables = jsonpath_variables(&rec, state);
+            let env = path::Env::new(&context, &variables);
+            // "In Task, Map, and Parallel States, "$" refers to the result in a state's
+            // top-level "Assign"" (ASL, Using Assign).
+            if let Err(failure) = assign_jsonpath(&mut rec, state, state.common.assign.as_ref(), &result, env) {
+                return self.state_failed(rec, rev, state, cursor, failure).await;
+            }
             let selected = match result_selector {
-                Some(sel) => match path::render_template(sel, &result, &context) {
+                Some(sel) => match path::render_template(sel, &result, env) {
                     Ok(s) => s,
                     Err(e) => {
                         let failure = template_failure(&state.name, "ResultSelector", &e);
@@ -291,7 +298,7 @@ impl Engine {
                     return self.state_failed(rec, rev, state, cursor, failure).await;
                 }
             };
-            match path::select(state.common.output_path.as_ref(), &merged, &context) {
+            match path::select(state.common.output_path.as_ref(), &merged, env) {
                 Ok(out) => out,
                 Err(e) => {
                     self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name));
@@ -324,11 +331,14 @@ impl Engine {
             self.enter_jsonata(&mut rec, machine, state, fields, cursor, &context, now);
             return self.commit(rec, rev).await;
         }
+        // The variables as they were when the state was entered (Assign takes effect after).
+        let variables = jsonpath_variables(&rec, state);
+        let env = path::Env::new(&context, &variables);
         // Borrowed when there is no InputPath: most states have none, and copying the payload
         // was a good part of a Pass or Choice state's cost.
         let input = match state.common.input_path.as_ref() {
             None => Ok(std::borrow::Cow::Borrowed(&cursor.raw_input)),
-            Some(p) => path::select(Some(p), &cursor.raw_input, &context).map(std::borrow::Cow::Owned),
+            Some(p) => path::select(Some(p), &cursor.raw_input, env).map(std::borrow::Cow::Owned),
         };
         let input = match input {
             Ok(v) => v,
@@ -340,7 +350,7 @@ impl Engine {
         let exit = |rec: &mut ExecutionRecord, out: Value| -> Result<Value, PathError> {
             let out = match state.common.output_path.as_ref() {
                 None => out,
-                path => path::select(path, &out, &context)?,
+                path => path::select(path, &out, env)?,
             };
             rec.push_payload_event(now, state.exited_event(), &state.name, "output", &out);
             Ok(out)
@@ -352,14 +362,28 @@ impl Engine {
                 // (States.ResultPathMatchFailure), OutputPath (States.Runtime).
                 let produced = match (result, parameters) {
                     (Some(r), _) => Ok(r.clone()),
-                    (None, Some(p)) => path::render_template(p, &input, &context).map_err(|e| {
+                    (None, Some(p)) => path::render_template(p, &input, env).map_err(|e| {
                         let name =
                             if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
                         (name, e)
                     }),
                     (None, None) => Ok(input.into_owned()),
                 };
-                let out = produced
+                // "For Pass State, "$" refers to the result" in Assign (ASL, Using Assign).
+                let assigned = produced.and_then(|r| {
+                    match assign_jsonpath(&mut rec, state, state.common.assign.as_ref(), &r, env) {
+                        Ok(()) => Ok(r),
+                        Err(f) => Err((
+                            if f.error == "States.IntrinsicFailure" {
+                                "States.IntrinsicFailure"
+                            } else {
+                                "States.ParameterPathFailure"
+                            },
+                            PathError(f.cause),
+                        )),
+                    }
+                });
+                let out = assigned
                     .and_then(|r| {
                         path::merge_result(result_path.as_ref(), &cursor.raw_input, r)
                             .map_err(|e| ("States.ResultPathMatchFailure", e))
@@ -385,7 +409,7 @@ impl Engine {
                 let dynamic = |literal: &Option<String>, expr: &Option<String>| -> Result<Option<String>, PathError> {
                     match expr {
                         None => Ok(literal.clone()),
-                        Some(e) => match path::evaluate_expression(e, &cursor.raw_input, &context)? {
+                        Some(e) => match path::evaluate_expression(e, &cursor.raw_input, env)? {
                             Value::String(s) => Ok(Some(s)),
                             _ => Err(PathError(format!("{e} does not select a string"))),
                         },
@@ -403,10 +427,10 @@ impl Engine {
             }
             Kind::Choice { choices, default } => {
                 let mut chosen = None;
-                for (rule, next) in choices {
-                    match asl::evaluate(rule, &input, &context) {
+                for (i, (rule, next)) in choices.iter().enumerate() {
+                    match asl::evaluate(rule, &input, env) {
                         Ok(true) => {
-                            chosen = Some(next.clone());
+                            chosen = Some((i, next.clone()));
                             break;
                         }
                         Ok(false) => {}
@@ -415,6 +439,19 @@ impl Engine {
                             return self.commit(rec, rev).await;
                         }
                     }
+                }
+                // A chosen rule's Assign replaces the state's, which is for the Default; "$" is
+                // the effective input (ASL, Choice State and Using Assign).
+                let assign = match &chosen {
+                    Some((i, _)) => state.common.rule_assign.get(*i).and_then(Option::as_ref),
+                    None => state.common.assign.as_ref(),
+                };
+                let chosen = chosen.map(|(_, next)| next);
+                if (chosen.is_some() || default.is_some())
+                    && let Err(f) = assign_jsonpath(&mut rec, state, assign, &input, env)
+                {
+                    self.fail_execution(&mut rec, &f.error, &f.cause);
+                    return self.commit(rec, rev).await;
                 }
                 match chosen.or_else(|| default.clone()) {
                     Some(next) => match exit(&mut rec, input.into_owned()) {
@@ -447,20 +484,26 @@ impl Engine {
                     WaitFor::Expression => Err(PathError("a JSONata Wait in a JSONPath state".into())),
                     WaitFor::Seconds(s) => Ok(now + Duration::seconds(*s as i64)),
                     WaitFor::Timestamp(t) => Ok(*t),
-                    WaitFor::SecondsPath(p) => path::read_path(p, &input, &context).and_then(|v| {
+                    WaitFor::SecondsPath(p) => path::read_path(p, &input, env).and_then(|v| {
                         v.as_u64()
                             .map(|s| now + Duration::seconds(s.min(31_536_000) as i64))
                             .ok_or_else(|| PathError(format!("{p} is not a non-negative integer")))
                     }),
-                    WaitFor::TimestampPath(p) => path::read_path(p, &input, &context).and_then(|v| {
+                    WaitFor::TimestampPath(p) => path::read_path(p, &input, env).and_then(|v| {
                         v.as_str()
                             .and_then(asl::parse_timestamp)
                             .ok_or_else(|| PathError(format!("{p} is not a timestamp")))
                     }),
                 };
+                if until.is_ok()
+                    && let Err(f) = assign_jsonpath(&mut rec, state, state.common.assign.as_ref(), &input, env)
+                {
+                    self.fail_execution(&mut rec, &f.error, &f.cause);
+                    return self.commit(rec, rev).await;
+                }
                 match until {
                     Ok(until) => {
-                        let out = match path::select(state.common.output_path.as_ref(), &input, &context) {
+                        let out = match path::select(state.common.output_path.as_ref(), &input, env) {
                             Ok(o) => o,
                             Err(e) => {
                                 self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));

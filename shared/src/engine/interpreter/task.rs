@@ -7,7 +7,7 @@ impl Engine {
     pub(super) fn task_timeout(
         task: &TaskState,
         input: &Value,
-        context: &Value,
+        context: path::Env<'_>,
     ) -> Result<(Option<u64>, Option<u64>), PathError> {
         let read = |p: &str| -> Result<u64, PathError> {
             path::read_path(p, input, context)?
@@ -42,7 +42,8 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
         let dispatcher = self.dispatcher.read().ok().and_then(|d| d.clone()).ok_or(EngineError::NoDispatcher)?;
-        let (timeout, heartbeat) = match Self::task_timeout(task, &input, &context) {
+        let variables = jsonpath_variables(&rec, state);
+        let (timeout, heartbeat) = match Self::task_timeout(task, &input, path::Env::new(&context, &variables)) {
             Ok(t) => t,
             Err(e) => {
                 self.fail_execution(&mut rec, "States.Runtime", &format!("{}: {e}", state.name));
@@ -58,7 +59,7 @@ impl Engine {
         let parameters = match (&task.parameters, state.jsonata.as_deref().and_then(|f| f.arguments.as_ref())) {
             (_, Some(arguments)) => jsonata_eval(&rec, arguments, &input, &context)
                 .map_err(|e| TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Arguments: {e}", state.name))),
-            (Some(p), None) => path::render_template(p, &input, &context).map_err(|e| {
+            (Some(p), None) => path::render_template(p, &input, path::Env::new(&context, &variables)).map_err(|e| {
                 let name = if e.is_intrinsic() { "States.IntrinsicFailure" } else { "States.ParameterPathFailure" };
                 TaskFailure::new(name, format!("{}: {e}", state.name))
             }),
