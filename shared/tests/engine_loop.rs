@@ -254,6 +254,30 @@ mod branches {
         assert_eq!(rec.output, Some(Value::Array(want)));
     }
 
+    /// A JSONata `TimeoutSeconds` expression is the task's timeout: a callback nobody answers
+    /// ends in States.Timeout after that many (virtual) seconds.
+    #[tokio::test]
+    async fn a_jsonata_timeout_expression_bounds_a_callback_task() {
+        let machine = StateMachine::from_value(&json!({
+            "QueryLanguage": "JSONata",
+            "StartAt": "Approve",
+            "States": {"Approve": {
+                "Type": "Task", "Resource": "approve.waitForTaskToken",
+                "TimeoutSeconds": "{% $states.input.t %}", "Arguments": {"item": 1}, "End": true}}
+        }))
+        .expect("parses");
+        let worker = Arc::new(Worker::default());
+        let engine = engine_on(Arc::new(MemoryTable::new()), machine, worker.clone());
+        engine.start("map", "timed", &json!({"t": 5}).to_string()).await.expect("start");
+        let rec = engine.wait_for("timed", Duration::from_secs(30)).await.expect("wait");
+        assert_eq!(rec.status, ExecutionStatus::Failed, "{:?} {:?}", rec.error, rec.cause);
+        assert_eq!(rec.error.as_deref(), Some("States.Timeout"));
+        assert_eq!(worker.tokens.lock().unwrap_or_else(|p| p.into_inner()).len(), 1, "the task never ran");
+        let waited = rec.stopped_at.expect("stopped") - rec.started_at;
+        assert!(waited >= chrono::Duration::seconds(5), "timed out after {waited}, not 5 s");
+        assert!(waited < chrono::Duration::seconds(60), "timed out after {waited}, not 5 s");
+    }
+
     /// The iteration that ends lets the next queued one run: first it counts it in the run's
     /// tally, then it releases it. A crash in between must not leave the queued one waiting
     /// forever: resumed, it sees the tally and lets itself run.

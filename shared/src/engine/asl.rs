@@ -175,6 +175,11 @@ pub struct JsonataFields {
     pub cause: Option<Template>,
     /// Catch: each catcher's `Output` and `Assign`, in order.
     pub catch: Vec<(Option<Template>, Assignments)>,
+    /// Task `TimeoutSeconds` / `HeartbeatSeconds` and Map `MaxConcurrency` given as
+    /// expressions (a number is kept in the state's own field).
+    pub timeout_seconds: Option<Template>,
+    pub heartbeat_seconds: Option<Template>,
+    pub max_concurrency: Option<Template>,
 }
 
 /// An `Assign` field: variable name and value template, in order.
@@ -1161,6 +1166,13 @@ fn parse_jsonata_state(
     let template = |key: &str| -> Result<Option<Template>, DefinitionError> {
         o.get(key).map(|v| Template::parse(v, &format!("{name}: {key}"))).transpose()
     };
+    // A number field that may instead be a `{% %}` expression: (the number, the expression).
+    let number_or_expression = |key: &str| -> Result<(Option<u64>, Option<Template>), DefinitionError> {
+        match o.get(key) {
+            Some(Value::String(s)) if super::jsonata::expression_text(s).is_some() => Ok((None, template(key)?)),
+            _ => Ok((get_u64(o, key, name)?, None)),
+        }
+    };
     let mut fields = JsonataFields {
         output: template("Output")?,
         assign: match o.get("Assign") {
@@ -1295,9 +1307,17 @@ fn parse_jsonata_state(
                 parameters: None,
                 result_selector: None,
                 result_path: None,
-                timeout_seconds: get_u64(o, "TimeoutSeconds", name)?,
+                timeout_seconds: {
+                    let (number, expression) = number_or_expression("TimeoutSeconds")?;
+                    fields.timeout_seconds = expression;
+                    number
+                },
                 timeout_seconds_path: None,
-                heartbeat_seconds: get_u64(o, "HeartbeatSeconds", name)?,
+                heartbeat_seconds: {
+                    let (number, expression) = number_or_expression("HeartbeatSeconds")?;
+                    fields.heartbeat_seconds = expression;
+                    number
+                },
                 heartbeat_seconds_path: None,
                 retry: parse_retry(o.get("Retry"), name)?,
                 catch: catch(&mut fields)?,
@@ -1324,12 +1344,8 @@ fn parse_jsonata_state(
             fields.items = template("Items")?;
             fields.item_selector = template("ItemSelector")?;
             let processor = StateMachine::branch(processor_value, name, &["ProcessorConfig"], machine_language)?;
-            let max_concurrency = match o.get("MaxConcurrency") {
-                None => None,
-                Some(v) => Some(
-                    v.as_u64().ok_or_else(|| err(format!("{name}: MaxConcurrency must be a non-negative integer")))?,
-                ),
-            };
+            let (max_concurrency, expression) = number_or_expression("MaxConcurrency")?;
+            fields.max_concurrency = expression;
             Kind::Map(MapState {
                 items_path: None,
                 item_selector: None,
@@ -1367,7 +1383,16 @@ fn parse_jsonata_state(
     // "$states.result" exists only in a Task, Map or Parallel's Output and Assign, and
     // "$states.errorOutput" only in a Catch's.
     let has_result = matches!(kind, Kind::Task(_) | Kind::Map(_) | Kind::Parallel(_));
-    let inputs = [&fields.arguments, &fields.items, &fields.item_selector, &fields.error, &fields.cause];
+    let inputs = [
+        &fields.arguments,
+        &fields.items,
+        &fields.item_selector,
+        &fields.error,
+        &fields.cause,
+        &fields.timeout_seconds,
+        &fields.heartbeat_seconds,
+        &fields.max_concurrency,
+    ];
     let rule_exits = fields.rule_exits.iter().flat_map(|(o, a)| o.iter().chain(a.iter().map(|(_, t)| t)));
     let exits = fields.output.iter().chain(fields.assign.iter().map(|(_, t)| t)).chain(rule_exits);
     let catches = fields.catch.iter().flat_map(|(o, a)| o.iter().chain(a.iter().map(|(_, t)| t)));

@@ -172,7 +172,22 @@ impl Engine {
                 format!("{}: ItemsPath must select a JSON array, not {}", state.name, type_name(&items)),
             )));
         };
+        let expression = fields.and_then(|f| f.max_concurrency.as_ref());
         let requested = match (&map.max_concurrency, &map.max_concurrency_path) {
+            // JSONata: "MaxConcurrency": "{% ... %}" must give a non-negative integer.
+            _ if expression.is_some() => {
+                let v = expression.map(|t| jsonata_eval(rec, t, input, context)).transpose();
+                match v.map_err(|e| query_failure("MaxConcurrency", e))? {
+                    Some(v) => match v.as_u64() {
+                        Some(n) => n,
+                        None => {
+                            let why = format!("must produce a non-negative integer, not {v}");
+                            return Err(query_failure("MaxConcurrency", why));
+                        }
+                    },
+                    None => 0,
+                }
+            }
             (Some(n), _) => *n,
             (None, Some(p)) => path::read_path(p, input, env).ok().and_then(|v| v.as_u64()).ok_or_else(|| {
                 Ok(TaskFailure::new(

@@ -50,6 +50,39 @@ impl Engine {
                 return self.commit(rec, rev).await;
             }
         };
+        // JSONata: "TimeoutSeconds": "{% ... %}" must give a positive integer, else
+        // States.QueryEvaluationError, which Retry and Catch see (ASL, JSONata Runtime Errors).
+        let (timeout, heartbeat) = match state.jsonata.as_deref() {
+            None => (timeout, heartbeat),
+            Some(fields) => {
+                let seconds = |what: &str, t: Option<&jsonata::Template>, number: Option<u64>| match t {
+                    None => Ok(number),
+                    Some(t) => match jsonata_eval(&rec, t, &input, &context) {
+                        Ok(v) => v
+                            .as_u64()
+                            .filter(|n| *n > 0)
+                            .map(Some)
+                            .ok_or_else(|| format!("{}: {what} must be a positive integer, not {v}", state.name)),
+                        Err(e) => Err(format!("{}: {what}: {e}", state.name)),
+                    },
+                };
+                let timeout = seconds("TimeoutSeconds", fields.timeout_seconds.as_ref(), timeout);
+                let heartbeat = seconds("HeartbeatSeconds", fields.heartbeat_seconds.as_ref(), heartbeat);
+                let checked = timeout.and_then(|t| heartbeat.map(|h| (t, h))).and_then(|(t, h)| match (t, h) {
+                    (Some(t), Some(h)) if h >= t => {
+                        Err(format!("{}: HeartbeatSeconds must be smaller than TimeoutSeconds", state.name))
+                    }
+                    pair => Ok(pair),
+                });
+                match checked {
+                    Ok(pair) => pair,
+                    Err(cause) => {
+                        let failure = TaskFailure::new(QUERY_EVALUATION_ERROR, cause);
+                        return self.state_failed(rec, rev, state, cursor, failure).await;
+                    }
+                }
+            }
+        };
         let token =
             task.is_callback().then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         let context = match &token {
