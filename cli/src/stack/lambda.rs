@@ -487,6 +487,9 @@ impl Slot {
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
+            // Its own process group, so that killing the function also kills what it started
+            // (the verify function's Lightpanda), as ending a Lambda sandbox does.
+            .process_group(0)
             .kill_on_drop(true);
         log_line(&self.log_path, &format!("INIT_START Runtime Version: selfheal-stack Generation: {generation}"));
         let child =
@@ -761,6 +764,17 @@ async fn init_error(reports: &mut watch::Receiver<Option<(String, String)>>) -> 
     }
 }
 
+/// SIGKILL the process group a function process leads (it was started with
+/// `process_group(0)`, so its group id is its pid).
+fn kill_group(pid: Option<u32>, function: &str) {
+    let group = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group
+        && let Err(e) = rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
+    {
+        tracing::debug!(function = %function, pid = group.as_raw_nonzero().get(), error = %e, "group kill failed (already gone?)");
+    }
+}
+
 /// Own the child: wait for it to exit, or kill it when the process record is dropped.
 async fn supervise(
     mut child: tokio::process::Child,
@@ -772,9 +786,14 @@ async fn supervise(
 ) {
     let pid = child.id();
     let (status, killed) = tokio::select! {
-        status = child.wait() => (status, false),
+        status = child.wait() => {
+            // A sandbox whose runtime exits is torn down with whatever it started.
+            kill_group(pid, &function);
+            (status, false)
+        }
         // Sent or dropped: either way the host wants the process gone.
         _ = kill => {
+            kill_group(pid, &function);
             if let Err(e) = child.start_kill() {
                 tracing::debug!(function = %function, pid, error = %e, "kill failed (already exited?)");
             }
