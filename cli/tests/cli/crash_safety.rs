@@ -123,6 +123,9 @@ struct RunResult {
     approval_posts: usize,
     duplicate_posts: usize,
     duplicate_pd_notes: usize,
+    /// What went wrong, when the run did not resolve: the incident's audit trail and the end
+    /// of the serve log (the run's directory is removed).
+    diagnosis: String,
 }
 
 async fn one_run(run: usize, kill_after: Duration) -> RunResult {
@@ -220,9 +223,22 @@ async fn one_run(run: usize, kill_after: Duration) -> RunResult {
         .map(|ns| ns.iter().filter(|n| n.user_id == "PSELFHEAL").map(|n| n.content.clone()).collect())
         .unwrap_or_default();
     let duplicates = |items: &[String]| items.len() - items.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let outcome = serde_json::to_value(incident.outcome).unwrap().as_str().unwrap_or("none").to_string();
+    let diagnosis = if outcome == "resolved" {
+        String::new()
+    } else {
+        let audit = store.audit_trail(&iid).await.map(|a| format!("{a:#?}")).unwrap_or_else(|e| e.to_string());
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        format!(
+            "audit:\n{audit}\nserve log (last 80 lines):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    };
     let result = RunResult {
         label,
-        outcome: serde_json::to_value(incident.outcome).unwrap().as_str().unwrap_or("none").to_string(),
+        outcome,
+        diagnosis,
         route: incident.decision.map(|d| d.route.as_str().to_string()).unwrap_or_default(),
         workspaces: sim.workspace_counts(),
         resolves: calls.iter().filter(|c| c.api == "pagerduty" && c.method == "PUT" && c.status == 200).count(),
@@ -261,7 +277,7 @@ async fn sigkill_at_random_points_changes_no_outcome_and_repeats_no_side_effect(
     }
     for r in &results {
         let approval = r.label.contains("approval");
-        assert_eq!(r.outcome, "resolved", "{}", r.label);
+        assert_eq!(r.outcome, "resolved", "{}\n{}", r.label, r.diagnosis);
         assert_eq!(r.route, if approval { "approval" } else { "auto" }, "{}", r.label);
         assert_eq!(r.workspaces, (1, 1), "{}: one workspace created, and deleted", r.label);
         assert_eq!(r.resolves, 1, "{}: resolved in PagerDuty exactly once", r.label);
