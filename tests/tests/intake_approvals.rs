@@ -509,6 +509,37 @@ async fn pending_approval(deps: &Deps, incident_id: &str, token: &str, expires_i
     id
 }
 
+/// The click that decided died after storing the decision, before binding it to the incident
+/// and resuming the run (found by the SIGKILL test): the next click completes both, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_whose_click_died_is_bound_and_resumed_by_the_next_click() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let now = chrono::Utc::now().timestamp();
+        let a = pending_approval(&e.deps, "PDIED1", "tok-died", chrono::Duration::hours(1)).await;
+        let alice = UserId::parse("UALICE").unwrap();
+        e.deps.store.decide_approval(&a, ApprovalStatus::Approved, &alice, chrono::Utc::now()).await.unwrap();
+        let id = IncidentId::parse("PDIED1").unwrap();
+        assert!(e.deps.store.get_incident(&id).await.unwrap().unwrap().approval.is_none());
+
+        for clicker in ["UBOB", "UALICE"] {
+            let r = approvals::handle_interaction(&e.deps, &click(&e.creds, a.as_str(), "approve", clicker, now)).await;
+            assert_eq!(r.body["status"], "already_decided", "{backend}");
+        }
+        let bound = e.deps.store.get_incident(&id).await.unwrap().unwrap().approval.expect("bound to the incident");
+        assert_eq!(
+            (bound.status, bound.decided_by.as_ref().map(|u| u.as_str()), bound.plan_hash.as_str()),
+            (ApprovalStatus::Approved, Some("UALICE"), "plan-hash-1"),
+            "{backend}"
+        );
+        let trail = e.deps.store.audit_trail(&id).await.unwrap();
+        assert_eq!(trail.iter().filter(|t| t.kind == "approval_decided").count(), 1, "{backend}: audited once");
+        let resumes: Vec<_> = e.rec.resumes.lock().unwrap().iter().filter(|(t, _)| t == "tok-died").cloned().collect();
+        assert!(!resumes.is_empty(), "{backend}: the run was resumed");
+        assert!(resumes.iter().all(|(_, out)| out["status"] == "approved" && out["decided_by"] == "UALICE"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slack_approvals_are_decided_once_by_allowed_people() {
     for (backend, store) in stores().await {

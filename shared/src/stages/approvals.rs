@@ -402,9 +402,13 @@ async fn decide(
             return Ok(Decided::TooLate { resolved_by_a_person: by_pagerduty });
         }
         DecideOutcome::AlreadyDecided(a) => {
-            // If the first click's resume failed after the decision was stored, this click
-            // completes it; if it succeeded, the spent token makes this a no-op.
+            // The click that decided may have died after storing the decision and before
+            // binding it to the incident or resuming the run (a crash, a lost connection): this
+            // click completes both, as the decider would have. Once complete, both are no-ops
+            // (the binding is unchanged, the spent token refuses a second resume).
             if matches!(a.status, ApprovalStatus::Approved | ApprovalStatus::Rejected) {
+                let decider = a.decided_by.clone().unwrap_or_else(|| who.clone());
+                bind_decision(deps, &a, &decider, a.decided_at.unwrap_or(now), None).await?;
                 let _ = deps.orchestrator.send_task_success(&a.task_token, &resume_output(&a)).await;
             }
             return Ok(Decided::Before(a));
@@ -412,25 +416,7 @@ async fn decide(
         DecideOutcome::Expired(_) => return Ok(Decided::TooLate { resolved_by_a_person: false }),
         DecideOutcome::NotFound => return Ok(Decided::Unknown),
     };
-    let id = approval.incident_id.clone();
-    // The decision is bound to the plan hash the approver saw.
-    let (incident, _) = update(deps, &id, |i| {
-        i.approval = Some(ApprovalDecision {
-            approval_id: approval.id.clone(),
-            status: approval.status,
-            decided_by: Some(who.clone()),
-            decided_at: Some(now),
-            plan_hash: approval.plan_hash.clone(),
-            reason: reason.clone(),
-        });
-        Ok(())
-    })
-    .await?;
-    let mut detail = json!({"approval_id": approval.id, "decision": approval.status, "plan_hash": approval.plan_hash});
-    if let Some(reason) = &reason {
-        detail["reason"] = json!(reason);
-    }
-    audit_decision(deps, &id, &format!("slack:{user}"), "approval_decided", detail.clone(), &detail).await?;
+    let incident = bind_decision(deps, &approval, &who, now, reason).await?;
     // Counted once: only the click that decided gets here (decide_approval is decide-once).
     let outcome = if approval.status == ApprovalStatus::Approved { "Approved" } else { "Rejected" };
     let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -445,6 +431,43 @@ async fn decide(
         Err(e) => return Err(e.into()),
     }
     Ok(Decided::Now { incident: Box::new(incident), approval })
+}
+
+/// Bind a stored decision to its incident (the plan hash the approver saw, which the execution
+/// gate checks) and audit it, once: when the incident already carries this decision, nothing
+/// is written.
+async fn bind_decision(
+    deps: &Deps,
+    approval: &Approval,
+    who: &UserId,
+    at: chrono::DateTime<chrono::Utc>,
+    reason: Option<String>,
+) -> Result<Incident, StageError> {
+    let id = approval.incident_id.clone();
+    let (incident, newly_bound) = update(deps, &id, |i| {
+        let bound = i.approval.as_ref().is_some_and(|d| d.approval_id == approval.id && d.status == approval.status);
+        if !bound {
+            i.approval = Some(ApprovalDecision {
+                approval_id: approval.id.clone(),
+                status: approval.status,
+                decided_by: Some(who.clone()),
+                decided_at: Some(at),
+                plan_hash: approval.plan_hash.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(!bound)
+    })
+    .await?;
+    if newly_bound {
+        let mut detail =
+            json!({"approval_id": approval.id, "decision": approval.status, "plan_hash": approval.plan_hash});
+        if let Some(reason) = &reason {
+            detail["reason"] = json!(reason);
+        }
+        audit_decision(deps, &id, &format!("slack:{who}"), "approval_decided", detail.clone(), &detail).await?;
+    }
+    Ok(incident)
 }
 
 /// May `user` decide `pending`: one of its incident's approvers, or (where the service allows it)
