@@ -211,32 +211,26 @@ impl QueryLanguage {
 }
 
 impl State {
-    /// The history event of entering this state (`PassStateEntered`, ...).
-    pub fn entered_event(&self) -> &'static str {
+    /// The history events of entering and leaving this state (`PassStateEntered`, ...).
+    fn entered_and_exited(&self) -> (&'static str, &'static str) {
         match self.kind {
-            Kind::Task(_) => "TaskStateEntered",
-            Kind::Choice { .. } => "ChoiceStateEntered",
-            Kind::Wait(_) => "WaitStateEntered",
-            Kind::Pass { .. } => "PassStateEntered",
-            Kind::Succeed => "SucceedStateEntered",
-            Kind::Fail { .. } => "FailStateEntered",
-            Kind::Map(_) => "MapStateEntered",
-            Kind::Parallel(_) => "ParallelStateEntered",
+            Kind::Task(_) => ("TaskStateEntered", "TaskStateExited"),
+            Kind::Choice { .. } => ("ChoiceStateEntered", "ChoiceStateExited"),
+            Kind::Wait(_) => ("WaitStateEntered", "WaitStateExited"),
+            Kind::Pass { .. } => ("PassStateEntered", "PassStateExited"),
+            Kind::Succeed => ("SucceedStateEntered", "SucceedStateExited"),
+            Kind::Fail { .. } => ("FailStateEntered", "FailStateExited"),
+            Kind::Map(_) => ("MapStateEntered", "MapStateExited"),
+            Kind::Parallel(_) => ("ParallelStateEntered", "ParallelStateExited"),
         }
     }
 
-    /// The history event of leaving this state (`PassStateExited`, ...).
+    pub fn entered_event(&self) -> &'static str {
+        self.entered_and_exited().0
+    }
+
     pub fn exited_event(&self) -> &'static str {
-        match self.kind {
-            Kind::Task(_) => "TaskStateExited",
-            Kind::Choice { .. } => "ChoiceStateExited",
-            Kind::Wait(_) => "WaitStateExited",
-            Kind::Pass { .. } => "PassStateExited",
-            Kind::Succeed => "SucceedStateExited",
-            Kind::Fail { .. } => "FailStateExited",
-            Kind::Map(_) => "MapStateExited",
-            Kind::Parallel(_) => "ParallelStateExited",
-        }
+        self.entered_and_exited().1
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -758,12 +752,7 @@ impl StateMachine {
 fn jsonpath_assign(value: &Value, state: &str) -> Result<Value, DefinitionError> {
     let obj = value.as_object().ok_or_else(|| err(format!("{state}: Assign must be an object")))?;
     for (name, v) in obj {
-        let plain = name.strip_suffix(".$").unwrap_or(name);
-        let valid = plain.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid || plain == "states" {
-            return Err(err(format!("{state}: Assign: {name:?} is not a valid variable name")));
-        }
+        super::jsonata::check_variable_name(name, state)?;
         if name.ends_with(".$") && !v.is_string() {
             return Err(err(format!("{state}: Assign: the value of {name:?} must be a path or intrinsic function")));
         }

@@ -224,6 +224,19 @@ pub fn assign(templates: &[(String, Template)], scope: &Scope<'_>) -> Result<Vec
     Ok(assigned)
 }
 
+/// An `Assign` key (a `.$` suffix allowed, for JSONPath) names a variable by the documented
+/// rule: a letter or underscore first, then letters, digits and underscores; `states` is
+/// reserved.
+pub(crate) fn check_variable_name(name: &str, state: &str) -> Result<(), DefinitionError> {
+    let plain = name.strip_suffix(".$").unwrap_or(name);
+    let valid = plain.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid || plain == "states" {
+        return Err(DefinitionError(format!("{state}: Assign: {name:?} is not a valid variable name")));
+    }
+    Ok(())
+}
+
 /// Parse an `Assign` object (JSONata: values may be `{% %}`; JSONPath: keys ending in `.$` take
 /// a path, which the caller evaluates). Variable names follow the documented rule: a letter or
 /// underscore first, then letters, digits and underscores; `states` is reserved.
@@ -231,12 +244,7 @@ pub fn parse_assign(value: &Value, state: &str) -> Result<Vec<(String, Template)
     let obj = value.as_object().ok_or_else(|| DefinitionError(format!("{state}: Assign must be an object")))?;
     let mut out = Vec::with_capacity(obj.len());
     for (name, v) in obj {
-        let plain = name.strip_suffix(".$").unwrap_or(name);
-        let valid = plain.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid || plain == "states" {
-            return Err(DefinitionError(format!("{state}: Assign: {name:?} is not a valid variable name")));
-        }
+        check_variable_name(name, state)?;
         out.push((name.clone(), Template::parse(v, &format!("{state}: Assign"))?));
     }
     Ok(out)
