@@ -540,6 +540,38 @@ async fn a_decision_whose_click_died_is_bound_and_resumed_by_the_next_click() {
     }
 }
 
+/// A late click on an older approval, decided long ago, never rebinds an incident that now
+/// waits on a newer one (the execution gate would refuse the newer plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_click_on_an_old_approval_leaves_the_newer_one_bound() {
+    for (backend, store) in stores().await {
+        let e = env(store).await;
+        let now = chrono::Utc::now().timestamp();
+        let old = pending_approval(&e.deps, "PSTALE1", "tok-old", chrono::Duration::hours(1)).await;
+        let alice = UserId::parse("UALICE").unwrap();
+        e.deps.store.decide_approval(&old, ApprovalStatus::Approved, &alice, chrono::Utc::now()).await.unwrap();
+        let newer = ApprovalId::generate();
+        let id = IncidentId::parse("PSTALE1").unwrap();
+        let mut incident = e.deps.store.get_incident(&id).await.unwrap().unwrap();
+        incident.approval = Some(ApprovalDecision {
+            approval_id: newer.clone(),
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+            plan_hash: "plan-hash-2".into(),
+            reason: None,
+        });
+        e.deps.store.save_incident(&incident).await.unwrap();
+
+        let r = approvals::handle_interaction(&e.deps, &click(&e.creds, old.as_str(), "approve", "UBOB", now)).await;
+        assert_eq!(r.body["status"], "already_decided", "{backend}");
+        let bound = e.deps.store.get_incident(&id).await.unwrap().unwrap().approval.expect("still bound");
+        assert_eq!((bound.approval_id, bound.status), (newer, ApprovalStatus::Pending), "{backend}");
+        let trail = e.deps.store.audit_trail(&id).await.unwrap();
+        assert!(trail.iter().all(|t| t.kind != "approval_decided"), "{backend}: nothing newly decided");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slack_approvals_are_decided_once_by_allowed_people() {
     for (backend, store) in stores().await {

@@ -408,7 +408,7 @@ async fn decide(
             // (the binding is unchanged, the spent token refuses a second resume).
             if matches!(a.status, ApprovalStatus::Approved | ApprovalStatus::Rejected) {
                 let decider = a.decided_by.clone().unwrap_or_else(|| who.clone());
-                bind_decision(deps, &a, &decider, a.decided_at.unwrap_or(now), None).await?;
+                bind_decision(deps, &a, &decider, a.decided_at.unwrap_or(now), None, Binding::Repair).await?;
                 let _ = deps.orchestrator.send_task_success(&a.task_token, &resume_output(&a)).await;
             }
             return Ok(Decided::Before(a));
@@ -416,7 +416,7 @@ async fn decide(
         DecideOutcome::Expired(_) => return Ok(Decided::TooLate { resolved_by_a_person: false }),
         DecideOutcome::NotFound => return Ok(Decided::Unknown),
     };
-    let incident = bind_decision(deps, &approval, &who, now, reason).await?;
+    let incident = bind_decision(deps, &approval, &who, now, reason, Binding::Decided).await?;
     // Counted once: only the click that decided gets here (decide_approval is decide-once).
     let outcome = if approval.status == ApprovalStatus::Approved { "Approved" } else { "Rejected" };
     let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -433,6 +433,16 @@ async fn decide(
     Ok(Decided::Now { incident: Box::new(incident), approval })
 }
 
+/// Why a decision is being bound to its incident.
+#[derive(Clone, Copy, PartialEq)]
+enum Binding {
+    /// The click that decided.
+    Decided,
+    /// A later click completing what a decider's click did not finish: only while the incident
+    /// still waits on this approval (or on none), never over a newer one.
+    Repair,
+}
+
 /// Bind a stored decision to its incident (the plan hash the approver saw, which the execution
 /// gate checks) and audit it, once: when the incident already carries this decision, nothing
 /// is written.
@@ -442,11 +452,13 @@ async fn bind_decision(
     who: &UserId,
     at: chrono::DateTime<chrono::Utc>,
     reason: Option<String>,
+    binding: Binding,
 ) -> Result<Incident, StageError> {
     let id = approval.incident_id.clone();
     let (incident, newly_bound) = update(deps, &id, |i| {
         let bound = i.approval.as_ref().is_some_and(|d| d.approval_id == approval.id && d.status == approval.status);
-        if !bound {
+        let moved_on = binding == Binding::Repair && i.approval.as_ref().is_some_and(|d| d.approval_id != approval.id);
+        if !bound && !moved_on {
             i.approval = Some(ApprovalDecision {
                 approval_id: approval.id.clone(),
                 status: approval.status,
@@ -456,7 +468,7 @@ async fn bind_decision(
                 reason: reason.clone(),
             });
         }
-        Ok(!bound)
+        Ok(!bound && !moved_on)
     })
     .await?;
     if newly_bound {

@@ -101,7 +101,16 @@ impl Engine {
         // it already written and leaves it.
         let tally = RunTally { total: Some(total), released: Some(released), ..RunTally::default() };
         let tally = serde_json::to_value(&tally).map_err(|e| EngineError::Corrupt(rec.name.clone(), e.to_string()))?;
-        self.table.put_if(&exec_pk(&rec.name), &run_sk(&run), &tally, None, None, now.timestamp()).await?;
+        let pk = exec_pk(&rec.name);
+        let released = if self.table.put_if(&pk, &run_sk(&run), &tally, None, None, now.timestamp()).await? {
+            released
+        } else {
+            // Created before a restart: children that ended since may have released more (a
+            // release of a child not yet created is lost; creating it released makes up for it).
+            let stored = self.table.get(&pk, &run_sk(&run), now.timestamp()).await?;
+            let stored = stored.and_then(|s| serde_json::from_value::<RunTally>(s.doc).ok()).and_then(|t| t.released);
+            stored.map_or(released, |r| r.clamp(released, total))
+        };
         for (index, child_input) in inputs.into_iter().enumerate() {
             let (branch, start_at) = match &state.kind {
                 Kind::Map(m) => (0, m.processor.start_at.as_str()),

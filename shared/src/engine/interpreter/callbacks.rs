@@ -106,12 +106,13 @@ impl Engine {
     ) -> Result<Step, EngineError> {
         self.mark_delivered(token).await?;
         // Reload: the record says AwaitToken (persisted before dispatch).
-        let Some((rec, rev)) = self.load(execution).await? else {
+        let Some((mut rec, rev)) = self.load(execution).await? else {
             return Ok(Step::Stop);
         };
         if !rec.is_open() {
             return Ok(Step::Stop);
         }
+        self.fill_root_context(&mut rec, state).await?;
         match result {
             // A mocked callback task completes at once (Step Functions Local semantics).
             Ok(TaskOutcome::Completed(v)) => {

@@ -431,8 +431,23 @@ fn jsonpath_variables(rec: &ExecutionRecord, state: &State) -> BTreeMap<String, 
 }
 
 /// A JSONPath `Assign` (state, chosen Choice rule or catcher): a payload template over
-/// `dollar` (what `$` means there), evaluated with the variables from before the state, whose
-/// top-level fields become the variables.
+/// `dollar` (what `$` means there), evaluated with the variables from before the state. Its
+/// top-level fields are the new values, which the caller assigns once the state has succeeded.
+fn render_assign(
+    state: &State,
+    template: Option<&Value>,
+    dollar: &Value,
+    env: path::Env<'_>,
+) -> Result<serde_json::Map<String, Value>, TaskFailure> {
+    let Some(template) = template else { return Ok(serde_json::Map::new()) };
+    match path::render_template(template, dollar, env) {
+        Ok(Value::Object(assigned)) => Ok(assigned),
+        Ok(_) => Ok(serde_json::Map::new()), // an Assign is an object (checked at load)
+        Err(e) => Err(template_failure(&state.name, "Assign", &e)),
+    }
+}
+
+/// Assign at once: for states whose failure after this point fails the execution anyway.
 fn assign_jsonpath(
     rec: &mut ExecutionRecord,
     state: &State,
@@ -440,15 +455,8 @@ fn assign_jsonpath(
     dollar: &Value,
     env: path::Env<'_>,
 ) -> Result<(), TaskFailure> {
-    let Some(template) = template else { return Ok(()) };
-    match path::render_template(template, dollar, env) {
-        Ok(Value::Object(assigned)) => {
-            rec.variables.extend(assigned);
-            Ok(())
-        }
-        Ok(_) => Ok(()), // an Assign is an object (checked at load), and so is what it renders to
-        Err(e) => Err(template_failure(&state.name, "Assign", &e)),
-    }
+    rec.variables.extend(render_assign(state, template, dollar, env)?);
+    Ok(())
 }
 
 /// The error a failing payload template (Parameters, ItemSelector, ResultSelector) raises.

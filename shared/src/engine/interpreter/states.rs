@@ -45,6 +45,19 @@ impl Engine {
         if rec.is_open() { Ok(Step::Continue(Some((rec, rev + 1)))) } else { Ok(Step::Stop) }
     }
 
+    /// A Map iteration or Parallel branch reads its Context object from its root execution
+    /// when a state that can read it runs (it is not copied into every child). Every path that
+    /// loads a child record and then evaluates its state calls this first.
+    pub(super) async fn fill_root_context(&self, rec: &mut ExecutionRecord, state: &State) -> Result<(), EngineError> {
+        if state.reads_context
+            && let Some(link) = rec.parent.as_mut()
+            && link.context.is_null()
+        {
+            link.context = self.root_context(&rec.name).await?;
+        }
+        Ok(())
+    }
+
     /// The Context object's `Execution` and `StateMachine` of the execution a Map iteration or
     /// Parallel branch (`root/run/index/...`) belongs to.
     async fn root_context(&self, child: &str) -> Result<Value, EngineError> {
@@ -120,12 +133,7 @@ impl Engine {
         let Some(state) = machine.states.get(&cursor.state) else {
             return Err(EngineError::Corrupt(rec.name.clone(), format!("unknown state {}", cursor.state)));
         };
-        if state.reads_context
-            && let Some(link) = rec.parent.as_mut()
-            && link.context.is_null()
-        {
-            link.context = self.root_context(&rec.name).await?;
-        }
+        self.fill_root_context(&mut rec, state).await?;
         match cursor.phase.clone() {
             Phase::RetryAt { at } => {
                 self.sleep_until(at).await;
@@ -277,10 +285,12 @@ impl Engine {
             let variables = jsonpath_variables(&rec, state);
             let env = path::Env::new(&context, &variables);
             // "In Task, Map, and Parallel States, "$" refers to the result in a state's
-            // top-level "Assign"" (ASL, Using Assign).
-            if let Err(failure) = assign_jsonpath(&mut rec, state, state.common.assign.as_ref(), &result, env) {
-                return self.state_failed(rec, rev, state, cursor, failure).await;
-            }
+            // top-level "Assign"" (ASL, Using Assign). Assigned only if the state succeeds: a
+            // Retry or Catch after a failing ResultSelector sees the variables as they were.
+            let assigned = match render_assign(state, state.common.assign.as_ref(), &result, env) {
+                Ok(assigned) => assigned,
+                Err(failure) => return self.state_failed(rec, rev, state, cursor, failure).await,
+            };
             let selected = match result_selector {
                 Some(sel) => match path::render_template(sel, &result, env) {
                     Ok(s) => s,
@@ -299,7 +309,10 @@ impl Engine {
                 }
             };
             match path::select(state.common.output_path.as_ref(), &merged, env) {
-                Ok(out) => out,
+                Ok(out) => {
+                    rec.variables.extend(assigned);
+                    out
+                }
                 Err(e) => {
                     self.fail_execution(&mut rec, "States.Runtime", &format!("{}: OutputPath: {e}", state.name));
                     return self.commit(rec, rev).await;
