@@ -53,19 +53,19 @@ impl Engine {
         cursor: &Cursor,
         input: Value,
         context: Value,
+        // The variables from state entry, as `enter` copied them for the state's paths.
+        variables: BTreeMap<String, Value>,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
         let prepared = match &state.kind {
-            Kind::Map(map) => self.map_inputs(&rec, map, state, &input, &context, &jsonpath_variables(&rec, state)),
+            Kind::Map(map) => self.map_inputs(&rec, map, state, &input, &context, &variables),
             Kind::Parallel(p) => {
                 let effective = match (&p.parameters, state.jsonata.as_deref().and_then(|f| f.arguments.as_ref())) {
                     (_, Some(arguments)) => jsonata_eval(&rec, arguments, &input, &context).map_err(|e| {
                         Err(TaskFailure::new(QUERY_EVALUATION_ERROR, format!("{}: Arguments: {e}", state.name)))
                     }),
-                    (Some(t), None) => {
-                        path::render_template(t, &input, path::Env::new(&context, &jsonpath_variables(&rec, state)))
-                            .map_err(|e| Err(template_failure(&state.name, "Parameters", &e)))
-                    }
+                    (Some(t), None) => path::render_template(t, &input, path::Env::new(&context, &variables))
+                        .map_err(|e| Err(template_failure(&state.name, "Parameters", &e))),
                     (None, None) => Ok(input.clone()),
                 };
                 effective.map(|v| (vec![v; p.branches.len()], p.branches.len()))

@@ -531,10 +531,12 @@ impl Engine {
                 }
             }
             Kind::Task(task) => {
-                return self.run_task(rec, rev, machine, state, task, cursor, input.into_owned(), context).await;
+                let input = input.into_owned();
+                return self.run_task(rec, rev, machine, state, task, cursor, input, context, variables).await;
             }
             Kind::Map(_) | Kind::Parallel(_) => {
-                return self.start_branches(rec, rev, machine, state, cursor, input.into_owned(), context).await;
+                let input = input.into_owned();
+                return self.start_branches(rec, rev, machine, state, cursor, input, context, variables).await;
             }
         }
         self.commit(rec, rev).await

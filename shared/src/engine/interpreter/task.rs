@@ -39,10 +39,11 @@ impl Engine {
         cursor: &Cursor,
         input: Value,
         context: Value,
+        // The variables from state entry, as `enter` copied them for the state's paths.
+        variables: BTreeMap<String, Value>,
     ) -> Result<Step, EngineError> {
         let now = now_of(self.clock.as_ref());
         let dispatcher = self.dispatcher.read().ok().and_then(|d| d.clone()).ok_or(EngineError::NoDispatcher)?;
-        let variables = jsonpath_variables(&rec, state);
         let (timeout, heartbeat) = match Self::task_timeout(task, &input, path::Env::new(&context, &variables)) {
             Ok(t) => t,
             Err(e) => {
